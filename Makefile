@@ -1,0 +1,38 @@
+# The two user-facing targets (demo, test) build .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Pinned so pip takes the CPU wheel found locally instead of resolving a multi-GB CUDA build.
+# On a GPU machine: `make demo TORCH_SPEC=torch` (PyPI's Linux wheels are CUDA builds) or a
+# CUDA index, e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128".
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= postgres,dev
+
+.PHONY: demo test lint typecheck bench clean
+
+$(BIN)/sweeps: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: $(BIN)/sweeps
+	SWEEPS_HOME=$${SWEEPS_HOME:-./sweeps-data} $(BIN)/sweeps train --task d2l-synthetic --penalty none --lambda 0
+	SWEEPS_HOME=$${SWEEPS_HOME:-./sweeps-data} $(BIN)/sweeps train --task d2l-synthetic --penalty l2 --lambda 3
+
+test: $(BIN)/sweeps
+	$(BIN)/ruff check sweeps trainer tracking tests bench
+	$(BIN)/ruff format --check sweeps trainer tracking tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(BIN)/sweeps
+	$(BIN)/ruff check --fix sweeps trainer tracking tests bench
+	$(BIN)/ruff format sweeps trainer tracking tests bench
+
+typecheck: $(BIN)/sweeps
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) sweeps-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,163 @@
+"""`sweeps check`: do Optuna, the results table and MLflow agree one to one?
+
+Each finished Optuna trial must have exactly one results row and one MLflow child run, in
+the same state, and no MLflow run may be left RUNNING. `repair` fixes what it can:
+missing rows are rebuilt from the record kept on the Optuna trial, states follow Optuna,
+missing MLflow runs are created (without history), orphaned RUNNING runs are closed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from sweeps.recording import Recorder, record_from_trial
+from sweeps.storage import Stores, open_storage
+from sweeps.study import CONFIG_ATTR, config_from_stored, quiet_optuna
+from tracking.records import TrialRecord, TrialState
+
+if TYPE_CHECKING:
+    from tracking.mlflow_runs import MlflowTracker, ParentRef
+
+# MLflow run status each Optuna state must end in.
+RUN_STATUS = {
+    TrialState.COMPLETE: "FINISHED",
+    TrialState.PRUNED: "KILLED",
+    TrialState.FAIL: "FAILED",
+}
+
+
+@dataclass
+class CheckReport:
+    study: str
+    optuna_finished: int = 0
+    results_rows: int = 0
+    mlflow_runs: int = 0
+    problems: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def consistent(self) -> bool:
+        return not self.problems or len(self.repaired) == len(self.problems)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "consistent": self.consistent}
+
+
+def check_study(
+    name: str, stores: Stores, *, repair: bool = False, track: bool = True
+) -> CheckReport:
+    quiet_optuna()
+    storage = open_storage(stores.storage)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        from sweeps.errors import UsageError
+
+        raise UsageError(f"no study named {name!r} in this storage") from None
+    recorder = Recorder(stores, name, track=track)
+    try:
+        return _Checker(study, recorder, repair).run()
+    finally:
+        recorder.close()
+
+
+@dataclass
+class _Checker:
+    study: optuna.Study
+    recorder: Recorder
+    repair: bool
+    report: CheckReport = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.report = CheckReport(self.study.study_name)
+
+    def problem(self, message: str, fix: Any = None) -> None:
+        self.report.problems.append(message)
+        if self.repair and fix is not None:
+            fix()
+            self.report.repaired.append(message)
+
+    def run(self) -> CheckReport:
+        trials = {
+            t.number: t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()
+        }
+        self.report.optuna_finished = len(trials)
+        rows = self.recorder.results.trial_numbers(self.study.study_name)
+        self.report.results_rows = len(rows)
+        stored = self.study.user_attrs.get(CONFIG_ATTR)
+        cfg = config_from_stored(stored) if stored else None
+        name = self.study.study_name
+        records = {n: record_from_trial(name, t, cfg) for n, t in trials.items()}
+        for number, rec in sorted(records.items()):
+            if number not in rows:
+                self.problem(
+                    f"trial {number}: no results row",
+                    lambda r=rec: self.recorder.results.record_trial(r),
+                )
+            elif rows[number] != rec.state.value:
+                self.problem(
+                    f"trial {number}: results row says {rows[number]}, Optuna {rec.state.value}",
+                    lambda r=rec: self.recorder.results.record_trial(r, replace=True),
+                )
+        for number in sorted(set(rows) - set(trials)):
+            self.problem(f"trial {number}: results row but the Optuna trial is not finished")
+        self._check_mlflow(records)
+        return self.report
+
+    def _check_mlflow(self, records: dict[int, TrialRecord]) -> None:
+        tracker, parent = self.recorder.mlflow, self._parent()
+        if tracker is None or parent is None:
+            return
+        runs = tracker.trial_runs(parent.experiment_id)
+        self.report.mlflow_runs = sum(len(v) for v in runs.values())
+        for number, rec in sorted(records.items()):
+            found = runs.get(number, [])
+            want = RUN_STATUS[rec.state]
+            if not found:
+                self.problem(
+                    f"trial {number}: no MLflow run",
+                    lambda r=rec: self._recreate(tracker, parent, r),
+                )
+                continue
+            if len(found) > 1:
+                self.problem(f"trial {number}: {len(found)} MLflow runs")
+            for run in found:
+                if run.status != want:
+                    self.problem(
+                        f"trial {number}: MLflow run {run.run_id} is {run.status}, expected {want}",
+                        lambda rid=run.run_id, s=want, st=rec.state: self._retag(
+                            tracker, rid, s, st
+                        ),
+                    )
+        for number in sorted(set(runs) - set(records)):
+            for run in runs[number]:
+                if run.status == "RUNNING":
+                    self.problem(
+                        f"trial {number}: MLflow run {run.run_id} RUNNING for an unfinished trial",
+                        lambda rid=run.run_id: tracker.terminate(rid, "FAILED"),
+                    )
+
+    def _parent(self) -> ParentRef | None:
+        if self.recorder.mlflow is None:
+            return None
+        from tracking.mlflow_runs import ParentRef
+
+        stored = self.recorder.results.get_study(self.study.study_name)
+        if not (stored.mlflow_experiment_id and stored.mlflow_parent_run_id):
+            return None
+        return ParentRef(stored.mlflow_experiment_id, stored.mlflow_parent_run_id)
+
+    def _recreate(self, tracker: MlflowTracker, parent: ParentRef, rec: TrialRecord) -> None:
+        run_id = tracker.log_trial(parent, rec)
+        self.recorder.results.record_trial(
+            dataclasses.replace(rec, mlflow_run_id=run_id), replace=True
+        )
+
+    @staticmethod
+    def _retag(tracker: MlflowTracker, run_id: str, status: str, state: TrialState) -> None:
+        tracker.terminate(run_id, status)
+        tracker.set_state_tag(run_id, state.value)

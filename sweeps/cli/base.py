@@ -1,0 +1,115 @@
+"""CLI plumbing: one-line errors with exit code 2, shared options, output helpers."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from sweeps.errors import SweepsError, mask_secrets
+from tracking.errors import TrackingError
+from trainer.errors import TrainerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print one line on stderr (secrets masked) and exit."""
+    click.echo(f"sweeps: error: {mask_secrets(message)}", err=True)
+    sys.exit(code)
+
+
+class SweepsGroup(click.Group):
+    """A group whose errors are one clear line and exit 2 — never a traceback."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.exceptions.NoArgsIsHelpError as e:
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
+        except click.ClickException as e:
+            fail(_click_message(e), e.exit_code if e.exit_code != 1 else EXIT_USAGE)
+        except (SweepsError, TrainerError, TrackingError) as e:
+            fail(str(e))
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            fail("interrupted", EXIT_INTERRUPTED)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _click_message(e: click.ClickException) -> str:
+    if isinstance(e, click.UsageError) and e.ctx is not None:
+        return f"{e.ctx.command_path}: {e.format_message()}"
+    return e.format_message()
+
+
+def json_safe(value: Any) -> Any:
+    """JSON has no inf/nan: write them as null rather than emit invalid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def echo_json(document: Any) -> None:
+    """One JSON document on stdout; floats keep full precision (repr round-trips)."""
+    click.echo(json.dumps(json_safe(document), indent=2, default=str))
+
+
+def store_options(f: F) -> F:
+    """--home / --storage / --tracking-uri, shared by every command touching a store."""
+    decorators: Sequence[Callable[[F], F]] = (
+        click.option(
+            "--home",
+            envvar="SWEEPS_HOME",
+            default="./sweeps-data",
+            show_default=True,
+            type=click.Path(file_okay=False),
+            help="Project directory for the default SQLite stores and artifacts.",
+        ),
+        click.option(
+            "--storage",
+            envvar="SWEEPS_STORAGE",
+            default=None,
+            help="Optuna storage and results tables URL [default: sqlite:///HOME/sweeps.db].",
+        ),
+        click.option(
+            "--tracking-uri",
+            envvar="SWEEPS_TRACKING_URI",
+            default=None,
+            help="MLflow tracking URI [default: sqlite:///HOME/mlflow.db], or http://host:5000.",
+        ),
+    )
+    for decorate in reversed(decorators):
+        f = decorate(f)
+    return f
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A plain aligned text table for humans (JSON is for machines)."""
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        return str(v)
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)

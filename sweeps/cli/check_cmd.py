@@ -1,0 +1,43 @@
+"""`sweeps check`: Optuna, the results table and MLflow agree one to one?"""
+
+from __future__ import annotations
+
+import click
+
+from sweeps.cli.base import echo_json, store_options
+
+
+@click.command("check")
+@click.option("--study", required=True)
+@click.option("--repair", is_flag=True, help="Fill missing rows/runs, close orphaned RUNNING runs.")
+@click.option("--no-track", is_flag=True, help="Check Optuna against the results table only.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@store_options
+def check_command(
+    study: str,
+    repair: bool,
+    no_track: bool,
+    as_json: bool,
+    home: str,
+    storage: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """Exit 0 when consistent (after --repair), 1 when problems remain."""
+    from sweeps.check import check_study
+    from sweeps.storage import resolve_stores
+
+    stores = resolve_stores(home, storage, tracking_uri)
+    report = check_study(study, stores, repair=repair, track=not no_track)
+    if as_json:
+        echo_json(report.as_dict())
+    else:
+        click.echo(
+            f"study {study}: {report.optuna_finished} finished Optuna trials, "
+            f"{report.results_rows} results rows, {report.mlflow_runs} MLflow runs"
+        )
+        for problem in report.problems:
+            mark = "repaired" if problem in report.repaired else "problem"
+            click.echo(f"  {mark}: {problem}")
+        click.echo("consistent" if report.consistent else "INCONSISTENT (try --repair)")
+    if not report.consistent:
+        raise SystemExit(1)

@@ -1,0 +1,89 @@
+"""Option groups shared by `sweeps train`, `sweeps run` and `sweeps worker`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from trainer.config import Optimizer, Penalty, TaskOption
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PENALTIES = [p.value for p in Penalty]
+OPTIMIZERS = [o.value for o in Optimizer]
+
+# CLI flag → task option name. Options a task does not have are refused by the task.
+TASK_OPTION_FLAGS: dict[str, tuple[str, type, str]] = {
+    "n_train": ("--n-train", int, "Training examples (d2l-synthetic: 20)."),
+    "n_test": ("--n-test", int, "Test examples (d2l-synthetic: 100)."),
+    "num_inputs": ("--num-inputs", int, "Input dimension (d2l-synthetic: 200)."),
+    "noise": ("--noise", float, "Label noise std (d2l-synthetic: 0.01)."),
+}
+
+
+def task_option_flags(f: F) -> F:
+    for name, (flag, kind, help_text) in reversed(TASK_OPTION_FLAGS.items()):
+        f = click.option(flag, name, type=kind, default=None, help=help_text)(f)
+    return f
+
+
+def collect_task_options(kwargs: dict[str, Any]) -> tuple[tuple[str, TaskOption], ...]:
+    """Pop the task-option flags out of a command's kwargs; keep only those given."""
+    given = {name: kwargs.pop(name) for name in TASK_OPTION_FLAGS}
+    return tuple((k, v) for k, v in given.items() if v is not None)
+
+
+def training_flags(*, defaults: bool = True) -> Callable[[F], F]:
+    """Trainer options that are not searched: task, optimizer, lr, batch, epochs, scope.
+
+    `defaults=False` (for `sweeps run`) leaves unset flags as None, so a TOML file's values
+    are overridden only by flags actually given.
+    """
+
+    def default(value: Any) -> Any:
+        return value if defaults else None
+
+    options = (
+        click.option(
+            "--task", default=default("d2l-synthetic"), show_default=defaults, help="Task to train."
+        ),
+        click.option("--epochs", type=int, default=default(100), show_default=defaults),
+        click.option(
+            "--lr", type=float, default=default(0.003), show_default=defaults, help="Learning rate."
+        ),
+        click.option(
+            "--batch-size",
+            type=int,
+            default=default(5),
+            show_default=defaults,
+            help="0 means full batch.",
+        ),
+        click.option(
+            "--optimizer",
+            type=click.Choice(OPTIMIZERS),
+            default=default("sgd"),
+            show_default=defaults,
+        ),
+        click.option(
+            "--penalize",
+            default=default("weights"),
+            show_default=defaults,
+            help="Tensors the penalty covers: weights (dim>=2), all, or name globs.",
+        ),
+        click.option("--seed", type=int, default=default(0), show_default=defaults),
+        click.option(
+            "--device",
+            default=default("auto"),
+            show_default=defaults,
+            help="auto|cpu|cuda|cuda:N|mps",
+        ),
+    )
+
+    def decorate(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return task_option_flags(f)
+
+    return decorate

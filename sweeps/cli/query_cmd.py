@@ -1,0 +1,149 @@
+"""Query commands: studies, trials, best, compare, export. They import neither torch nor
+MLflow, so they answer in well under a second."""
+
+from __future__ import annotations
+
+import click
+
+from sweeps.cli.base import echo_json, format_table, store_options
+from sweeps.cli.options import PENALTIES
+
+BEST_COLUMNS = [
+    "study",
+    "penalty",
+    "lambda",
+    "l1_ratio",
+    "value",
+    "train_loss",
+    "test_loss",
+    "w_norm",
+    "trial_number",
+    "mlflow_run_id",
+]
+STUDY_COLUMNS = ["study", "task", "trials", "complete", "pruned", "failed", "best_value", "created"]
+TRIAL_TABLE = [
+    "number",
+    "state",
+    "penalty",
+    "lambda",
+    "l1_ratio",
+    "value",
+    "train_loss",
+    "test_loss",
+    "w_norm",
+    "duration_s",
+    "device",
+]
+
+
+def _stores(home: str, storage: str | None, tracking_uri: str | None):  # type: ignore[no-untyped-def]
+    from sweeps.storage import resolve_stores
+
+    return resolve_stores(home, storage, tracking_uri)
+
+
+@click.command("studies")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@store_options
+def studies_command(
+    as_json: bool, home: str, storage: str | None, tracking_uri: str | None
+) -> None:
+    """List the studies in the storage."""
+    from sweeps.queries import list_studies
+
+    rows = list_studies(_stores(home, storage, tracking_uri))
+    if as_json:
+        echo_json(rows)
+    else:
+        click.echo(format_table(rows, STUDY_COLUMNS) if rows else "no studies")
+
+
+@click.command("trials")
+@click.option("--study", required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@store_options
+def trials_command(
+    study: str, as_json: bool, home: str, storage: str | None, tracking_uri: str | None
+) -> None:
+    """Every trial of a study with its state, λ and losses."""
+    from sweeps.queries import list_trials
+
+    rows = list_trials(_stores(home, storage, tracking_uri), study)
+    if as_json:
+        echo_json(rows)
+    else:
+        click.echo(format_table(rows, TRIAL_TABLE) if rows else f"study {study!r} has no trials")
+
+
+@click.command("best")
+@click.option("--study", required=True)
+@click.option("--penalty", type=click.Choice(PENALTIES), help="Only this penalty type.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@store_options
+def best_command(
+    study: str,
+    penalty: str | None,
+    as_json: bool,
+    home: str,
+    storage: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """The best λ: overall, or for one penalty type with --penalty.
+
+    --json prints one object (the best trial); the table shows the best per penalty.
+    """
+    from sweeps.errors import UsageError
+    from sweeps.queries import best
+
+    rows = best(_stores(home, storage, tracking_uri), study, penalty)
+    if not rows:
+        what = f"penalty {penalty!r}" if penalty else "any penalty"
+        raise UsageError(f"study {study!r} has no complete trial for {what}")
+    if as_json:
+        echo_json(rows[0])
+    else:
+        click.echo(format_table(rows, BEST_COLUMNS))
+
+
+@click.command("compare")
+@click.option("--study", "studies", multiple=True, help="Repeat for several studies [all].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@store_options
+def compare_command(
+    studies: tuple[str, ...],
+    as_json: bool,
+    home: str,
+    storage: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """Best λ and losses per study × penalty."""
+    from sweeps.queries import compare
+
+    rows = compare(_stores(home, storage, tracking_uri), studies)
+    if as_json:
+        echo_json(rows)
+    else:
+        click.echo(format_table(rows, BEST_COLUMNS) if rows else "no complete trials")
+
+
+@click.command("export")
+@click.option("--study", required=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="File [stdout].")
+@store_options
+def export_command(
+    study: str,
+    fmt: str,
+    output: str | None,
+    home: str,
+    storage: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """Export a study's trials as CSV or JSON (same column names as everywhere)."""
+    from sweeps.queries import list_trials, render_export, write_atomically
+
+    text = render_export(list_trials(_stores(home, storage, tracking_uri), study), fmt)
+    if output:
+        write_atomically(output, text)
+    else:
+        click.echo(text, nl=False)

@@ -1,0 +1,161 @@
+"""`sweeps run` and `sweeps worker`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from sweeps.cli.base import EXIT_INTERRUPTED, echo_json, format_table, store_options
+from sweeps.cli.options import collect_task_options, training_flags
+from sweeps.config import PrunerKind, SamplerKind
+
+SAMPLERS = [s.value for s in SamplerKind]
+PRUNERS = [p.value for p in PrunerKind]
+BEST_COLUMNS = [
+    "penalty",
+    "lambda",
+    "l1_ratio",
+    "value",
+    "train_loss",
+    "test_loss",
+    "w_norm",
+    "trial_number",
+]
+
+
+@click.command("run")
+@click.option("--study", help="Study name; running it again resumes it.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="TOML file with any of these options; flags override it.",
+)
+@training_flags(defaults=False)
+@click.option("--penalties", help="Comma-separated penalties to search [all six].")
+@click.option("--lambda-min", type=float, help="Lower end of the log-uniform λ range [1e-5].")
+@click.option("--lambda-max", type=float, help="Upper end of the λ range [100].")
+@click.option("--trials", type=int, help="Trials to add to the study [20].")
+@click.option("--timeout", type=float, help="Stop starting trials after S seconds.")
+@click.option("--sampler", type=click.Choice(SAMPLERS), help="[tpe]")
+@click.option("--pruner", type=click.Choice(PRUNERS), help="[median]")
+@click.option("--workers", type=int, help="Local worker processes [1].")
+@click.option("--devices", help="Spread workers over devices, e.g. cuda:0,cuda:1.")
+@click.option("--repeats", type=int, help="Seeds per trial; the objective is their mean [1].")
+@click.option("--grid-points", type=int, help="λ values per penalty for --sampler grid [8].")
+@click.option("--report-every", type=int, help="Epochs between pruning reports [epochs/10].")
+@click.option(
+    "--create-only", is_flag=True, help="Create the study for `sweeps worker`s; run none."
+)
+@click.option("--no-track", is_flag=True, help="Do not log to MLflow (results table only).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@store_options
+def run_command(
+    config_file: str | None,
+    create_only: bool,
+    no_track: bool,
+    quiet: bool,
+    as_json: bool,
+    home: str,
+    storage: str | None,
+    tracking_uri: str | None,
+    **flags: Any,
+) -> None:
+    """Run (or resume) a study over λ × penalty type."""
+    from sweeps.config import SweepConfig, load_toml
+    from sweeps.errors import UsageError
+    from sweeps.runner import run_study
+    from sweeps.storage import resolve_stores
+
+    values = load_toml(config_file) if config_file else {}
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    task_options = dict(collect_task_options(flags))
+    values.update({k: v for k, v in {**flags, **task_options}.items() if v is not None})
+    if values.get("devices") and "device" in flags and flags["device"] is not None:
+        raise UsageError("give either --device or --devices, not both")
+    cfg = SweepConfig.from_mapping(values)
+    stores = resolve_stores(home, storage, tracking_uri)
+    outcome = run_study(cfg, stores, track=not no_track, quiet=quiet, create_only=create_only)
+    if as_json:
+        echo_json(
+            {
+                "study": outcome.study,
+                "requested": outcome.requested,
+                "states": outcome.counts,
+                "interrupted": outcome.interrupted,
+                "best": outcome.best,
+            }
+        )
+    else:
+        counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.counts.items()))
+        click.echo(f"study {outcome.study}: {counts}")
+        if outcome.best:
+            click.echo(format_table(outcome.best, BEST_COLUMNS))
+    if outcome.interrupted:
+        click.echo("sweeps: interrupted; completed trials are kept", err=True)
+        raise SystemExit(EXIT_INTERRUPTED)
+    if outcome.failed_workers:
+        raise SystemExit(1)
+
+
+@click.command("worker")
+@click.option("--study", required=True, help="An existing study to join.")
+@click.option("--trials", type=int, help="Trials this worker runs [the study's --trials].")
+@click.option("--device", help="Device for this worker [the study's].")
+@click.option("--timeout", type=float, help="Stop starting trials after S seconds.")
+@click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option(
+    "--no-summary",
+    is_flag=True,
+    hidden=True,
+    help="Leave the parent run's figures to the launcher (`sweeps run --workers`).",
+)
+@click.option("--worker-index", type=int, hidden=True, help="Seeds this worker's sampler.")
+@store_options
+def worker_command(
+    study: str,
+    trials: int | None,
+    device: str | None,
+    timeout: float | None,
+    no_track: bool,
+    quiet: bool,
+    no_summary: bool,
+    worker_index: int | None,
+    home: str,
+    storage: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """Join an existing study from any shell or machine."""
+    from sweeps.errors import UsageError
+    from sweeps.runner import run_worker
+    from sweeps.storage import resolve_stores
+
+    if trials is not None and trials <= 0:
+        raise UsageError(f"--trials must be >= 1, got {trials}")
+    if timeout is not None and timeout <= 0:
+        raise UsageError(f"--timeout must be > 0 seconds, got {timeout}")
+    stores = resolve_stores(home, storage, tracking_uri)
+    if device is not None:
+        from trainer import resolve_device
+
+        resolve_device(device)
+    try:
+        counts = run_worker(
+            study,
+            stores,
+            trials=trials,
+            device=device,
+            track=not no_track,
+            timeout=timeout,
+            quiet=quiet,
+            summarize=not no_summary,
+            worker_index=worker_index,
+        )
+    except KeyboardInterrupt:
+        click.echo("sweeps: interrupted; completed trials are kept", err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    if not quiet:
+        click.echo(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))

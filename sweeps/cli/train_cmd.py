@@ -1,0 +1,52 @@
+"""`sweeps train`: one training run, tracked in MLflow unless --no-track."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from sweeps.cli.base import echo_json, fail, store_options
+from sweeps.cli.options import PENALTIES, collect_task_options, training_flags
+
+
+@click.command("train")
+@training_flags()
+@click.option("--penalty", type=click.Choice(PENALTIES), default="none", show_default=True)
+@click.option("--lambda", "lambda_", type=float, default=0.0, show_default=True, help="λ >= 0.")
+@click.option("--l1-ratio", type=float, default=None, help="elastic_net mix α in [0,1] [0.5].")
+@click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@store_options
+def train_command(no_track: bool, as_json: bool, **kwargs: Any) -> None:
+    """Train one configuration and print its final metrics."""
+    from sweeps.single import run_single
+    from trainer.config import TrialConfig
+
+    stores = {k: kwargs.pop(k) for k in ("home", "storage", "tracking_uri")}
+    task_options = collect_task_options(kwargs)
+    cfg = TrialConfig(task_options=task_options, **kwargs)
+    outcome = run_single(cfg, track=not no_track, **stores)
+    summary = outcome.summary
+    if as_json:
+        echo_json(summary)
+    else:
+        _print_human(summary)
+    if summary["status"] == "diverged":
+        fail(f"training diverged at epoch {summary['diverged_epoch']}; try a smaller --lr", 1)
+
+
+def _print_human(s: dict[str, Any]) -> None:
+    lam = f" λ={s['lambda']:g}" if s["penalty"] != "none" else ""
+    click.echo(
+        f"{s['task']}  {s['penalty']}{lam}  {s['optimizer']} lr={s['lr']:g}  on {s['device']}"
+    )
+    if s["epochs_run"]:
+        val_name = "test_loss (used as val)" if s["val_is_test"] else "val_loss"
+        click.echo(
+            f"epochs {s['epochs_run']}: train_loss {s['train_loss']:.6g}  "
+            f"{val_name} {s['val_loss']:.6g}  w_norm {s['w_norm']:.6g}  "
+            f"({s['duration_s']:.3f}s)"
+        )
+    if s.get("mlflow_run_id"):
+        click.echo(f"mlflow run {s['mlflow_run_id']}")

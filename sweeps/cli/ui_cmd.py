@@ -1,0 +1,88 @@
+"""`sweeps ui`: the MLflow UI on this project's tracking store."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from sweeps.cli.base import store_options
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def ui_args(
+    tracking_uri: str, artifact_root: Path | None, host: str, port: int, allowed_hosts: str | None
+) -> list[str]:
+    """The `mlflow server` command line serving the UI over our store."""
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    args = [
+        mlflow,
+        "server",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    if artifact_root is not None:
+        args += ["--default-artifact-root", artifact_root.as_uri()]
+    if allowed_hosts:
+        args += ["--allowed-hosts", allowed_hosts]
+    return args
+
+
+@click.command("ui")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to bind. Anything but loopback exposes the UI: see README.",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--allowed-hosts", help="Host headers MLflow accepts when exposed (e.g. a DNS name).")
+@store_options
+def ui_command(
+    host: str,
+    port: int,
+    allowed_hosts: str | None,
+    home: str,
+    storage: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """Serve the MLflow UI for this project's studies (Ctrl-C stops it)."""
+    from sweeps.errors import StorageError
+    from sweeps.storage import resolve_stores
+
+    stores = resolve_stores(home, storage, tracking_uri)
+    if stores.tracking_uri.startswith(("http://", "https://")):
+        click.echo(f"the MLflow server at {stores.tracking_uri} serves the UI itself; open it")
+        return
+    db = stores.tracking_uri.removeprefix("sqlite:///")
+    if stores.tracking_uri.startswith("sqlite:///") and not Path(db).exists():
+        raise StorageError(f"no MLflow store at {db} yet: run `sweeps run` or `sweeps train` first")
+    if not _is_loopback(host):
+        click.echo(
+            f"sweeps: warning: binding {host} exposes the UI and its API without authentication;"
+            " prefer an SSH tunnel or a reverse proxy with auth",
+            err=True,
+        )
+    click.echo(f"MLflow UI on http://{host}:{port}  (Ctrl-C to stop)", err=True)
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    args = ui_args(stores.tracking_uri, stores.artifact_root, host, port, allowed_hosts)
+    sys.stdout.flush()
+    os.execvpe(args[0], args, env)

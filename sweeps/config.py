@@ -1,0 +1,182 @@
+"""`SweepConfig`: every option of `sweeps run`, from flags and/or a TOML file, validated once."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sweeps.errors import UsageError
+from trainer.config import Penalty, TaskOption, TrialConfig, parse_enum
+from trainer.errors import ConfigError
+
+
+class SamplerKind(StrEnum):
+    TPE = "tpe"
+    RANDOM = "random"
+    GRID = "grid"
+    CMAES = "cmaes"
+    GP = "gp"
+
+
+class PrunerKind(StrEnum):
+    MEDIAN = "median"
+    HYPERBAND = "hyperband"
+    NONE = "none"
+
+
+ALL_PENALTIES = tuple(Penalty)
+
+# Keys a TOML file may hold (dashes or underscores), with the type each must have.
+_TRAINING_KEYS = {"task", "epochs", "lr", "batch_size", "optimizer", "penalize", "seed", "device"}
+_SWEEP_KEYS = {
+    "study",
+    "penalties",
+    "lambda_min",
+    "lambda_max",
+    "trials",
+    "timeout",
+    "sampler",
+    "pruner",
+    "workers",
+    "devices",
+    "repeats",
+    "grid_points",
+    "report_every",
+}
+TASK_OPTION_KEYS = {"n_train", "n_test", "num_inputs", "noise"}
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A validated study definition. `base` holds the training knobs every trial shares."""
+
+    study: str
+    base: TrialConfig = field(default_factory=TrialConfig)
+    penalties: tuple[Penalty, ...] = ALL_PENALTIES
+    lambda_min: float = 1e-5
+    lambda_max: float = 100.0
+    trials: int = 20
+    timeout: float | None = None
+    sampler: SamplerKind = SamplerKind.TPE
+    pruner: PrunerKind = PrunerKind.MEDIAN
+    workers: int = 1
+    devices: tuple[str, ...] = ()
+    repeats: int = 1
+    grid_points: int = 8  # λ values per penalty for --sampler grid
+    report_every: int | None = None  # epochs between pruning reports; None → epochs // 10
+
+    def __post_init__(self) -> None:
+        if not self.study.strip():
+            raise UsageError("--study must be a non-empty name")
+        if not self.penalties:
+            raise UsageError("--penalties must name at least one penalty")
+        if not 0 < self.lambda_min < self.lambda_max:
+            raise UsageError(
+                f"need 0 < --lambda-min < --lambda-max, got {self.lambda_min} and {self.lambda_max}"
+            )
+        for name in ("trials", "workers", "repeats", "grid_points"):
+            if getattr(self, name) <= 0:
+                raise UsageError(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
+                )
+        if self.timeout is not None and self.timeout <= 0:
+            raise UsageError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        if self.report_every is not None and self.report_every <= 0:
+            raise UsageError(f"--report-every must be >= 1, got {self.report_every}")
+
+    @property
+    def checkpoint_every(self) -> int:
+        """Epochs between intermediate reports: each is a storage write, so about ten."""
+        return self.report_every or max(1, self.base.epochs // 10)
+
+    def space_signature(self) -> dict[str, Any]:
+        """What makes trials comparable; a resumed study must match it exactly."""
+        base = self.base.as_params()
+        for key in ("penalty", "lambda", "l1_ratio", "device"):
+            base.pop(key)
+        return {
+            "penalties": [p.value for p in self.penalties],
+            "lambda_min": self.lambda_min,
+            "lambda_max": self.lambda_max,
+            "grid_points": self.grid_points if self.sampler is SamplerKind.GRID else None,
+            "repeats": self.repeats,
+            **base,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able, for the results store and the study's user attributes."""
+        return {
+            "study": self.study,
+            "sampler": self.sampler.value,
+            "pruner": self.pruner.value,
+            "trials": self.trials,
+            "timeout": self.timeout,
+            "workers": self.workers,
+            "devices": list(self.devices),
+            "device": self.base.device,
+            "report_every": self.checkpoint_every,
+            **self.space_signature(),
+        }
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> SweepConfig:
+        """Build from flag/TOML values (keys with underscores); absent keys take defaults."""
+        values = {k.replace("-", "_"): v for k, v in values.items() if v is not None}
+        unknown = sorted(set(values) - _TRAINING_KEYS - _SWEEP_KEYS - TASK_OPTION_KEYS)
+        if unknown:
+            raise UsageError(f"unknown sweep option {unknown[0]!r}")
+        task_options: tuple[tuple[str, TaskOption], ...] = tuple(
+            (k, values[k]) for k in sorted(TASK_OPTION_KEYS) if k in values
+        )
+        try:
+            base = TrialConfig(
+                task_options=task_options, **{k: values[k] for k in _TRAINING_KEYS if k in values}
+            )
+            sweep = {k: values[k] for k in _SWEEP_KEYS if k in values}
+            if "penalties" in sweep:
+                sweep["penalties"] = parse_penalties(sweep["penalties"])
+            if "devices" in sweep:
+                sweep["devices"] = parse_list(sweep["devices"], "--devices")
+            if "sampler" in sweep:
+                sweep["sampler"] = parse_enum(SamplerKind, sweep["sampler"], "sampler")
+            if "pruner" in sweep:
+                sweep["pruner"] = parse_enum(PrunerKind, sweep["pruner"], "pruner")
+            if "study" not in sweep:
+                raise UsageError("--study NAME is required")
+            return cls(base=base, **sweep)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+        except TypeError as e:  # a TOML value of the wrong type
+            raise UsageError(f"invalid sweep option: {e}") from None
+
+
+def parse_list(value: str | list[str] | tuple[str, ...], what: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    cleaned = tuple(str(i).strip() for i in items if str(i).strip())
+    if not cleaned:
+        raise UsageError(f"{what} must not be empty")
+    return cleaned
+
+
+def parse_penalties(value: str | list[str] | tuple[str, ...]) -> tuple[Penalty, ...]:
+    names = parse_list(value, "--penalties")
+    penalties = tuple(parse_enum(Penalty, n, "penalty") for n in names)
+    return tuple(dict.fromkeys(penalties))  # drop repeats, keep order
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a sweep file; its keys use the flag names (`lambda-min` or `lambda_min`)."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"config file {str(path)!r} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise UsageError(f"cannot read config file {str(path)!r}: {e}") from None
+    flat = dict(data.pop("sweep", {}))  # allow a [sweep] table as well as top-level keys
+    flat.update(data)
+    return flat

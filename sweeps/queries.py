@@ -1,0 +1,128 @@
+"""Read-only questions about studies, answered from the results tables (no torch, no MLflow)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from sweeps.errors import StorageError, UsageError
+from sweeps.storage import Stores
+from tracking.results import ResultsStore
+
+# Column order of `sweeps trials` and `sweeps export` (the contract's names).
+TRIAL_COLUMNS = [
+    "number",
+    "state",
+    "penalty",
+    "lambda",
+    "l1_ratio",
+    "value",
+    "train_loss",
+    "val_loss",
+    "test_loss",
+    "w_norm",
+    "penalty_value",
+    "duration_s",
+    "device",
+    "mlflow_run_id",
+]
+
+
+def open_results(stores: Stores) -> ResultsStore:
+    """The results store, refusing to create an empty SQLite file by merely asking."""
+    url = sa.make_url(stores.storage)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        raise StorageError(f"no sweeps storage at {url.database} (run `sweeps run` first)")
+    return ResultsStore(stores.storage)
+
+
+def _answer(stores: Stores, ask: Any) -> Any:
+    """Run one query; the store raises TrackingError/UnknownStudyError as one-line errors."""
+    store = open_results(stores)
+    try:
+        return ask(store)
+    finally:
+        store.dispose()
+
+
+def list_studies(stores: Stores) -> list[dict[str, Any]]:
+    return _answer(stores, lambda s: s.studies())  # type: ignore[no-any-return]
+
+
+def best(stores: Stores, study: str, penalty: str | None = None) -> list[dict[str, Any]]:
+    return _answer(stores, lambda s: s.best(study, penalty))  # type: ignore[no-any-return]
+
+
+def compare(stores: Stores, studies: Sequence[str]) -> list[dict[str, Any]]:
+    return _answer(stores, lambda s: s.compare(list(studies) or None))  # type: ignore[no-any-return]
+
+
+def list_trials(stores: Stores, study: str) -> list[dict[str, Any]]:
+    """Finished trials from the results table, plus RUNNING/WAITING ones from Optuna."""
+    rows: list[dict[str, Any]] = _answer(stores, lambda s: s.trials(study))
+    finished = {r["number"] for r in rows}
+    rows += [t for t in _unfinished(stores.storage, study) if t["number"] not in finished]
+    rows.sort(key=lambda r: r["number"])
+    return [{c: r.get(c) for c in TRIAL_COLUMNS} for r in rows]
+
+
+def _unfinished(storage: str, study: str) -> list[dict[str, Any]]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        loaded = optuna.load_study(study_name=study, storage=storage)
+    except KeyError:
+        return []
+    out = []
+    for t in loaded.get_trials(deepcopy=False):
+        if t.state.is_finished():
+            continue
+        out.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "penalty": t.params.get("penalty"),
+                "lambda": t.params.get("lambda"),
+                "l1_ratio": t.params.get("l1_ratio"),
+            }
+        )
+    return out
+
+
+def render_export(rows: list[dict[str, Any]], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    if fmt != "csv":
+        raise UsageError(f"unknown export format {fmt!r}; use csv or json")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=TRIAL_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(
+        {k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in r.items()}
+        for r in rows
+    )
+    return buffer.getvalue()
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write to a temporary file beside `path` and rename: never a half-written export."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise UsageError(f"directory {str(target.parent)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,195 @@
+"""The sweep's side of tracking: one MLflow child run and one results row per trial.
+
+MLflow is optional per process (`track=False`) and imported only when on (~2.5 s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from sweeps.config import SweepConfig
+from sweeps.errors import mask_secrets
+from sweeps.storage import Stores
+from tracking.records import METRICS, StudyRecord, TrialRecord, TrialState
+from tracking.results import ResultsStore
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from tracking.mlflow_runs import MlflowTracker, ParentRef
+
+PARENT_ATTR = "mlflow_parent_run_id"
+EXPERIMENT_ATTR = "mlflow_experiment_id"
+
+
+def quiet_mlflow() -> None:
+    """MLflow decides on telemetry when imported: say no before the first import. This
+    network refuses it anyway, and progress bars on artifact uploads are noise."""
+    for key, value in (
+        ("MLFLOW_DISABLE_TELEMETRY", "true"),
+        ("DO_NOT_TRACK", "true"),
+        ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
+    ):
+        os.environ.setdefault(key, value)
+
+
+def make_tracker(stores: Stores) -> MlflowTracker:
+    quiet_mlflow()
+    import logging
+
+    from tracking.mlflow_runs import MlflowTracker
+
+    # "Creating initial MLflow database tables..." and friends are not for our users.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    if stores.artifact_root is not None:
+        stores.make_home()
+    return MlflowTracker(stores.tracking_uri, stores.artifact_root)
+
+
+class Recorder:
+    """Writes finished trials exactly once to MLflow (when tracking) and the results table."""
+
+    def __init__(self, stores: Stores, study: str, *, track: bool = True) -> None:
+        self.stores = stores
+        self.study = study
+        self.results = ResultsStore(stores.storage)
+        self.mlflow: MlflowTracker | None = make_tracker(stores) if track else None
+        self.parent: ParentRef | None = None
+        self.cfg: SweepConfig | None = None
+
+    def attach(self, cfg: SweepConfig, study: optuna.Study) -> None:
+        """Register the study; the first process to do so creates the MLflow parent run."""
+        self.cfg = cfg
+        self.results.ensure_schema()
+        stored = self.results.register_study(
+            StudyRecord(name=cfg.study, task=cfg.base.task, config=cfg.as_dict())
+        )
+        if self.mlflow is None:
+            return
+        from tracking.mlflow_runs import ParentRef
+
+        if stored.mlflow_parent_run_id is None:
+            experiment_id = self.mlflow.ensure_experiment(cfg.study)
+            parent = self.mlflow.create_parent_run(experiment_id, cfg.study)
+            if not self.results.set_study_mlflow(cfg.study, experiment_id, parent.run_id):
+                # Another process won the race: keep its parent, close ours.
+                self.mlflow.terminate(parent.run_id, "KILLED")
+                stored = self.results.get_study(cfg.study)
+        stored = self.results.get_study(cfg.study)
+        assert stored.mlflow_experiment_id and stored.mlflow_parent_run_id
+        self.parent = ParentRef(stored.mlflow_experiment_id, stored.mlflow_parent_run_id)
+        if study.user_attrs.get(PARENT_ATTR) != self.parent.run_id:
+            study.set_user_attr(EXPERIMENT_ATTR, self.parent.experiment_id)
+            study.set_user_attr(PARENT_ATTR, self.parent.run_id)
+
+    def record(self, rec: TrialRecord) -> TrialRecord:
+        """MLflow first (to learn the run id), then the results row. Never raises for MLflow:
+        a lost MLflow write is reported and left for `sweeps check --repair`."""
+        if self.mlflow is not None and self.parent is not None:
+            try:
+                rec = dataclasses.replace(
+                    rec, mlflow_run_id=self.mlflow.log_trial(self.parent, rec)
+                )
+            except Exception as e:  # the trial itself is fine; keep it in Optuna and SQL
+                warn(f"MLflow logging failed for trial {rec.number}: {e}")
+                warn("the trial is kept in Optuna and SQL; `sweeps check --repair` adds its run")
+        self.results.record_trial(rec)
+        return rec
+
+    def finish(self, study: optuna.Study) -> None:
+        """Parent run: the λ figure, a trials CSV and Optuna's plots; then FINISHED."""
+        if self.mlflow is None or self.parent is None:
+            return
+        from sweeps.plots import optuna_plots
+
+        records = [record_from_row(self.study, row) for row in self.results.trials(self.study)]
+        try:
+            self.mlflow.finish_study(self.parent, records, optuna_plots(study))
+        except Exception as e:
+            warn(f"could not finish the MLflow parent run: {e}")
+
+    def stale_trial_callback(
+        self, retry: Callable[[optuna.Study, FrozenTrial], None]
+    ) -> Callable[[optuna.Study, FrozenTrial], None]:
+        """Record a trial whose worker died (failed by heartbeat), then retry its params."""
+
+        def on_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+            self.record(record_from_trial(self.study, trial, self.cfg))
+            retry(study, trial)
+
+        return on_stale
+
+    def close(self) -> None:
+        self.results.dispose()
+
+
+def record_from_row(study: str, row: Mapping[str, Any]) -> TrialRecord:
+    """A results row back as a (history-less) TrialRecord, for figures and repair."""
+    params = {k: row.get(k) for k in ("penalty", "lambda", "l1_ratio", "lr", "epochs", "seed")}
+    return TrialRecord(
+        study=study,
+        number=int(row["number"]),
+        state=TrialState(row["state"]),
+        params=params,
+        final={
+            k: row.get(k)
+            for k in ("train_loss", "val_loss", "test_loss", "w_norm", "penalty_value")
+        },
+        value=row.get("value"),
+        duration_s=float(row.get("duration_s") or 0.0),
+        device=str(row.get("device") or ""),
+        start_time_ms=0,
+        end_time_ms=0,
+        mlflow_run_id=row.get("mlflow_run_id"),
+        error=row.get("error"),
+    )
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"sweeps: warning: {mask_secrets(message)}\n")
+
+
+def record_from_trial(
+    study: str, trial: FrozenTrial, cfg: SweepConfig | None = None
+) -> TrialRecord:
+    """Rebuild a trial's record from what the objective kept on the Optuna trial.
+
+    A trial whose worker died kept nothing: its config is rebuilt from its parameters.
+    """
+    kept: dict[str, Any] = trial.user_attrs.get("sweeps.record") or {}
+    state = TrialState(trial.state.name)
+    params = kept.get("params")
+    if params is None and cfg is not None:
+        from optuna.trial import FixedTrial
+
+        from sweeps.space import suggest
+
+        params = suggest(FixedTrial(trial.params), cfg).as_params()
+    if params is None:
+        params = {"lambda": 0.0, **trial.params}
+    start = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else 0
+    end = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else start
+    error = kept.get("error")
+    if not kept and state is TrialState.FAIL:
+        error = "worker lost: heartbeat stale"
+    return TrialRecord(
+        study=study,
+        number=trial.number,
+        state=state,
+        params=params,
+        final=kept.get("final") or dict.fromkeys(METRICS),
+        value=trial.value if state is TrialState.COMPLETE else None,
+        duration_s=float(kept.get("duration_s") or 0.0),
+        device=str(kept.get("device") or ""),
+        start_time_ms=int(kept.get("start_time_ms") or start),
+        end_time_ms=int(kept.get("end_time_ms") or end),
+        error=error,
+        mlflow_run_id=kept.get("mlflow_run_id"),
+    )

@@ -1,0 +1,240 @@
+"""Running a study: in this process, or in N local `sweeps worker` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweeps.config import SweepConfig
+from sweeps.objective import Objective, TrialFailed
+from sweeps.progress import Progress
+from sweeps.recording import Recorder
+from sweeps.storage import Stores, open_storage
+from sweeps.study import create_or_load, load_existing, quiet_optuna
+from trainer import TrialConfig, check_config, load_task, resolve_device
+from trainer.devices import device_label
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass
+class RunOutcome:
+    study: str
+    requested: int
+    counts: dict[str, int] = field(default_factory=dict)
+    best: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+    failed_workers: int = 0
+
+
+def preflight(base: TrialConfig, devices: tuple[str, ...]) -> None:
+    """Everything that can be refused is refused before a study or directory exists."""
+    check_config(base)
+    for spec in devices or (base.device,):
+        resolve_device(spec)
+
+
+def worker_devices(cfg: SweepConfig) -> list[str]:
+    """Device per worker: round-robin over --devices, else --device for all."""
+    devices = cfg.devices or (cfg.base.device,)
+    return [devices[i % len(devices)] for i in range(cfg.workers)]
+
+
+def shares(total: int, workers: int) -> list[int]:
+    """Split `total` trials over workers exactly (no overshoot from racing counters)."""
+    return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
+
+
+def run_study(
+    cfg: SweepConfig,
+    stores: Stores,
+    *,
+    track: bool = True,
+    quiet: bool = False,
+    create_only: bool = False,
+) -> RunOutcome:
+    """Create or resume the study and run `cfg.trials` more trials (none with create_only)."""
+    quiet_optuna()
+    preflight(cfg.base, cfg.devices)
+    if stores.uses_home:
+        stores.make_home()
+    storage = open_storage(stores.storage)
+    study = create_or_load(cfg, storage)
+    recorder = Recorder(stores, cfg.study, track=track)
+    recorder.attach(cfg, study)
+    _record_stale_trials(storage, recorder)
+    outcome = RunOutcome(cfg.study, cfg.trials)
+    progress = Progress(total=0 if create_only else cfg.trials, quiet=quiet)
+    try:
+        if create_only:
+            pass
+        elif cfg.workers == 1:
+            _optimize(study, cfg, recorder, cfg.trials, worker_devices(cfg)[0], progress)
+        else:
+            outcome.failed_workers = _run_processes(study, cfg, stores, progress, track)
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    finally:
+        progress.close()
+        if not create_only:
+            recorder.finish(study)
+    outcome.counts = count_states(study)
+    outcome.best = recorder.results.best(cfg.study)
+    recorder.close()
+    return outcome
+
+
+def run_worker(
+    study_name: str,
+    stores: Stores,
+    *,
+    trials: int | None,
+    device: str | None,
+    track: bool = True,
+    timeout: float | None = None,
+    quiet: bool = False,
+    summarize: bool = True,
+    worker_index: int | None = None,
+) -> dict[str, int]:
+    """`sweeps worker`: join an existing study from any shell or machine."""
+    quiet_optuna()
+    storage = open_storage(stores.storage)
+    index = os.getpid() if worker_index is None else worker_index
+    study, cfg = load_existing(study_name, storage, index)
+    if timeout is not None:
+        cfg = _with_timeout(cfg, timeout)
+    recorder = Recorder(stores, study_name, track=track)
+    recorder.attach(cfg, study)
+    _record_stale_trials(storage, recorder)
+    n = trials if trials is not None else cfg.trials
+    progress = Progress(total=n, quiet=quiet)
+    try:
+        _optimize(study, cfg, recorder, n, device or cfg.base.device, progress)
+    finally:
+        progress.close()
+        if summarize:  # refresh the parent run's figure with what the study has now
+            recorder.finish(study)
+        recorder.close()
+    return count_states(study)
+
+
+def _record_stale_trials(storage: optuna.storages.RDBStorage, recorder: Recorder) -> None:
+    retry = storage.heartbeat_stale_trial_callback
+    if retry is not None:
+        storage.heartbeat_stale_trial_callback = recorder.stale_trial_callback(retry)
+
+
+def _with_timeout(cfg: SweepConfig, timeout: float) -> SweepConfig:
+    from dataclasses import replace
+
+    return replace(cfg, timeout=timeout)
+
+
+def _optimize(
+    study: optuna.Study,
+    cfg: SweepConfig,
+    recorder: Recorder,
+    n_trials: int,
+    device_spec: str,
+    progress: Progress,
+) -> None:
+    device = resolve_device(device_spec)
+    objective = Objective(cfg, load_task(cfg.base), device, device_label(device), recorder.record)
+    study.optimize(
+        objective,
+        n_trials=n_trials,
+        timeout=cfg.timeout,
+        catch=(TrialFailed,),
+        callbacks=[progress],
+        gc_after_trial=False,  # a full gc per trial costs more than the d2l training
+    )
+
+
+def _run_processes(
+    study: optuna.Study, cfg: SweepConfig, stores: Stores, progress: Progress, track: bool
+) -> int:
+    """Start `sweeps worker` processes (the same path a remote machine uses) and follow them.
+
+    Returns how many exited with an error."""
+    env = {
+        **os.environ,
+        "SWEEPS_HOME": str(stores.home),
+        "SWEEPS_STORAGE": stores.storage,  # via env, so no password shows in `ps`
+        "SWEEPS_TRACKING_URI": stores.tracking_uri,
+    }
+    known = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
+    procs = []
+    plan = zip(shares(cfg.trials, cfg.workers), worker_devices(cfg), strict=True)
+    for index, (n, device) in enumerate(plan):
+        if n == 0:
+            continue
+        args = [
+            sys.executable,
+            "-m",
+            "sweeps",
+            "worker",
+            "--study",
+            cfg.study,
+            "--trials",
+            str(n),
+            "--device",
+            device,
+            "--quiet",
+            "--no-summary",
+            "--worker-index",
+            str(index),
+        ]
+        if cfg.timeout is not None:
+            args += ["--timeout", str(cfg.timeout)]
+        if not track:
+            args.append("--no-track")
+        procs.append(subprocess.Popen(args, env=env))
+    try:
+        while any(p.poll() is None for p in procs):
+            _poll(study, known, progress)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        _wait(procs, 60)
+        raise
+    finally:
+        _poll(study, known, progress)
+    failed = [p.returncode for p in procs if p.returncode not in (0, None)]
+    if failed:
+        from sweeps.recording import warn
+
+        warn(f"{len(failed)} worker process(es) exited with an error (codes {failed})")
+    return len(failed)
+
+
+def _poll(study: optuna.Study, known: set[int], progress: Progress) -> None:
+    for trial in study.get_trials(deepcopy=False, states=FINISHED):
+        if trial.number not in known:
+            known.add(trial.number)
+            progress.update(trial)
+
+
+def _wait(procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def count_states(study: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts

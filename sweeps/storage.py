@@ -1,0 +1,149 @@
+"""Where a study lives: URL defaults, validation, and Optuna's RDBStorage built explicitly."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from sweeps.errors import StorageError, mask_secrets
+from tracking.db import engine_options, use_wal
+
+if TYPE_CHECKING:
+    import optuna
+
+# Heartbeat: a RUNNING trial whose worker stopped beating for 2 intervals is failed by the
+# next worker that starts a trial, and retried with the same parameters.
+DEFAULT_HEARTBEAT_S = 10
+MAX_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The resolved locations of everything a command touches."""
+
+    home: Path
+    storage: str  # Optuna storage and results tables
+    tracking_uri: str  # MLflow
+    artifact_root: Path | None  # local MLflow artifacts; None for an MLflow server
+
+    @property
+    def uses_home(self) -> bool:
+        """Whether anything lives under `home` (then it must be created before use)."""
+        return self.artifact_root is not None or self.storage.startswith(f"sqlite:///{self.home}")
+
+    def make_home(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+
+
+def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> Stores:
+    """Apply defaults under HOME and validate both URLs. Creates nothing."""
+    home_path = Path(home).expanduser().resolve()
+    storage_url = normalize_storage_url(
+        storage or f"sqlite:///{home_path / 'sweeps.db'}", home_path
+    )
+    if tracking_uri is None:
+        tracking = f"sqlite:///{home_path / 'mlflow.db'}"
+        artifacts: Path | None = home_path / "mlartifacts"
+    else:
+        tracking, artifacts = tracking_uri, None
+        scheme = tracking.split("://", 1)[0].lower() if "://" in tracking else ""
+        if scheme == "sqlite":
+            normalize_storage_url(tracking, home_path)
+            artifacts = home_path / "mlartifacts"
+        elif scheme not in {"http", "https", "postgresql", "postgresql+psycopg"}:
+            raise StorageError(
+                f"unsupported tracking URI {mask_secrets(tracking)!r}; use sqlite:///PATH or"
+                " http://host:port"
+            )
+    if storage_url == tracking:
+        raise StorageError("the Optuna storage and the MLflow tracking store must differ")
+    return Stores(home_path, storage_url, tracking, artifacts)
+
+
+def normalize_storage_url(url: str, home: Path) -> str:
+    """Check an SQLAlchemy URL; map postgresql:// to the psycopg 3 driver we ship."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise StorageError(f"malformed storage URL {mask_secrets(url)!r}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        db = parsed.database
+        if not db or db == ":memory:":
+            raise StorageError("an SQLite storage needs a file path: sqlite:///PATH/sweeps.db")
+        parent = Path(db).expanduser().resolve().parent
+        # HOME itself is created on first use; any other directory must exist.
+        if not parent.is_dir() and parent != home:
+            raise StorageError(f"directory {str(parent)!r} of the SQLite storage does not exist")
+        return url
+    if backend in {"postgresql", "postgres"}:
+        if parsed.get_driver_name() in {"psycopg2", "pg8000", "asyncpg"} or "+" not in url:
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return parsed.render_as_string(hide_password=False)
+    raise StorageError(
+        f"unsupported storage {mask_secrets(url)!r}; use sqlite:///PATH or postgresql://..."
+    )
+
+
+def check_reachable(url: str) -> None:
+    """Fail fast with one line when a server is down or refuses us."""
+    if url.startswith("sqlite"):
+        return
+    engine = sa.create_engine(url, **engine_options(url))
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
+        raise StorageError(f"cannot reach storage {mask_secrets(url)}: {reason}") from None
+    finally:
+        engine.dispose()
+
+
+def heartbeat_interval() -> int:
+    """Seconds between heartbeats; SWEEPS_HEARTBEAT_S overrides (tests use 1)."""
+    raw = os.environ.get("SWEEPS_HEARTBEAT_S", str(DEFAULT_HEARTBEAT_S))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise StorageError(f"SWEEPS_HEARTBEAT_S must be whole seconds, got {raw!r}") from None
+    if value <= 0:
+        raise StorageError(f"SWEEPS_HEARTBEAT_S must be >= 1, got {value}")
+    return value
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage with heartbeat and retry of heartbeat-stale trials.
+
+    Several processes creating the schema at once can collide on PostgreSQL; the loser
+    retries and finds the tables made.
+    """
+    import optuna
+
+    check_reachable(url)
+    interval = heartbeat_interval()
+    last: Exception | None = None
+    for attempt in range(5):
+        try:
+            storage = optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_options(url),
+                heartbeat_interval=interval,
+                grace_period=2 * interval,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=MAX_RETRIES
+                ),
+            )
+            if url.startswith("sqlite"):
+                use_wal(storage.engine)
+            return storage
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError) as e:
+            last = e
+            time.sleep(0.2 * (attempt + 1))
+    reason = str(getattr(last, "orig", last)).strip().splitlines()[0]
+    raise StorageError(f"cannot open storage {mask_secrets(url)}: {reason}")

@@ -1,0 +1,68 @@
+"""Shared fixtures: one torch thread, and a fresh PostgreSQL database per test.
+
+PostgreSQL tests read the server from SWEEPS_TEST_POSTGRES_URL. Without it they skip with
+the reason — unless SWEEPS_REQUIRE_SERVICES is set (CI), where a missing or unreachable
+server fails the test instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import torch
+
+from sweeps.recording import quiet_mlflow
+
+torch.set_num_threads(1)  # tiny models run fastest on one thread
+quiet_mlflow()  # before any test imports mlflow: no telemetry, no progress bars
+
+
+def _server_url() -> str:
+    url = os.environ.get("SWEEPS_TEST_POSTGRES_URL")
+    if not url:
+        message = "SWEEPS_TEST_POSTGRES_URL is not set (a PostgreSQL server for tests)"
+        if os.environ.get("SWEEPS_REQUIRE_SERVICES"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+def create_postgres_database(prefix: str = "sweeps_test") -> tuple[str, sa.Engine]:
+    """CREATE DATABASE on the test server; returns (url of the new db, admin engine)."""
+    server = sa.make_url(_server_url())
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as e:
+        pytest.fail(f"PostgreSQL at {server.render_as_string()} is unreachable: {e}")
+    return server.set(database=name).render_as_string(hide_password=False), admin
+
+
+def drop_postgres_database(url: str, admin: sa.Engine) -> None:
+    name = sa.make_url(url).database
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    url, admin = create_postgres_database()
+    yield url
+    drop_postgres_database(url, admin)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """One test, every storage backend (Optuna's `testing/storages.py` pattern)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'sweeps.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

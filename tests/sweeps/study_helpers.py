@@ -1,0 +1,62 @@
+"""Helpers for study tests: run the real CLI in a subprocess, read Optuna directly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+
+from trainer import TrialConfig, load_task, train
+
+
+def cli_env(home: Path, storage: str | None = None, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "SWEEPS_HOME": str(home),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        **extra,
+    }
+    if storage:
+        env["SWEEPS_STORAGE"] = storage
+    env.pop("SWEEPS_TRACKING_URI", None)
+    return env
+
+
+def sweeps_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sweeps", *args]
+
+
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        sweeps_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def load(study: str, storage: str) -> optuna.Study:
+    return optuna.load_study(study_name=study, storage=storage)
+
+
+def trials_or_none(study: str, storage: str) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials, or [] while another process has not created it yet."""
+    try:
+        return load(study, storage).trials
+    except KeyError:
+        return []
+
+
+def grid_test_loss(lams: list[float], **overrides: object) -> dict[float, float]:
+    """Train the d2l task at each λ with the l2 penalty; test loss per λ."""
+    base = TrialConfig(penalty="l2", **overrides)  # type: ignore[arg-type]
+    task = load_task(base)
+    out = {}
+    for lam in lams:
+        final = train(base.replace(lambda_=lam), task).final
+        assert final["test_loss"] is not None
+        out[lam] = final["test_loss"]
+    return out

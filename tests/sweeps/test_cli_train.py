@@ -1,0 +1,92 @@
+from pathlib import Path
+
+import pytest
+
+from tests.sweeps.cli_helpers import assert_usage_error, invoke, invoke_json
+
+
+def test_train_json_has_the_contract_keys(tmp_path: Path) -> None:
+    doc = invoke_json(
+        "train",
+        "--penalty",
+        "l2",
+        "--lambda",
+        "3",
+        "--epochs",
+        "5",
+        "--no-track",
+        "--home",
+        str(tmp_path / "h"),
+    )
+    for key in [
+        "task",
+        "penalty",
+        "lambda",
+        "l1_ratio",
+        "epochs",
+        "lr",
+        "seed",
+        "device",
+        "train_loss",
+        "val_loss",
+        "test_loss",
+        "w_norm",
+        "penalty_value",
+        "duration_s",
+        "mlflow_run_id",
+    ]:
+        assert key in doc
+    assert doc["lambda"] == 3.0 and doc["penalty"] == "l2" and doc["device"] == "cpu"
+    assert doc["mlflow_run_id"] is None and doc["epochs"] == 5
+    assert not (tmp_path / "h").exists()  # --no-track writes nothing
+
+
+def test_train_human_output() -> None:
+    result = invoke("train", "--epochs", "3", "--no-track", "--n-train", "10")
+    assert result.exit_code == 0
+    assert "train_loss" in result.stdout and "w_norm" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--lambda", "-1"], "lambda"),
+        (["--penalty", "l9"], "--penalty"),
+        (["--penalty", "elastic_net", "--l1-ratio", "2"], "l1_ratio"),
+        (["--epochs", "0"], "epochs"),
+        (["--batch-size", "-5"], "batch size"),
+        (["--task", "imagenet"], "unknown task"),
+        (["--device", "quantum"], "unknown device"),
+        (["--lambda", "abc"], "--lambda"),
+        (["--n-train", "0"], "n_train"),
+        (["--bogus"], "--bogus"),
+        (["--penalize", "encoder.*"], "matches no parameter"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], fragment: str) -> None:
+    home = tmp_path / "home"
+    result = invoke("train", *args, "--home", str(home))
+    assert_usage_error(result, fragment)
+    assert not home.exists()
+
+
+def test_cuda_on_a_machine_without_it(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the missing-device path needs one without")
+    result = invoke("train", "--device", "cuda", "--home", str(tmp_path / "h"))
+    assert_usage_error(result, "CUDA is not available")
+    assert not (tmp_path / "h").exists()
+
+
+def test_divergence_exits_1_with_status() -> None:
+    result = invoke("train", "--lr", "5", "--epochs", "50", "--no-track", "--json")
+    assert result.exit_code == 1
+    assert '"status": "diverged"' in result.stdout
+    assert "diverged at epoch" in result.stderr
+
+
+def test_help_everywhere() -> None:
+    assert invoke("--help").exit_code == 0
+    assert "--penalize" in invoke("train", "--help").stdout

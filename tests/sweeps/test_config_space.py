@@ -1,0 +1,105 @@
+import itertools
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sweeps.config import PrunerKind, SamplerKind, SweepConfig, load_toml
+from sweeps.errors import UsageError
+from sweeps.space import grid_size, lambda_grid, suggest
+from trainer import Penalty
+
+
+def test_flags_override_toml(tmp_path: Path) -> None:
+    path = tmp_path / "sweep.toml"
+    path.write_text(
+        'study = "s"\npenalties = ["l1", "l2"]\nlambda-min = 0.01\ntrials = 7\nepochs = 50\n'
+        'n_train = 30\n[sweep]\nsampler = "random"\n'
+    )
+    values = load_toml(path)
+    values.update({"trials": 9})
+    cfg = SweepConfig.from_mapping(values)
+    assert cfg.penalties == (Penalty.L1, Penalty.L2)
+    assert cfg.lambda_min == 0.01 and cfg.trials == 9 and cfg.base.epochs == 50
+    assert cfg.sampler is SamplerKind.RANDOM and cfg.pruner is PrunerKind.MEDIAN
+    assert cfg.base.options == {"n_train": 30}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"lambda_min": 1.0, "lambda_max": 1.0}, "lambda-min"),
+        ({"lambda_min": 0.0}, "lambda-min"),
+        ({"lambda_min": -1.0}, "lambda-min"),
+        ({"penalties": ""}, "--penalties"),
+        ({"penalties": "l2,l7"}, "unknown penalty"),
+        ({"sampler": "anneal"}, "unknown sampler"),
+        ({"pruner": "asha"}, "unknown pruner"),
+        ({"trials": 0}, "--trials"),
+        ({"workers": -1}, "--workers"),
+        ({"epochs": 0}, "epochs"),
+        ({"colour": "red"}, "unknown sweep option"),
+    ],
+)
+def test_invalid_sweeps(values: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        SweepConfig.from_mapping({"study": "s", **values})
+
+
+def test_missing_toml_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        load_toml(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("study = [")
+    with pytest.raises(UsageError, match="cannot read"):
+        load_toml(bad)
+
+
+def test_suggest_is_conditional() -> None:
+    cfg = SweepConfig(study="s")
+    none = suggest(optuna.trial.FixedTrial({"penalty": "none"}), cfg)
+    assert none.penalty is Penalty.NONE and none.lambda_ == 0.0 and none.l1_ratio is None
+    l2 = suggest(optuna.trial.FixedTrial({"penalty": "l2", "lambda": 3.0}), cfg)
+    assert l2.penalty is Penalty.L2 and l2.lambda_ == 3.0 and l2.l1_ratio is None
+    enet = suggest(
+        optuna.trial.FixedTrial({"penalty": "elastic_net", "lambda": 0.1, "l1_ratio": 0.3}), cfg
+    )
+    assert enet.l1_ratio == 0.3 and enet.epochs == cfg.base.epochs
+
+
+def test_suggest_uses_the_declared_distributions() -> None:
+    cfg = SweepConfig(study="s", penalties=(Penalty.L1, Penalty.ELASTIC_NET), lambda_max=10)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        tc = suggest(trial, cfg)
+        assert tc.penalty in cfg.penalties
+        assert cfg.lambda_min <= tc.lambda_ <= 10
+        dist = trial.distributions["lambda"]
+        assert isinstance(dist, optuna.distributions.FloatDistribution) and dist.log
+        assert ("l1_ratio" in trial.params) == (tc.penalty is Penalty.ELASTIC_NET)
+        study.tell(trial, 1.0)
+
+
+def test_grid() -> None:
+    cfg = SweepConfig(
+        study="s",
+        lambda_min=1e-3,
+        lambda_max=10,
+        grid_points=5,
+        sampler=SamplerKind.GRID,
+        penalties=(Penalty.NONE, Penalty.L2),
+    )
+    grid = lambda_grid(cfg)
+    assert grid[0] == pytest.approx(1e-3) and grid[-1] == pytest.approx(10)
+    ratios = [b / a for a, b in itertools.pairwise(grid)]
+    assert all(math.isclose(r, 10.0) for r in ratios)
+    assert grid_size(cfg) == 6
+
+
+def test_space_signature_ignores_device_and_sampler() -> None:
+    a = SweepConfig.from_mapping({"study": "s", "device": "cpu", "sampler": "tpe"})
+    b = SweepConfig.from_mapping({"study": "s", "device": "auto", "sampler": "random"})
+    c = SweepConfig.from_mapping({"study": "s", "lambda_max": 5.0})
+    assert a.space_signature() == b.space_signature() != c.space_signature()

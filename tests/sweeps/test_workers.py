@@ -1,0 +1,152 @@
+"""Several processes on one study: real subprocesses, real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.sweeps.study_helpers import cli_env, load, run_cli, sweeps_cmd, trials_or_none
+
+pytestmark = pytest.mark.slow
+
+
+def _wait_for(predicate: object, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not reached in time")
+
+
+def test_four_workers_forty_trials(tmp_path: Path, storage_url: str) -> None:
+    env = cli_env(tmp_path / "h", storage_url)
+    done = run_cli(
+        "run",
+        "--study",
+        "mp",
+        "--workers",
+        "4",
+        "--trials",
+        "40",
+        "--epochs",
+        "5",
+        "--penalties",
+        "l1,l2,none",
+        "--no-track",
+        "--pruner",
+        "none",
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    trials = load("mp", storage_url).trials
+    assert len(trials) == 40
+    assert sorted(t.number for t in trials) == list(range(40))
+    assert all(t.state is TrialState.COMPLETE for t in trials)
+
+
+def test_concurrent_starts_create_one_study(tmp_path: Path, storage_url: str) -> None:
+    env = cli_env(tmp_path / "h", storage_url)
+    args = [
+        "run",
+        "--study",
+        "race",
+        "--trials",
+        "2",
+        "--epochs",
+        "3",
+        "--penalties",
+        "l2",
+        "--no-track",
+        "--quiet",
+    ]
+    procs = [
+        subprocess.Popen(sweeps_cmd(*args), env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    assert optuna.get_all_study_names(storage_url) == ["race"]
+    assert len(load("race", storage_url).trials) == 8
+
+
+def test_killed_worker_is_failed_and_retried(tmp_path: Path, storage_url: str) -> None:
+    env = cli_env(tmp_path / "h", storage_url, SWEEPS_HEARTBEAT_S="1")
+    # A study whose trials take seconds: the worker is killed in the middle of one.
+    created = run_cli(
+        "run",
+        "--study",
+        "kill",
+        "--trials",
+        "1",
+        "--epochs",
+        "3000",
+        "--penalties",
+        "l2",
+        "--no-track",
+        "--quiet",
+        "--pruner",
+        "none",
+        env=env,
+    )
+    assert created.returncode == 0, created.stderr
+    victim = subprocess.Popen(
+        sweeps_cmd("worker", "--study", "kill", "--trials", "1", "--no-track", "--quiet"), env=env
+    )
+    study = load("kill", storage_url)
+    _wait_for(lambda: any(t.state is TrialState.RUNNING for t in study.trials))
+    time.sleep(1.5)  # a heartbeat or two
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed = next(t for t in study.trials if t.state is TrialState.RUNNING)
+    time.sleep(2.5)  # past the grace period (2 × heartbeat)
+    rescuer = run_cli("worker", "--study", "kill", "--trials", "1", "--no-track", env=env)
+    assert rescuer.returncode == 0, rescuer.stderr
+    trials = {t.number: t for t in load("kill", storage_url).trials}
+    assert trials[killed.number].state is TrialState.FAIL
+    retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1
+    assert retries[0].params == killed.params and retries[0].state is TrialState.COMPLETE
+    assert trials[0].state is TrialState.COMPLETE  # the completed trial survived
+
+
+def test_ctrl_c_fails_the_current_trial_and_keeps_the_rest(tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "h")
+    storage = f"sqlite:///{tmp_path / 'h' / 'sweeps.db'}"
+    args = [
+        "--study",
+        "int",
+        "--epochs",
+        "1500",
+        "--penalties",
+        "l2",
+        "--no-track",
+        "--pruner",
+        "none",
+    ]
+    proc = subprocess.Popen(
+        sweeps_cmd("run", *args, "--trials", "3"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(lambda: Path(storage[10:]).exists())
+    _wait_for(
+        lambda: any(t.state is TrialState.COMPLETE for t in trials_or_none("int", storage)), 120
+    )
+    _wait_for(lambda: any(t.state is TrialState.RUNNING for t in trials_or_none("int", storage)))
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err + out
+    states = [t.state for t in load("int", storage).trials]
+    assert states[0] is TrialState.COMPLETE and states[1] is TrialState.FAIL
+    assert TrialState.RUNNING not in states

@@ -1,0 +1,96 @@
+"""The d2l-style λ figure renders for every shape of study."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["DO_NOT_TRACK"] = "true"
+
+import pytest
+from matplotlib.image import imread
+
+from tracking.figures import lambda_figure
+from tracking.records import TrialRecord, TrialState
+
+PNG_HEADER = b"\x89PNG\r\n\x1a\n"
+
+
+def trial(
+    number: int,
+    penalty: str,
+    lambda_: float | None,
+    state: TrialState = TrialState.COMPLETE,
+    w_norm: float | None = None,
+) -> TrialRecord:
+    effective = lambda_ or 0.0
+    params = {"penalty": penalty, "lambda": lambda_}
+    if penalty == "elastic_net":
+        params["l1_ratio"] = 0.5
+    final: dict[str, float | None] = {
+        "train_loss": 1e-4 + 0.05 * effective / (1 + effective),
+        "val_loss": 0.01 + 50 / (1 + 20 * effective),
+        "test_loss": 0.01 + 50 / (1 + 20 * effective),
+        "w_norm": 14 / (1 + 3 * effective) if w_norm is None else w_norm,
+        "penalty_value": 0.5 * effective,
+    }
+    return TrialRecord(
+        study="fig",
+        number=number,
+        state=state,
+        params=params,
+        final=final,
+        value=final["val_loss"],
+        duration_s=0.1,
+        device="cpu",
+        start_time_ms=0,
+        end_time_ms=100,
+    )
+
+
+def assert_png(data: bytes) -> None:
+    assert data.startswith(PNG_HEADER)
+    height, width, _ = imread(io.BytesIO(data), format="png").shape
+    assert (width, height) == (1200, 480)
+
+
+def test_several_penalties() -> None:
+    penalties = ["l1", "l2", "l2_unsquared", "elastic_net", "weight_decay", "custom"]
+    records = [trial(i, penalties[i % len(penalties)], 10 ** (-5 + 7 * i / 36)) for i in range(36)]
+    records += [
+        trial(36, "none", None),
+        trial(37, "none", 0.0),
+        trial(38, "l2", 0.0),  # λ ≤ 0 cannot go on a log axis: left out
+        trial(39, "l2", 1.0, w_norm=math.nan),
+        trial(40, "l2", 2.0, state=TrialState.PRUNED),
+        trial(41, "l1", 2.0, state=TrialState.FAIL),
+    ]
+    assert_png(lambda_figure(records))
+
+
+def test_none_only() -> None:
+    assert_png(lambda_figure([trial(0, "none", None), trial(1, "none", 0.0)]))
+
+
+def test_single_point() -> None:
+    assert_png(lambda_figure([trial(0, "l2", 3.0)]))
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        [],
+        [trial(0, "l2", 1.0, state=TrialState.PRUNED), trial(1, "l1", 0.1, TrialState.FAIL)],
+    ],
+    ids=["no trials", "none completed"],
+)
+def test_zero_completed(records: list[TrialRecord]) -> None:
+    assert_png(lambda_figure(records))
+
+
+def test_renders_without_warnings(recwarn: pytest.WarningsRecorder) -> None:
+    lambda_figure([trial(0, "none", None)])
+    lambda_figure([])
+    assert [str(w.message) for w in recwarn] == []

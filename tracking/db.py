@@ -1,0 +1,65 @@
+"""Engine settings shared by Optuna's storage and the results store (one database)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import sqlalchemy as sa
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """SQLite waits on a lock held by another worker instead of failing; PostgreSQL checks
+    pooled connections before use (a restarted server is survived) and gives up connecting
+    after 10 s instead of hanging."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+
+
+def use_wal(engine: sa.Engine) -> None:
+    """SQLite in WAL mode with synchronous=NORMAL.
+
+    Every Optuna write is a commit; with the default rollback journal each one fsyncs the
+    file (measured ~15 ms per report here). WAL + NORMAL survives any process crash and
+    loses at most the last commits on power loss, and readers no longer block the writer.
+    """
+    if engine.url.get_backend_name() != "sqlite":
+        return
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            # WAL is a property of the file, so only the first connection ever switches it;
+            # the switch needs an exclusive lock that the busy timeout does not wait for.
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            pass  # another process holds the file right now; it or a later connection switches
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    sa.event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections opened before the listener keep the old settings
+
+
+def immediate_transactions(engine: sa.Engine) -> None:
+    """SQLite transactions take the write lock when they begin (BEGIN IMMEDIATE).
+
+    A deferred transaction that reads and then writes cannot wait for a lock another
+    process took in between: SQLite answers "database is locked" at once, busy timeout or
+    not. Taking the lock up front makes it wait like any other writer instead. Readers in
+    WAL mode are never blocked by it.
+    """
+    if engine.url.get_backend_name() != "sqlite":
+        return
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver emits no BEGIN of its own
+
+    def on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    sa.event.listen(engine, "connect", on_connect)
+    sa.event.listen(engine, "begin", on_begin)
+    engine.dispose()

@@ -1,0 +1,9 @@
+"""Typed errors of tracking; the CLI shows each as one line with exit code 2."""
+
+
+class TrackingError(Exception):
+    """A tracking store cannot do what was asked."""
+
+
+class UnknownStudyError(TrackingError, LookupError):
+    """No study of that name in the store."""

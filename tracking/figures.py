@@ -1,0 +1,188 @@
+"""The d2l-style figure of a study: train/test loss and ‖w‖₂ against λ, one series per penalty.
+
+Drawn on a bare `matplotlib.figure.Figure` rendered by Agg: no pyplot, so no global figure
+registry or backend state is touched.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from tracking.records import TrialRecord, TrialState
+
+TITLE = "train/test loss and ‖w‖₂ against λ"
+NO_PENALTY = "none"
+# Fixed colours, so a penalty looks the same in every study's figure.
+PENALTY_COLOURS = {
+    "none": "0.4",
+    "l1": "C0",
+    "l2": "C1",
+    "l2_unsquared": "C2",
+    "elastic_net": "C3",
+    "weight_decay": "C4",
+}
+_SPARE_COLOURS = ("C5", "C6", "C7", "C8", "C9")
+# The CLI's default λ range: the x extent when no trial has a λ to plot (none-only studies).
+_DEFAULT_LAMBDA_RANGE = (1e-5, 1e2)
+_REFERENCE = "reference"  # gid of the horizontal lines of the `none` penalty
+_TRAIN_STYLE: dict[str, Any] = {"linestyle": "-", "marker": "o"}
+_TEST_STYLE: dict[str, Any] = {"linestyle": "--", "marker": "x"}
+
+
+@dataclass(frozen=True)
+class _Point:
+    lambda_: float
+    train_loss: float | None
+    test_loss: float | None
+    w_norm: float | None
+
+
+def lambda_figure(records: Sequence[TrialRecord]) -> bytes:
+    """Returns a PNG: losses (log-log) and ‖w‖₂ (log λ) of the COMPLETE trials against λ.
+
+    The `none` penalty has no λ and is drawn as horizontal reference lines; λ ≤ 0 and
+    non-finite or (on log axes) non-positive values are left out.
+    """
+    complete = [r for r in records if r.state is TrialState.COMPLETE]
+    fig = Figure(figsize=(12, 4.8), layout=None)
+    loss_ax, norm_ax = fig.subplots(1, 2)
+    # Fixed margins: constrained/tight layout redraws the log ticks and costs 2x the time.
+    fig.subplots_adjust(left=0.065, right=0.985, bottom=0.11, top=0.86, wspace=0.2)
+    fig.suptitle(TITLE)
+    if complete:
+        _draw(loss_ax, norm_ax, complete)
+    # Log scales only now: on an empty log axis matplotlib warns about singular limits.
+    _scale_and_label(loss_ax, norm_ax)
+    if not complete:
+        for ax in (loss_ax, norm_ax):
+            _say(ax, "no completed trials yet")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _scale_and_label(loss_ax: Axes, norm_ax: Axes) -> None:
+    for ax in (loss_ax, norm_ax):
+        has_lambda = any(not _is_reference(line) for line in ax.lines)
+        ax.set_xscale("log")
+        if not has_lambda:  # nothing fixes the λ range: show the CLI's default one
+            ax.set_xlim(*_DEFAULT_LAMBDA_RANGE)
+        ax.set_xlabel("λ")
+        ax.grid(True, which="major", alpha=0.3)
+    if loss_ax.lines:  # every value drawn is > 0
+        loss_ax.set_yscale("log")
+    loss_ax.set_ylabel("data loss (no penalty)")
+    loss_ax.set_title("train (solid, o) and test (dashed, x) loss")
+    norm_ax.set_ylabel("‖w‖₂")
+    norm_ax.set_title("‖w‖₂ of the penalized weights")
+
+
+def _draw(loss_ax: Axes, norm_ax: Axes, complete: Sequence[TrialRecord]) -> None:
+    by_penalty: dict[str, list[TrialRecord]] = {}
+    for rec in complete:
+        by_penalty.setdefault(rec.penalty, []).append(rec)
+    colours = _colours(sorted(by_penalty))
+    for penalty in sorted(by_penalty):
+        colour = colours[penalty]
+        if penalty == NO_PENALTY:
+            _draw_reference(loss_ax, norm_ax, by_penalty[penalty], colour)
+            continue
+        points = sorted(_points(by_penalty[penalty]), key=lambda p: p.lambda_)
+        _plot(loss_ax, points, "train_loss", colour, _TRAIN_STYLE, positive=True)
+        _plot(loss_ax, points, "test_loss", colour, _TEST_STYLE, positive=True)
+        _plot(norm_ax, points, "w_norm", colour, _TRAIN_STYLE, positive=False)
+    for ax in (loss_ax, norm_ax):
+        if not ax.lines:
+            _say(ax, "nothing to plot on these axes")
+    handles = [Line2D([], [], color=colours[p], label=_legend_label(p)) for p in sorted(by_penalty)]
+    norm_ax.legend(handles=handles, title="penalty", fontsize="small")
+    loss_ax.legend(
+        handles=[
+            Line2D([], [], color="0.2", label="train", **_TRAIN_STYLE),
+            Line2D([], [], color="0.2", label="test", **_TEST_STYLE),
+        ],
+        fontsize="small",
+    )
+
+
+def _draw_reference(
+    loss_ax: Axes, norm_ax: Axes, records: Sequence[TrialRecord], colour: str
+) -> None:
+    """The unpenalized trials as horizontal lines (their mean, if several)."""
+    for ax, name, style, positive in (
+        (loss_ax, "train_loss", "-", True),
+        (loss_ax, "test_loss", "--", True),
+        (norm_ax, "w_norm", "-", False),
+    ):
+        values = [v for r in records if (v := _usable(r.final.get(name), positive)) is not None]
+        if values:
+            line = ax.axhline(sum(values) / len(values), color=colour, linestyle=style, lw=1.2)
+            line.set_gid(_REFERENCE)
+
+
+def _plot(
+    ax: Axes,
+    points: Sequence[_Point],
+    name: str,
+    colour: str,
+    style: dict[str, Any],
+    *,
+    positive: bool,
+) -> None:
+    xy = [(p.lambda_, y) for p in points if (y := _usable(getattr(p, name), positive)) is not None]
+    if xy:
+        xs, ys = zip(*xy, strict=True)
+        ax.plot(xs, ys, color=colour, markersize=5, linewidth=1.4, **style)
+
+
+def _points(records: Sequence[TrialRecord]) -> list[_Point]:
+    points = []
+    for rec in records:
+        lambda_ = _usable(rec.params.get("lambda"), positive=True)
+        if lambda_ is not None:
+            final = rec.final
+            points.append(
+                _Point(
+                    lambda_, final.get("train_loss"), final.get("test_loss"), final.get("w_norm")
+                )
+            )
+    return points
+
+
+def _usable(value: object, positive: bool) -> float | None:
+    """The value as a float if a (log) axis can show it, else None."""
+    if not isinstance(value, int | float | str) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(number) or (positive and number <= 0):
+        return None
+    return number
+
+
+def _colours(penalties: Sequence[str]) -> dict[str, str]:
+    unknown = [p for p in penalties if p not in PENALTY_COLOURS]
+    spare = {p: _SPARE_COLOURS[i % len(_SPARE_COLOURS)] for i, p in enumerate(unknown)}
+    return {p: PENALTY_COLOURS.get(p) or spare[p] for p in penalties}
+
+
+def _legend_label(penalty: str) -> str:
+    return "none (no λ; reference lines)" if penalty == NO_PENALTY else penalty
+
+
+def _is_reference(line: Line2D) -> bool:
+    return bool(line.get_gid() == _REFERENCE)
+
+
+def _say(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")

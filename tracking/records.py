@@ -1,0 +1,75 @@
+"""What the sweep hands to tracking: plain records, no torch and no Optuna objects.
+
+The same field names are used in MLflow (params, metrics, tags), the results tables, JSON
+output and CSV headers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+# Per-epoch metrics; the same list as trainer.result.METRICS (tracking must not import torch).
+METRICS = ("train_loss", "val_loss", "test_loss", "w_norm", "penalty_value")
+
+
+class TrialState(StrEnum):
+    """Optuna's trial states under their user-facing names."""
+
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAIL = "FAIL"
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """One study. `config` is the SweepConfig as JSON-able values, secrets already masked."""
+
+    name: str
+    task: str
+    config: dict[str, Any]
+    mlflow_experiment_id: str | None = None
+    mlflow_parent_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One finished trial: its config, final metrics, per-epoch history and weights.
+
+    `params` is `TrialConfig.as_params()`: task, penalty, lambda, l1_ratio, penalize,
+    optimizer, lr, batch_size, epochs, seed, data_seed, device, task.* options.
+    `final` maps each name in METRICS to its last value (None when no epoch finished).
+    `history` maps each name in METRICS to one value per epoch (step = epoch, from 1).
+    `weights` is a state_dict serialized with torch.save (None when there is none).
+    Times are epoch milliseconds, as MLflow wants them.
+    """
+
+    study: str
+    number: int
+    state: TrialState
+    params: dict[str, Any]
+    final: dict[str, float | None]
+    value: float | None
+    duration_s: float
+    device: str
+    start_time_ms: int
+    end_time_ms: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+    weights: bytes | None = None
+    error: str | None = None
+    mlflow_run_id: str | None = None
+
+    @property
+    def penalty(self) -> str:
+        return str(self.params["penalty"])
+
+    @property
+    def lambda_(self) -> float:
+        return float(self.params["lambda"])

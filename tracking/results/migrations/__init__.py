@@ -1,0 +1,1 @@
+"""Alembic migrations of the results tables (run programmatically by tracking.results)."""

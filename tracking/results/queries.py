@@ -1,0 +1,109 @@
+"""Read-side SQL of the results store: the select constructs behind the query methods."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from tracking.errors import UnknownStudyError
+from tracking.records import TrialState
+from tracking.results.models import StudyRow, TrialRow
+
+COMPLETE = TrialState.COMPLETE.value
+TRIAL_COLUMNS = (
+    TrialRow.number,
+    TrialRow.state,
+    TrialRow.penalty,
+    TrialRow.lambda_.label("lambda"),
+    TrialRow.l1_ratio,
+    TrialRow.value,
+    TrialRow.train_loss,
+    TrialRow.val_loss,
+    TrialRow.test_loss,
+    TrialRow.w_norm,
+    TrialRow.penalty_value,
+    TrialRow.duration_s,
+    TrialRow.device,
+    TrialRow.lr,
+    TrialRow.epochs,
+    TrialRow.seed,
+    TrialRow.mlflow_run_id,
+    TrialRow.error,
+)
+BEST_COLUMNS = (
+    StudyRow.name.label("study"),
+    TrialRow.penalty,
+    TrialRow.lambda_.label("lambda"),
+    TrialRow.l1_ratio,
+    TrialRow.value,
+    TrialRow.train_loss,
+    TrialRow.val_loss,
+    TrialRow.test_loss,
+    TrialRow.w_norm,
+    TrialRow.number.label("trial_number"),
+    TrialRow.mlflow_run_id,
+)
+
+
+def summary_query() -> sa.Select[Any]:
+    """Each study row with its trial counts per state and its best complete value."""
+    t = TrialRow
+
+    def count(state: TrialState) -> sa.ColumnElement[Any]:
+        return sa.func.sum(sa.case((t.state == state.value, 1), else_=0))
+
+    per_study = (
+        sa.select(
+            t.study_id,
+            sa.func.count().label("trials"),
+            count(TrialState.COMPLETE).label("complete"),
+            count(TrialState.PRUNED).label("pruned"),
+            count(TrialState.FAIL).label("failed"),
+            sa.func.min(sa.case((t.state == COMPLETE, t.value))).label("best_value"),
+        )
+        .group_by(t.study_id)
+        .subquery()
+    )
+    return sa.select(StudyRow, per_study).outerjoin(per_study, per_study.c.study_id == StudyRow.id)
+
+
+def find_study(session: Session, name: str) -> StudyRow | None:
+    return session.scalars(sa.select(StudyRow).where(StudyRow.name == name)).one_or_none()
+
+
+def find_study_id(session: Session, name: str) -> int:
+    found = session.scalar(sa.select(StudyRow.id).where(StudyRow.name == name))
+    if found is None:
+        raise UnknownStudyError(f"no study named '{name}'")
+    return found
+
+
+def trial_exists(session: Session, study_id: int, number: int) -> bool:
+    query = sa.select(TrialRow.id).where(TrialRow.study_id == study_id, TrialRow.number == number)
+    return session.scalar(query) is not None
+
+
+def best_rows(
+    session: Session, study_ids: Sequence[int], penalty: str | None
+) -> list[dict[str, Any]]:
+    """Rank complete trials per (study, penalty) by value, then number, and keep the first."""
+    if not study_ids:
+        return []
+    t = TrialRow
+    rank = sa.func.row_number().over(
+        partition_by=(t.study_id, t.penalty), order_by=(t.value, t.number)
+    )
+    ranked = (
+        sa.select(*BEST_COLUMNS, rank.label("rank"))
+        .join(StudyRow, StudyRow.id == t.study_id)
+        .where(t.study_id.in_(study_ids), t.state == COMPLETE, t.value.is_not(None))
+    )
+    if penalty is not None:
+        ranked = ranked.where(t.penalty == penalty)
+    inner = ranked.subquery()
+    columns = [column for column in inner.c if column.name != "rank"]
+    query = sa.select(*columns).where(inner.c.rank == 1).order_by(inner.c.value, inner.c.penalty)
+    return [dict(row._mapping) for row in session.execute(query)]

@@ -1,0 +1,348 @@
+"""The results store: one typed row per study and per finished trial, queried with plain SQL."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tracking.errors import TrackingError, UnknownStudyError
+from tracking.records import METRICS, StudyRecord, TrialRecord, TrialState
+from tracking.results.engine import database_errors, make_engine
+from tracking.results.migrate import current_revision, upgrade_engine
+from tracking.results.models import HEAD_REVISION, StudyRow, TrialRow, utc_now
+from tracking.results.queries import (
+    TRIAL_COLUMNS,
+    best_rows,
+    find_study,
+    find_study_id,
+    summary_query,
+    trial_exists,
+)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _database_errors(
+    method: Callable[Concatenate[ResultsStore, _P], _R],
+) -> Callable[Concatenate[ResultsStore, _P], _R]:
+    @functools.wraps(method)
+    def wrapper(self: ResultsStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with database_errors(self.engine):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class ResultsStore:
+    """Typed results tables in a SQL database, by default Optuna's own storage database.
+
+    Writes create or upgrade the schema first; queries on a database without the tables see
+    an empty store and never create them.
+
+    Args:
+        url: A SQLAlchemy database URL. The engine is built now; the database is not touched
+            until the first call.
+
+    Raises:
+        TrackingError: The URL is malformed (see `make_engine`).
+    """
+
+    def __init__(self, url: str) -> None:
+        self._engine = make_engine(url)
+        self._schema_ready = False
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine, for callers that run their own SQL."""
+        return self._engine
+
+    @property
+    def display_url(self) -> str:
+        """The database URL with its password masked."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    @_database_errors
+    def ensure_schema(self) -> None:
+        """Create or upgrade the results tables to the newest revision.
+
+        Safe when several processes call it at once; one query when already up to date.
+        """
+        if self._schema_ready:
+            return
+        with self._engine.connect() as conn:
+            found = current_revision(conn)
+        if found != HEAD_REVISION:
+            upgrade_engine(self._engine)
+        self._schema_ready = True
+
+    @_database_errors
+    def register_study(self, rec: StudyRecord) -> StudyRecord:
+        """Insert the study unless one of that name exists; return the stored record.
+
+        The first writer wins, also against a concurrent process: a later caller gets the
+        stored record unchanged (its MLflow parent run included), not its own.
+        """
+        if not 0 < len(rec.name) <= 512:
+            raise TrackingError(f"a study name has 1 to 512 characters, got {len(rec.name)}")
+        self.ensure_schema()
+        with Session(self._engine) as session:
+            if find_study(session, rec.name) is None:
+                session.add(_study_row(rec))
+                try:
+                    session.commit()
+                except IntegrityError:
+                    session.rollback()  # a concurrent process registered it first
+                    if find_study(session, rec.name) is None:
+                        raise
+        return self.get_study(rec.name)
+
+    @_database_errors
+    def set_study_mlflow(
+        self, name: str, experiment_id: str, parent_run_id: str, *, replace: bool = False
+    ) -> bool:
+        """Store the study's MLflow experiment and parent run ids, unless it has a parent run.
+
+        A compare-and-set: of several processes racing to attach their own parent run, exactly
+        one gets True; the others get False and should adopt the stored one (`get_study`).
+
+        Args:
+            name: The study name.
+            experiment_id: The MLflow experiment of the study.
+            parent_run_id: The parent run to attach.
+            replace: Overwrite a parent run already stored (repair).
+
+        Returns:
+            True when the ids were written; False when a parent run was stored already.
+
+        Raises:
+            UnknownStudyError: No study of that name.
+        """
+        self.ensure_schema()
+        update = sa.update(StudyRow).where(StudyRow.name == name)
+        if not replace:
+            # Evaluated under the row lock, so a concurrent winner's write is seen.
+            update = update.where(StudyRow.mlflow_parent_run_id.is_(None))
+        update = update.values(
+            mlflow_experiment_id=experiment_id, mlflow_parent_run_id=parent_run_id
+        )
+        with self._engine.begin() as conn:
+            if conn.execute(update).rowcount == 1:
+                return True
+            if conn.execute(sa.select(StudyRow.id).where(StudyRow.name == name)).first() is None:
+                raise UnknownStudyError(f"no study named '{name}'")
+            return False
+
+    @_database_errors
+    def get_study(self, name: str) -> StudyRecord:
+        """The stored study.
+
+        Raises:
+            UnknownStudyError: No study of that name.
+        """
+        row = None
+        if self._has_schema():
+            with Session(self._engine) as session:
+                row = find_study(session, name)
+        if row is None:
+            raise UnknownStudyError(f"no study named '{name}'")
+        return StudyRecord(
+            name=row.name,
+            task=row.task,
+            config=json.loads(row.config),
+            mlflow_experiment_id=row.mlflow_experiment_id,
+            mlflow_parent_run_id=row.mlflow_parent_run_id,
+        )
+
+    @_database_errors
+    def record_trial(self, rec: TrialRecord, *, replace: bool = False) -> bool:
+        """Write the row of trial (rec.study, rec.number) once.
+
+        Args:
+            rec: The finished trial; its study must be registered.
+            replace: Overwrite an existing row (repair) instead of leaving it alone.
+
+        Returns:
+            True when a row was written; False when it existed and `replace` is False.
+
+        Raises:
+            UnknownStudyError: The study is not registered.
+        """
+        self.ensure_schema()
+        values = _trial_values(rec)
+        with Session(self._engine) as session:
+            study_id = find_study_id(session, rec.study)
+            session.add(
+                TrialRow(study_id=study_id, number=rec.number, created_at=utc_now(), **values)
+            )
+            try:
+                session.commit()
+                return True
+            except IntegrityError:
+                session.rollback()  # the row exists, perhaps written by another process
+                if not trial_exists(session, study_id, rec.number):
+                    raise
+            if not replace:
+                return False
+            session.execute(
+                sa.update(TrialRow)
+                .where(TrialRow.study_id == study_id, TrialRow.number == rec.number)
+                .values(**values)
+            )
+            session.commit()
+            return True
+
+    @_database_errors
+    def studies(self) -> list[dict[str, Any]]:
+        """One summary per study, ordered by name: counts per state and the best value."""
+        if not self._has_schema():
+            return []
+        with Session(self._engine) as session:
+            rows = session.execute(summary_query()).all()
+        summaries = [
+            {
+                "study": row.StudyRow.name,
+                "task": row.StudyRow.task,
+                "created": row.StudyRow.created_at.isoformat(),
+                "trials": int(row.trials or 0),
+                "complete": int(row.complete or 0),
+                "pruned": int(row.pruned or 0),
+                "failed": int(row.failed or 0),
+                "best_value": row.best_value,
+                "mlflow_experiment_id": row.StudyRow.mlflow_experiment_id,
+            }
+            for row in rows
+        ]
+        # Sorted here, not in SQL: PostgreSQL's locale collation would order differently.
+        return sorted(summaries, key=lambda s: str(s["study"]))
+
+    @_database_errors
+    def trials(self, study: str) -> list[dict[str, Any]]:
+        """Every trial row of the study, ordered by number.
+
+        Raises:
+            UnknownStudyError: No study of that name.
+        """
+        with Session(self._engine) as session:
+            study_id = self._readable_study_id(session, study)
+            query = (
+                sa.select(*TRIAL_COLUMNS)
+                .where(TrialRow.study_id == study_id)
+                .order_by(TrialRow.number)
+            )
+            return [dict(row._mapping) for row in session.execute(query)]
+
+    @_database_errors
+    def best(self, study: str, penalty: str | None = None) -> list[dict[str, Any]]:
+        """The best COMPLETE trial per penalty (lowest value, ties to the lowest number).
+
+        Args:
+            study: The study name.
+            penalty: Only this penalty; an empty list when it has no complete trial.
+
+        Returns:
+            One row per penalty, ordered by value.
+
+        Raises:
+            UnknownStudyError: No study of that name.
+        """
+        with Session(self._engine) as session:
+            study_id = self._readable_study_id(session, study)
+            return best_rows(session, [study_id], penalty)
+
+    @_database_errors
+    def compare(self, studies: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """`best` rows of every study (or of those named, in that order), study by study.
+
+        Raises:
+            UnknownStudyError: A named study does not exist.
+        """
+        if studies is None:
+            names = [s["study"] for s in self.studies()]
+        else:
+            names = list(dict.fromkeys(studies))  # drop repeats, keep the order given
+        with Session(self._engine) as session:
+            ids = [self._readable_study_id(session, name) for name in names]
+            rows = best_rows(session, ids, None)
+        by_study: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        for row in rows:
+            by_study[row["study"]].append(row)
+        return [row for name in names for row in by_study[name]]
+
+    @_database_errors
+    def trial_numbers(self, study: str) -> dict[int, str]:
+        """Trial number → state of every row of the study, for consistency checks.
+
+        Raises:
+            UnknownStudyError: No study of that name.
+        """
+        with Session(self._engine) as session:
+            study_id = self._readable_study_id(session, study)
+            query = sa.select(TrialRow.number, TrialRow.state).where(TrialRow.study_id == study_id)
+            return {number: state for number, state in session.execute(query).all()}
+
+    def dispose(self) -> None:
+        """Close the engine's pooled connections."""
+        self._engine.dispose()
+
+    def _has_schema(self) -> bool:
+        """Whether the tables exist; an older schema is upgraded in place before it is read."""
+        if self._schema_ready:
+            return True
+        with self._engine.connect() as conn:
+            found = current_revision(conn)
+        if found is None:
+            return False
+        self.ensure_schema()
+        return True
+
+    def _readable_study_id(self, session: Session, name: str) -> int:
+        if not self._has_schema():
+            raise UnknownStudyError(f"no study named '{name}'")
+        return find_study_id(session, name)
+
+
+def _study_row(rec: StudyRecord) -> StudyRow:
+    return StudyRow(
+        name=rec.name,
+        task=rec.task,
+        config=json.dumps(rec.config, sort_keys=True),
+        created_at=utc_now(),
+        mlflow_experiment_id=rec.mlflow_experiment_id,
+        mlflow_parent_run_id=rec.mlflow_parent_run_id,
+    )
+
+
+def _trial_values(rec: TrialRecord) -> dict[str, Any]:
+    """The columns of a trial row, keyed by model attribute (all but study, number, created)."""
+    params = rec.params
+    return {
+        "state": TrialState(rec.state).value,
+        "penalty": rec.penalty,
+        "lambda_": _float_or_none(params.get("lambda")),
+        "l1_ratio": _float_or_none(params.get("l1_ratio")),
+        "lr": _float_or_none(params.get("lr")),
+        "epochs": _int_or_none(params.get("epochs")),
+        "seed": _int_or_none(params.get("seed")),
+        "device": rec.device,
+        **{name: _float_or_none(rec.final.get(name)) for name in METRICS},
+        "value": _float_or_none(rec.value),
+        "duration_s": float(rec.duration_s),
+        "mlflow_run_id": rec.mlflow_run_id,
+        "error": rec.error,
+        "params": json.dumps(params, sort_keys=True),
+    }
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)

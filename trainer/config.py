@@ -1,0 +1,146 @@
+"""The whole configuration of one training run, as one frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from trainer.errors import ConfigError
+
+TaskOption = str | int | float | bool
+E = TypeVar("E", bound=StrEnum)
+
+
+class Penalty(StrEnum):
+    """The closed set of regularizers a trial can use."""
+
+    NONE = "none"
+    L1 = "l1"  # λ‖w‖₁
+    L2 = "l2"  # λ·½‖w‖², d2l's l2_penalty
+    L2_UNSQUARED = "l2_unsquared"  # λ·Σ‖W‖₂ per tensor, what torch.norm(W, p=2) gives
+    ELASTIC_NET = "elastic_net"  # λ(α‖w‖₁ + (1−α)·½‖w‖²)
+    WEIGHT_DECAY = "weight_decay"  # the optimizer's weight_decay (decoupled under AdamW)
+
+
+class Optimizer(StrEnum):
+    SGD = "sgd"
+    ADAM = "adam"
+    ADAMW = "adamw"
+
+
+def parse_enum(enum: type[E], value: str | E, what: str) -> E:
+    """Turn user text into an enum member, or a ConfigError listing the choices."""
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in enum)
+        raise ConfigError(f"unknown {what} {value!r}; choose one of: {choices}") from None
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Every knob of one training run. Validated on construction; immutable afterwards.
+
+    `seed` drives initialization and shuffling; `data_seed` (default: `seed`) drives the
+    data, so repeats of a trial can vary the model while keeping the dataset.
+    """
+
+    task: str = "d2l-synthetic"
+    penalty: Penalty = Penalty.NONE
+    lambda_: float = 0.0
+    l1_ratio: float | None = None  # only meaningful for elastic_net
+    penalize: str = "weights"  # "weights" (dim >= 2), "all", or comma-separated name globs
+    optimizer: Optimizer = Optimizer.SGD
+    lr: float = 0.003  # d2l's learning rate for the weight-decay experiment
+    batch_size: int = 5  # d2l's minibatch; 0 means full batch
+    epochs: int = 100
+    seed: int = 0
+    data_seed: int | None = None
+    device: str = "auto"
+    task_options: tuple[tuple[str, TaskOption], ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "penalty", parse_enum(Penalty, self.penalty, "penalty"))
+        object.__setattr__(self, "optimizer", parse_enum(Optimizer, self.optimizer, "optimizer"))
+        object.__setattr__(self, "task_options", tuple(sorted(self.task_options)))
+        self._validate()
+
+    def _validate(self) -> None:
+        if not _finite(self.lambda_) or self.lambda_ < 0:
+            raise ConfigError(f"lambda must be a finite number >= 0, got {self.lambda_}")
+        if self.penalty is Penalty.ELASTIC_NET:
+            if self.l1_ratio is None:
+                object.__setattr__(self, "l1_ratio", 0.5)
+            elif not 0.0 <= self.l1_ratio <= 1.0:
+                raise ConfigError(f"l1_ratio must be in [0, 1], got {self.l1_ratio}")
+        elif self.l1_ratio is not None:
+            raise ConfigError("l1_ratio applies only to the elastic_net penalty")
+        if not _finite(self.lr) or self.lr <= 0:
+            raise ConfigError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.batch_size < 0:
+            raise ConfigError(
+                f"batch size must be >= 1 (or 0 for full batch), got {self.batch_size}"
+            )
+        if self.epochs <= 0:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if not self.penalize.strip() or any(not g.strip() for g in self.penalize.split(",")):
+            raise ConfigError(
+                f"--penalize needs 'weights', 'all' or name globs, got {self.penalize!r}"
+            )
+
+    @property
+    def effective_data_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
+
+    @property
+    def options(self) -> dict[str, TaskOption]:
+        return dict(self.task_options)
+
+    def replace(self, **changes: Any) -> TrialConfig:
+        return dataclasses.replace(self, **changes)
+
+    def as_params(self) -> dict[str, Any]:
+        """The config under the names users read everywhere (JSON, MLflow params, SQL)."""
+        params: dict[str, Any] = {
+            "task": self.task,
+            "penalty": self.penalty.value,
+            "lambda": self.lambda_,
+            "l1_ratio": self.l1_ratio,
+            "penalize": self.penalize,
+            "optimizer": self.optimizer.value,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "seed": self.seed,
+            "data_seed": self.effective_data_seed,
+            "device": self.device,
+        }
+        params.update({f"task.{k}": v for k, v in self.task_options})
+        return params
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TrialConfig:
+        """Inverse of `as_params` (used to rebuild a config from a stored record)."""
+        options = tuple((k[5:], v) for k, v in params.items() if k.startswith("task."))
+        return cls(
+            task=params["task"],
+            penalty=params["penalty"],
+            lambda_=float(params["lambda"]),
+            l1_ratio=None if params.get("l1_ratio") is None else float(params["l1_ratio"]),
+            penalize=params.get("penalize", "weights"),
+            optimizer=params.get("optimizer", "sgd"),
+            lr=float(params["lr"]),
+            batch_size=int(params["batch_size"]),
+            epochs=int(params["epochs"]),
+            seed=int(params["seed"]),
+            data_seed=params.get("data_seed"),
+            device=params.get("device", "auto"),
+            task_options=options,
+        )
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)

@@ -1,0 +1,124 @@
+"""The sequential training loop: one TrialConfig → one TrialResult."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from trainer.config import Penalty, TrialConfig
+from trainer.devices import device_label, resolve_device
+from trainer.optim import FunctionalOptimizer, ParamGroup
+from trainer.penalties import l2_norm, penalty_term, penalty_value, select_penalized
+from trainer.result import METRICS, TrainStatus, TrialResult
+from trainer.seeding import stream_generator
+from trainer.tasks import Split, Task, load_task
+
+# Called after every finished epoch with (epoch, metrics); returning True stops training
+# (the sweep uses this for pruning without the trainer knowing about Optuna).
+EpochCallback = Callable[[int, Mapping[str, float]], bool | None]
+
+
+def make_optimizer(
+    cfg: TrialConfig, penalized: list[nn.Parameter], others: list[nn.Parameter]
+) -> FunctionalOptimizer:
+    """Optimizer with the penalized group apart, so weight_decay touches only that group.
+
+    weight_decay is explicit on both groups (torch's AdamW would decay everything by 0.01).
+    """
+    decay = cfg.lambda_ if cfg.penalty is Penalty.WEIGHT_DECAY else 0.0
+    groups = [ParamGroup(penalized, decay)]
+    if others:
+        groups.append(ParamGroup(others, 0.0))
+    return FunctionalOptimizer(cfg.optimizer, groups, lr=cfg.lr)
+
+
+def check_config(cfg: TrialConfig, task: Task | None = None) -> Task:
+    """Refuse a config before any work: the task builds and the penalty scope matches."""
+    task = task or load_task(cfg)
+    model = task.make_model(stream_generator(cfg.seed, "init"))
+    select_penalized(model.named_parameters(), cfg.penalize)
+    return task
+
+
+def _data_loss(model: nn.Module, task: Task, split: Split) -> torch.Tensor:
+    return task.loss(model(split.X), split.y).mean()
+
+
+def train(
+    cfg: TrialConfig,
+    task: Task | None = None,
+    on_epoch: EpochCallback | None = None,
+    device: torch.device | None = None,
+) -> TrialResult:
+    """Train one configuration and record per-epoch metrics.
+
+    The minibatch loss is the mean data loss plus the penalty, so the SGD step sees
+    mean data gradient + λ·∂penalty — d2l's `l.sum().backward(); sgd(.., batch_size)`.
+    A non-finite loss or ‖w‖ ends the run at the end of that epoch with DIVERGED.
+    """
+    device = device or resolve_device(cfg.device)
+    task = task or load_task(cfg)
+    started = time.perf_counter()
+
+    model = task.make_model(stream_generator(cfg.seed, "init")).to(device)
+    named = list(model.named_parameters())
+    chosen = select_penalized(named, cfg.penalize)
+    chosen_ids = {id(p) for _, p in chosen}
+    weights = [p for _, p in chosen]
+    optimizer = make_optimizer(cfg, weights, [p for _, p in named if id(p) not in chosen_ids])
+
+    train_split, val_split, test_split = (s.to(device) for s in (task.train, task.val, task.test))
+    n = len(train_split)
+    batch = n if cfg.batch_size == 0 else cfg.batch_size
+    shuffle = stream_generator(cfg.seed, "shuffle")
+    history: dict[str, list[float]] = {m: [] for m in METRICS}
+    status, diverged_epoch = TrainStatus.COMPLETED, None
+
+    for epoch in range(1, cfg.epochs + 1):
+        order = torch.randperm(n, generator=shuffle).to(device)
+        for start in range(0, n, batch):
+            idx = order[start : start + batch]
+            loss = task.loss(model(train_split.X[idx]), train_split.y[idx]).mean()
+            term = penalty_term(weights, cfg.penalty, cfg.lambda_, cfg.l1_ratio)
+            if term is not None:
+                loss = loss + term
+            optimizer.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+
+        with torch.no_grad():
+            val = _data_loss(model, task, val_split)
+            test = val if task.val_is_test else _data_loss(model, task, test_split)
+            values = torch.stack(
+                [
+                    _data_loss(model, task, train_split),
+                    val,
+                    test,
+                    l2_norm(weights),
+                    penalty_value(weights, cfg),
+                ]
+            ).tolist()  # one device sync per epoch
+        if not all(math.isfinite(v) for v in values):
+            status, diverged_epoch = TrainStatus.DIVERGED, epoch
+            break
+        metrics = dict(zip(METRICS, values, strict=True))
+        for name, value in metrics.items():
+            history[name].append(value)
+        if on_epoch is not None and on_epoch(epoch, metrics):
+            status = TrainStatus.STOPPED
+            break
+
+    return TrialResult(
+        config=cfg,
+        status=status,
+        device=device_label(device),
+        duration_s=time.perf_counter() - started,
+        history=history,
+        state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        diverged_epoch=diverged_epoch,
+        val_is_test=task.val_is_test,
+    )

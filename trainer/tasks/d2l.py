@@ -1,0 +1,55 @@
+"""The d2l "weight decay" experiment: high-dimensional linear regression, few examples.
+
+y = X·w + b + ε with w = 0.01·1, b = 0.05, ε ~ N(0, noise²); the model is linreg with
+w ~ N(0, 1), b = 0; squared loss. The book has no validation split and reports the test
+loss, so `val_is_test` is set and the objective uses the test split, as the book does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from trainer.config import TaskOption
+from trainer.seeding import stream_generator
+from trainer.tasks.base import OptionSpec, Split, Task, resolve_options, squared_loss
+
+NAME = "d2l-synthetic"
+
+OPTIONS: dict[str, OptionSpec] = {
+    "n_train": OptionSpec(int, 20, 1, "training examples"),
+    "n_test": OptionSpec(int, 100, 1, "test examples"),
+    "num_inputs": OptionSpec(int, 200, 1, "input dimension"),
+    "noise": OptionSpec(float, 0.01, 0.0, "std of the label noise"),
+}
+
+TRUE_W = 0.01
+TRUE_B = 0.05
+
+
+def synthetic_data(w: torch.Tensor, b: float, n: int, noise: float, gen: torch.Generator) -> Split:
+    """d2l.synthetic_data with an explicit generator."""
+    X = torch.normal(0.0, 1.0, (n, w.numel()), generator=gen)
+    y = X @ w.reshape(-1, 1) + b
+    y += torch.normal(0.0, noise, y.shape, generator=gen) if noise > 0 else 0.0
+    return Split(X, y)
+
+
+def build(options: Mapping[str, TaskOption], data_seed: int) -> Task:
+    opts = resolve_options(NAME, OPTIONS, options)
+    num_inputs = int(opts["num_inputs"])
+    gen = stream_generator(data_seed, "data")
+    true_w = torch.full((num_inputs,), TRUE_W)
+    train = synthetic_data(true_w, TRUE_B, int(opts["n_train"]), float(opts["noise"]), gen)
+    test = synthetic_data(true_w, TRUE_B, int(opts["n_test"]), float(opts["noise"]), gen)
+
+    def make_model(init: torch.Generator) -> nn.Module:
+        model = nn.Linear(num_inputs, 1)
+        with torch.no_grad():
+            model.weight.copy_(torch.normal(0.0, 1.0, model.weight.shape, generator=init))
+            model.bias.zero_()
+        return model
+
+    return Task(NAME, train, test, test, make_model, squared_loss, val_is_test=True)
