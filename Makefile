@@ -22,14 +22,14 @@ demo: $(BIN)/sweeps
 	SWEEPS_HOME=$${SWEEPS_HOME:-./sweeps-data} $(BIN)/sweeps train --task d2l-synthetic --penalty l2 --lambda 3
 
 test: $(BIN)/sweeps
-	$(BIN)/ruff check sweeps trainer tracking tests bench
-	$(BIN)/ruff format --check sweeps trainer tracking tests bench
+	$(BIN)/ruff check sweeps trainer tracking tests
+	$(BIN)/ruff format --check sweeps trainer tracking tests
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/sweeps
-	$(BIN)/ruff check --fix sweeps trainer tracking tests bench
-	$(BIN)/ruff format sweeps trainer tracking tests bench
+	$(BIN)/ruff check --fix sweeps trainer tracking tests
+	$(BIN)/ruff format sweeps trainer tracking tests
 
 typecheck: $(BIN)/sweeps
 	$(BIN)/mypy
