@@ -48,6 +48,9 @@ def make_tracker(stores: Stores) -> MlflowTracker:
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
+    from tracking.server import check_reachable
+
+    check_reachable(stores.tracking_uri)
     if stores.artifact_root is not None:
         stores.make_home()
     return MlflowTracker(stores.tracking_uri, stores.artifact_root)

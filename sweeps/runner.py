@@ -67,8 +67,8 @@ def run_study(
     if stores.uses_home:
         stores.make_home()
     storage = open_storage(stores.storage)
+    recorder = Recorder(stores, cfg.study, track=track)  # refuses an unreachable server
     study = create_or_load(cfg, storage)
-    recorder = Recorder(stores, cfg.study, track=track)
     recorder.attach(cfg, study)
     _record_stale_trials(storage, recorder)
     outcome = RunOutcome(cfg.study, cfg.trials)

@@ -3,10 +3,15 @@ MLflow, so they answer in well under a second."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from sweeps.cli.base import echo_json, format_table, store_options
 from sweeps.cli.options import PENALTIES
+
+if TYPE_CHECKING:
+    from sweeps.storage import Stores
 
 BEST_COLUMNS = [
     "study",
@@ -36,7 +41,7 @@ TRIAL_TABLE = [
 ]
 
 
-def _stores(home: str, storage: str | None, tracking_uri: str | None):  # type: ignore[no-untyped-def]
+def _stores(home: str, storage: str | None, tracking_uri: str | None) -> Stores:
     from sweeps.storage import resolve_stores
 
     return resolve_stores(home, storage, tracking_uri)
@@ -88,9 +93,9 @@ def best_command(
     storage: str | None,
     tracking_uri: str | None,
 ) -> None:
-    """The best λ: overall, or for one penalty type with --penalty.
+    """The best λ per penalty type (best first), or for one penalty with --penalty.
 
-    --json prints one object (the best trial); the table shows the best per penalty.
+    --json prints a list of the same rows, one object per penalty.
     """
     from sweeps.errors import UsageError
     from sweeps.queries import best
@@ -100,7 +105,7 @@ def best_command(
         what = f"penalty {penalty!r}" if penalty else "any penalty"
         raise UsageError(f"study {study!r} has no complete trial for {what}")
     if as_json:
-        echo_json(rows[0])
+        echo_json(rows)
     else:
         click.echo(format_table(rows, BEST_COLUMNS))
 
