@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from tests.sweeps.study_helpers import cli_env, load, run_cli, sweeps_cmd, trials_or_none
@@ -127,7 +128,6 @@ def test_ctrl_c_fails_the_current_trial_and_keeps_the_rest(tmp_path: Path) -> No
         "1500",
         "--penalties",
         "l2",
-        "--no-track",
         "--pruner",
         "none",
     ]
@@ -150,3 +150,10 @@ def test_ctrl_c_fails_the_current_trial_and_keeps_the_rest(tmp_path: Path) -> No
     states = [t.state for t in load("int", storage).trials]
     assert states[0] is TrialState.COMPLETE and states[1] is TrialState.FAIL
     assert TrialState.RUNNING not in states
+    # The interrupted trial's MLflow run is closed FAILED, never left RUNNING.
+    client = MlflowClient(f"sqlite:///{tmp_path / 'h' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("int")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], "tags.`sweeps.role` = 'trial'")
+    status = {int(r.data.tags["sweeps.trial_number"]): r.info.status for r in runs}
+    assert status == {0: "FINISHED", 1: "FAILED"}
