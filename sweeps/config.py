@@ -42,6 +42,7 @@ _SWEEP_KEYS = {
     "sampler",
     "pruner",
     "workers",
+    "batch",
     "devices",
     "repeats",
     "grid_points",
@@ -64,6 +65,7 @@ class SweepConfig:
     sampler: SamplerKind = SamplerKind.TPE
     pruner: PrunerKind = PrunerKind.MEDIAN
     workers: int = 1
+    batch: int = 1  # trials trained together as one stacked model (sweeps.batch)
     devices: tuple[str, ...] = ()
     repeats: int = 1
     grid_points: int = 8  # λ values per penalty for --sampler grid
@@ -78,7 +80,7 @@ class SweepConfig:
             raise UsageError(
                 f"need 0 < --lambda-min < --lambda-max, got {self.lambda_min} and {self.lambda_max}"
             )
-        for name in ("trials", "workers", "repeats", "grid_points"):
+        for name in ("trials", "workers", "batch", "repeats", "grid_points"):
             if getattr(self, name) <= 0:
                 raise UsageError(
                     f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
@@ -116,6 +118,7 @@ class SweepConfig:
             "trials": self.trials,
             "timeout": self.timeout,
             "workers": self.workers,
+            "batch": self.batch,
             "devices": list(self.devices),
             "device": self.base.device,
             "report_every": self.checkpoint_every,

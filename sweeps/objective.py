@@ -69,8 +69,7 @@ class Objective:
         checkpoints = Checkpoints(trial, self.sweep.checkpoint_every, cfg.epochs)
         results: list[TrialResult] = []
         try:
-            for r in range(self.sweep.repeats):
-                member = cfg.replace(seed=cfg.seed + r, data_seed=cfg.seed)
+            for r, member in enumerate(repeat_configs(cfg, self.sweep.repeats)):
                 hook = checkpoints if r == 0 else None  # prune on the first seed's curve
                 result = train(member, self.task, on_epoch=hook, device=self.device)
                 results.append(result)
@@ -84,16 +83,10 @@ class Objective:
             self._finish(trial, cfg, results, TrialState.FAIL, started, message)
             raise TrialFailed(message) from e
 
-        last = results[-1]
-        if last.status is TrainStatus.DIVERGED:
-            error = f"diverged at epoch {last.diverged_epoch}"
-            self._finish(trial, cfg, results, TrialState.PRUNED, started, error)
+        state, error = conclude(results, checkpoints.pruned_at)
+        rec = self._finish(trial, cfg, results, state, started, error)
+        if state is TrialState.PRUNED:
             raise optuna.TrialPruned(error)
-        if last.status is TrainStatus.STOPPED:
-            error = f"pruned at epoch {checkpoints.pruned_at}"
-            self._finish(trial, cfg, results, TrialState.PRUNED, started, error)
-            raise optuna.TrialPruned(error)
-        rec = self._finish(trial, cfg, results, TrialState.COMPLETE, started, None)
         assert rec.value is not None
         return rec.value
 
@@ -107,10 +100,29 @@ class Objective:
         error: str | None,
     ) -> TrialRecord:
         rec = build_record(self.sweep.study, trial.number, cfg, results, state, started_ms, error)
-        rec = self.record(rec)
-        # Kept on the Optuna trial too, so `sweeps check --repair` can rebuild a lost row.
-        trial.set_user_attr("sweeps.record", repair_info(rec))
-        return rec
+        return keep(trial, self.record(rec))
+
+
+def repeat_configs(cfg: TrialConfig, repeats: int) -> list[TrialConfig]:
+    """Seeds seed … seed+R−1 for init and shuffling, all on the same data."""
+    return [cfg.replace(seed=cfg.seed + r, data_seed=cfg.seed) for r in range(repeats)]
+
+
+def conclude(results: list[TrialResult], pruned_at: int | None) -> tuple[TrialState, str | None]:
+    """A trial's state from its repeats (the last one ran, the first to stop ends it)."""
+    last = results[-1]
+    if last.status is TrainStatus.DIVERGED:
+        return TrialState.PRUNED, f"diverged at epoch {last.diverged_epoch}"
+    if last.status is TrainStatus.STOPPED:
+        return TrialState.PRUNED, f"pruned at epoch {pruned_at}"
+    return TrialState.COMPLETE, None
+
+
+def keep(trial: optuna.Trial, rec: TrialRecord) -> TrialRecord:
+    """Keep the recorded trial on the Optuna trial too, so `sweeps check --repair` can
+    rebuild a lost results row or MLflow run from it."""
+    trial.set_user_attr("sweeps.record", repair_info(rec))
+    return rec
 
 
 def repair_info(rec: TrialRecord) -> dict[str, object]:

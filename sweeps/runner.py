@@ -7,12 +7,13 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
+from sweeps.batch import BatchedOptimizer
 from sweeps.config import SweepConfig
 from sweeps.objective import Objective, TrialFailed
 from sweeps.progress import Progress
@@ -100,6 +101,7 @@ def run_worker(
     device: str | None,
     track: bool = True,
     timeout: float | None = None,
+    batch: int | None = None,
     quiet: bool = False,
     summarize: bool = True,
     worker_index: int | None = None,
@@ -110,7 +112,9 @@ def run_worker(
     index = os.getpid() if worker_index is None else worker_index
     study, cfg = load_existing(study_name, storage, index)
     if timeout is not None:
-        cfg = _with_timeout(cfg, timeout)
+        cfg = replace(cfg, timeout=timeout)
+    if batch is not None:
+        cfg = replace(cfg, batch=batch)
     recorder = Recorder(stores, study_name, track=track)
     recorder.attach(cfg, study)
     _record_stale_trials(storage, recorder)
@@ -132,12 +136,6 @@ def _record_stale_trials(storage: optuna.storages.RDBStorage, recorder: Recorder
         storage.heartbeat_stale_trial_callback = recorder.stale_trial_callback(retry)
 
 
-def _with_timeout(cfg: SweepConfig, timeout: float) -> SweepConfig:
-    from dataclasses import replace
-
-    return replace(cfg, timeout=timeout)
-
-
 def _optimize(
     study: optuna.Study,
     cfg: SweepConfig,
@@ -147,7 +145,15 @@ def _optimize(
     progress: Progress,
 ) -> None:
     device = resolve_device(device_spec)
-    objective = Objective(cfg, load_task(cfg.base), device, device_label(device), recorder.record)
+    task = load_task(cfg.base)
+    if cfg.batch > 1:
+        label = device_label(device)
+        batched = BatchedOptimizer(
+            study, cfg, task, device, label, recorder.record, progress.update
+        )
+        batched.optimize(n_trials)
+        return
+    objective = Objective(cfg, task, device, device_label(device), recorder.record)
     study.optimize(
         objective,
         n_trials=n_trials,
@@ -191,6 +197,8 @@ def _run_processes(
             "--no-summary",
             "--worker-index",
             str(index),
+            "--batch",
+            str(cfg.batch),
         ]
         if cfg.timeout is not None:
             args += ["--timeout", str(cfg.timeout)]

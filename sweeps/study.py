@@ -19,6 +19,8 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+    # `--batch` beats for its trials itself (sweeps.batch) while using ask/tell.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
 def make_sampler(cfg: SweepConfig, worker: int | None = None) -> optuna.samplers.BaseSampler:

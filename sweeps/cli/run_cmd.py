@@ -41,6 +41,7 @@ BEST_COLUMNS = [
 @click.option("--sampler", type=click.Choice(SAMPLERS), help="[tpe]")
 @click.option("--pruner", type=click.Choice(PRUNERS), help="[median]")
 @click.option("--workers", type=int, help="Local worker processes [1].")
+@click.option("--batch", type=int, help="Trials trained together as one stacked model [1].")
 @click.option("--devices", help="Spread workers over devices, e.g. cuda:0,cuda:1.")
 @click.option("--repeats", type=int, help="Seeds per trial; the objective is their mean [1].")
 @click.option("--grid-points", type=int, help="λ values per penalty for --sampler grid [8].")
@@ -105,6 +106,7 @@ def run_command(
 @click.option("--trials", type=int, help="Trials this worker runs [the study's --trials].")
 @click.option("--device", help="Device for this worker [the study's].")
 @click.option("--timeout", type=float, help="Stop starting trials after S seconds.")
+@click.option("--batch", type=int, help="Trials trained together [the study's --batch].")
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option(
@@ -120,6 +122,7 @@ def worker_command(
     trials: int | None,
     device: str | None,
     timeout: float | None,
+    batch: int | None,
     no_track: bool,
     quiet: bool,
     no_summary: bool,
@@ -137,6 +140,8 @@ def worker_command(
         raise UsageError(f"--trials must be >= 1, got {trials}")
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout must be > 0 seconds, got {timeout}")
+    if batch is not None and batch <= 0:
+        raise UsageError(f"--batch must be >= 1, got {batch}")
     stores = resolve_stores(home, storage, tracking_uri)
     if device is not None:
         from trainer import resolve_device
@@ -150,6 +155,7 @@ def worker_command(
             device=device,
             track=not no_track,
             timeout=timeout,
+            batch=batch,
             quiet=quiet,
             summarize=not no_summary,
             worker_index=worker_index,

@@ -1,0 +1,202 @@
+"""`--batch K`: ask K trials, train them as one stacked model, record and tell K results.
+
+Each trial is still its own Optuna trial, MLflow child run and results row, recorded
+exactly as the sequential objective records it (`sweeps.objective`): only training is
+shared. Trials whose configs cannot share a stack (`trainer.batched.batch_key`) train in
+separate stacks within the same round.
+
+Optuna's `study.optimize` keeps a heartbeat for the one trial it runs; here K trials run at
+once, so a thread beats for all of them, and stale trials of dead workers are failed (and
+retried) before each round, as `optimize` does before each trial.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial
+
+from sweeps.config import SamplerKind, SweepConfig
+from sweeps.objective import Checkpoints, Record, conclude, keep, repeat_configs
+from sweeps.space import grid_size, suggest
+from sweeps.trial_record import build_record, now_ms
+from tracking.records import TrialState
+from trainer import Task, TrainStatus, TrialConfig, TrialResult
+from trainer.batched import batch_key, train_batch
+
+OPTUNA_STATE = {
+    TrialState.COMPLETE: optuna.trial.TrialState.COMPLETE,
+    TrialState.PRUNED: optuna.trial.TrialState.PRUNED,
+    TrialState.FAIL: optuna.trial.TrialState.FAIL,
+}
+
+
+@dataclass
+class _Member:
+    """One stacked model: trial `slot`'s repeat `repeat`."""
+
+    slot: int
+    repeat: int
+    cfg: TrialConfig
+
+
+@dataclass
+class _Slot:
+    """One asked trial of the round."""
+
+    trial: optuna.Trial
+    cfg: TrialConfig
+    checkpoints: Checkpoints
+    started_ms: int = field(default_factory=now_ms)
+    results: list[TrialResult | None] = field(default_factory=list)
+
+
+@dataclass
+class BatchedOptimizer:
+    """Runs `n_trials` trials of `study` in rounds of `sweep.batch`."""
+
+    study: optuna.Study
+    sweep: SweepConfig
+    task: Task
+    device: torch.device
+    device_label: str
+    record: Record
+    on_trial: Callable[[FrozenTrial], None] = lambda _trial: None
+
+    def optimize(self, n_trials: int) -> None:
+        deadline = None if self.sweep.timeout is None else time.monotonic() + self.sweep.timeout
+        done = 0
+        while done < n_trials and (deadline is None or time.monotonic() < deadline):
+            k = min(self.sweep.batch, n_trials - done, self._grid_left())
+            if k <= 0:
+                return  # the grid sampler ran every point
+            optuna.storages.fail_stale_trials(self.study)  # as optimize() does per trial
+            slots = [self._ask() for _ in range(k)]
+            with _heartbeat(self.study, [s.trial for s in slots]):
+                self._round(slots)
+            done += k
+
+    def _grid_left(self) -> int:
+        """BruteForceSampler stops `optimize` when the grid is exhausted; ask/tell must ask."""
+        if self.sweep.sampler is not SamplerKind.GRID:
+            return self.sweep.batch
+        finished = self.study.get_trials(deepcopy=False, states=tuple(OPTUNA_STATE.values()))
+        return grid_size(self.sweep) - len(finished)
+
+    def _ask(self) -> _Slot:
+        trial = self.study.ask()
+        cfg = suggest(trial, self.sweep).replace(device=self.device_label)
+        every = self.sweep.checkpoint_every
+        return _Slot(trial, cfg, Checkpoints(trial, every, cfg.epochs))
+
+    def _round(self, slots: list[_Slot]) -> None:
+        members = [
+            _Member(i, r, member)
+            for i, slot in enumerate(slots)
+            for r, member in enumerate(repeat_configs(slot.cfg, self.sweep.repeats))
+        ]
+        for slot in slots:
+            slot.results = [None] * self.sweep.repeats
+        groups: dict[tuple[object, ...], list[_Member]] = defaultdict(list)
+        for m in members:
+            groups[batch_key(m.cfg)].append(m)
+        try:
+            for group in groups.values():
+                self._train(slots, group)
+        except KeyboardInterrupt:
+            for slot in slots:
+                self._finish(slot, TrialState.FAIL, "interrupted")
+            raise
+        except Exception as e:  # every trial of the round failed with it; the study goes on
+            for slot in slots:
+                self._finish(slot, TrialState.FAIL, f"{type(e).__name__}: {e}")
+            return
+        for slot in slots:
+            self._conclude(slot)
+
+    def _train(self, slots: list[_Slot], group: list[_Member]) -> None:
+        def on_epoch(epoch: int, metrics: list[dict[str, float] | None]) -> set[int]:
+            """Report each trial's first repeat; a pruned trial stops all its repeats."""
+            stop: set[int] = set()
+            for m, values in zip(group, metrics, strict=True):
+                if (
+                    m.repeat == 0
+                    and values is not None
+                    and slots[m.slot].checkpoints(epoch, values)
+                ):
+                    stop.update(i for i, o in enumerate(group) if o.slot == m.slot)
+            return stop
+
+        results = train_batch(
+            [m.cfg for m in group], self.task, on_epoch=on_epoch, device=self.device
+        )
+        for m, result in zip(group, results, strict=True):
+            slots[m.slot].results[m.repeat] = result
+
+    def _conclude(self, slot: _Slot) -> None:
+        # As the sequential objective: repeats up to the first one that did not complete.
+        results: list[TrialResult] = []
+        for result in slot.results:
+            assert result is not None
+            results.append(result)
+            if result.status is not TrainStatus.COMPLETED:
+                break
+        state, error = conclude(results, slot.checkpoints.pruned_at)
+        self._finish(slot, state, error, results)
+
+    def _finish(
+        self,
+        slot: _Slot,
+        state: TrialState,
+        error: str | None,
+        results: Sequence[TrialResult] = (),
+    ) -> None:
+        number = slot.trial.number
+        rec = build_record(
+            self.sweep.study, number, slot.cfg, list(results), state, slot.started_ms, error
+        )
+        rec = keep(slot.trial, self.record(rec))
+        value = rec.value if state is TrialState.COMPLETE else None
+        try:
+            frozen = self.study.tell(slot.trial, value, state=OPTUNA_STATE[state])
+        except RuntimeError as e:
+            # BruteForceSampler ends an exhausted grid with Study.stop(), which Optuna allows
+            # only inside optimize(); tell() has stored the trial before that raises.
+            if "Study.stop" not in str(e):
+                raise
+            frozen = self.study._storage.get_trial(slot.trial._trial_id)
+        self.on_trial(frozen)
+
+
+@contextmanager
+def _heartbeat(study: optuna.Study, trials: list[optuna.Trial]) -> Iterator[None]:
+    """Beat for every trial of the round until it is told (optimize() beats for one)."""
+    storage = study._storage  # the study's own storage object; Optuna has no public getter
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    record: Callable[[int], None] | None = getattr(storage, "record_heartbeat", None)
+    if interval is None or record is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial in trials:
+                record(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name="sweeps-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
