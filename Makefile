@@ -22,17 +22,21 @@ demo: $(BIN)/sweeps
 	SWEEPS_HOME=$${SWEEPS_HOME:-./sweeps-data} $(BIN)/sweeps train --task d2l-synthetic --penalty l2 --lambda 3
 
 test: $(BIN)/sweeps
-	$(BIN)/ruff check sweeps trainer tracking tests
-	$(BIN)/ruff format --check sweeps trainer tracking tests
+	$(BIN)/ruff check sweeps trainer tracking tests bench
+	$(BIN)/ruff format --check sweeps trainer tracking tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/sweeps
-	$(BIN)/ruff check --fix sweeps trainer tracking tests
-	$(BIN)/ruff format sweeps trainer tracking tests
+	$(BIN)/ruff check --fix sweeps trainer tracking tests bench
+	$(BIN)/ruff format sweeps trainer tracking tests bench
 
 typecheck: $(BIN)/sweeps
 	$(BIN)/mypy
+
+# Trials/s against a plain Optuna+MLflow script; BENCH_ARGS="--trials 128 --device cuda".
+bench: $(BIN)/sweeps
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) sweeps-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,138 @@
+"""`make bench` / `python -m bench`: trials/s of sweeps against a plain Optuna+MLflow script.
+
+Kinds (each measured in a fresh process, repeats alternating so drift hits all alike):
+  (a) peer        Optuna on SQLite, a report per epoch, optuna-integration's MLflowCallback
+  (b) sequential  `sweeps run`, fully tracked (MLflow child run with history + artifacts,
+                  results row), SQLite
+  (c) batched     the same with --batch K
+  (d) bare        trainer.train on the same kind of configs: nothing stored or logged
+and a scaling line: `sweeps run --workers 1` vs `--workers 2` on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+LABELS = {
+    "peer": "(a) peer: Optuna+SQLite, report/epoch, MLflowCallback",
+    "sequential": "(b) sweeps run, sequential, fully tracked",
+    "batched": "(c) sweeps run --batch K, fully tracked",
+    "bare": "(d) bare training loop, untracked",
+}
+
+
+def measure(kind: str, args: argparse.Namespace, *extra: str) -> dict[str, float]:
+    cmd = [sys.executable, "-m", "bench.one", kind, "--trials", str(args.trials)]
+    cmd += ["--batch", str(args.batch), "--device", args.device, *extra]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        sys.exit(f"bench: {kind} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@contextmanager
+def postgres_database(server: str) -> Iterator[str]:
+    """A fresh database on `server` for the scaling line, dropped afterwards."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    name = f"sweeps_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--kinds", default=",".join(LABELS), help="Subset to run.")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "SWEEPS_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1/postgres"
+        ),
+        help="Server for the workers line; 'none' skips it.",
+    )
+    parser.add_argument("--json", dest="json_out", help="Also write the figures to this file.")
+    args = parser.parse_args()
+    kinds = [k for k in args.kinds.split(",") if k]
+
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(f"{args.trials} trials of the d2l task (100 epochs), {args.repeats} alternating repeats")
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+    for r in range(args.repeats):
+        for kind in kinds:
+            runs[kind].append(measure(kind, args))
+            print(f"  repeat {r + 1}: {kind} {runs[kind][-1]['seconds']:.2f} s", file=sys.stderr)
+
+    per_trial = {
+        k: statistics.median(x["seconds"] for x in v) / args.trials for k, v in runs.items()
+    }
+    rss = {k: max(x["peak_rss_mb"] for x in v) for k, v in runs.items()}
+    print(f"\n{'kind':58} {'ms/trial':>9} {'trials/s':>9} {'peak RSS':>9}")
+    for kind in kinds:
+        label = LABELS[kind].replace("K", str(args.batch))
+        ms = per_trial[kind] * 1000
+        print(f"{label:58} {ms:9.1f} {1000 / ms:9.1f} {rss[kind]:7.0f}MB")
+    ratios = {}
+    for num, den in (("sequential", "peer"), ("batched", "peer"), ("sequential", "bare")):
+        if num in per_trial and den in per_trial:
+            # trials/s ratios for (b)/(a) and (c)/(a); time per trial ratio for (b)/(d)
+            ratio = (
+                per_trial[num] / per_trial[den]
+                if den == "bare"
+                else per_trial[den] / per_trial[num]
+            )
+            ratios[f"{num}/{den}"] = ratio
+    if ratios:
+        print("\nratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+        print("  (b)/(a), (c)/(a): trials/s; (b)/(d): time per trial")
+
+    scaling = {}
+    if args.postgres != "none":
+        for workers in (1, 2):
+            with postgres_database(args.postgres) as url:  # a fresh study each time
+                got = measure("workers", args, "--workers", str(workers), "--storage", url)
+            scaling[workers] = args.trials / got["seconds"]
+        print(
+            f"\nscaling (PostgreSQL, sequential, tracked): --workers 1 {scaling[1]:.1f} trials/s,"
+            f" --workers 2 {scaling[2]:.1f} trials/s ({scaling[2] / scaling[1]:.2f}x)"
+        )
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(
+                {
+                    "per_trial_s": per_trial,
+                    "peak_rss_mb": rss,
+                    "ratios": ratios,
+                    "workers_trials_per_s": scaling,
+                    "runs": runs,
+                },
+                f,
+                indent=2,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""One measurement in a fresh process: `python -m bench.one KIND ...` prints a JSON line.
+
+Imports happen before the clock starts (they are paid once per process, by every kind
+alike); the clock covers creating the stores and running every trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+KINDS = ("peer", "sequential", "batched", "bare", "workers")
+PENALTIES = ("none", "l2", "weight_decay")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("--trials", type=int, required=True)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--storage", help="Optuna storage URL [SQLite in a temporary dir]")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # as in FACTS.md: tiny models run fastest on one thread
+    with tempfile.TemporaryDirectory(prefix="sweeps-bench-") as tmp:
+        home = Path(tmp)
+        storage = args.storage or f"sqlite:///{home / 'optuna.db'}"
+        seconds = MEASURE[args.kind](args, home, storage)
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": max(usage, children) / 1024}))
+
+
+def _peer(args: argparse.Namespace, home: Path, storage: str) -> float:
+    import optuna
+
+    from bench.peer import run_peer
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started = time.perf_counter()
+    run_peer(storage, f"sqlite:///{home / 'mlflow.db'}", args.trials)
+    return time.perf_counter() - started
+
+
+def _sweeps(args: argparse.Namespace, home: Path, storage: str) -> float:
+    from sweeps.config import SweepConfig
+    from sweeps.recording import quiet_mlflow
+    from sweeps.runner import run_study
+    from sweeps.storage import resolve_stores
+    from trainer import Penalty, TrialConfig
+
+    quiet_mlflow()
+    cfg = SweepConfig(
+        study="bench",
+        base=TrialConfig(device=args.device),
+        penalties=tuple(Penalty(p) for p in PENALTIES),
+        trials=args.trials,
+        workers=args.workers if args.kind == "workers" else 1,
+        batch=args.batch if args.kind == "batched" else 1,
+    )
+    stores = resolve_stores(str(home), storage, None)
+    started = time.perf_counter()
+    run_study(cfg, stores, quiet=True)
+    return time.perf_counter() - started
+
+
+def _bare(args: argparse.Namespace, home: Path, storage: str) -> float:
+    """The training loop alone: the same trials' configs, nothing stored or logged."""
+    from trainer import TrialConfig, load_task, train
+
+    rng = random.Random(0)
+    configs = []
+    for _ in range(args.trials):
+        penalty = rng.choice(PENALTIES)
+        lam = 0.0 if penalty == "none" else 10 ** rng.uniform(-5, 2)
+        configs.append(TrialConfig(penalty=penalty, lambda_=lam, device=args.device))  # type: ignore[arg-type]
+    task = load_task(configs[0])
+    started = time.perf_counter()
+    for cfg in configs:
+        train(cfg, task)
+    return time.perf_counter() - started
+
+
+MEASURE = {
+    "peer": _peer,
+    "sequential": _sweeps,
+    "batched": _sweeps,
+    "workers": _sweeps,
+    "bare": _bare,
+}
+
+if __name__ == "__main__":
+    main()
