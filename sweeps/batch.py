@@ -24,10 +24,10 @@ import torch
 from optuna.trial import FrozenTrial
 
 from sweeps.config import SamplerKind, SweepConfig
-from sweeps.objective import Checkpoints, Record, conclude, keep, repeat_configs
+from sweeps.objective import Checkpoints, conclude, keep, repeat_configs
 from sweeps.space import grid_size, suggest
 from sweeps.trial_record import build_record, now_ms
-from tracking.records import TrialState
+from tracking.records import TrialRecord, TrialState
 from trainer import Task, TrainStatus, TrialConfig, TrialResult
 from trainer.batched import batch_key, train_batch
 
@@ -67,7 +67,7 @@ class BatchedOptimizer:
     task: Task
     device: torch.device
     device_label: str
-    record: Record
+    record: Callable[[list[TrialRecord]], list[TrialRecord]]
     on_trial: Callable[[FrozenTrial], None] = lambda _trial: None
 
     def optimize(self, n_trials: int) -> None:
@@ -111,15 +111,13 @@ class BatchedOptimizer:
             for group in groups.values():
                 self._train(slots, group)
         except KeyboardInterrupt:
-            for slot in slots:
-                self._finish(slot, TrialState.FAIL, "interrupted")
+            self._finish([self._record(s, TrialState.FAIL, "interrupted") for s in slots], slots)
             raise
         except Exception as e:  # every trial of the round failed with it; the study goes on
-            for slot in slots:
-                self._finish(slot, TrialState.FAIL, f"{type(e).__name__}: {e}")
+            error = f"{type(e).__name__}: {e}"
+            self._finish([self._record(s, TrialState.FAIL, error) for s in slots], slots)
             return
-        for slot in slots:
-            self._conclude(slot)
+        self._finish([self._conclude(slot) for slot in slots], slots)
 
     def _train(self, slots: list[_Slot], group: list[_Member]) -> None:
         def on_epoch(epoch: int, metrics: list[dict[str, float] | None]) -> set[int]:
@@ -140,7 +138,7 @@ class BatchedOptimizer:
         for m, result in zip(group, results, strict=True):
             slots[m.slot].results[m.repeat] = result
 
-    def _conclude(self, slot: _Slot) -> None:
+    def _conclude(self, slot: _Slot) -> TrialRecord:
         # As the sequential objective: repeats up to the first one that did not complete.
         results: list[TrialResult] = []
         for result in slot.results:
@@ -149,30 +147,34 @@ class BatchedOptimizer:
             if result.status is not TrainStatus.COMPLETED:
                 break
         state, error = conclude(results, slot.checkpoints.pruned_at)
-        self._finish(slot, state, error, results)
+        return self._record(slot, state, error, results)
 
-    def _finish(
+    def _record(
         self,
         slot: _Slot,
         state: TrialState,
         error: str | None,
         results: Sequence[TrialResult] = (),
-    ) -> None:
+    ) -> TrialRecord:
         number = slot.trial.number
-        rec = build_record(
+        return build_record(
             self.sweep.study, number, slot.cfg, list(results), state, slot.started_ms, error
         )
-        rec = keep(slot.trial, self.record(rec))
-        value = rec.value if state is TrialState.COMPLETE else None
-        try:
-            frozen = self.study.tell(slot.trial, value, state=OPTUNA_STATE[state])
-        except RuntimeError as e:
-            # BruteForceSampler ends an exhausted grid with Study.stop(), which Optuna allows
-            # only inside optimize(); tell() has stored the trial before that raises.
-            if "Study.stop" not in str(e):
-                raise
-            frozen = self.study._storage.get_trial(slot.trial._trial_id)
-        self.on_trial(frozen)
+
+    def _finish(self, recs: list[TrialRecord], slots: list[_Slot]) -> None:
+        """Record the round in one call (MLflow and results rows), then tell Optuna."""
+        for rec, slot in zip(self.record(recs), slots, strict=True):
+            keep(slot.trial, rec)
+            value = rec.value if rec.state is TrialState.COMPLETE else None
+            try:
+                frozen = self.study.tell(slot.trial, value, state=OPTUNA_STATE[rec.state])
+            except RuntimeError as e:
+                # BruteForceSampler ends an exhausted grid with Study.stop(), which Optuna
+                # allows only inside optimize(); tell() stored the trial before that raised.
+                if "Study.stop" not in str(e):
+                    raise
+                frozen = self.study._storage.get_trial(slot.trial._trial_id)
+            self.on_trial(frozen)
 
 
 @contextmanager

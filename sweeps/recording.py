@@ -93,18 +93,26 @@ class Recorder:
             study.set_user_attr(PARENT_ATTR, self.parent.run_id)
 
     def record(self, rec: TrialRecord) -> TrialRecord:
-        """MLflow first (to learn the run id), then the results row. Never raises for MLflow:
-        a lost MLflow write is reported and left for `sweeps check --repair`."""
+        """One finished trial: see `record_many`."""
+        return self.record_many([rec])[0]
+
+    def record_many(self, recs: list[TrialRecord]) -> list[TrialRecord]:
+        """MLflow first (to learn the run ids), then the results rows. Never raises for
+        MLflow: a lost MLflow write is reported and left for `sweeps check --repair`."""
         if self.mlflow is not None and self.parent is not None:
-            try:
-                rec = dataclasses.replace(
-                    rec, mlflow_run_id=self.mlflow.log_trial(self.parent, rec)
-                )
-            except Exception as e:  # the trial itself is fine; keep it in Optuna and SQL
-                warn(f"MLflow logging failed for trial {rec.number}: {e}")
-                warn("the trial is kept in Optuna and SQL; `sweeps check --repair` adds its run")
-        self.results.record_trial(rec)
-        return rec
+            recs = [self._log(self.mlflow, self.parent, rec) for rec in recs]
+        for rec in recs:
+            self.results.record_trial(rec)
+        return recs
+
+    @staticmethod
+    def _log(mlflow: MlflowTracker, parent: ParentRef, rec: TrialRecord) -> TrialRecord:
+        try:
+            return dataclasses.replace(rec, mlflow_run_id=mlflow.log_trial(parent, rec))
+        except Exception as e:  # the trial itself is fine; keep it in Optuna and SQL
+            warn(f"MLflow logging failed for trial {rec.number}: {e}")
+            warn("the trial is kept in Optuna and SQL; `sweeps check --repair` adds its run")
+            return rec
 
     def finish(self, study: optuna.Study) -> None:
         """Parent run: the λ figure, a trials CSV and Optuna's plots; then FINISHED."""

@@ -149,7 +149,7 @@ def _optimize(
     if cfg.batch > 1:
         label = device_label(device)
         batched = BatchedOptimizer(
-            study, cfg, task, device, label, recorder.record, progress.update
+            study, cfg, task, device, label, recorder.record_many, progress.update
         )
         batched.optimize(n_trials)
         return
