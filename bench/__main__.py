@@ -30,8 +30,10 @@ LABELS = {
 }
 
 
-def measure(kind: str, args: argparse.Namespace, *extra: str) -> dict[str, float]:
-    cmd = [sys.executable, "-m", "bench.one", kind, "--trials", str(args.trials)]
+def measure(
+    kind: str, args: argparse.Namespace, *extra: str, trials: int | None = None
+) -> dict[str, float]:
+    cmd = [sys.executable, "-m", "bench.one", kind, "--trials", str(trials or args.trials)]
     cmd += ["--batch", str(args.batch), "--device", args.device, *extra]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -71,6 +73,11 @@ def main() -> None:
             "SWEEPS_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1/postgres"
         ),
         help="Server for the workers line; 'none' skips it.",
+    )
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="Also compare peak RSS of 100- and 500-trial batched studies (slow).",
     )
     parser.add_argument("--json", dest="json_out", help="Also write the figures to this file.")
     args = parser.parse_args()
@@ -119,6 +126,14 @@ def main() -> None:
             f"\nscaling (PostgreSQL, sequential, tracked): --workers 1 {scaling[1]:.1f} trials/s,"
             f" --workers 2 {scaling[2]:.1f} trials/s ({scaling[2] / scaling[1]:.2f}x)"
         )
+    memory = {}
+    if args.memory:
+        for n in (100, 500):
+            memory[n] = measure("batched", args, trials=n)["peak_rss_mb"]
+        print(
+            f"\nmemory (batched, tracked): peak RSS {memory[100]:.0f} MB after 100 trials,"
+            f" {memory[500]:.0f} MB after 500"
+        )
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(
@@ -127,6 +142,7 @@ def main() -> None:
                     "peak_rss_mb": rss,
                     "ratios": ratios,
                     "workers_trials_per_s": scaling,
+                    "memory_peak_rss_mb": memory,
                     "runs": runs,
                 },
                 f,
