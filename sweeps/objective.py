@@ -42,12 +42,17 @@ class Checkpoints:
     every: int
     epochs: int
     pruned_at: int | None = None
+    # How to ask the pruner; `sweeps.batch` passes a cheaper way for K trials at once.
+    should_prune: Callable[[optuna.Trial], bool] = optuna.Trial.should_prune
+
+    def due(self, epoch: int) -> bool:
+        return not (epoch % self.every or epoch >= self.epochs)
 
     def __call__(self, epoch: int, metrics: Mapping[str, float]) -> bool:
-        if epoch % self.every or epoch >= self.epochs:
+        if not self.due(epoch):
             return False
         self.trial.report(metrics["val_loss"], epoch)
-        if self.trial.should_prune():
+        if self.should_prune(self.trial):
             self.pruned_at = epoch
             return True
         return False
