@@ -112,13 +112,19 @@ class BatchedOptimizer:
             for group in groups.values():
                 self._train(slots, group, pruning)
         except KeyboardInterrupt:
-            self._finish([self._record(s, TrialState.FAIL, "interrupted") for s in slots], slots)
+            self._finish([self._outcome(s, "interrupted") for s in slots], slots)
             raise
-        except Exception as e:  # every trial of the round failed with it; the study goes on
+        except Exception as e:  # the untrained trials of the round fail; the study goes on
             error = f"{type(e).__name__}: {e}"
-            self._finish([self._record(s, TrialState.FAIL, error) for s in slots], slots)
+            self._finish([self._outcome(s, error) for s in slots], slots)
             return
         self._finish([self._conclude(slot) for slot in slots], slots)
+
+    def _outcome(self, slot: _Slot, error: str) -> TrialRecord:
+        """After a failure: a trial whose stack finished before it keeps its result."""
+        if all(r is not None for r in slot.results):
+            return self._conclude(slot)
+        return self._record(slot, TrialState.FAIL, error)
 
     def _train(self, slots: list[_Slot], group: list[_Member], pruning: _PruningView) -> None:
         def on_epoch(epoch: int, metrics: list[dict[str, float] | None]) -> set[int]:

@@ -142,3 +142,34 @@ def test_pruning_view_decides_as_should_prune(tmp_path: Path, value: float) -> N
     view = _PruningView(study)
     view.refresh()
     assert view(running) is running.should_prune()
+
+
+def test_a_failing_round_fails_its_trials_and_the_study_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training raising inside a round (the one fault no flag causes, so it is injected)."""
+    import optuna
+    from click.testing import CliRunner
+
+    import sweeps.batch
+    from sweeps.cli import cli
+
+    real = sweeps.batch.train_batch
+    calls = []
+
+    def first_round_fails(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected: CUDA out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweeps.batch, "train_batch", first_round_fails)
+    home = tmp_path / "h"
+    args = ["run", "--home", str(home), "--study", "f", "--penalties", "l2", "--epochs", "5"]
+    result = CliRunner().invoke(cli, [*args, "--trials", "6", "--batch", "3", "--no-track"])
+    assert result.exit_code == 0, result.output
+    trials = optuna.load_study(study_name="f", storage=f"sqlite:///{home / 'sweeps.db'}").trials
+    states = [t.state.name for t in sorted(trials, key=lambda t: t.number)]
+    assert states == ["FAIL"] * 3 + ["COMPLETE"] * 3
+    errors = {t.user_attrs["sweeps.record"]["error"] for t in trials if t.state.name == "FAIL"}
+    assert errors == {"RuntimeError: injected: CUDA out of memory"}
