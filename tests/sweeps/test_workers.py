@@ -157,3 +157,33 @@ def test_ctrl_c_fails_the_current_trial_and_keeps_the_rest(tmp_path: Path) -> No
     runs = client.search_runs([experiment.experiment_id], "tags.`sweeps.role` = 'trial'")
     status = {int(r.data.tags["sweeps.trial_number"]): r.info.status for r in runs}
     assert status == {0: "FINISHED", 1: "FAILED"}
+
+
+def test_batch_worker_beats_for_its_trials_and_a_killed_one_is_retried(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'h' / 'sweeps.db'}"
+    env = cli_env(tmp_path / "h", storage, SWEEPS_HEARTBEAT_S="1")
+    args = ["--study", "kb", "--epochs", "3000", "--penalties", "l2", "--pruner", "none"]
+    created = run_cli("run", *args, "--trials", "1", "--create-only", "--no-track", env=env)
+    assert created.returncode == 0, created.stderr
+    worker = ["worker", "--study", "kb", "--trials", "3", "--batch", "3", "--no-track", "--quiet"]
+    victim = subprocess.Popen(sweeps_cmd(*worker), env=env)
+    _wait_for(
+        lambda: sum(t.state is TrialState.RUNNING for t in trials_or_none("kb", storage)) == 3
+    )
+    time.sleep(3)  # past the grace period: only the worker's heartbeats keep them alive
+    study = optuna.load_study(study_name="kb", storage=storage)
+    optuna.storages.fail_stale_trials(study)
+    assert [t.state for t in load("kb", storage).trials] == [TrialState.RUNNING] * 3
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    time.sleep(2.5)
+    rescuer = run_cli(*worker, env=env)
+    assert rescuer.returncode == 0, rescuer.stderr
+    trials = load("kb", storage).trials
+    failed = {t.number: t for t in trials if t.state is TrialState.FAIL}
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") in failed]
+    assert len(failed) == 3 and len(retried) == 3
+    assert all(t.state is TrialState.COMPLETE for t in retried)
+    assert {failed[t.system_attrs["failed_trial"]].params["lambda"] for t in retried} == {
+        t.params["lambda"] for t in retried
+    }
