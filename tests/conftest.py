@@ -66,3 +66,7 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'sweeps.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+# The real-service fixtures (mlflow_server, password_role, processes) for every test.
+pytest_plugins = ["tests.services"]

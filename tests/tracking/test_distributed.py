@@ -3,45 +3,26 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
-from tests.mlflow_server import MlflowServer, mlflow_server  # noqa: F401 (fixture)
+from tests.services import PASSWORD, MlflowServer
 from tests.sweeps.study_helpers import cli_env, load, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 TRIALS = 12
-PASSWORD = "S3cret-pw"
-
-
-@pytest.fixture
-def password_url(postgres_url: str) -> Iterator[str]:
-    """The test database as a role with a password: the secret must never reach MLflow."""
-    role = f"sweeps_pw_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'"))
-        conn.execute(sa.text(f"GRANT ALL ON SCHEMA public TO {role}"))
-    parsed = sa.make_url(postgres_url).set(username=role, password=PASSWORD)
-    yield parsed.render_as_string(hide_password=False)
-    with engine.connect() as conn:  # the role owns tables of the test database
-        conn.execute(sa.text(f"DROP OWNED BY {role}"))
-        conn.execute(sa.text(f"DROP ROLE {role}"))
-    engine.dispose()
 
 
 def test_workers_log_each_trial_once_to_the_server(
     tmp_path: Path,
-    password_url: str,
-    mlflow_server: MlflowServer,  # noqa: F811
+    password_role: str,
+    mlflow_server: MlflowServer,
 ) -> None:
-    storage = password_url
+    storage = password_role  # a URL whose password must never reach MLflow
     env = cli_env(tmp_path / "h", storage)
     env["SWEEPS_TRACKING_URI"] = mlflow_server.uri
     args = ["--study", "dist", "--workers", "3", "--trials", str(TRIALS), "--epochs", "5"]
@@ -64,9 +45,11 @@ def test_workers_log_each_trial_once_to_the_server(
     assert numbers == sorted(finished)  # each trial exactly once
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert all(r.info.status != "RUNNING" for r in runs)
-    for run in runs:
+    role = sa.make_url(storage).username
+    assert role
+    for run in runs:  # not even a masked storage URL belongs in a run
         everything = json.dumps([run.data.params, run.data.tags])
-        assert PASSWORD not in everything
+        assert PASSWORD not in everything and role not in everything
 
     rows = run_cli("trials", "--study", "dist", "--json", env=env)
     table = json.loads(rows.stdout)
