@@ -48,7 +48,22 @@ _SWEEP_KEYS = {
     "grid_points",
     "report_every",
 }
-TASK_OPTION_KEYS = {"n_train", "n_test", "num_inputs", "noise"}
+TASK_OPTION_KEYS = {
+    "n_train",
+    "n_test",
+    "num_inputs",
+    "noise",
+    "train_csv",
+    "test_csv",
+    "target",
+    "val_fraction",
+    "test_fraction",
+    "standardize",
+    "classification",
+    "model",
+    "hidden",
+    "activation",
+}
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ def build_record(
     final: dict[str, float | None] = {
         m: (history[m][-1] if history.get(m) else None) for m in METRICS
     }
+    final.update(_mean_accuracy(results))
     first = results[0] if results else None
     return TrialRecord(
         study=study,
@@ -52,6 +53,19 @@ def _mean_history(results: list[TrialResult]) -> dict[str, list[float]]:
         m: [sum(r.history[m][e] for r in results) / len(results) for e in range(epochs)]
         for m in METRICS
     }
+
+
+def _mean_accuracy(results: list[TrialResult]) -> dict[str, float]:
+    """Classification tasks' final accuracies, averaged over repeats that have them.
+
+    They ride in `final` beside METRICS: tracking stores METRICS per epoch and columns for
+    them only, so these extra keys reach the Optuna trial's record (`sweeps check`) and
+    whoever reads `final`, without changing the results schema.
+    """
+    scored = [r.accuracy for r in results if r.accuracy]
+    if not scored:
+        return {}
+    return {k: sum(a[k] for a in scored) / len(scored) for k in scored[0]}
 
 
 def serialize_weights(state_dict: Mapping[str, torch.Tensor]) -> bytes:

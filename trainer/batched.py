@@ -41,6 +41,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
+from trainer.accuracy import accuracy_of_state
 from trainer.batched_optim import PenaltyCoefficients, StackedOptimizer, rows_of
 from trainer.config import Penalty, TrialConfig
 from trainer.devices import device_label, resolve_device
@@ -351,6 +352,11 @@ def train_batch(
             state_dict=out.state_dict or {},
             diverged_epoch=out.diverged_epoch,
             val_is_test=task.val_is_test,
+            accuracy=(
+                {}
+                if out.status is TrainStatus.DIVERGED
+                else accuracy_of_state(task, out.state_dict or {}, device)
+            ),
         )
         for cfg, out in zip(cfgs, run.outcomes, strict=True)
     ]

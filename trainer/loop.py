@@ -9,8 +9,10 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
+from trainer.accuracy import final_accuracy
 from trainer.config import Penalty, TrialConfig
 from trainer.devices import device_label, resolve_device
+from trainer.errors import ConfigError
 from trainer.optim import FunctionalOptimizer, ParamGroup
 from trainer.penalties import l2_norm, penalty_term, penalty_value, select_penalized
 from trainer.result import METRICS, TrainStatus, TrialResult
@@ -37,8 +39,14 @@ def make_optimizer(
 
 
 def check_config(cfg: TrialConfig, task: Task | None = None) -> Task:
-    """Refuse a config before any work: the task builds and the penalty scope matches."""
+    """Refuse a config before any work: the task builds, the batch fits the training
+    split, and the penalty scope matches the model."""
     task = task or load_task(cfg)
+    if cfg.batch_size > len(task.train):
+        raise ConfigError(
+            f"batch size {cfg.batch_size} is larger than the {len(task.train)} training rows"
+            " of this task; use a smaller --batch-size (0 means full batch)"
+        )
     model = task.make_model(stream_generator(cfg.seed, "init"))
     select_penalized(model.named_parameters(), cfg.penalize)
     return task
@@ -112,6 +120,7 @@ def train(
             status = TrainStatus.STOPPED
             break
 
+    accuracy = {} if status is TrainStatus.DIVERGED else final_accuracy(task, model, device)
     return TrialResult(
         config=cfg,
         status=status,
@@ -121,4 +130,5 @@ def train(
         state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         diverged_epoch=diverged_epoch,
         val_is_test=task.val_is_test,
+        accuracy=accuracy,
     )

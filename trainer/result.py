@@ -12,6 +12,8 @@ from trainer.config import TrialConfig
 
 # Per-epoch metrics, in the order they are recorded. Losses are data losses (no penalty).
 METRICS = ("train_loss", "val_loss", "test_loss", "w_norm", "penalty_value")
+# Final-only metrics of classification tasks (trainer.accuracy); None for other tasks.
+ACCURACY_METRICS = ("train_accuracy", "val_accuracy", "test_accuracy")
 
 
 class TrainStatus(StrEnum):
@@ -30,6 +32,7 @@ class TrialResult:
     state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
     diverged_epoch: int | None = None
     val_is_test: bool = False
+    accuracy: dict[str, float] = field(default_factory=dict)  # ACCURACY_METRICS at the end
 
     @property
     def epochs_run(self) -> int:
@@ -51,6 +54,7 @@ class TrialResult:
         return {
             **params,
             **self.final,
+            **{m: self.accuracy.get(m) for m in ACCURACY_METRICS},
             "status": self.status.value,
             "epochs_run": self.epochs_run,
             "diverged_epoch": self.diverged_epoch,

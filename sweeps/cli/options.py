@@ -14,18 +14,45 @@ F = TypeVar("F", bound=Callable[..., Any])
 PENALTIES = [p.value for p in Penalty]
 OPTIMIZERS = [o.value for o in Optimizer]
 
-# CLI flag → task option name. Options a task does not have are refused by the task.
-TASK_OPTION_FLAGS: dict[str, tuple[str, type, str]] = {
+# Task option name → (flag, click type, help). Options a task does not have are refused by
+# the task (trainer.tasks), so every flag can sit on every command.
+TASK_OPTION_FLAGS: dict[str, tuple[str, Any, str]] = {
     "n_train": ("--n-train", int, "Training examples (d2l-synthetic: 20)."),
     "n_test": ("--n-test", int, "Test examples (d2l-synthetic: 100)."),
     "num_inputs": ("--num-inputs", int, "Input dimension (d2l-synthetic: 200)."),
     "noise": ("--noise", float, "Label noise std (d2l-synthetic: 0.01)."),
+    # resolve_path: a study stores an absolute path, so its workers find the file.
+    "train_csv": (
+        "--train-csv",
+        click.Path(dir_okay=False, resolve_path=True),
+        "csv: the training table (header line; numeric features).",
+    ),
+    "test_csv": (
+        "--test-csv",
+        click.Path(dir_okay=False, resolve_path=True),
+        "csv: a separate test table [split from --train-csv].",
+    ),
+    "target": ("--target", str, "csv: the column to predict."),
+    "val_fraction": ("--val-fraction", float, "csv: share of rows for validation [0.2]."),
+    "test_fraction": ("--test-fraction", float, "csv: share of rows for test [0.2]."),
+    "standardize": (
+        "--standardize/--no-standardize",
+        bool,
+        "csv: scale features by training statistics [standardize].",
+    ),
+    "classification": ("--classification", bool, "csv: the target holds class labels."),
+    "model": ("--model", click.Choice(["linear", "mlp"]), "Model family [linear]."),
+    "hidden": ("--hidden", str, "mlp hidden widths, e.g. 64,32 [64]."),
+    "activation": ("--activation", click.Choice(["relu", "tanh", "gelu"]), "mlp [relu]."),
 }
 
 
 def task_option_flags(f: F) -> F:
     for name, (flag, kind, help_text) in reversed(TASK_OPTION_FLAGS.items()):
-        f = click.option(flag, name, type=kind, default=None, help=help_text)(f)
+        if kind is bool:  # default None: an unset flag stays out of the task options
+            f = click.option(flag, name, is_flag=True, default=None, help=help_text)(f)
+        else:
+            f = click.option(flag, name, type=kind, default=None, help=help_text)(f)
     return f
 
 
@@ -47,7 +74,10 @@ def training_flags(*, defaults: bool = True) -> Callable[[F], F]:
 
     options = (
         click.option(
-            "--task", default=default("d2l-synthetic"), show_default=defaults, help="Task to train."
+            "--task",
+            default=default("d2l-synthetic"),
+            show_default=defaults,
+            help="d2l-synthetic, diabetes, digits, csv or python:MODULE:FUNCTION.",
         ),
         click.option("--epochs", type=int, default=default(100), show_default=defaults),
         click.option(
@@ -82,8 +112,9 @@ def training_flags(*, defaults: bool = True) -> Callable[[F], F]:
     )
 
     def decorate(f: F) -> F:
+        f = task_option_flags(f)  # listed after the training flags in --help
         for option in reversed(options):
             f = option(f)
-        return task_option_flags(f)
+        return f
 
     return decorate

@@ -1,4 +1,8 @@
-"""Task registry: `--task NAME` → a function building the Task from options and a data seed."""
+"""Task registry: `--task NAME` → a function building the Task from options and a data seed.
+
+Built in: `d2l-synthetic`, `diabetes`, `digits`, `csv`; and `python:MODULE:FUNCTION` for a
+user's own task (trainer.tasks.python_task has the contract).
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,45 @@ from collections.abc import Callable, Mapping
 
 from trainer.config import TaskOption, TrialConfig
 from trainer.errors import TaskError
-from trainer.tasks import d2l
-from trainer.tasks.base import OptionSpec, PerSampleLoss, Split, Task, squared_loss
+from trainer.tasks import bundled, csv_task, d2l, python_task
+from trainer.tasks.base import (
+    OptionSpec,
+    PerSampleLoss,
+    Split,
+    Task,
+    cross_entropy_loss,
+    squared_loss,
+)
 
 TaskBuilder = Callable[[Mapping[str, TaskOption], int], Task]
 
-TASKS: dict[str, TaskBuilder] = {d2l.NAME: d2l.build}
-TASK_OPTIONS: dict[str, dict[str, OptionSpec]] = {d2l.NAME: d2l.OPTIONS}
+TASKS: dict[str, TaskBuilder] = {
+    d2l.NAME: d2l.build,
+    bundled.DIABETES: bundled.build_diabetes,
+    bundled.DIGITS: bundled.build_digits,
+    csv_task.NAME: csv_task.build,
+}
+TASK_OPTIONS: dict[str, dict[str, OptionSpec]] = {
+    d2l.NAME: d2l.OPTIONS,
+    bundled.DIABETES: bundled.OPTIONS,
+    bundled.DIGITS: bundled.OPTIONS,
+    csv_task.NAME: csv_task.OPTIONS,
+}
 
 
 def check_task(name: str) -> None:
+    if name.startswith(python_task.PREFIX):
+        python_task.parse_spec(name)
+        return
     if name not in TASKS:
-        raise TaskError(f"unknown task {name!r}; choose one of: {', '.join(sorted(TASKS))}")
+        choices = ", ".join([*sorted(TASKS), "python:MODULE:FUNCTION"])
+        raise TaskError(f"unknown task {name!r}; choose one of: {choices}")
 
 
 def load_task(cfg: TrialConfig) -> Task:
     check_task(cfg.task)
+    if cfg.task.startswith(python_task.PREFIX):
+        return python_task.build(cfg.task, cfg.options, cfg.effective_data_seed)
     return TASKS[cfg.task](cfg.options, cfg.effective_data_seed)
 
 
@@ -33,6 +60,7 @@ __all__ = [
     "Split",
     "Task",
     "check_task",
+    "cross_entropy_loss",
     "load_task",
     "squared_loss",
 ]

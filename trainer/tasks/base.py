@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from trainer.config import TaskOption
 from trainer.errors import TaskError
@@ -28,7 +29,14 @@ class Split:
 
 @dataclass(frozen=True)
 class Task:
-    """A dataset and model family. `val_is_test` says the objective uses the test split."""
+    """A dataset and model family: the contract every task, built-in or user's, fulfils.
+
+    `make_model(generator)` must draw its initialization from the generator only. `loss`
+    returns one loss per sample (no reduction); the trainer takes the mean. `val_is_test`
+    says the objective uses the test split (only d2l, as the book does). `classification`
+    says outputs are class scores and `y` holds class indices (int64): the trainer then
+    also reports accuracy on every split at the end.
+    """
 
     name: str
     train: Split
@@ -37,11 +45,17 @@ class Task:
     make_model: Callable[[torch.Generator], nn.Module]  # initializes from the given stream
     loss: PerSampleLoss  # returns one loss per sample, no reduction
     val_is_test: bool = False
+    classification: bool = False
 
 
 def squared_loss(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """d2l's squared_loss: (ŷ − y)² / 2 per sample."""
     return (y_hat - y.reshape(y_hat.shape)) ** 2 / 2
+
+
+def cross_entropy_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per sample; `y` holds class indices."""
+    return F.cross_entropy(logits, y.reshape(-1), reduction="none")
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,21 @@ class OptionSpec:
     default: TaskOption
     minimum: float | None = None
     help: str = ""
+    choices: tuple[str, ...] | None = None
+    maximum: float | None = None  # exclusive
+
+
+def _convert(name: str, kind: type, value: TaskOption) -> TaskOption:
+    # bool("false") is True, so booleans accept only booleans (TOML and the CLI give those).
+    if kind is bool and not isinstance(value, bool):
+        raise TaskError(f"task option {name} must be true or false, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise TaskError(f"task option {name} must be a string, got {value!r}")
+    try:
+        converted: TaskOption = kind(value)
+    except (TypeError, ValueError):
+        raise TaskError(f"task option {name} must be {kind.__name__}, got {value!r}") from None
+    return converted
 
 
 def resolve_options(
@@ -62,14 +91,13 @@ def resolve_options(
         raise TaskError(f"task {task!r} has no option {unknown[0]!r} (options: {known})")
     out: dict[str, TaskOption] = {}
     for name, spec in specs.items():
-        value = given.get(name, spec.default)
-        try:
-            value = spec.kind(value)
-        except (TypeError, ValueError):
-            raise TaskError(
-                f"task option {name} must be {spec.kind.__name__}, got {value!r}"
-            ) from None
-        if spec.minimum is not None and value < spec.minimum:
+        value = _convert(name, spec.kind, given.get(name, spec.default))
+        if spec.minimum is not None and not isinstance(value, str) and value < spec.minimum:
             raise TaskError(f"task option {name} must be >= {spec.minimum}, got {value}")
+        if spec.maximum is not None and not isinstance(value, str) and value >= spec.maximum:
+            raise TaskError(f"task option {name} must be < {spec.maximum}, got {value}")
+        if spec.choices is not None and value not in spec.choices:
+            choices = ", ".join(spec.choices)
+            raise TaskError(f"task option {name} must be one of: {choices}; got {value!r}")
         out[name] = value
     return out

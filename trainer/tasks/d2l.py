@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from trainer.config import TaskOption
+from trainer.models import MODEL_OPTIONS, make_model_factory, model_spec
 from trainer.seeding import stream_generator
 from trainer.tasks.base import OptionSpec, Split, Task, resolve_options, squared_loss
 
@@ -23,6 +24,7 @@ OPTIONS: dict[str, OptionSpec] = {
     "n_test": OptionSpec(int, 100, 1, "test examples"),
     "num_inputs": OptionSpec(int, 200, 1, "input dimension"),
     "noise": OptionSpec(float, 0.01, 0.0, "std of the label noise"),
+    **MODEL_OPTIONS,  # `--model mlp` swaps the book's linreg for trainer.models' MLP
 }
 
 TRUE_W = 0.01
@@ -44,6 +46,11 @@ def build(options: Mapping[str, TaskOption], data_seed: int) -> Task:
     true_w = torch.full((num_inputs,), TRUE_W)
     train = synthetic_data(true_w, TRUE_B, int(opts["n_train"]), float(opts["noise"]), gen)
     test = synthetic_data(true_w, TRUE_B, int(opts["n_test"]), float(opts["noise"]), gen)
+
+    spec = model_spec(opts, options)
+    if spec.kind != "linear":
+        mlp = make_model_factory(spec, num_inputs, 1)
+        return Task(NAME, train, test, test, mlp, squared_loss, val_is_test=True)
 
     def make_model(init: torch.Generator) -> nn.Module:
         model = nn.Linear(num_inputs, 1)

@@ -1,0 +1,63 @@
+"""scikit-learn's bundled data sets: `diabetes` (regression) and `digits` (classification).
+
+`diabetes`: 442 patients, 10 raw features (`load_diabetes(scaled=False)`), target a
+disease-progression score; squared loss. `digits`: 1797 8×8 images, 64 pixel features,
+10 classes; cross-entropy, accuracy reported too. Both are split 60/20/20 into
+train/validation/test by trainer.tasks.tabular's fixed permutation (seed SPLIT_SEED = 0) and
+standardized with training statistics. scikit-learn is imported only when one of these
+tasks is built (it takes seconds to import).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+
+import torch
+
+from trainer.config import TaskOption
+from trainer.models import MODEL_OPTIONS
+from trainer.tasks.base import Task, resolve_options
+from trainer.tasks.tabular import Table, split_rows, tabular_task
+
+DIABETES = "diabetes"
+DIGITS = "digits"
+VAL_FRACTION = 0.2
+TEST_FRACTION = 0.2
+OPTIONS = dict(MODEL_OPTIONS)
+
+
+@functools.cache
+def _load(name: str) -> Table:
+    from sklearn import datasets
+
+    if name == DIABETES:
+        X, y = datasets.load_diabetes(return_X_y=True, scaled=False)
+        return Table(torch.tensor(X, dtype=torch.float32), torch.tensor(y).float().reshape(-1, 1))
+    X, y = datasets.load_digits(return_X_y=True)
+    return Table(torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.long))
+
+
+def _build(name: str, options: Mapping[str, TaskOption]) -> Task:
+    opts = resolve_options(name, OPTIONS, options)
+    table = _load(name)
+    train, val, test = split_rows(len(table.y), (VAL_FRACTION, TEST_FRACTION))
+    classification = name == DIGITS
+    return tabular_task(
+        name,
+        (table.rows(train), table.rows(val), table.rows(test)),
+        classification=classification,
+        n_classes=10 if classification else 1,
+        options=opts,
+        given=options,
+    )
+
+
+def build_diabetes(options: Mapping[str, TaskOption], data_seed: int) -> Task:
+    del data_seed  # the split is fixed (SPLIT_SEED); --seed varies init and shuffling
+    return _build(DIABETES, options)
+
+
+def build_digits(options: Mapping[str, TaskOption], data_seed: int) -> Task:
+    del data_seed
+    return _build(DIGITS, options)

@@ -1,0 +1,175 @@
+"""`--task csv`: a numeric table from `--train-csv` (and optionally `--test-csv`).
+
+The first line is the header. Every column but `--target` is a feature and must be numeric
+with no empty or NaN cell. Regression targets must be numeric; with `--classification` the
+target may hold any labels, which become class indices in sorted order (numeric order when
+every label is a number). Without `--test-csv` the training file is split into train /
+validation / test (`--val-fraction`, `--test-fraction`, both 0.2 by default); with it, the
+training file is split into train / validation and the test file is the test split. The
+objective is the validation loss; the test loss is reported, never used for selection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from trainer.config import TaskOption
+from trainer.errors import TaskError
+from trainer.models import MODEL_OPTIONS
+from trainer.tasks.base import OptionSpec, Split, Task, resolve_options
+from trainer.tasks.tabular import split_rows, tabular_task
+
+NAME = "csv"
+
+OPTIONS: dict[str, OptionSpec] = {
+    "train_csv": OptionSpec(str, "", help="the training table (CSV with a header)"),
+    "test_csv": OptionSpec(str, "", help="a separate test table; else the file is split"),
+    "target": OptionSpec(str, "", help="the column to predict"),
+    "val_fraction": OptionSpec(float, 0.2, 0.0, "share of training rows for validation", None, 1),
+    "test_fraction": OptionSpec(float, 0.2, 0.0, "share of rows for test, without --test-csv"),
+    "standardize": OptionSpec(bool, True, help="scale features by training statistics"),
+    "classification": OptionSpec(bool, False, help="cross-entropy on the target's labels"),
+    **MODEL_OPTIONS,
+}
+
+Rows = list[list[str]]
+
+
+def read_table(path_text: str, what: str) -> tuple[list[str], Rows]:
+    """Header and rows of a CSV file, or a TaskError naming the file and the problem."""
+    path = Path(path_text)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            lines = list(csv.reader(f))
+    except FileNotFoundError:
+        raise TaskError(f"{what} {path_text!r}: no such file") from None
+    except UnicodeDecodeError:
+        raise TaskError(f"{what} {path_text!r}: not a UTF-8 text file") from None
+    except (OSError, csv.Error) as e:
+        raise TaskError(f"{what} {path_text!r}: cannot read it: {e}") from None
+    lines = [line for line in lines if any(cell.strip() for cell in line)]
+    if not lines:
+        raise TaskError(f"{what} {path_text!r} is empty")
+    header, rows = [h.strip() for h in lines[0]], lines[1:]
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    if duplicated:
+        raise TaskError(f"{what} {path_text!r}: column {duplicated[0]!r} appears twice")
+    if not rows:
+        raise TaskError(f"{what} {path_text!r} has a header but no data rows")
+    for i, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise TaskError(
+                f"{what} {path_text!r}: line {i} has {len(row)} cells, the header {len(header)}"
+            )
+    return header, rows
+
+
+def _number(cell: str, path: str, column: str, line: int) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        if not cell.strip():
+            raise TaskError(
+                f"{path!r}: column {column!r} has an empty cell (line {line})"
+            ) from None
+        raise TaskError(
+            f"{path!r}: column {column!r} is not numeric (line {line}: {cell.strip()!r});"
+            " features must be numbers"
+        ) from None
+    if not math.isfinite(value):
+        raise TaskError(f"{path!r}: column {column!r} has a NaN or infinite cell (line {line})")
+    return value
+
+
+def _features(header: list[str], rows: Rows, target: str, path: str) -> torch.Tensor:
+    columns = [j for j, h in enumerate(header) if h != target]
+    if not columns:
+        raise TaskError(f"{path!r} has no feature column besides the target {target!r}")
+    values = [
+        [_number(row[j], path, header[j], i) for j in columns] for i, row in enumerate(rows, 2)
+    ]
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def _class_index(labels: Sequence[str]) -> dict[str, int]:
+    distinct = sorted(set(labels))
+    with contextlib.suppress(ValueError):  # numeric labels in numeric order ("10" after "9")
+        distinct.sort(key=float)
+    return {label: i for i, label in enumerate(distinct)}
+
+
+def _target_column(header: list[str], target: str, path: str) -> int:
+    if not target:
+        raise TaskError("task csv needs --target COLUMN")
+    if target not in header:
+        raise TaskError(f"{path!r} has no column {target!r} (columns: {', '.join(header)})")
+    return header.index(target)
+
+
+def _load(opts: Mapping[str, TaskOption]) -> tuple[list[Split], int]:
+    """The (train+val file, optional test file) splits before splitting, and the classes."""
+    train_path, test_path, target = (
+        str(opts["train_csv"]),
+        str(opts["test_csv"]),
+        str(opts["target"]),
+    )
+    if not train_path:
+        raise TaskError("task csv needs --train-csv FILE")
+    files = [(train_path, *read_table(train_path, "--train-csv"))]
+    if test_path:
+        files.append((test_path, *read_table(test_path, "--test-csv")))
+    features = [h for h in files[0][1] if h != target]
+    tables: list[tuple[str, torch.Tensor, list[str]]] = []
+    for path, header, rows in files:
+        col = _target_column(header, target, path)
+        own = [h for h in header if h != target]
+        if sorted(own) != sorted(features):
+            raise TaskError(f"{path!r} has other feature columns than {train_path!r}")
+        X = _features(header, rows, target, path)[:, [own.index(h) for h in features]]
+        tables.append((path, X, [row[col].strip() for row in rows]))
+    if opts["classification"]:
+        index = _class_index([label for _, _, labels in tables for label in labels])
+        splits = [Split(X, torch.tensor([index[v] for v in ys])) for _, X, ys in tables]
+        return splits, len(index)
+    splits = []
+    for path, X, labels in tables:
+        ys = [_number(v, path, target, i) for i, v in enumerate(labels, 2)]
+        splits.append(Split(X, torch.tensor(ys, dtype=torch.float32).reshape(-1, 1)))
+    return splits, 1
+
+
+def build(options: Mapping[str, TaskOption], data_seed: int) -> Task:
+    del data_seed  # the split is fixed (SPLIT_SEED); --seed varies init and shuffling
+    opts = resolve_options(NAME, OPTIONS, options)
+    if "test_fraction" in options and opts["test_csv"]:
+        raise TaskError("--test-fraction applies only without --test-csv")
+    splits, n_classes = _load(opts)
+    data = splits[0]
+    val_fraction = float(opts["val_fraction"])
+    if len(splits) == 2:
+        train_idx, val_idx = split_rows(len(data), (val_fraction,))
+        parts = (_rows(data, train_idx), _rows(data, val_idx), splits[1])
+    else:
+        train_idx, val_idx, test_idx = split_rows(
+            len(data), (val_fraction, float(opts["test_fraction"]))
+        )
+        parts = (_rows(data, train_idx), _rows(data, val_idx), _rows(data, test_idx))
+    return tabular_task(
+        NAME,
+        parts,
+        classification=bool(opts["classification"]),
+        n_classes=n_classes,
+        options=opts,
+        given=options,
+        standardized=bool(opts["standardize"]),
+    )
+
+
+def _rows(split: Split, index: torch.Tensor) -> Split:
+    return Split(split.X[index], split.y[index])

@@ -1,0 +1,64 @@
+"""`--task python:MODULE:FUNCTION`: a task written by the user, as trusted code.
+
+Contract: `MODULE` is a dotted module name, imported from the current directory or the
+environment; `FUNCTION(data_seed: int)` returns a `trainer.tasks.Task` (train/val/test
+`Split`s, `make_model(generator)`, a per-sample `loss`; `classification=True` for class
+indices and accuracy). The function must be deterministic given `data_seed`: every worker
+calls it to rebuild the same data. The module is imported and run with the sweep's own
+permissions — exactly like `python -c "import MODULE"` — so only name modules you trust.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Mapping
+
+from trainer.config import TaskOption
+from trainer.errors import TaskError
+from trainer.tasks.base import Task
+
+PREFIX = "python:"
+
+
+def parse_spec(name: str) -> tuple[str, str]:
+    """`python:pkg.mod:func` → ("pkg.mod", "func"), or a TaskError saying what is wrong."""
+    parts = name[len(PREFIX) :].split(":")
+    if len(parts) != 2 or not all(p.strip() for p in parts):
+        raise TaskError(f"task {name!r} must be python:MODULE:FUNCTION, e.g. python:mytask:build")
+    return parts[0].strip(), parts[1].strip()
+
+
+def _import(module: str) -> object:
+    cwd = os.getcwd()
+    if cwd not in sys.path:  # the console script, unlike `python -m`, does not add it
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is not None and (module == e.name or module.startswith(e.name + ".")):
+            raise TaskError(f"no module named {module!r} (task python:{module}:...)") from None
+        raise TaskError(f"module {module!r} failed to import: {e}") from None
+    except Exception as e:  # the user's module raised while importing: one line, no traceback
+        raise TaskError(f"module {module!r} failed to import: {type(e).__name__}: {e}") from None
+
+
+def build(name: str, options: Mapping[str, TaskOption], data_seed: int) -> Task:
+    module_name, function_name = parse_spec(name)
+    if options:
+        raise TaskError(
+            f"task {name!r} takes no task options (got {sorted(options)[0]!r}); "
+            "build the data and model in the function"
+        )
+    module = _import(module_name)
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise TaskError(f"module {module_name!r} has no function {function_name!r}")
+    try:
+        task = function(data_seed)
+    except Exception as e:
+        raise TaskError(f"{name} raised {type(e).__name__}: {e}") from None
+    if not isinstance(task, Task):
+        raise TaskError(f"{name} returned {type(task).__name__}, not a trainer.tasks.Task")
+    return task
