@@ -1,0 +1,445 @@
+"""The bulk fast path (tracking.mlflow_bulk) against MLflow's own client path.
+
+Every record set is logged twice, into two fresh stores of the same backend: through
+`log_trials` (one SQL transaction) and through the per-run MlflowClient calls
+(`bulk=False`). What MlflowClient reads back must be the same, run ids aside.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pytest
+import sqlalchemy as sa
+from mlflow.entities import Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import create_postgres_database, drop_postgres_database
+from tracking.errors import TrackingError
+from tracking.mlflow_bulk import (
+    TESTED_SCHEMA_REVISIONS,
+    BulkRunWriter,
+    RunSpec,
+    new_run_id,
+    open_bulk_writer,
+    schema_revision,
+)
+from tracking.mlflow_runs import MlflowTracker, ParentRef
+from tracking.records import METRICS, TrialRecord, TrialState
+
+HOSTILE_STUDY = 'it\'s "quoted" ../../escape; DROP TABLE runs; -- λ→∞ %s %(x)s'
+RUN_TABLES = ("runs", "tags", "params", "metrics", "latest_metrics")
+
+
+@dataclass(frozen=True)
+class Side:
+    uri: str
+    artifact_root: Path
+    client: MlflowClient
+    tracker: MlflowTracker
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two stores of one backend: `fast` logs in bulk, `slow` through MlflowClient calls."""
+
+    backend: str
+    fast: Side
+    slow: Side
+
+
+def side(uri: str, artifact_root: Path, *, bulk: bool) -> Side:
+    client = MlflowClient(tracking_uri=uri)
+    return Side(uri, artifact_root, client, MlflowTracker(uri, artifact_root, client, bulk=bulk))
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def pair(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pair]:
+    base = tmp_path_factory.mktemp("bulk")
+    if request.param == "sqlite":
+        uris = [f"sqlite:///{base}/fast.db", f"sqlite:///{base}/slow.db"]
+        yield Pair(
+            "sqlite",
+            side(uris[0], base / "fast-art", bulk=True),
+            side(uris[1], base / "slow-art", bulk=False),
+        )
+        return
+    databases = [create_postgres_database("sweeps_bulk") for _ in range(2)]
+    try:
+        (fast_uri, _), (slow_uri, _) = databases
+        yield Pair(
+            "postgres",
+            side(fast_uri, base / "fast-art", bulk=True),
+            side(slow_uri, base / "slow-art", bulk=False),
+        )
+    finally:
+        for url, admin in databases:
+            drop_postgres_database(url, admin)
+
+
+_names = iter(range(1_000_000))
+
+
+def study_parents(pair: Pair, name: str | None = None) -> tuple[str, ParentRef, ParentRef]:
+    study = name or f"study-{next(_names)}"
+    parents = []
+    for s in (pair.fast, pair.slow):
+        experiment_id = s.tracker.ensure_experiment(study)
+        parents.append(s.tracker.create_parent_run(experiment_id, study))
+    return study, parents[0], parents[1]
+
+
+def record(
+    study: str,
+    number: int,
+    *,
+    epochs: int = 100,
+    state: TrialState = TrialState.COMPLETE,
+    history: dict[str, list[float]] | None = None,
+    final: dict[str, float | None] | None = None,
+    value: float | None = 0.25,
+    params: dict[str, Any] | None = None,
+    weights: bytes | None = b"\x80\x02weights\x00\xff" * 100,
+    error: str | None = None,
+) -> TrialRecord:
+    hist = (
+        history
+        if history is not None
+        else {
+            name: [k + number + 1.0 / (epoch + 1) for epoch in range(epochs)]
+            for k, name in enumerate(METRICS)
+        }
+    )
+    base = {"task": "d2l-synthetic", "penalty": "l2", "lambda": 3.0 + number, "l1_ratio": None}
+    return TrialRecord(
+        study=study,
+        number=number,
+        state=state,
+        params=base | {"epochs": epochs, "lr": 0.003, "seed": 0} | (params or {}),
+        final=final if final is not None else {k: v[-1] if v else None for k, v in hist.items()},
+        value=value,
+        duration_s=0.125 + number,
+        device="cpu",
+        start_time_ms=1_700_000_000_000 + number * 1000,
+        end_time_ms=1_700_000_000_700 + number * 1000,
+        history=hist,
+        weights=weights,
+        error=error,
+    )
+
+
+def varied_records(study: str) -> list[TrialRecord]:
+    odd = [math.nan, math.inf, -math.inf, 1.7976931348623157e308, -0.0, 5e-324, 1e-300]
+    hostile = {"penalty": "l2'; DROP TABLE params; --", "note": "quote ' \" \\ λ\n\ttab %s"}
+    return [
+        record(study, 0),
+        record(study, 1, epochs=37, state=TrialState.PRUNED, value=None),
+        record(
+            study,
+            2,
+            epochs=3,
+            state=TrialState.FAIL,
+            value=None,
+            weights=None,
+            error="RuntimeError: loss is nan\n" + "é" * 2000,
+        ),
+        record(study, 3, history={name: odd for name in METRICS}, value=math.nan),
+        record(study, 4, params=hostile, value=math.inf),
+        record(
+            study,
+            5,
+            epochs=250,  # 5 x 250 + 2 points: more than one log_batch of 1000
+            params={f"task.option_{i:03d}": i for i in range(150)},  # more than 100 params
+        ),
+        record(
+            study,
+            6,
+            history={},
+            final={name: None for name in METRICS},
+            value=None,
+            state=TrialState.FAIL,
+            error="died before the first epoch",
+        ),
+        record(study, 7, history={}, final={name: 0.5 for name in METRICS}, weights=b""),
+        record(study, 8, history={"train_loss": [1.0, 1.0, 1.0]}, value=1.0),
+    ]
+
+
+def client_view(s: Side, run_id: str, parent_id: str | None, tmp: Path) -> str:
+    """Everything MlflowClient shows of a run, ids masked, as one comparable JSON text."""
+    run = s.client.get_run(run_id)
+    history = {
+        key: [
+            (m.key, m.value, m.timestamp, m.step) for m in s.client.get_metric_history(run_id, key)
+        ]
+        for key in sorted({*run.data.metrics, *METRICS})
+    }
+    artifacts = [(a.path, a.is_dir, a.file_size) for a in s.client.list_artifacts(run_id)]
+    contents = {
+        a.path: Path(s.client.download_artifacts(run_id, a.path, str(mkdir(tmp / run_id))))
+        .read_bytes()
+        .hex()
+        for a in s.client.list_artifacts(run_id)
+    }
+    view = {
+        "run": run.to_dictionary(),
+        "history": history,
+        "artifacts": artifacts,
+        "files": contents,
+    }
+    text = json.dumps(view, sort_keys=True)  # NaN and inf become NaN/Infinity: comparable
+    text = text.replace(run_id, "<run>").replace(s.artifact_root.resolve().as_uri(), "<root>")
+    return text if parent_id is None else text.replace(parent_id, "<parent>")
+
+
+def mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def assert_same_runs(
+    pair: Pair, fast: list[str], slow: list[str], parents: tuple[str | None, str | None], tmp: Path
+) -> None:
+    assert len(fast) == len(slow)
+    for fast_id, slow_id in zip(fast, slow, strict=True):
+        ours = client_view(pair.fast, fast_id, parents[0], tmp / "fast")
+        theirs = client_view(pair.slow, slow_id, parents[1], tmp / "slow")
+        assert ours == theirs
+
+
+def test_bulk_equals_client_path(pair: Pair, tmp_path: Path) -> None:
+    study, fast_parent, slow_parent = study_parents(pair, f"{HOSTILE_STUDY} {next(_names)}")
+    recs = varied_records(study)
+    fast = pair.fast.tracker.log_trials(fast_parent, recs)
+    slow = [pair.slow.tracker.log_trial(slow_parent, rec) for rec in recs]
+    assert_same_runs(pair, fast, slow, (fast_parent.run_id, slow_parent.run_id), tmp_path)
+    statuses = [pair.fast.client.get_run(run_id).info.status for run_id in fast]
+    assert "RUNNING" not in statuses
+
+
+def test_log_trial_and_log_run_take_the_fast_path_too(pair: Pair, tmp_path: Path) -> None:
+    study, fast_parent, slow_parent = study_parents(pair)
+    rec = record(study, 11, epochs=20)
+    fast = pair.fast.tracker.log_trial(fast_parent, rec)
+    slow = pair.slow.tracker.log_trial(slow_parent, rec)
+    assert_same_runs(pair, [fast], [slow], (fast_parent.run_id, slow_parent.run_id), tmp_path)
+    # `sweeps train`: a run without parent.
+    fast = pair.fast.tracker.log_run(fast_parent.experiment_id, rec)
+    slow = pair.slow.tracker.log_run(slow_parent.experiment_id, rec)
+    assert_same_runs(pair, [fast], [slow], (None, None), tmp_path)
+    assert "mlflow.parentRunId" not in pair.fast.client.get_run(fast).data.tags
+
+
+def test_search_finds_bulk_runs(pair: Pair) -> None:
+    study, fast_parent, slow_parent = study_parents(pair)
+    recs = [record(study, n, epochs=10) for n in (3, 0, 2, 1)]
+    recs.append(record(study, 4, epochs=4, state=TrialState.PRUNED, value=None))
+    pair.fast.tracker.log_trials(fast_parent, recs)
+    pair.slow.tracker.log_trials(slow_parent, recs)
+    searches = [
+        ("tags.`sweeps.role` = 'trial' and metrics.val_loss < 3.5", ["metrics.val_loss ASC"]),
+        ("tags.`sweeps.state` = 'PRUNED'", []),
+        ("params.penalty = 'l2' and attributes.status = 'FINISHED'", ["metrics.w_norm DESC"]),
+        ("tags.mlflow.parentRunId = '{parent}'", ["attributes.start_time DESC"]),
+        ("attributes.run_name LIKE '#2 %'", []),
+    ]
+    for filter_string, order_by in searches:
+        found = []
+        for s, parent in ((pair.fast, fast_parent), (pair.slow, slow_parent)):
+            runs = s.client.search_runs(
+                [parent.experiment_id],
+                filter_string.format(parent=parent.run_id),
+                order_by=order_by,
+            )
+            found.append([r.data.tags["sweeps.trial_number"] for r in runs])
+        assert found[0] == found[1] != [], filter_string
+    numbers = pair.fast.tracker.trial_runs(fast_parent.experiment_id)
+    assert sorted(numbers) == [0, 1, 2, 3, 4]
+    assert numbers[4][0].status == "KILLED"
+
+
+def run_rows(engine: sa.Engine, run_ids: list[str]) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            table: conn.execute(
+                sa.text(f"SELECT count(*) FROM {table} WHERE run_uuid IN :ids").bindparams(
+                    sa.bindparam("ids", expanding=True)
+                ),
+                {"ids": run_ids},
+            ).scalar_one()
+            for table in RUN_TABLES
+        }
+
+
+def spec(number: int) -> RunSpec:
+    return RunSpec(
+        run_name=f"#{number}",
+        status="FINISHED",
+        start_time_ms=1_700_000_000_000,
+        end_time_ms=1_700_000_001_000,
+        tags={"sweeps.trial_number": str(number)},
+        params=[Param("lambda", "1.0")],
+        metrics=[("val_loss", 1.0 / s, 1_700_000_000_000 + s, s) for s in range(1, 50)],
+        files={"config.json": b"{}"},
+    )
+
+
+def artifact_dir(s: Side, experiment_id: str) -> Path:
+    location = s.client.get_experiment(experiment_id).artifact_location
+    return Path(unquote(urlparse(location).path))
+
+
+def writer(s: Side, new_id: Callable[[], str] = new_run_id) -> BulkRunWriter:
+    opened = open_bulk_writer(s.uri)
+    assert opened is not None
+    return BulkRunWriter(opened.engine, new_id)
+
+
+def test_duplicate_key_in_the_transaction_leaves_nothing(pair: Pair) -> None:
+    s = pair.fast
+    experiment_id = s.tracker.ensure_experiment(f"dup-{next(_names)}")
+    existing = s.client.create_run(experiment_id).info.run_id  # no artifact dir yet
+    fresh = [new_run_id(), new_run_id()]
+    ids = iter([*fresh, existing])  # the third run collides with `existing` in `runs`
+    bulk = writer(s, lambda: next(ids))
+    with pytest.raises(MlflowException, match=r"(?i)unique|duplicate"):
+        bulk.log_runs(experiment_id, [spec(0), spec(1), spec(2)])
+    assert run_rows(bulk.engine, fresh) == dict.fromkeys(RUN_TABLES, 0)
+    root = artifact_dir(s, experiment_id)
+    assert not root.exists() or list(root.iterdir()) == []
+    assert s.client.get_run(existing).info.status == "RUNNING"  # untouched
+    assert [r.info.run_id for r in s.client.search_runs([experiment_id])] == [existing]
+
+
+POISON_TRIGGER = {
+    "sqlite": [
+        "CREATE TRIGGER poison BEFORE INSERT ON latest_metrics WHEN NEW.key = 'poison' "
+        "BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    ],
+    "postgres": [
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.key = 'poison' THEN RAISE EXCEPTION 'injected fault'; END IF; "
+        "RETURN NEW; END $$",
+        "CREATE TRIGGER poison BEFORE INSERT ON latest_metrics "
+        "FOR EACH ROW EXECUTE FUNCTION poison()",
+    ],
+}
+DROP_POISON = {
+    "sqlite": ["DROP TRIGGER poison"],
+    "postgres": ["DROP TRIGGER poison ON latest_metrics", "DROP FUNCTION poison()"],
+}
+
+
+def test_failure_late_in_the_transaction_leaves_nothing(pair: Pair) -> None:
+    # Injected fault: a trigger fails the last insert (latest_metrics) of the last run, when
+    # the runs, tags, params and metrics rows of all runs are in.
+    s = pair.fast
+    experiment_id = s.tracker.ensure_experiment(f"late-{next(_names)}")
+    made: list[str] = []
+
+    def remembered() -> str:
+        made.append(new_run_id())
+        return made[-1]
+
+    bulk = writer(s, remembered)
+    poisoned = spec(2)
+    poisoned = replace(poisoned, metrics=[*poisoned.metrics, ("poison", 1.0, 0, 0)])
+    with bulk.engine.begin() as conn:
+        for sql in POISON_TRIGGER[pair.backend]:
+            conn.exec_driver_sql(sql)
+    try:
+        with pytest.raises(MlflowException, match="injected fault"):
+            bulk.log_runs(experiment_id, [spec(0), spec(1), poisoned])
+    finally:
+        with bulk.engine.begin() as conn:
+            for sql in DROP_POISON[pair.backend]:
+                conn.exec_driver_sql(sql)
+    assert len(made) == 3
+    assert run_rows(bulk.engine, made) == dict.fromkeys(RUN_TABLES, 0)
+    assert not any((artifact_dir(s, experiment_id) / run_id).exists() for run_id in made)
+    assert s.client.search_runs([experiment_id]) == []
+
+
+def test_artifact_write_failure_logs_no_run(pair: Pair) -> None:
+    s = pair.fast
+    study = f"blocked-{next(_names)}"
+    experiment_id = s.tracker.ensure_experiment(study)
+    parent = s.tracker.create_parent_run(experiment_id, study)
+    blocked = artifact_dir(s, experiment_id)
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_bytes(b"a file where the experiment's artifact folder belongs")
+    try:
+        with pytest.raises(TrackingError, match=r"cannot log 2 trials \(0, 1\)"):
+            s.tracker.log_trials(parent, [record(study, 0), record(study, 1)])
+    finally:
+        blocked.unlink()
+    assert [r.info.run_id for r in s.client.search_runs([experiment_id])] == [parent.run_id]
+
+
+def test_remote_artifact_location_falls_back(pair: Pair) -> None:
+    s = pair.fast
+    experiment_id = s.client.create_experiment(
+        f"remote-{next(_names)}", artifact_location="s3://bucket/never-touched"
+    )
+    assert writer(s).log_runs(experiment_id, [spec(0)]) is None
+    assert s.client.search_runs([experiment_id]) == []
+
+
+def test_no_fast_path_for_servers_or_other_uris() -> None:
+    for uri in ("http://127.0.0.1:1", "https://mlflow.example", "file:///tmp/mlruns", "databricks"):
+        assert open_bulk_writer(uri) is None
+
+
+def test_unknown_schema_revision_falls_back(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    tracker = MlflowTracker(uri, tmp_path / "art", client)
+    experiment_id = tracker.ensure_experiment("future")  # MLflow creates the store
+    parent = tracker.create_parent_run(experiment_id, "future")
+    engine = sa.create_engine(uri)
+    try:
+        assert schema_revision(engine) in TESTED_SCHEMA_REVISIONS
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = 'f00000000000'"))
+        assert open_bulk_writer(uri) is None
+        # This client verified the schema when it opened the store, so its path still works.
+        (run_id,) = tracker.log_trials(parent, [record("future", 0, epochs=5)])
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["val_loss"] == record("future", 0, epochs=5).final["val_loss"]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_bulk_cost(pair: Pair) -> None:
+    """Not a pass/fail check: per-trial cost of log_trials (64 trials) vs log_run each."""
+    study, fast_parent, slow_parent = study_parents(pair)
+    recs = [record(study, n, epochs=100) for n in range(64)]
+    fast_ms, slow_ms = [], []
+    for _ in range(3):
+        start = time.perf_counter()
+        pair.fast.tracker.log_trials(fast_parent, recs)
+        fast_ms.append((time.perf_counter() - start) * 1000 / len(recs))
+    start = time.perf_counter()
+    for rec in recs:
+        pair.slow.tracker.log_run(slow_parent.experiment_id, rec, slow_parent.run_id)
+    slow_ms.append((time.perf_counter() - start) * 1000 / len(recs))
+    print(
+        f"\n{pair.backend}: 64 trials x 100 epochs + weights: log_trials "
+        f"{statistics.median(fast_ms):.2f} ms/trial (best {min(fast_ms):.2f}), "
+        f"log_run each {slow_ms[0]:.1f} ms/trial"
+    )
