@@ -229,13 +229,18 @@ def open_bulk_writer(tracking_uri: str) -> BulkRunWriter | None:
         return None
     if url.get_backend_name() not in SQL_BACKENDS:
         return None
-    engine = _create_engine(url)
+    try:
+        engine = _create_engine(url)
+    except ImportError:  # no driver for the URI here: MlflowClient will say so
+        return None
     revision = schema_revision(engine)
     if revision not in TESTED_SCHEMA_REVISIONS:
         if revision is not None:
             logger.info("MLflow schema %s is untested here: logging runs one by one", revision)
         engine.dispose()
         return None
+    if url.get_backend_name() == "sqlite":
+        _try_wal(engine)
     return BulkRunWriter(engine)
 
 
@@ -254,7 +259,6 @@ def _create_engine(url: sa.URL) -> sa.Engine:
     engine = sa.create_engine(url, pool_pre_ping=True)
     if url.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-        _try_wal(engine)
     return engine
 
 

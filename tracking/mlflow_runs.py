@@ -7,7 +7,7 @@ and only when tracking is on.
 
 A trial is logged after it ended. Into a SQL tracking store (SQLite, PostgreSQL) finished
 trials are written straight into MLflow's tables, many in one transaction
-(`tracking.mlflow_bulk`: ~50x cheaper than MLflow's ORM). Otherwise (an MLflow server, an
+(`tracking.mlflow_bulk`: ~10 ms instead of ~130-170 ms a trial). Otherwise (an MLflow server, an
 untested MLflow schema) each goes in as few round trips as MLflow allows: create_run (with
 every tag), log_batch (params and the whole metric history; more calls only past MLflow's
 per-call limits), one log_artifacts, set_terminated.
