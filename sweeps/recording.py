@@ -29,11 +29,13 @@ EXPERIMENT_ATTR = "mlflow_experiment_id"
 
 def quiet_mlflow() -> None:
     """MLflow decides on telemetry when imported: say no before the first import. This
-    network refuses it anyway, and progress bars on artifact uploads are noise."""
+    network refuses it anyway, and progress bars on artifact uploads are noise. With an
+    MLflow server, ending a run writes its URL to stdout, which would corrupt `--json`."""
     for key, value in (
         ("MLFLOW_DISABLE_TELEMETRY", "true"),
         ("DO_NOT_TRACK", "true"),
         ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
+        ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true"),
     ):
         os.environ.setdefault(key, value)
 
@@ -100,19 +102,27 @@ class Recorder:
         """MLflow first (to learn the run ids), then the results rows. Never raises for
         MLflow: a lost MLflow write is reported and left for `sweeps check --repair`."""
         if self.mlflow is not None and self.parent is not None:
-            recs = [self._log(self.mlflow, self.parent, rec) for rec in recs]
+            recs = self._log(self.mlflow, self.parent, recs)
         for rec in recs:
             self.results.record_trial(rec)
         return recs
 
     @staticmethod
-    def _log(mlflow: MlflowTracker, parent: ParentRef, rec: TrialRecord) -> TrialRecord:
+    def _log(
+        mlflow: MlflowTracker, parent: ParentRef, recs: list[TrialRecord]
+    ) -> list[TrialRecord]:
+        """One bulk write for the whole round (one transaction into a SQL store)."""
         try:
-            return dataclasses.replace(rec, mlflow_run_id=mlflow.log_trial(parent, rec))
-        except Exception as e:  # the trial itself is fine; keep it in Optuna and SQL
-            warn(f"MLflow logging failed for trial {rec.number}: {e}")
-            warn("the trial is kept in Optuna and SQL; `sweeps check --repair` adds its run")
-            return rec
+            run_ids = mlflow.log_trials(parent, recs)
+        except Exception as e:  # the trials themselves are fine; keep them in Optuna and SQL
+            numbers = ", ".join(str(rec.number) for rec in recs)
+            warn(f"MLflow logging failed for trial(s) {numbers}: {e}")
+            warn("they are kept in Optuna and SQL; `sweeps check --repair` adds their runs")
+            return recs
+        return [
+            dataclasses.replace(rec, mlflow_run_id=run_id)
+            for rec, run_id in zip(recs, run_ids, strict=True)
+        ]
 
     def finish(self, study: optuna.Study) -> None:
         """Parent run: the λ figure, a trials CSV and Optuna's plots; then FINISHED."""
