@@ -41,6 +41,7 @@ def main() -> None:
 
 def _peer(args: argparse.Namespace, home: Path, storage: str) -> float:
     import optuna
+    from optuna_integration.mlflow import MLflowCallback  # noqa: F401 (import off the clock)
 
     from bench.peer import run_peer
 
@@ -51,6 +52,7 @@ def _peer(args: argparse.Namespace, home: Path, storage: str) -> float:
 
 
 def _sweeps(args: argparse.Namespace, home: Path, storage: str) -> float:
+    import tracking.mlflow_runs  # noqa: F401 (MLflow's import off the clock, as for the peer)
     from sweeps.config import SweepConfig
     from sweeps.recording import quiet_mlflow
     from sweeps.runner import run_study
