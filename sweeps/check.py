@@ -20,7 +20,7 @@ from sweeps.study import CONFIG_ATTR, config_from_stored, quiet_optuna
 from tracking.records import TrialRecord, TrialState
 
 if TYPE_CHECKING:
-    from tracking.mlflow_runs import MlflowTracker, ParentRef
+    from tracking.mlflow_runs import MlflowTracker, ParentRef, RunSummary
 
 # MLflow run status each Optuna state must end in.
 RUN_STATUS = {
@@ -114,6 +114,10 @@ class _Checker:
             return
         runs = tracker.trial_runs(parent.experiment_id)
         self.report.mlflow_runs = sum(len(v) for v in runs.values())
+        row_runs = {
+            int(row["number"]): row.get("mlflow_run_id")
+            for row in self.recorder.results.trials(self.study.study_name)
+        }
         for number, rec in sorted(records.items()):
             found = runs.get(number, [])
             want = RUN_STATUS[rec.state]
@@ -124,7 +128,16 @@ class _Checker:
                 )
                 continue
             if len(found) > 1:
-                self.problem(f"trial {number}: {len(found)} MLflow runs")
+                # A worker killed while logging leaves its open run behind, and the trial
+                # is then recorded again when its heartbeat goes stale: keep the run the
+                # results row names (else the newest), delete the others.
+                keep = _run_to_keep(found, row_runs.get(number))
+                extra = [run.run_id for run in found if run is not keep]
+                self.problem(
+                    f"trial {number}: {len(found)} MLflow runs",
+                    lambda ids=extra: self._delete_runs(tracker, ids),
+                )
+                found = [keep]
             for run in found:
                 if run.status != want:
                     self.problem(
@@ -157,7 +170,20 @@ class _Checker:
             dataclasses.replace(rec, mlflow_run_id=run_id), replace=True
         )
 
+    def _delete_runs(self, tracker: MlflowTracker, run_ids: list[str]) -> None:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.recorder.stores.tracking_uri)
+        for run_id in run_ids:
+            tracker.terminate(run_id, "FAILED")  # a deleted run must not stay RUNNING either
+            client.delete_run(run_id)
+
     @staticmethod
     def _retag(tracker: MlflowTracker, run_id: str, status: str, state: TrialState) -> None:
         tracker.terminate(run_id, status)
         tracker.set_state_tag(run_id, state.value)
+
+
+def _run_to_keep(found: list[RunSummary], row_run_id: str | None) -> RunSummary:
+    """The run the results row points to; else the newest (`found` is oldest first)."""
+    return next((run for run in found if run.run_id == row_run_id), found[-1])
