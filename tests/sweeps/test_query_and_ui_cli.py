@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mlflow_server import free_port
+from tests.services import free_port
 from tests.sweeps.study_helpers import cli_env, run_cli, sweeps_cmd
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from sweeps.cli.ui_cmd import ui_args
-from tests.mlflow_server import free_port
+from tests.services import free_port
 from tests.sweeps.cli_helpers import assert_usage_error, invoke
 from tests.sweeps.study_helpers import cli_env, sweeps_cmd
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
-from tests.mlflow_server import free_port
+from tests.services import free_port
 from tests.sweeps.study_helpers import cli_env, run_cli, sweeps_cmd
 
 if TYPE_CHECKING:
