@@ -15,25 +15,8 @@ import sqlalchemy as sa
 
 from sweeps.errors import StorageError, UsageError
 from sweeps.storage import Stores
+from tracking.records import TRIAL_COLUMNS
 from tracking.results import ResultsStore
-
-# Column order of `sweeps trials` and `sweeps export` (the contract's names).
-TRIAL_COLUMNS = [
-    "number",
-    "state",
-    "penalty",
-    "lambda",
-    "l1_ratio",
-    "value",
-    "train_loss",
-    "val_loss",
-    "test_loss",
-    "w_norm",
-    "penalty_value",
-    "duration_s",
-    "device",
-    "mlflow_run_id",
-]
 
 
 def open_results(stores: Stores) -> ResultsStore:

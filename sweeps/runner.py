@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from sweeps.batch import BatchedOptimizer
@@ -199,6 +200,9 @@ def _run_processes(
             str(index),
             "--batch",
             str(cfg.batch),
+            # The launcher's per-process share of the cores (sweeps run --threads).
+            "--threads",
+            str(torch.get_num_threads()),
         ]
         if cfg.timeout is not None:
             args += ["--timeout", str(cfg.timeout)]

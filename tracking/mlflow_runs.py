@@ -10,15 +10,13 @@ trials are written straight into MLflow's tables, many in one transaction
 (`tracking.mlflow_bulk`: ~10 ms instead of ~130-170 ms a trial). Otherwise (an MLflow server, an
 untested MLflow schema) each goes in as few round trips as MLflow allows: create_run (with
 every tag), log_batch (params and the whole metric history; more calls only past MLflow's
-per-call limits), one log_artifacts, set_terminated.
+per-call limits), one log_artifacts, set_terminated. What a trial's run holds (name, tags,
+params, metrics, files) is decided in `tracking.mlflow_specs`, the same for both paths.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 import logging
 import math
 import tempfile
@@ -27,7 +25,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
@@ -35,42 +32,17 @@ from mlflow.tracking import MlflowClient
 
 from tracking.errors import TrackingError
 from tracking.figures import lambda_figure
-from tracking.mlflow_bulk import BulkRunWriter, MetricPoint, RunSpec, open_bulk_writer
-from tracking.records import METRICS, TrialRecord, TrialState
+from tracking.mlflow_bulk import BulkRunWriter, RunSpec, open_bulk_writer
+from tracking.mlflow_specs import tag_dict, tag_value, trial_spec, trials_csv
+from tracking.records import TrialRecord, TrialState
 from tracking.secrets import mask_secrets
 
 logger = logging.getLogger(__name__)
 
-# MLflow's limits (mlflow.utils.validation): per log_batch call at most 100 params, 100 tags,
-# 1000 metrics and 1000 entities in all; values longer than these are rejected or truncated
-# depending on MLFLOW_TRUNCATE_LONG_VALUES, so we truncate ourselves.
+# MLflow's per-call limits of log_batch (mlflow.utils.validation): at most 100 params and
+# 1000 entities in all.
 MAX_PARAMS_PER_BATCH = 100
 MAX_ENTITIES_PER_BATCH = 1000
-MAX_PARAM_VALUE_LENGTH = 6000
-MAX_TAG_VALUE_LENGTH = 8000
-MAX_ERROR_TAG_LENGTH = 500
-
-RUN_STATUS = {
-    TrialState.COMPLETE: "FINISHED",
-    TrialState.PRUNED: "KILLED",
-    TrialState.FAIL: "FAILED",
-}
-TRIALS_CSV_COLUMNS = (
-    "number",
-    "state",
-    "penalty",
-    "lambda",
-    "l1_ratio",
-    "value",
-    "train_loss",
-    "val_loss",
-    "test_loss",
-    "w_norm",
-    "penalty_value",
-    "duration_s",
-    "device",
-    "mlflow_run_id",
-)
 TRIAL_FILTER = "tags.`sweeps.role` = 'trial'"
 SEARCH_PAGE_SIZE = 1000  # search_runs' maximum page
 # MLflow errors and the OSErrors of an unreachable server or an unusable path.
@@ -152,7 +124,7 @@ class MlflowTracker:
         tags = {"sweeps.study": study, "sweeps.role": "parent"}
         with self._errors(f"cannot create the parent run of {study!r}"):
             run = self._mlflow().create_run(
-                experiment_id, tags=_tag_dict(tags), run_name=_tag_value(study)
+                experiment_id, tags=tag_dict(tags), run_name=tag_value(study)
             )
         return ParentRef(experiment_id=experiment_id, run_id=run.info.run_id)
 
@@ -163,7 +135,7 @@ class MlflowTracker:
         Otherwise each is logged as by `log_trial`, and a failure leaves those before it
         logged and the failing one FAILED.
         """
-        specs = [_trial_spec(rec, parent.run_id) for rec in recs]
+        specs = [trial_spec(rec, parent.run_id) for rec in recs]
         return self._log_specs(parent.experiment_id, specs, recs)
 
     def log_trial(self, parent: ParentRef, rec: TrialRecord) -> str:
@@ -178,7 +150,7 @@ class MlflowTracker:
         If anything fails after the run exists, the run is marked FAILED (never left
         RUNNING) and the error re-raised.
         """
-        return self._log_specs(experiment_id, [_trial_spec(rec, parent_run_id)], [rec])[0]
+        return self._log_specs(experiment_id, [trial_spec(rec, parent_run_id)], [rec])[0]
 
     def _log_specs(
         self, experiment_id: str, specs: Sequence[RunSpec], recs: Sequence[TrialRecord]
@@ -275,7 +247,7 @@ class MlflowTracker:
     def set_state_tag(self, run_id: str, state: str) -> None:
         """Sets the run's sweeps.state tag (a TrialState value)."""
         with self._errors(f"cannot tag run {run_id}"):
-            self._mlflow().set_tag(run_id, "sweeps.state", _tag_value(state), synchronous=True)
+            self._mlflow().set_tag(run_id, "sweeps.state", tag_value(state), synchronous=True)
 
     def _bulk(self) -> BulkRunWriter | None:
         if self._try_bulk and self._bulk_writer is None:
@@ -319,111 +291,12 @@ class MlflowTracker:
             raise TrackingError(message) from (None if leaks else e)
 
 
-def trial_run_name(rec: TrialRecord) -> str:
-    """A run name that reads well in a run list, e.g. `#12 l2 λ=3.16`."""
-    name = f"#{rec.number} {rec.penalty}"
-    lambda_ = _float_or_none(rec.params.get("lambda"))
-    if rec.penalty != "none" and lambda_ is not None:
-        name += f" λ={lambda_:.3g}"
-    l1_ratio = _float_or_none(rec.params.get("l1_ratio"))
-    if rec.penalty == "elastic_net" and l1_ratio is not None:
-        name += f" α={l1_ratio:.2g}"
-    return name
-
-
-def trials_csv(records: Sequence[TrialRecord]) -> bytes:
-    """One row per record, ordered by trial number, columns TRIALS_CSV_COLUMNS."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(TRIALS_CSV_COLUMNS)
-    for rec in sorted(records, key=lambda r: r.number):
-        row: dict[str, Any] = {
-            "number": rec.number,
-            "state": rec.state.value,
-            "penalty": rec.params.get("penalty"),
-            "lambda": rec.params.get("lambda"),
-            "l1_ratio": rec.params.get("l1_ratio"),
-            "value": rec.value,
-            **{name: rec.final.get(name) for name in METRICS},
-            "duration_s": rec.duration_s,
-            "device": rec.device,
-            "mlflow_run_id": rec.mlflow_run_id,
-        }
-        writer.writerow(["" if row[c] is None else row[c] for c in TRIALS_CSV_COLUMNS])
-    return out.getvalue().encode()
-
-
-def _trial_spec(rec: TrialRecord, parent_run_id: str | None) -> RunSpec:
-    status = RUN_STATUS.get(rec.state)
-    if status is None:
-        raise ValueError(f"trial {rec.number} is {rec.state}: only finished trials are logged")
-    return RunSpec(
-        run_name=_tag_value(trial_run_name(rec)),
-        status=status,
-        start_time_ms=rec.start_time_ms,
-        end_time_ms=rec.end_time_ms,
-        tags=_tag_dict(_trial_tags(parent_run_id, rec)),
-        params=_trial_params(rec),
-        metrics=_trial_metrics(rec),
-        files=_trial_files(rec),
-    )
-
-
 def _trials_label(recs: Sequence[TrialRecord]) -> str:
     numbers = [str(rec.number) for rec in recs]
     if len(numbers) == 1:
         return f"trial {numbers[0]}"
     shown = ", ".join(numbers[:5]) + (", ..." if len(numbers) > 5 else "")
     return f"{len(numbers)} trials ({shown})"
-
-
-def _trial_tags(parent_run_id: str | None, rec: TrialRecord) -> dict[str, str]:
-    tags = {
-        "sweeps.study": rec.study,
-        "sweeps.trial_number": str(rec.number),
-        "sweeps.state": rec.state.value,
-        "sweeps.device": rec.device,
-        "sweeps.role": "trial",
-    }
-    if parent_run_id is not None:
-        tags["mlflow.parentRunId"] = parent_run_id
-    if rec.state is TrialState.PRUNED:
-        tags["sweeps.pruned"] = "true"
-    if rec.error:
-        tags["sweeps.error"] = mask_secrets(rec.error)[:MAX_ERROR_TAG_LENGTH]
-    return tags
-
-
-def _trial_params(rec: TrialRecord) -> list[Param]:
-    return [
-        Param(key, mask_secrets(str(value))[:MAX_PARAM_VALUE_LENGTH])
-        for key, value in rec.params.items()
-    ]
-
-
-def _trial_metrics(rec: TrialRecord) -> list[MetricPoint]:
-    """The per-epoch history (step = epoch from 1) and the final `value` and `duration_s`.
-
-    Epoch timestamps are spread evenly over the trial's duration: the trainer does not
-    record them, and MLflow's relative-time axis then still reads sensibly.
-    """
-    epochs = max((len(rec.history.get(name, ())) for name in METRICS), default=0)
-    span_ms = max(rec.end_time_ms - rec.start_time_ms, 0)
-
-    def at(step: int) -> int:
-        return rec.start_time_ms + (span_ms * step // epochs if epochs else span_ms)
-
-    metrics: list[MetricPoint] = []
-    for name in METRICS:
-        values = rec.history.get(name) or []
-        metrics += [(name, float(v), at(i), i) for i, v in enumerate(values, start=1)]
-        final = rec.final.get(name)
-        if not values and final is not None:
-            metrics.append((name, float(final), rec.end_time_ms, 0))
-    if rec.value is not None:
-        metrics.append(("value", float(rec.value), rec.end_time_ms, epochs))
-    metrics.append(("duration_s", float(rec.duration_s), rec.end_time_ms, epochs))
-    return metrics
 
 
 def _batches(
@@ -435,21 +308,6 @@ def _batches(
         room = MAX_ENTITIES_PER_BATCH - len(batch_params)
         batch_metrics, metrics = metrics[:room], metrics[room:]
         yield batch_metrics, batch_params
-
-
-def _trial_files(rec: TrialRecord) -> dict[str, bytes]:
-    config = {key: _json_value(value) for key, value in rec.params.items()}
-    config |= {"study": rec.study, "number": rec.number, "state": rec.state.value}
-    files = {"config.json": json.dumps(config, indent=2, default=str).encode()}
-    if rec.weights is not None:
-        files["model_state_dict.pt"] = rec.weights
-    return files
-
-
-def _json_value(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    return mask_secrets(str(value))
 
 
 def _best(records: Sequence[TrialRecord]) -> TrialRecord | None:
@@ -474,21 +332,6 @@ def _artifact_name(name: str) -> str:
     if base in ("", ".", ".."):
         raise ValueError(f"not a file name for an artifact: {name!r}")
     return base
-
-
-def _tag_value(value: str) -> str:
-    return mask_secrets(value)[:MAX_TAG_VALUE_LENGTH]
-
-
-def _tag_dict(tags: Mapping[str, str]) -> dict[str, str]:
-    return {key: _tag_value(value) for key, value in tags.items()}
-
-
-def _float_or_none(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _one_line(error: BaseException) -> str:

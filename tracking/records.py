@@ -12,6 +12,24 @@ from typing import Any
 
 # Per-epoch metrics; the same list as trainer.result.METRICS (tracking must not import torch).
 METRICS = ("train_loss", "val_loss", "test_loss", "w_norm", "penalty_value")
+# Final-only metrics of classification tasks (trainer.result.ACCURACY_METRICS); absent from
+# a record's `final` for every other task.
+ACCURACY_METRICS = ("train_accuracy", "val_accuracy", "test_accuracy")
+FINAL_METRICS = METRICS + ACCURACY_METRICS
+# One finished trial as a flat row, in this order: `sweeps trials`, `sweeps export`, the
+# parent run's trials.csv.
+TRIAL_COLUMNS = (
+    "number",
+    "state",
+    "penalty",
+    "lambda",
+    "l1_ratio",
+    "value",
+    *FINAL_METRICS,
+    "duration_s",
+    "device",
+    "mlflow_run_id",
+)
 
 
 class TrialState(StrEnum):
@@ -45,7 +63,8 @@ class TrialRecord:
 
     `params` is `TrialConfig.as_params()`: task, penalty, lambda, l1_ratio, penalize,
     optimizer, lr, batch_size, epochs, seed, data_seed, device, task.* options.
-    `final` maps each name in METRICS to its last value (None when no epoch finished).
+    `final` maps each name in METRICS to its last value (None when no epoch finished), and
+    for a classification task each name in ACCURACY_METRICS to the trained model's accuracy.
     `history` maps each name in METRICS to one value per epoch (step = epoch, from 1).
     `weights` is a state_dict serialized with torch.save (None when there is none).
     Times are epoch milliseconds, as MLflow wants them.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import torch
@@ -54,3 +55,27 @@ def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
     return device.type
+
+
+def set_cpu_threads(threads: int | None, processes: int = 1) -> int:
+    """Sets torch's intra-op CPU threads of this process; returns the number set.
+
+    None means this machine's usable cores shared among `processes` local processes, at
+    least one each. Why not torch's default: every process starts one thread per core, so
+    N workers on N cores run N² threads that spin against each other. Measured on 2 cores,
+    two processes training a digits MLP: 11.5 s each at 2 threads, 2.6 s at 1 thread.
+    """
+    if threads is None:
+        threads = max(1, usable_cores() // max(1, processes))
+    if threads < 1:
+        raise ValueError(f"CPU threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (CPU affinity, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity API
+        return os.cpu_count() or 1

@@ -3,7 +3,7 @@ MLflow, so they answer in well under a second."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -39,6 +39,15 @@ TRIAL_TABLE = [
     "duration_s",
     "device",
 ]
+# Shown after w_norm, and only when some row has them: regression tasks have no accuracy.
+ACCURACY_COLUMNS = ["val_accuracy", "test_accuracy"]
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if any(row.get(c) is not None for row in rows for c in ACCURACY_COLUMNS):
+        at = columns.index("w_norm") + 1
+        columns = columns[:at] + ACCURACY_COLUMNS + columns[at:]
+    return format_table(rows, columns)
 
 
 def _stores(home: str, storage: str | None, tracking_uri: str | None) -> Stores:
@@ -77,7 +86,7 @@ def trials_command(
     if as_json:
         echo_json(rows)
     else:
-        click.echo(format_table(rows, TRIAL_TABLE) if rows else f"study {study!r} has no trials")
+        click.echo(_table(rows, TRIAL_TABLE) if rows else f"study {study!r} has no trials")
 
 
 @click.command("best")
@@ -107,7 +116,7 @@ def best_command(
     if as_json:
         echo_json(rows)
     else:
-        click.echo(format_table(rows, BEST_COLUMNS))
+        click.echo(_table(rows, BEST_COLUMNS))
 
 
 @click.command("compare")
@@ -128,7 +137,7 @@ def compare_command(
     if as_json:
         echo_json(rows)
     else:
-        click.echo(format_table(rows, BEST_COLUMNS) if rows else "no complete trials")
+        click.echo(_table(rows, BEST_COLUMNS) if rows else "no complete trials")
 
 
 @click.command("export")

@@ -7,7 +7,12 @@ from typing import Any
 import click
 
 from sweeps.cli.base import EXIT_INTERRUPTED, echo_json, format_table, store_options
-from sweeps.cli.options import collect_task_options, training_flags
+from sweeps.cli.options import (
+    apply_threads,
+    collect_task_options,
+    threads_option,
+    training_flags,
+)
 from sweeps.config import PrunerKind, SamplerKind
 
 SAMPLERS = [s.value for s in SamplerKind]
@@ -52,6 +57,7 @@ BEST_COLUMNS = [
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow (results table only).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@threads_option
 @store_options
 def run_command(
     config_file: str | None,
@@ -59,6 +65,7 @@ def run_command(
     no_track: bool,
     quiet: bool,
     as_json: bool,
+    threads: int | None,
     home: str,
     storage: str | None,
     tracking_uri: str | None,
@@ -78,6 +85,7 @@ def run_command(
         raise UsageError("give either --device or --devices, not both")
     cfg = SweepConfig.from_mapping(values)
     stores = resolve_stores(home, storage, tracking_uri)
+    apply_threads(threads, cfg.workers)
     outcome = run_study(cfg, stores, track=not no_track, quiet=quiet, create_only=create_only)
     if as_json:
         echo_json(
@@ -116,6 +124,7 @@ def run_command(
     help="Leave the parent run's figures to the launcher (`sweeps run --workers`).",
 )
 @click.option("--worker-index", type=int, hidden=True, help="Seeds this worker's sampler.")
+@threads_option
 @store_options
 def worker_command(
     study: str,
@@ -127,6 +136,7 @@ def worker_command(
     quiet: bool,
     no_summary: bool,
     worker_index: int | None,
+    threads: int | None,
     home: str,
     storage: str | None,
     tracking_uri: str | None,
@@ -143,6 +153,7 @@ def worker_command(
     if batch is not None and batch <= 0:
         raise UsageError(f"--batch must be >= 1, got {batch}")
     stores = resolve_stores(home, storage, tracking_uri)
+    apply_threads(threads)
     if device is not None:
         from trainer import resolve_device
 

@@ -7,7 +7,13 @@ from typing import Any
 import click
 
 from sweeps.cli.base import echo_json, fail, store_options
-from sweeps.cli.options import PENALTIES, collect_task_options, training_flags
+from sweeps.cli.options import (
+    PENALTIES,
+    apply_threads,
+    collect_task_options,
+    threads_option,
+    training_flags,
+)
 
 
 @click.command("train")
@@ -17,8 +23,9 @@ from sweeps.cli.options import PENALTIES, collect_task_options, training_flags
 @click.option("--l1-ratio", type=float, default=None, help="elastic_net mix α in [0,1] [0.5].")
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@threads_option
 @store_options
-def train_command(no_track: bool, as_json: bool, **kwargs: Any) -> None:
+def train_command(no_track: bool, as_json: bool, threads: int | None, **kwargs: Any) -> None:
     """Train one configuration and print its final metrics."""
     from sweeps.single import run_single
     from trainer.config import TrialConfig
@@ -26,6 +33,7 @@ def train_command(no_track: bool, as_json: bool, **kwargs: Any) -> None:
     stores = {k: kwargs.pop(k) for k in ("home", "storage", "tracking_uri")}
     task_options = collect_task_options(kwargs)
     cfg = TrialConfig(task_options=task_options, **kwargs)
+    apply_threads(threads)
     outcome = run_single(cfg, track=not no_track, **stores)
     summary = outcome.summary
     if as_json:

@@ -57,7 +57,7 @@ DEPENDS_ON = {
     "create-study": {"postgres": "service_healthy", "mlflow": "service_healthy"},
     "worker": {"create-study": "service_completed_successfully"},
 }
-SWEEPS_ENV = {"SWEEPS_STORAGE", "SWEEPS_TRACKING_URI", "SWEEPS_HOME"}
+SWEEPS_ENV = {"SWEEPS_STORAGE", "SWEEPS_TRACKING_URI", "SWEEPS_HOME", "SWEEPS_THREADS"}
 SERVER_PORT = 5000  # the mlflow container's port; the tracking URI must name it
 _VAR = re.compile(r"\$(?:\$|\{(?P<braced>[^}]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
 _BRACED = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>.*))?$", re.S)
@@ -219,6 +219,7 @@ class Topology:
             "SWEEPS_STORAGE": self.map_postgres_url(env["SWEEPS_STORAGE"]),
             "SWEEPS_TRACKING_URI": self.map_tracking_uri(env["SWEEPS_TRACKING_URI"]),
             "SWEEPS_HOME": str(self.home),
+            "SWEEPS_THREADS": _thread_count(env["SWEEPS_THREADS"]),
         }
 
     def sweeps_command(self, service: str) -> list[str]:
@@ -229,6 +230,12 @@ class Topology:
         if dockerfile_entrypoint() != ["sweeps"]:
             raise ComposeDrift("the image's ENTRYPOINT is not sweeps")
         return [sys.executable, "-m", "sweeps", *map(str, spec["command"])]
+
+
+def _thread_count(value: str) -> str:
+    if not value.isdigit() or int(value) < 1:
+        raise ComposeDrift(f"SWEEPS_THREADS {value!r} is not a thread count")
+    return value
 
 
 def mlflow_server_args(topology: Topology, port: int, artifacts: Path) -> list[str]:

@@ -151,3 +151,38 @@ def test_digits_mlp_sweep_beats_no_penalty(tmp_path: Path) -> None:
     l2, none = (d[0] if isinstance(d, list) else d for d in (l2, none))
     assert l2["value"] < 0.9 * none["value"], (l2, none)
     assert l2["mlflow_run_id"] and none["mlflow_run_id"]
+    assert 0.8 < l2["val_accuracy"] <= 1 and 0.8 < none["val_accuracy"] <= 1  # batched too
+
+
+def test_classification_accuracy_is_tracked_and_stored(tmp_path: Path) -> None:
+    """Accuracy reaches every store a trial's losses reach: the MLflow run (final metrics),
+    the results row (`trials`, `best`) and the tables people read; regression shows none."""
+    from mlflow.tracking import MlflowClient
+
+    home = str(tmp_path / "home")
+    doc = invoke_json(
+        "run", "--study", "cls", "--task", "digits", "--penalties", "l2", "--trials", "2",
+        "--epochs", "3", "--batch-size", "0", "--lr", "0.5", "--pruner", "none", "--quiet",
+        "--home", home,
+    )  # fmt: skip
+    assert doc["states"] == {"COMPLETE": 2}
+    rows = invoke_json("trials", "--study", "cls", "--home", home)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    for row in rows:
+        accuracy = {k: row[k] for k in ("train_accuracy", "val_accuracy", "test_accuracy")}
+        assert all(0.5 < v <= 1 for v in accuracy.values()), row  # chance is 0.1
+        metrics = client.get_run(row["mlflow_run_id"]).data.metrics
+        assert {k: metrics[k] for k in accuracy} == accuracy
+    [best] = invoke_json("best", "--study", "cls", "--home", home)
+    chosen = next(r for r in rows if r["number"] == best["trial_number"])
+    assert best["val_accuracy"] == chosen["val_accuracy"]
+    header = invoke("trials", "--study", "cls", "--home", home).stdout.splitlines()[0].split()
+    after_norm = header.index("w_norm") + 1
+    assert header[after_norm : after_norm + 2] == ["val_accuracy", "test_accuracy"]
+
+    invoke_json(
+        "run", "--study", "reg", "--trials", "1", "--epochs", "2", "--quiet", "--home", home
+    )
+    [reg] = invoke_json("trials", "--study", "reg", "--home", home)
+    assert reg["val_accuracy"] is None
+    assert "val_accuracy" not in invoke("best", "--study", "reg", "--home", home).stdout

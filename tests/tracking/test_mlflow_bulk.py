@@ -34,7 +34,7 @@ from tracking.mlflow_bulk import (
     schema_revision,
 )
 from tracking.mlflow_runs import MlflowTracker, ParentRef
-from tracking.records import METRICS, TrialRecord, TrialState
+from tracking.records import ACCURACY_METRICS, METRICS, TrialRecord, TrialState
 
 HOSTILE_STUDY = 'it\'s "quoted" ../../escape; DROP TABLE runs; -- λ→∞ %s %(x)s'
 RUN_TABLES = ("runs", "tags", "params", "metrics", "latest_metrics")
@@ -175,7 +175,14 @@ def varied_records(study: str) -> list[TrialRecord]:
         ),
         record(study, 7, history={}, final={name: 0.5 for name in METRICS}, weights=b""),
         record(study, 8, history={"train_loss": [1.0, 1.0, 1.0]}, value=1.0),
+        classified(record(study, 9, epochs=4)),
     ]
+
+
+def classified(rec: TrialRecord) -> TrialRecord:
+    """A classification task's record: final accuracies beside the per-epoch metrics."""
+    accuracy = dict(zip(ACCURACY_METRICS, (1.0, 0.9375, 0.875), strict=True))
+    return replace(rec, final=rec.final | accuracy)
 
 
 def client_view(s: Side, run_id: str, parent_id: str | None, tmp: Path) -> str:
@@ -228,6 +235,13 @@ def test_bulk_equals_client_path(pair: Pair, tmp_path: Path) -> None:
     assert_same_runs(pair, fast, slow, (fast_parent.run_id, slow_parent.run_id), tmp_path)
     statuses = [pair.fast.client.get_run(run_id).info.status for run_id in fast]
     assert "RUNNING" not in statuses
+    # The classification record's accuracies are final metrics at the last epoch's step.
+    classified_run = pair.fast.client.get_run(fast[-1])
+    for name in ACCURACY_METRICS:
+        assert classified_run.data.metrics[name] == recs[-1].final[name]
+        [point] = pair.fast.client.get_metric_history(fast[-1], name)
+        assert point.step == 4
+    assert not ACCURACY_METRICS & pair.fast.client.get_run(fast[0]).data.metrics.keys()
 
 
 def test_log_trial_and_log_run_take_the_fast_path_too(pair: Pair, tmp_path: Path) -> None:

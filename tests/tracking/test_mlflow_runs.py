@@ -26,8 +26,8 @@ from mlflow.tracking import MlflowClient
 
 from tracking import mlflow_runs
 from tracking.errors import TrackingError
-from tracking.mlflow_runs import TRIALS_CSV_COLUMNS, MlflowTracker, ParentRef
-from tracking.records import METRICS, TrialRecord, TrialState
+from tracking.mlflow_runs import MlflowTracker, ParentRef
+from tracking.records import METRICS, TRIAL_COLUMNS, TrialRecord, TrialState
 
 PNG_HEADER = b"\x89PNG\r\n\x1a\n"
 PASSWORD = "hunter2-s3cret"
@@ -349,7 +349,7 @@ def test_finish_study_attaches_figure_table_and_extras(
 
     table = download(store, parent.run_id, "trials.csv", tmp_path).decode()
     reader = csv.DictReader(io.StringIO(table))
-    assert tuple(reader.fieldnames or ()) == TRIALS_CSV_COLUMNS
+    assert tuple(reader.fieldnames or ()) == TRIAL_COLUMNS
     rows = list(reader)
     assert [int(row["number"]) for row in rows] == [0, 1, 2, 3, 4]
     assert [row["state"] for row in rows] == ["COMPLETE"] * 3 + ["PRUNED", "FAIL"]

@@ -22,6 +22,8 @@ from tracking.results.models import Base
 
 ROOT = Path(__file__).resolve().parents[2]
 NEW_IN_0002 = {"penalty_value", "error"}
+NEW_IN_0003 = {"train_accuracy", "val_accuracy", "test_accuracy"}
+NEWER = {"0001": NEW_IN_0002 | NEW_IN_0003, "0002": NEW_IN_0003}
 
 
 def version_rows(url: str, table: str) -> list[str]:
@@ -50,7 +52,7 @@ def test_schema_created_at_head_and_ensure_again_is_a_no_op(storage_url: str) ->
     first.record_trial(trial("demo", 0, value=0.5))
     first.dispose()
     assert version_rows(storage_url, VERSION_TABLE) == [HEAD_REVISION]
-    assert NEW_IN_0002 | {"lambda", "l1_ratio", "value", "params"} <= trial_columns(storage_url)
+    assert NEW_IN_0002 | NEW_IN_0003 | {"lambda", "value", "params"} <= trial_columns(storage_url)
 
     again = ResultsStore(storage_url)
     again.ensure_schema()
@@ -142,11 +144,13 @@ INSERT_0001_TRIAL = (
 )
 
 
-@pytest.mark.parametrize("first_call", ["ensure_schema", "query"])
-def test_old_schema_is_upgraded_in_place(storage_url: str, first_call: str) -> None:
-    upgrade(storage_url, "0001")
-    assert version_rows(storage_url, VERSION_TABLE) == ["0001"]
-    assert not NEW_IN_0002 & trial_columns(storage_url)
+@pytest.mark.parametrize(
+    ("old", "first_call"), [("0001", "ensure_schema"), ("0001", "query"), ("0002", "query")]
+)
+def test_old_schema_is_upgraded_in_place(storage_url: str, old: str, first_call: str) -> None:
+    upgrade(storage_url, old)
+    assert version_rows(storage_url, VERSION_TABLE) == [old]
+    assert not NEWER[old] & trial_columns(storage_url)
     created = sa.bindparam("created", type_=sa.DateTime(timezone=True))
     engine = sa.create_engine(storage_url)
     with engine.begin() as conn:
@@ -172,12 +176,12 @@ def test_old_schema_is_upgraded_in_place(storage_url: str, first_call: str) -> N
         (0, 1.5, 0.75),
         (1, 2 / 3, 1 / 3),
     ]
-    assert all(r["penalty_value"] is None and r["error"] is None for r in rows)
+    assert all(r[name] is None for r in rows for name in NEWER["0001"])
     assert store.get_study("old").config == {"a": 1}
     assert store.record_trial(trial("old", 2, value=0.1)) is True
     store.dispose()
     assert version_rows(storage_url, VERSION_TABLE) == [HEAD_REVISION]
-    assert trial_columns(storage_url) >= NEW_IN_0002
+    assert trial_columns(storage_url) >= NEWER[old]
 
 
 def test_unknown_revision_is_refused(storage_url: str) -> None:

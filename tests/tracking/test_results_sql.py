@@ -21,6 +21,8 @@ BEST_KEYS = [
     "val_loss",
     "test_loss",
     "w_norm",
+    "val_accuracy",
+    "test_accuracy",
     "trial_number",
     "mlflow_run_id",
 ]

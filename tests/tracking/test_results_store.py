@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +28,9 @@ TRIAL_KEYS = [
     "test_loss",
     "w_norm",
     "penalty_value",
+    "train_accuracy",
+    "val_accuracy",
+    "test_accuracy",
     "duration_s",
     "device",
     "lr",
@@ -126,6 +130,9 @@ def test_trials_rows_keep_full_precision(store: ResultsStore) -> None:
         "test_loss": tricky[0] * 2,
         "w_norm": 0.125,
         "penalty_value": 0.0625,
+        "train_accuracy": None,  # a regression task
+        "val_accuracy": None,
+        "test_accuracy": None,
         "duration_s": 1.25,
         "device": "cpu",
         "lr": 0.003,
@@ -143,6 +150,20 @@ def test_trials_rows_keep_full_precision(store: ResultsStore) -> None:
         4: "COMPLETE",
         9: "FAIL",
     }
+
+
+def test_classification_accuracy_is_stored_and_shown_by_best(store: ResultsStore) -> None:
+    store.register_study(study())
+    accuracy = {"train_accuracy": 1.0, "val_accuracy": 0.96875, "test_accuracy": 0.9375}
+    rec = trial("demo", 0, value=0.125)
+    store.record_trial(replace(rec, final=rec.final | accuracy))
+    store.record_trial(trial("demo", 1, penalty="l1", value=0.25))
+
+    by_number = {row["number"]: row for row in store.trials("demo")}
+    assert {k: by_number[0][k] for k in accuracy} == accuracy
+    assert {k: by_number[1][k] for k in accuracy} == dict.fromkeys(accuracy)
+    [best_l2] = store.best("demo", "l2")
+    assert (best_l2["val_accuracy"], best_l2["test_accuracy"]) == (0.96875, 0.9375)
 
 
 def test_studies_summary(store: ResultsStore) -> None:

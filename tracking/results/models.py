@@ -17,8 +17,8 @@ TABLE_PREFIX = "sweeps_"
 VERSION_TABLE = "sweeps_alembic_version"
 # The newest migration; a test checks it against the Alembic scripts, so queries can tell
 # "at head" from the version table without importing Alembic.
-HEAD_REVISION = "0002"
-KNOWN_REVISIONS = ("0001", "0002")
+HEAD_REVISION = "0003"
+KNOWN_REVISIONS = ("0001", "0002", "0003")
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -93,6 +93,10 @@ class TrialRow(Base):
     test_loss: Mapped[float | None] = mapped_column(sa.Double)
     w_norm: Mapped[float | None] = mapped_column(sa.Double)
     penalty_value: Mapped[float | None] = mapped_column(sa.Double)  # since revision 0002
+    # Classification tasks only (NULL for regression); since revision 0003.
+    train_accuracy: Mapped[float | None] = mapped_column(sa.Double)
+    val_accuracy: Mapped[float | None] = mapped_column(sa.Double)
+    test_accuracy: Mapped[float | None] = mapped_column(sa.Double)
     value: Mapped[float | None] = mapped_column(sa.Double)  # the objective
     duration_s: Mapped[float] = mapped_column(sa.Double)
     mlflow_run_id: Mapped[str | None] = mapped_column(sa.String(64))

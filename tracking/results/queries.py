@@ -25,6 +25,9 @@ TRIAL_COLUMNS = (
     TrialRow.test_loss,
     TrialRow.w_norm,
     TrialRow.penalty_value,
+    TrialRow.train_accuracy,
+    TrialRow.val_accuracy,
+    TrialRow.test_accuracy,
     TrialRow.duration_s,
     TrialRow.device,
     TrialRow.lr,
@@ -43,6 +46,8 @@ BEST_COLUMNS = (
     TrialRow.val_loss,
     TrialRow.test_loss,
     TrialRow.w_norm,
+    TrialRow.val_accuracy,
+    TrialRow.test_accuracy,
     TrialRow.number.label("trial_number"),
     TrialRow.mlflow_run_id,
 )

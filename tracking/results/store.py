@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tracking.errors import TrackingError, UnknownStudyError
-from tracking.records import METRICS, StudyRecord, TrialRecord, TrialState
+from tracking.records import FINAL_METRICS, StudyRecord, TrialRecord, TrialState
 from tracking.results.engine import database_errors, make_engine
 from tracking.results.migrate import current_revision, upgrade_engine
 from tracking.results.models import HEAD_REVISION, StudyRow, TrialRow, utc_now
@@ -331,7 +331,7 @@ def _trial_values(rec: TrialRecord) -> dict[str, Any]:
         "epochs": _int_or_none(params.get("epochs")),
         "seed": _int_or_none(params.get("seed")),
         "device": rec.device,
-        **{name: _float_or_none(rec.final.get(name)) for name in METRICS},
+        **{name: _float_or_none(rec.final.get(name)) for name in FINAL_METRICS},
         "value": _float_or_none(rec.value),
         "duration_s": float(rec.duration_s),
         "mlflow_run_id": rec.mlflow_run_id,

@@ -1,0 +1,174 @@
+"""A finished trial as MLflow sees it: run name, tags, params, metric points, files.
+
+Pure functions of a TrialRecord, shared by both ways of logging it (`MlflowTracker`'s client
+path and `tracking.mlflow_bulk`), so the two cannot drift apart. Every string that reaches
+MLflow passes `mask_secrets` and MLflow's length limits here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mlflow.entities import Param
+
+from tracking.mlflow_bulk import MetricPoint, RunSpec
+from tracking.records import (
+    ACCURACY_METRICS,
+    FINAL_METRICS,
+    METRICS,
+    TRIAL_COLUMNS,
+    TrialRecord,
+    TrialState,
+)
+from tracking.secrets import mask_secrets
+
+# MLflow truncates or rejects longer values depending on MLFLOW_TRUNCATE_LONG_VALUES
+# (mlflow.utils.validation), so we truncate ourselves.
+MAX_PARAM_VALUE_LENGTH = 6000
+MAX_TAG_VALUE_LENGTH = 8000
+MAX_ERROR_TAG_LENGTH = 500
+
+RUN_STATUS = {
+    TrialState.COMPLETE: "FINISHED",
+    TrialState.PRUNED: "KILLED",
+    TrialState.FAIL: "FAILED",
+}
+
+
+def trial_run_name(rec: TrialRecord) -> str:
+    """A run name that reads well in a run list, e.g. `#12 l2 λ=3.16`."""
+    name = f"#{rec.number} {rec.penalty}"
+    lambda_ = _float_or_none(rec.params.get("lambda"))
+    if rec.penalty != "none" and lambda_ is not None:
+        name += f" λ={lambda_:.3g}"
+    l1_ratio = _float_or_none(rec.params.get("l1_ratio"))
+    if rec.penalty == "elastic_net" and l1_ratio is not None:
+        name += f" α={l1_ratio:.2g}"
+    return name
+
+
+def trials_csv(records: Sequence[TrialRecord]) -> bytes:
+    """One row per record, ordered by trial number, columns TRIAL_COLUMNS."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(TRIAL_COLUMNS)
+    for rec in sorted(records, key=lambda r: r.number):
+        row: dict[str, Any] = {
+            "number": rec.number,
+            "state": rec.state.value,
+            "penalty": rec.params.get("penalty"),
+            "lambda": rec.params.get("lambda"),
+            "l1_ratio": rec.params.get("l1_ratio"),
+            "value": rec.value,
+            **{name: rec.final.get(name) for name in FINAL_METRICS},
+            "duration_s": rec.duration_s,
+            "device": rec.device,
+            "mlflow_run_id": rec.mlflow_run_id,
+        }
+        writer.writerow(["" if row[c] is None else row[c] for c in TRIAL_COLUMNS])
+    return out.getvalue().encode()
+
+
+def trial_spec(rec: TrialRecord, parent_run_id: str | None) -> RunSpec:
+    status = RUN_STATUS.get(rec.state)
+    if status is None:
+        raise ValueError(f"trial {rec.number} is {rec.state}: only finished trials are logged")
+    return RunSpec(
+        run_name=tag_value(trial_run_name(rec)),
+        status=status,
+        start_time_ms=rec.start_time_ms,
+        end_time_ms=rec.end_time_ms,
+        tags=tag_dict(_trial_tags(parent_run_id, rec)),
+        params=_trial_params(rec),
+        metrics=_trial_metrics(rec),
+        files=_trial_files(rec),
+    )
+
+
+def _trial_tags(parent_run_id: str | None, rec: TrialRecord) -> dict[str, str]:
+    tags = {
+        "sweeps.study": rec.study,
+        "sweeps.trial_number": str(rec.number),
+        "sweeps.state": rec.state.value,
+        "sweeps.device": rec.device,
+        "sweeps.role": "trial",
+    }
+    if parent_run_id is not None:
+        tags["mlflow.parentRunId"] = parent_run_id
+    if rec.state is TrialState.PRUNED:
+        tags["sweeps.pruned"] = "true"
+    if rec.error:
+        tags["sweeps.error"] = mask_secrets(rec.error)[:MAX_ERROR_TAG_LENGTH]
+    return tags
+
+
+def _trial_params(rec: TrialRecord) -> list[Param]:
+    return [
+        Param(key, mask_secrets(str(value))[:MAX_PARAM_VALUE_LENGTH])
+        for key, value in rec.params.items()
+    ]
+
+
+def _trial_metrics(rec: TrialRecord) -> list[MetricPoint]:
+    """The per-epoch history (step = epoch from 1), then the final accuracies (if any),
+    `value` and `duration_s`.
+
+    Epoch timestamps are spread evenly over the trial's duration: the trainer does not
+    record them, and MLflow's relative-time axis then still reads sensibly.
+    """
+    epochs = max((len(rec.history.get(name, ())) for name in METRICS), default=0)
+    span_ms = max(rec.end_time_ms - rec.start_time_ms, 0)
+
+    def at(step: int) -> int:
+        return rec.start_time_ms + (span_ms * step // epochs if epochs else span_ms)
+
+    metrics: list[MetricPoint] = []
+    for name in METRICS:
+        values = rec.history.get(name) or []
+        metrics += [(name, float(v), at(i), i) for i, v in enumerate(values, start=1)]
+        final = rec.final.get(name)
+        if not values and final is not None:
+            metrics.append((name, float(final), rec.end_time_ms, 0))
+    # Final-only values (a classification task's accuracies) sit at the last epoch's step.
+    for name in ACCURACY_METRICS:
+        final = rec.final.get(name)
+        if final is not None:
+            metrics.append((name, float(final), rec.end_time_ms, epochs))
+    if rec.value is not None:
+        metrics.append(("value", float(rec.value), rec.end_time_ms, epochs))
+    metrics.append(("duration_s", float(rec.duration_s), rec.end_time_ms, epochs))
+    return metrics
+
+
+def _trial_files(rec: TrialRecord) -> dict[str, bytes]:
+    config = {key: _json_value(value) for key, value in rec.params.items()}
+    config |= {"study": rec.study, "number": rec.number, "state": rec.state.value}
+    files = {"config.json": json.dumps(config, indent=2, default=str).encode()}
+    if rec.weights is not None:
+        files["model_state_dict.pt"] = rec.weights
+    return files
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return mask_secrets(str(value))
+
+
+def tag_value(value: str) -> str:
+    return mask_secrets(value)[:MAX_TAG_VALUE_LENGTH]
+
+
+def tag_dict(tags: Mapping[str, str]) -> dict[str, str]:
+    return {key: tag_value(value) for key, value in tags.items()}
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
