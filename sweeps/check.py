@@ -1,9 +1,11 @@
 """`sweeps check`: do Optuna, the results table and MLflow agree one to one?
 
 Each finished Optuna trial must have exactly one results row and one MLflow child run, in
-the same state, and no MLflow run may be left RUNNING. `repair` fixes what it can:
-missing rows are rebuilt from the record kept on the Optuna trial, states follow Optuna,
-missing MLflow runs are created (without history), orphaned RUNNING runs are closed.
+the same state, no MLflow run may be left RUNNING, and no trial may stay RUNNING after its
+worker is lost (`sweeps.lost`). `repair` fixes what it can: lost trials are failed and
+retried as Optuna retries heartbeat-stale ones, missing rows are rebuilt from the record
+kept on the Optuna trial, states follow Optuna, missing MLflow runs are created (without
+history), orphaned RUNNING runs are closed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from sweeps.lost import fail_trial, lost_trials
 from sweeps.recording import Recorder, record_from_trial
 from sweeps.storage import Stores, open_storage
 from sweeps.study import CONFIG_ATTR, config_from_stored, quiet_optuna
@@ -60,7 +63,7 @@ def check_study(
         raise UsageError(f"no study named {name!r} in this storage") from None
     recorder = Recorder(stores, name, track=track)
     try:
-        return _Checker(study, recorder, repair).run()
+        return _Checker(study, storage, recorder, repair).run()
     finally:
         recorder.close()
 
@@ -68,6 +71,7 @@ def check_study(
 @dataclass
 class _Checker:
     study: optuna.Study
+    storage: optuna.storages.RDBStorage
     recorder: Recorder
     repair: bool
     report: CheckReport = field(init=False)
@@ -82,6 +86,12 @@ class _Checker:
             self.report.repaired.append(message)
 
     def run(self) -> CheckReport:
+        # First, so that a repaired (failed) lost trial is then checked like any other.
+        for lost in lost_trials(self.study, self.storage):
+            self.problem(
+                f"trial {lost.number}: RUNNING, but its worker is lost (no heartbeat)",
+                lambda t=lost: fail_trial(self.study, self.storage, t),
+            )
         trials = {
             t.number: t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()
         }

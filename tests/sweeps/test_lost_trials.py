@@ -1,0 +1,74 @@
+"""A worker killed before its trial's first heartbeat: the trial must not stay RUNNING.
+
+The kill cannot be timed into that window (milliseconds), so the state it leaves is made
+directly: a trial created through Optuna's real storage and never beaten for.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from sweeps.storage import open_storage
+from tests.sweeps.study_helpers import cli_env, load, run_cli
+
+HEARTBEAT_S = "1"  # grace period: 2 s
+
+
+def _abandoned_trial(study: str, storage: str) -> optuna.trial.FrozenTrial:
+    """What a worker killed right after `ask` leaves: RUNNING, params, no heartbeat."""
+    loaded = optuna.load_study(study_name=study, storage=open_storage(storage))
+    trial = loaded.ask()
+    trial.suggest_categorical("penalty", ["l2"])
+    trial.suggest_float("lambda", 1e-5, 100, log=True)
+    return loaded.trials[trial.number]
+
+
+def _check(*args: str, env: dict[str, str]) -> tuple[int, dict[str, object]]:
+    done = run_cli("check", "--study", "lost", "--json", *args, env=env)
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_check_repairs_a_trial_lost_before_its_first_heartbeat(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    storage = f"sqlite:///{home / 'sweeps.db'}"
+    env = cli_env(home, SWEEPS_HEARTBEAT_S=HEARTBEAT_S)
+    args = ("--study", "lost", "--penalties", "l2", "--epochs", "5", "--quiet")
+    assert run_cli("run", *args, "--trials", "1", env=env).returncode == 0
+    lost = _abandoned_trial("lost", storage)
+
+    code, report = _check(env=env)
+    assert code == 0, report  # young: its worker may still be about to beat
+    time.sleep(2.5)  # past the grace period
+    code, report = _check(env=env)
+    assert code == 1 and report["problems"] == [
+        f"trial {lost.number}: RUNNING, but its worker is lost (no heartbeat)"
+    ]
+    assert load("lost", storage).trials[lost.number].state is TrialState.RUNNING  # read-only
+
+    code, report = _check("--repair", env=env)
+    assert code == 0 and report["consistent"], report
+    trials = load("lost", storage).trials
+    assert trials[lost.number].state is TrialState.FAIL
+    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == lost.number]
+    assert retry.state is TrialState.WAITING and retry.params == lost.params
+    rows = {
+        r["number"]: r
+        for r in json.loads(run_cli("trials", "--study", "lost", "--json", env=env).stdout)
+    }
+    assert rows[lost.number]["state"] == "FAIL"
+    run = MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_run(
+        rows[lost.number]["mlflow_run_id"]
+    )
+    assert run.info.status == "FAILED"
+
+    # The next worker runs the retry with the lost trial's parameters; all agree again.
+    assert run_cli("worker", "--study", "lost", "--trials", "1", "--quiet", env=env).returncode == 0
+    assert load("lost", storage).trials[retry.number].state is TrialState.COMPLETE
+    code, report = _check(env=env)
+    assert code == 0 and report["problems"] == [], report
