@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.tracking.records import trial_record
 from tracking.errors import TrackingError
 from tracking.mlflow_bulk import (
     TESTED_SCHEMA_REVISIONS,
@@ -107,37 +108,22 @@ def record(
     number: int,
     *,
     epochs: int = 100,
-    state: TrialState = TrialState.COMPLETE,
     history: dict[str, list[float]] | None = None,
-    final: dict[str, float | None] | None = None,
-    value: float | None = 0.25,
     params: dict[str, Any] | None = None,
     weights: bytes | None = b"\x80\x02weights\x00\xff" * 100,
-    error: str | None = None,
+    **kwargs: Any,
 ) -> TrialRecord:
-    hist = (
-        history
-        if history is not None
-        else {
-            name: [k + number + 1.0 / (epoch + 1) for epoch in range(epochs)]
-            for k, name in enumerate(METRICS)
-        }
-    )
-    base = {"task": "d2l-synthetic", "penalty": "l2", "lambda": 3.0 + number, "l1_ratio": None}
-    return TrialRecord(
-        study=study,
-        number=number,
-        state=state,
-        params=base | {"epochs": epochs, "lr": 0.003, "seed": 0} | (params or {}),
-        final=final if final is not None else {k: v[-1] if v else None for k, v in hist.items()},
-        value=value,
-        duration_s=0.125 + number,
-        device="cpu",
-        start_time_ms=1_700_000_000_000 + number * 1000,
-        end_time_ms=1_700_000_000_700 + number * 1000,
-        history=hist,
+    own = {"lambda": 3.0 + number} | (params or {})
+    return trial_record(
+        study,
+        number,
+        epochs=epochs,
+        history_=history,
+        params=own,
         weights=weights,
-        error=error,
+        duration_s=0.125 + number,
+        span_ms=700,
+        **kwargs,
     )
 
 

@@ -24,6 +24,7 @@ import torch
 from mlflow.entities import Experiment
 from mlflow.tracking import MlflowClient
 
+from tests.tracking.records import trial_record
 from tracking import mlflow_runs
 from tracking.errors import TrackingError
 from tracking.mlflow_runs import MlflowTracker, ParentRef
@@ -74,52 +75,18 @@ def weights_bytes(seed: int = 0) -> tuple[dict[str, torch.Tensor], bytes]:
     return state, buffer.getvalue()
 
 
-def history(epochs: int, offset: float = 0.0) -> dict[str, list[float]]:
-    return {
-        name: [offset + k + 1.0 / (epoch + 1) for epoch in range(epochs)]
-        for k, name in enumerate(METRICS)
-    }
-
-
 def record(
     study: str,
     number: int,
     *,
     penalty: str = "l2",
     lambda_: float | None = 3.1622776601683795,
-    state: TrialState = TrialState.COMPLETE,
     epochs: int = 5,
-    weights: bytes | None = None,
     params: dict[str, Any] | None = None,
-    error: str | None = None,
-    value: float | None = 0.25,
+    **kwargs: Any,
 ) -> TrialRecord:
-    hist = history(epochs, offset=number)
-    base_params: dict[str, Any] = {
-        "task": "d2l-synthetic",
-        "penalty": penalty,
-        "lambda": lambda_,
-        "l1_ratio": None,
-        "lr": 0.003,
-        "epochs": epochs,
-        "seed": 0,
-        "device": "cpu",
-    }
-    return TrialRecord(
-        study=study,
-        number=number,
-        state=state,
-        params=base_params | (params or {}),
-        final={name: values[-1] if values else None for name, values in hist.items()},
-        value=value,
-        duration_s=0.5,
-        device="cpu",
-        start_time_ms=1_700_000_000_000 + number * 1000,
-        end_time_ms=1_700_000_000_500 + number * 1000,
-        history=hist,
-        weights=weights,
-        error=error,
-    )
+    own = {"penalty": penalty, "lambda": lambda_, "device": "cpu"} | (params or {})
+    return trial_record(study, number, epochs=epochs, params=own, **kwargs)
 
 
 def study_of(store: Store, parent: ParentRef) -> str:
