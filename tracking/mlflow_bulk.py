@@ -5,10 +5,11 @@ Why: a finished 100-epoch trial logged through `MlflowClient` into MLflow's SQL 
 `log_batch` of 500 metric points ~150 ms (ORM flush + `_update_latest_metrics_if_necessary`),
 `create_run` ~15 ms, `log_artifacts` ~13 ms, `set_terminated` ~9 ms. Training the same
 trial costs a few ms when 64 trials train as one batched model, so that machinery was the
-whole cost. A finished run needs none of it: every row is known up front. So the rows go in
-with SQLAlchemy Core bulk inserts into MLflow's own tables (runs, tags, params, metrics,
-latest_metrics), filled as `SqlAlchemyStore.create_run`, `log_batch` and `set_terminated`
-fill them, and the artifact files go straight into each run's local artifact directory.
+whole cost. A finished run needs none of it: every row is known up front
+(`tracking.mlflow_rows` builds them). So the rows go in with SQLAlchemy Core bulk inserts
+into MLflow's own tables (runs, tags, params, metrics, latest_metrics), filled as
+`SqlAlchemyStore.create_run`, `log_batch` and `set_terminated` fill them, and the artifact
+files go straight into each run's local artifact directory.
 
 This writes another program's schema, so it runs only where that is known to be right: a
 `sqlite` or `postgresql` tracking URI whose `alembic_version` is in TESTED_SCHEMA_REVISIONS,
@@ -24,10 +25,8 @@ with their final status). If the transaction fails, the run directories are remo
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,7 +36,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import sqlalchemy as sa
-from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
     BAD_REQUEST,
@@ -55,7 +53,8 @@ from mlflow.store.tracking.dbmodels.models import (
 )
 from mlflow.utils.file_utils import local_file_uri_to_path
 from mlflow.utils.uri import append_to_uri_path
-from mlflow.utils.validation import _validate_metric, _validate_param
+
+from tracking.mlflow_rows import COLUMNS, Row, RunSpec, run_rows
 
 logger = logging.getLogger(__name__)
 
@@ -65,60 +64,8 @@ logger = logging.getLogger(__name__)
 TESTED_SCHEMA_REVISIONS = frozenset({"dc11669786a5"})
 SQL_BACKENDS = frozenset({"sqlite", "postgresql"})
 ARTIFACTS_FOLDER = "artifacts"  # SqlAlchemyStore.ARTIFACTS_FOLDER_NAME
-# What MlflowClient.create_run stores for a run created without these tags.
-DEFAULT_USER = "unknown"
-RUN_NAME_TAG = "mlflow.runName"
-USER_TAG = "mlflow.user"
-# SQL has no inf: SqlAlchemyStore.sanitize_metric_value stores ±inf as ±max double.
-MAX_DOUBLE = 1.7976931348623157e308
 SQLITE_BUSY_TIMEOUT_MS = 20_000  # what MLflow's own sessions wait for a locked SQLite file
-# Rows go to the DBAPI's executemany as tuples in these column orders: SQLAlchemy's
-# per-row bind processing of Core inserts alone cost ~25 us a row, 12 ms per trial.
-COLUMNS = {
-    "runs": (
-        "run_uuid",
-        "name",
-        "source_type",
-        "source_name",
-        "entry_point_name",
-        "user_id",
-        "status",
-        "start_time",
-        "end_time",
-        "deleted_time",
-        "source_version",
-        "lifecycle_stage",
-        "artifact_uri",
-        "experiment_id",
-    ),
-    "tags": ("key", "value", "run_uuid"),
-    "params": ("key", "value", "run_uuid"),
-    "metrics": ("key", "value", "timestamp", "step", "is_nan", "run_uuid"),
-    "latest_metrics": ("key", "value", "timestamp", "step", "is_nan", "run_uuid"),
-}
 TABLES = (SqlRun, SqlTag, SqlParam, SqlMetric, SqlLatestMetric)  # runs first: foreign keys
-
-MetricPoint = tuple[str, float, int, int]  # key, value, timestamp (epoch ms), step
-Row = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One finished run, as MlflowClient would be asked to log it.
-
-    `status` is FINISHED, KILLED or FAILED; `metrics` are (key, value, timestamp, step)
-    tuples, not mlflow Metric objects, which cost ~1 us each to build; `files` maps artifact
-    file names (no folders) to their contents; times are epoch milliseconds.
-    """
-
-    run_name: str
-    status: str
-    start_time_ms: int
-    end_time_ms: int
-    tags: Mapping[str, str]
-    params: Sequence[Param]
-    metrics: Sequence[MetricPoint]
-    files: Mapping[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -198,24 +145,13 @@ class BulkRunWriter:
         return str(row.artifact_location)
 
     def _rows(self, experiment_id: str, location: str, spec: RunSpec) -> _RunRows:
-        params = _checked_params(spec.params)
-        _check_metrics(spec.metrics)
         run_id = self._new_run_id()
         artifact_uri = _append_to_uri(location, run_id, ARTIFACTS_FOLDER)
-        tags = dict(spec.tags)
-        tags.setdefault(RUN_NAME_TAG, spec.run_name)
-        metrics, latest = _metric_rows(run_id, spec.metrics)
         return _RunRows(
             run_id=run_id,
             run_dir=_local_path(artifact_uri).parent,
             files={_file_name(name): data for name, data in spec.files.items()},
-            rows={
-                "runs": [_run_row(run_id, int(experiment_id), artifact_uri, spec, tags)],
-                "tags": [(key, value, run_id) for key, value in tags.items()],
-                "params": [(p.key, p.value, run_id) for p in params],
-                "metrics": metrics,
-                "latest_metrics": latest,
-            },
+            rows=run_rows(run_id, int(experiment_id), artifact_uri, spec),
         )
 
 
@@ -297,79 +233,12 @@ def _file_name(name: str) -> str:
     return name
 
 
-def _run_row(
-    run_id: str, experiment_id: int, artifact_uri: str, spec: RunSpec, tags: Mapping[str, str]
-) -> Row:
-    """The runs row create_run writes, as set_terminated leaves it."""
-    # MlflowClient.create_run and set_terminated read a 0 time as "now".
-    now_ms = _now_ms()
-    values = {
-        "run_uuid": run_id,
-        "name": spec.run_name,
-        "source_type": "UNKNOWN",
-        "source_name": "",
-        "entry_point_name": "",
-        "user_id": tags.get(USER_TAG, DEFAULT_USER),
-        "status": spec.status,
-        "start_time": spec.start_time_ms or now_ms,
-        "end_time": spec.end_time_ms or now_ms,
-        "deleted_time": None,
-        "source_version": "",
-        "lifecycle_stage": "active",
-        "artifact_uri": artifact_uri,
-        "experiment_id": experiment_id,
-    }
-    return tuple(values[column] for column in COLUMNS["runs"])
-
-
-def _metric_rows(run_id: str, points: Sequence[MetricPoint]) -> tuple[list[Row], list[Row]]:
-    """The metrics rows (a repeated point kept once, as MLflow does) and, per key, the
-    latest_metrics row: the largest (step, timestamp, stored value), the first on ties."""
-    rows: dict[Row, None] = {}  # an ordered set: the rows are the metric_pk
-    latest: dict[str, Row] = {}
-    for key, raw, timestamp, step in points:
-        is_nan, value = _sanitize(float(raw))
-        row = (key, value, timestamp, step, is_nan, run_id)
-        if row in rows:
-            continue
-        rows[row] = None
-        best = latest.get(key)
-        if best is None or (step, timestamp, value) > (best[3], best[2], best[1]):
-            latest[key] = row
-    return list(rows), list(latest.values())
-
-
-def _checked_params(params: Sequence[Param]) -> list[Param]:
-    # What log_batch checks (and, with MLFLOW_TRUNCATE_LONG_VALUES, truncates).
-    return [_validate_param(p.key, p.value, path=f"params[{i}]") for i, p in enumerate(params)]  # type: ignore[no-untyped-call]
-
-
-def _check_metrics(points: Sequence[MetricPoint]) -> None:
-    """log_batch's checks. Checking every point cost ~40 us each (MLflow validates the
-    name anew each time); the types are fixed by MetricPoint, so one point per key is
-    checked, and every point only for a negative timestamp, which MLflow refuses."""
-    first: dict[str, MetricPoint] = {}
-    for point in points:
-        first.setdefault(point[0], point)
-    checked = first.values() if all(p[2] >= 0 for p in points) else points
-    for key, value, timestamp, step in checked:
-        _validate_metric(key, value, timestamp, step)  # type: ignore[no-untyped-call]
-
-
 def _append_to_uri(uri: str, *paths: str) -> str:
     return str(append_to_uri_path(uri, *paths))  # type: ignore[no-untyped-call]
 
 
 def _local_path(uri: str) -> Path:
     return Path(local_file_uri_to_path(uri))  # type: ignore[no-untyped-call]
-
-
-def _sanitize(value: float) -> tuple[bool, float]:
-    if math.isnan(value):
-        return True, 0.0
-    if math.isinf(value):
-        return False, MAX_DOUBLE if value > 0 else -MAX_DOUBLE
-    return False, value
 
 
 def _write_artifacts(run: _RunRows, created: list[Path]) -> None:
@@ -440,7 +309,3 @@ def _as_mlflow_errors() -> Iterator[None]:
         raise MlflowException(str(e), TEMPORARILY_UNAVAILABLE) from e
     except sa.exc.SQLAlchemyError as e:
         raise MlflowException(str(e), BAD_REQUEST) from e
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -32,7 +32,8 @@ from mlflow.tracking import MlflowClient
 
 from tracking.errors import TrackingError
 from tracking.figures import lambda_figure
-from tracking.mlflow_bulk import BulkRunWriter, RunSpec, open_bulk_writer
+from tracking.mlflow_bulk import BulkRunWriter, open_bulk_writer
+from tracking.mlflow_rows import RunSpec
 from tracking.mlflow_specs import tag_dict, tag_value, trial_spec, trials_csv
 from tracking.records import TrialRecord, TrialState
 from tracking.secrets import mask_secrets

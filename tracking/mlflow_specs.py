@@ -15,7 +15,7 @@ from typing import Any
 
 from mlflow.entities import Param
 
-from tracking.mlflow_bulk import MetricPoint, RunSpec
+from tracking.mlflow_rows import MetricPoint, RunSpec
 from tracking.records import (
     ACCURACY_METRICS,
     FINAL_METRICS,

@@ -29,11 +29,11 @@ from tracking.errors import TrackingError
 from tracking.mlflow_bulk import (
     TESTED_SCHEMA_REVISIONS,
     BulkRunWriter,
-    RunSpec,
     new_run_id,
     open_bulk_writer,
     schema_revision,
 )
+from tracking.mlflow_rows import RunSpec
 from tracking.mlflow_runs import MlflowTracker, ParentRef
 from tracking.records import ACCURACY_METRICS, METRICS, TrialRecord, TrialState
 
