@@ -43,6 +43,20 @@ def measure(
     return result
 
 
+def marginal_per_trial(args: argparse.Namespace, kinds: list[str]) -> dict[str, float]:
+    """(T(2N) − T(N)) / N from medians of alternating runs: the stores' creation and the
+    parent run's figures are paid once per study, so they cancel and what is left is what
+    trials N+1…2N cost (the first N are the same trials in both runs: seeded sampling)."""
+    n = args.trials
+    seconds: dict[tuple[str, int], list[float]] = {(k, t): [] for k in kinds for t in (n, 2 * n)}
+    for _ in range(args.repeats):
+        for kind in kinds:
+            for trials in (n, 2 * n):
+                seconds[kind, trials].append(measure(kind, args, trials=trials)["seconds"])
+    median = {key: statistics.median(values) for key, values in seconds.items()}
+    return {k: (median[k, 2 * n] - median[k, n]) / n for k in kinds}
+
+
 @contextmanager
 def postgres_database(server: str) -> Iterator[str]:
     """A fresh database on `server` for the scaling line, dropped afterwards."""
@@ -78,6 +92,11 @@ def main() -> None:
         "--memory",
         action="store_true",
         help="Also compare peak RSS of 100- and 500-trial batched studies (slow).",
+    )
+    parser.add_argument(
+        "--marginal",
+        action="store_true",
+        help="Also time sequential and bare at twice --trials: the cost per added trial.",
     )
     parser.add_argument("--json", dest="json_out", help="Also write the figures to this file.")
     args = parser.parse_args()
@@ -116,6 +135,16 @@ def main() -> None:
         print("\nratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
         print("  (b)/(a), (c)/(a): trials/s; (b)/(d): time per trial")
 
+    marginal = {}
+    if args.marginal:
+        marginal = marginal_per_trial(args, [k for k in ("sequential", "bare") if k in kinds])
+        print(
+            f"\nper added trial (trials {args.trials + 1}..{2 * args.trials}; once-per-study"
+            " costs cancel): " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in marginal.items())
+        )
+        if len(marginal) == 2:
+            print(f"  sequential/bare {marginal['sequential'] / marginal['bare']:.2f}x")
+
     scaling = {}
     if args.postgres != "none":
         for workers in (1, 2):
@@ -143,6 +172,7 @@ def main() -> None:
                     "ratios": ratios,
                     "workers_trials_per_s": scaling,
                     "memory_peak_rss_mb": memory,
+                    "marginal_per_trial_s": marginal,
                     "runs": runs,
                 },
                 f,

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from sweeps.batch import BatchedOptimizer
 from sweeps.config import SweepConfig
+from sweeps.heap import frozen_heap
 from sweeps.objective import Objective, TrialFailed
 from sweeps.progress import Progress
 from sweeps.recording import Recorder
@@ -55,6 +56,7 @@ def shares(total: int, workers: int) -> list[int]:
     return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
 
 
+@frozen_heap()
 def run_study(
     cfg: SweepConfig,
     stores: Stores,
@@ -94,6 +96,7 @@ def run_study(
     return outcome
 
 
+@frozen_heap()
 def run_worker(
     study_name: str,
     stores: Stores,
@@ -137,6 +140,8 @@ def _record_stale_trials(storage: optuna.storages.RDBStorage, recorder: Recorder
         storage.heartbeat_stale_trial_callback = recorder.stale_trial_callback(retry)
 
 
+# Frozen again here: the CLI imports MLflow and opens the stores after run_study began.
+@frozen_heap()
 def _optimize(
     study: optuna.Study,
     cfg: SweepConfig,
@@ -160,7 +165,8 @@ def _optimize(
         n_trials=n_trials,
         timeout=cfg.timeout,
         catch=(TrialFailed,),
-        callbacks=[progress],
+        # Optuna re-reads and copies every finished trial for callbacks: none when quiet.
+        callbacks=None if progress.quiet else [progress],
         gc_after_trial=False,  # a full gc per trial costs more than the d2l training
     )
 

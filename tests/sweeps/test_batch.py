@@ -123,27 +123,6 @@ def test_bad_batch_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "h").exists()
 
 
-@pytest.mark.parametrize("value", [0.5, 5.0, 50.0])
-def test_pruning_view_decides_as_should_prune(tmp_path: Path, value: float) -> None:
-    """The batched pruning shortcut gives the median pruner's own answer."""
-    import optuna
-
-    from sweeps.batch import _PruningView
-
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=2)
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}", pruner=pruner)
-    for final in (1.0, 10.0, 100.0):
-        trial = study.ask()
-        for step in (1, 2):
-            trial.report(final * step, step)
-        study.tell(trial, final)
-    running = study.ask()
-    running.report(value, 1)
-    view = _PruningView(study)
-    view.refresh()
-    assert view(running) is running.should_prune()
-
-
 def test_a_failing_round_fails_its_trials_and_the_study_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,62 @@
+"""Asking the study's pruner at a checkpoint without re-reading every trial each time.
+
+`Trial.should_prune` makes the median (percentile) pruner read all completed trials from
+the storage on every call: ~2 ms a call on SQLite, against ~3.5 ms of d2l training between
+two checkpoints; with K batched trials in flight that read dominated a round (31 ms a call,
+40% of a 64-trial round). `PruningView` hands the pruner one list of completed trials:
+
+- a sequential trial (`sweeps.objective`) gets the snapshot Optuna takes once per trial for
+  the sampler (`Study.ask` drops it, TPE fills it), so pruning adds no read at all. No trial
+  of this process completes while it trains; another worker's completions are seen from
+  this process's next trial on.
+- a batched round (`sweeps.batch`) calls `refresh()` once per checkpoint, so another
+  worker's completions are seen one checkpoint later.
+
+The running trial's own reports come from its `Trial` object, which `Trial.report` keeps
+up to date, not from the storage. Pruners other than the percentile family (hyperband,
+none) are asked as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+_COMPLETE = (TrialState.COMPLETE,)
+
+
+class PruningView:
+    """`should_prune` for the trials of `study`, reading completed trials once (see above)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+        self._shared = isinstance(study.pruner, optuna.pruners.PercentilePruner)
+        self._completed: list[FrozenTrial] | None = None
+
+    def refresh(self) -> None:
+        """Read the completed trials from the storage now."""
+        if self._shared:
+            self._completed = self._study.get_trials(deepcopy=False, states=_COMPLETE)
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Sequence[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        """The one read PercentilePruner.prune makes of the study."""
+        assert tuple(states or ()) == _COMPLETE
+        if self._completed is None:
+            # Optuna's per-trial snapshot (Study._get_trials has no public use_cache).
+            return self._study._get_trials(deepcopy=False, states=_COMPLETE, use_cache=True)
+        return self._completed
+
+    @property
+    def direction(self) -> optuna.study.StudyDirection:
+        return self._study.direction
+
+    def __call__(self, trial: optuna.Trial) -> bool:
+        if not self._shared:
+            return trial.should_prune()
+        # What Trial.should_prune hands the pruner: the trial with the values reported so far.
+        latest = trial._get_latest_trial()
+        return self._study.pruner.prune(self, latest)  # type: ignore[arg-type]
