@@ -80,7 +80,7 @@ class BatchedOptimizer:
                 return  # the grid sampler ran every point
             optuna.storages.fail_stale_trials(self.study)  # as optimize() does per trial
             pruning = PruningView(self.study)
-            slots = [self._ask(pruning) for _ in range(k)]
+            slots = self._ask_round(k, pruning)
             with _heartbeat(self.study, [s.trial for s in slots]):
                 self._round(slots, pruning)
             done += k
@@ -91,6 +91,24 @@ class BatchedOptimizer:
             return self.sweep.batch
         finished = self.study.get_trials(deepcopy=False, states=tuple(OPTUNA_STATE.values()))
         return grid_size(self.sweep) - len(finished)
+
+    def _ask_round(self, k: int, pruning: PruningView) -> list[_Slot]:
+        """Asks k trials; while that takes long, those asked so far get a heartbeat.
+
+        Asking thousands of trials (TPE, K in the thousands on a GPU) can outlast the grace
+        period, and a trial without any heartbeat for that long counts as lost
+        (`sweeps.lost`). Beating every half interval keeps the cost at zero for a quick ask.
+        """
+        interval, record = _heartbeat_api(self.study)
+        slots: list[_Slot] = []
+        last_beat = time.monotonic()
+        for _ in range(k):
+            slots.append(self._ask(pruning))
+            if record is not None and time.monotonic() - last_beat > interval / 2:
+                for slot in slots:
+                    record(slot.trial._trial_id)
+                last_beat = time.monotonic()
+        return slots
 
     def _ask(self, pruning: PruningView) -> _Slot:
         trial = self.study.ask()
@@ -190,10 +208,8 @@ class BatchedOptimizer:
 @contextmanager
 def _heartbeat(study: optuna.Study, trials: list[optuna.Trial]) -> Iterator[None]:
     """Beat for every trial of the round until it is told (optimize() beats for one)."""
-    storage = study._storage  # the study's own storage object; Optuna has no public getter
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    record: Callable[[int], None] | None = getattr(storage, "record_heartbeat", None)
-    if interval is None or record is None:
+    interval, record = _heartbeat_api(study)
+    if record is None:
         yield
         return
     stop = threading.Event()
@@ -212,3 +228,13 @@ def _heartbeat(study: optuna.Study, trials: list[optuna.Trial]) -> Iterator[None
     finally:
         stop.set()
         thread.join()
+
+
+def _heartbeat_api(study: optuna.Study) -> tuple[float, Callable[[int], None] | None]:
+    """The storage's heartbeat interval and its record function (None: no heartbeats)."""
+    storage = study._storage  # the study's own storage object; Optuna has no public getter
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    record: Callable[[int], None] | None = getattr(storage, "record_heartbeat", None)
+    if interval is None or record is None:
+        return 0.0, None
+    return float(interval), record

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sweeps.config import SweepConfig
 from sweeps.errors import mask_secrets
 from sweeps.storage import Stores
-from tracking.records import METRICS, StudyRecord, TrialRecord, TrialState
+from tracking.records import FINAL_METRICS, METRICS, StudyRecord, TrialRecord, TrialState
 from tracking.results import ResultsStore
 
 if TYPE_CHECKING:
@@ -159,10 +159,7 @@ def record_from_row(study: str, row: Mapping[str, Any]) -> TrialRecord:
         number=int(row["number"]),
         state=TrialState(row["state"]),
         params=params,
-        final={
-            k: row.get(k)
-            for k in ("train_loss", "val_loss", "test_loss", "w_norm", "penalty_value")
-        },
+        final={k: row.get(k) for k in FINAL_METRICS},
         value=row.get("value"),
         duration_s=float(row.get("duration_s") or 0.0),
         device=str(row.get("device") or ""),

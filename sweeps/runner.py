@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from sweeps.batch import BatchedOptimizer
 from sweeps.config import SweepConfig
 from sweeps.heap import frozen_heap
+from sweeps.lost import fail_lost_trials
 from sweeps.objective import Objective, TrialFailed
 from sweeps.progress import Progress
 from sweeps.recording import Recorder
@@ -74,7 +75,7 @@ def run_study(
     recorder = Recorder(stores, cfg.study, track=track)  # refuses an unreachable server
     study = create_or_load(cfg, storage)
     recorder.attach(cfg, study)
-    _record_stale_trials(storage, recorder)
+    _handle_lost_trials(study, storage, recorder)
     outcome = RunOutcome(cfg.study, cfg.trials)
     progress = Progress(total=0 if create_only else cfg.trials, quiet=quiet)
     try:
@@ -121,7 +122,7 @@ def run_worker(
         cfg = replace(cfg, batch=batch)
     recorder = Recorder(stores, study_name, track=track)
     recorder.attach(cfg, study)
-    _record_stale_trials(storage, recorder)
+    _handle_lost_trials(study, storage, recorder)
     n = trials if trials is not None else cfg.trials
     progress = Progress(total=n, quiet=quiet)
     try:
@@ -134,10 +135,15 @@ def run_worker(
     return count_states(study)
 
 
-def _record_stale_trials(storage: optuna.storages.RDBStorage, recorder: Recorder) -> None:
+def _handle_lost_trials(
+    study: optuna.Study, storage: optuna.storages.RDBStorage, recorder: Recorder
+) -> None:
+    """Trials failed for a lost worker are recorded, then retried; those lost already
+    (including any that never got a heartbeat, which Optuna never fails) are failed now."""
     retry = storage.heartbeat_stale_trial_callback
     if retry is not None:
         storage.heartbeat_stale_trial_callback = recorder.stale_trial_callback(retry)
+    fail_lost_trials(study, storage)
 
 
 # Frozen again here: the CLI imports MLflow and opens the stores after run_study began.

@@ -9,13 +9,24 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
+import pytest
+import sqlalchemy as sa
+import torch
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from sweeps.batch import BatchedOptimizer
+from sweeps.config import SweepConfig
+from sweeps.lost import lost_trials
+from sweeps.pruning import PruningView
 from sweeps.storage import open_storage
+from sweeps.study import create_or_load
 from tests.sweeps.study_helpers import cli_env, load, run_cli
+from tracking.results import ResultsStore
+from trainer import Penalty, load_task
 
 HEARTBEAT_S = "1"  # grace period: 2 s
 
@@ -72,3 +83,51 @@ def test_check_repairs_a_trial_lost_before_its_first_heartbeat(tmp_path: Path) -
     assert load("lost", storage).trials[retry.number].state is TrialState.COMPLETE
     code, report = _check(env=env)
     assert code == 0 and report["problems"] == [], report
+
+
+def test_a_worker_starting_fails_and_retries_a_lost_trial(tmp_path: Path) -> None:
+    """No human needed: the next worker adopts the lost trial as Optuna does stale ones."""
+    home = tmp_path / "h"
+    storage = f"sqlite:///{home / 'sweeps.db'}"
+    env = cli_env(home, SWEEPS_HEARTBEAT_S=HEARTBEAT_S)
+    args = ("--study", "lost", "--penalties", "l2", "--epochs", "5", "--quiet", "--no-track")
+    assert run_cli("run", *args, "--trials", "1", env=env).returncode == 0
+    lost = _abandoned_trial("lost", storage)
+    time.sleep(2.5)  # past the grace period
+    worker = run_cli("worker", "--study", "lost", "--trials", "1", "--no-track", env=env)
+    assert worker.returncode == 0, worker.stderr
+    trials = load("lost", storage).trials
+    assert trials[lost.number].state is TrialState.FAIL
+    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == lost.number]
+    assert retry.state is TrialState.COMPLETE and retry.params == lost.params
+    results = ResultsStore(storage)
+    [row] = [r for r in results.trials("lost") if r["number"] == lost.number]
+    results.dispose()
+    assert (row["state"], row["error"]) == ("FAIL", "worker lost: heartbeat stale")
+
+
+def test_a_long_ask_round_beats_for_the_trials_asked_so_far(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--batch K` asks K trials before training them; a slow ask must not make the first
+    ones look lost to another worker (a heartbeat every half interval while asking)."""
+    monkeypatch.setenv("SWEEPS_HEARTBEAT_S", HEARTBEAT_S)
+    storage = open_storage(f"sqlite:///{tmp_path / 'sweeps.db'}")
+    cfg = SweepConfig(study="asks", penalties=(Penalty.L2,), trials=4, batch=4)
+    study = create_or_load(cfg, storage)
+    batched = BatchedOptimizer(
+        study, cfg, load_task(cfg.base), torch.device("cpu"), "cpu", record=lambda recs: recs
+    )
+    ask = batched._ask
+
+    def slow_ask(pruning: PruningView) -> Any:
+        time.sleep(0.3)  # a sampler busy over a long history
+        return ask(pruning)
+
+    monkeypatch.setattr(batched, "_ask", slow_ask)
+    slots = batched._ask_round(4, PruningView(study))
+    with storage.engine.connect() as conn:
+        beaten = set(conn.execute(sa.text("SELECT trial_id FROM trial_heartbeats")).scalars())
+    ids = [slot.trial._trial_id for slot in slots]
+    assert ids[0] in beaten and len(beaten & set(ids)) >= 2  # asked > 0.5 s before the end
+    assert lost_trials(study, storage) == []

@@ -80,7 +80,8 @@ def test_concurrent_starts_create_one_study(tmp_path: Path, storage_url: str) ->
 
 def test_killed_worker_is_failed_and_retried(tmp_path: Path, storage_url: str) -> None:
     env = cli_env(tmp_path / "h", storage_url, SWEEPS_HEARTBEAT_S="1")
-    # A study whose trials take seconds: the worker is killed in the middle of one.
+    # A study whose trials take seconds (~3.5 s here at 35 ms per 100 epochs; more on a
+    # slower or busier machine): the worker is killed in the middle of one.
     created = run_cli(
         "run",
         "--study",
@@ -88,7 +89,7 @@ def test_killed_worker_is_failed_and_retried(tmp_path: Path, storage_url: str) -
         "--trials",
         "1",
         "--epochs",
-        "3000",
+        "10000",
         "--penalties",
         "l2",
         "--no-track",
@@ -162,7 +163,8 @@ def test_ctrl_c_fails_the_current_trial_and_keeps_the_rest(tmp_path: Path) -> No
 def test_batch_worker_beats_for_its_trials_and_a_killed_one_is_retried(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'h' / 'sweeps.db'}"
     env = cli_env(tmp_path / "h", storage, SWEEPS_HEARTBEAT_S="1")
-    args = ["--study", "kb", "--epochs", "3000", "--penalties", "l2", "--pruner", "none"]
+    # Long enough (~7 s here) that the round outlives the 3 s watched below.
+    args = ["--study", "kb", "--epochs", "20000", "--penalties", "l2", "--pruner", "none"]
     created = run_cli("run", *args, "--trials", "1", "--create-only", "--no-track", env=env)
     assert created.returncode == 0, created.stderr
     worker = ["worker", "--study", "kb", "--trials", "3", "--batch", "3", "--no-track", "--quiet"]
