@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +175,10 @@ def test_classification_accuracy_is_tracked_and_stored(tmp_path: Path) -> None:
         assert all(0.5 < v <= 1 for v in accuracy.values()), row  # chance is 0.1
         metrics = client.get_run(row["mlflow_run_id"]).data.metrics
         assert {k: metrics[k] for k in accuracy} == accuracy
+    parent = client.get_run(rows[0]["mlflow_run_id"]).data.tags["mlflow.parentRunId"]
+    table = Path(client.download_artifacts(parent, "trials.csv", str(tmp_path))).read_text()
+    csv_rows = list(csv.DictReader(io.StringIO(table)))
+    assert [float(r["val_accuracy"]) for r in csv_rows] == [r["val_accuracy"] for r in rows]
     [best] = invoke_json("best", "--study", "cls", "--home", home)
     chosen = next(r for r in rows if r["number"] == best["trial_number"])
     assert best["val_accuracy"] == chosen["val_accuracy"]
