@@ -23,6 +23,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial
 
+from sweeps.ask_view import AskView
 from sweeps.config import SamplerKind, SweepConfig
 from sweeps.objective import Checkpoints, conclude, keep, repeat_configs
 from sweeps.pruning import PruningView
@@ -102,17 +103,20 @@ class BatchedOptimizer:
         interval, record = _heartbeat_api(self.study)
         slots: list[_Slot] = []
         last_beat = time.monotonic()
-        for _ in range(k):
-            slots.append(self._ask(pruning))
-            if record is not None and time.monotonic() - last_beat > interval / 2:
-                for slot in slots:
-                    record(slot.trial._trial_id)
-                last_beat = time.monotonic()
+        with AskView(self.study).serving() as view:
+            for _ in range(k):
+                slots.append(self._ask(pruning, view))
+                if record is not None and time.monotonic() - last_beat > interval / 2:
+                    for slot in slots:
+                        record(slot.trial._trial_id)
+                    last_beat = time.monotonic()
         return slots
 
-    def _ask(self, pruning: PruningView) -> _Slot:
+    def _ask(self, pruning: PruningView, view: AskView) -> _Slot:
         trial = self.study.ask()
+        view.asking(trial)
         cfg = suggest(trial, self.sweep).replace(device=self.device_label)
+        view.asked(trial)
         every = self.sweep.checkpoint_every
         return _Slot(trial, cfg, Checkpoints(trial, every, cfg.epochs, should_prune=pruning))
 

@@ -120,9 +120,9 @@ def test_a_long_ask_round_beats_for_the_trials_asked_so_far(
     )
     ask = batched._ask
 
-    def slow_ask(pruning: PruningView) -> Any:
+    def slow_ask(*args: Any) -> Any:
         time.sleep(0.3)  # a sampler busy over a long history
-        return ask(pruning)
+        return ask(*args)
 
     monkeypatch.setattr(batched, "_ask", slow_ask)
     slots = batched._ask_round(4, PruningView(study))
