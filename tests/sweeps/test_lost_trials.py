@@ -53,9 +53,10 @@ def test_check_repairs_a_trial_lost_before_its_first_heartbeat(tmp_path: Path) -
     assert run_cli("run", *args, "--trials", "1", env=env).returncode == 0
     lost = _abandoned_trial("lost", storage)
 
-    code, report = _check(env=env)
-    assert code == 0, report  # young: its worker may still be about to beat
-    time.sleep(2.5)  # past the grace period
+    # Young for a checker whose grace period is 2 minutes: its worker may be about to beat.
+    code, report = _check(env=cli_env(home, SWEEPS_HEARTBEAT_S="60"))
+    assert code == 0, report
+    time.sleep(2.5)  # past the 2 s grace period of `env`
     code, report = _check(env=env)
     assert code == 1 and report["problems"] == [
         f"trial {lost.number}: RUNNING, but its worker is lost (no heartbeat)"
