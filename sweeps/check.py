@@ -20,17 +20,10 @@ from sweeps.lost import fail_trial, lost_trials
 from sweeps.recording import Recorder, record_from_trial
 from sweeps.storage import Stores, open_storage
 from sweeps.study import CONFIG_ATTR, config_from_stored, quiet_optuna
-from tracking.records import TrialRecord, TrialState
+from tracking.records import RUN_STATUS, TrialRecord, TrialState
 
 if TYPE_CHECKING:
     from tracking.mlflow_runs import MlflowTracker, ParentRef, RunSummary
-
-# MLflow run status each Optuna state must end in.
-RUN_STATUS = {
-    TrialState.COMPLETE: "FINISHED",
-    TrialState.PRUNED: "KILLED",
-    TrialState.FAIL: "FAILED",
-}
 
 
 @dataclass

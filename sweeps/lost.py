@@ -34,16 +34,16 @@ def lost_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> lis
     grace = timedelta(seconds=storage.grace_period or 2 * storage.heartbeat_interval)
     # Private, like Optuna's own fail_stale_trials uses them: there is no public API.
     study_id = study._study_id
-    ids = set(storage._get_stale_trial_ids(study_id))
+    lost = {i: storage.get_trial(i) for i in storage._get_stale_trial_ids(study_id)}
     with storage.engine.connect() as conn:
         beatless = set(conn.execute(_BEATLESS, {"study_id": study_id}).scalars())
     # Optuna stores naive local times (datetime.now()) for datetime_start.
     cutoff = datetime.now() - grace
     for trial_id in beatless:
-        started = storage.get_trial(trial_id).datetime_start
-        if started is None or started < cutoff:
-            ids.add(trial_id)
-    return sorted((storage.get_trial(i) for i in ids), key=lambda t: t.number)
+        trial = storage.get_trial(trial_id)
+        if trial.datetime_start is None or trial.datetime_start < cutoff:
+            lost[trial_id] = trial
+    return sorted(lost.values(), key=lambda t: t.number)
 
 
 def fail_lost_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> list[int]:

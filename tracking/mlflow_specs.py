@@ -20,6 +20,7 @@ from tracking.records import (
     ACCURACY_METRICS,
     FINAL_METRICS,
     METRICS,
+    RUN_STATUS,
     TRIAL_COLUMNS,
     TrialRecord,
     TrialState,
@@ -31,12 +32,6 @@ from tracking.secrets import mask_secrets
 MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
 MAX_ERROR_TAG_LENGTH = 500
-
-RUN_STATUS = {
-    TrialState.COMPLETE: "FINISHED",
-    TrialState.PRUNED: "KILLED",
-    TrialState.FAIL: "FAILED",
-}
 
 
 def trial_run_name(rec: TrialRecord) -> str:

@@ -46,6 +46,14 @@ class TrialState(StrEnum):
         return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
+# The MLflow run status each finished trial state ends in.
+RUN_STATUS = {
+    TrialState.COMPLETE: "FINISHED",
+    TrialState.PRUNED: "KILLED",
+    TrialState.FAIL: "FAILED",
+}
+
+
 @dataclass(frozen=True)
 class StudyRecord:
     """One study. `config` is the SweepConfig as JSON-able values, secrets already masked."""
