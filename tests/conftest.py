@@ -22,6 +22,19 @@ torch.set_num_threads(1)  # tiny models run fastest on one thread
 quiet_mlflow()  # before any test imports mlflow: no telemetry, no progress bars
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The MLflow store template (tracking.mlflow_store) is made once per test session in
+    a directory of its own, for this process and the CLI processes it starts."""
+    before = os.environ.get("SWEEPS_CACHE")
+    os.environ["SWEEPS_CACHE"] = str(tmp_path_factory.mktemp("sweeps-cache"))
+    yield
+    if before is None:
+        del os.environ["SWEEPS_CACHE"]
+    else:
+        os.environ["SWEEPS_CACHE"] = before
+
+
 def _server_url() -> str:
     url = os.environ.get("SWEEPS_TEST_POSTGRES_URL")
     if not url:

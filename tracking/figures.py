@@ -15,6 +15,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from tracking.records import TrialRecord, TrialState
 
@@ -55,7 +56,7 @@ def lambda_figure(records: Sequence[TrialRecord]) -> bytes:
     fig = Figure(figsize=(12, 4.8), layout=None)
     loss_ax, norm_ax = fig.subplots(1, 2)
     # Fixed margins: constrained/tight layout redraws the log ticks and costs 2x the time.
-    fig.subplots_adjust(left=0.065, right=0.985, bottom=0.11, top=0.86, wspace=0.2)
+    fig.subplots_adjust(left=0.075, right=0.985, bottom=0.11, top=0.86, wspace=0.2)
     fig.suptitle(TITLE)
     if complete:
         _draw(loss_ax, norm_ax, complete)
@@ -64,9 +65,32 @@ def lambda_figure(records: Sequence[TrialRecord]) -> bytes:
     if not complete:
         for ax in (loss_ax, norm_ax):
             _say(ax, "no completed trials yet")
+    return png_bytes(fig)
+
+
+def png_bytes(fig: Figure, *, tight: bool = False) -> bytes:
+    """The figure as PNG, drawn once.
+
+    Log axes get plain decade labels ("1e-5", "0.1", "100") and no minor ticks: matplotlib's
+    default typesets every decade label with mathtext and builds a tick object per minor
+    tick, which was half of the drawing time (~0.35 → ~0.17 s for the λ figure). `tight`
+    fits the figure to its contents, which takes a second drawing pass.
+    """
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() == "log":
+                axis.set_major_formatter(FuncFormatter(_decade_label))
+                axis.set_minor_locator(NullLocator())
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight" if tight else None)
     return buffer.getvalue()
+
+
+def _decade_label(value: float, _position: int) -> str:
+    """1e-5 … 0.01, 0.1, 1, 10, 100, 1000 … 1e6: short enough for narrow axes."""
+    exponent = math.log10(value) if value > 0 else math.nan
+    decade = math.isfinite(exponent) and abs(exponent - round(exponent)) < 1e-9
+    return f"1e{round(exponent)}" if decade and not -2 <= exponent <= 3 else f"{value:g}"
 
 
 def _scale_and_label(loss_ax: Axes, norm_ax: Axes) -> None:
