@@ -70,7 +70,7 @@ def _build_template(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".building-") as tmp:
         db = Path(tmp) / "store.db"
-        store = SqlAlchemyStore(f"sqlite:///{db}", Path(tmp).as_uri())
+        store = SqlAlchemyStore(f"sqlite:///{db}", Path(tmp).as_uri())  # type: ignore[no-untyped-call]
         store.engine.dispose()
         with _connect(db) as conn:
             conn.execute("DELETE FROM experiments")
