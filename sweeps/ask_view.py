@@ -4,15 +4,19 @@ TPE's constant liar (Optuna's default) counts RUNNING trials as bad observations
 reads every unfinished trial from the storage, uncached, each time it samples. Asking K
 trials in a row therefore loads O(K²) trials: ~13 ms per ask at K = 64 on SQLite, and
 minutes per round at K = 1024. `AskView` serves the study's trial reads for the round
-from memory instead: the whole study read once when the round starts, each trial of the
+from memory instead: the whole study read once when the round starts; each trial of the
 round read back once after its parameters are set (with the sampler's system attributes,
-which TPE reads for running trials), and the trial being asked as Optuna's `Trial` keeps
-it. In one process this is exactly what the storage would return, so the sampled
-parameters are the same (tests/sweeps/test_ask_view.py); other workers' changes during
-the round are seen from the next round on.
+which TPE reads for running trials), when the next ask first reads the study; the trial
+being asked as Optuna's `Trial` keeps it. In one process this is exactly what the storage
+would return, so the sampled parameters are the same (tests/sweeps/test_ask_view.py);
+other workers' changes during the round are seen from the next round on. A sequential
+trial is a round of one: its ask reads the study once (it was four reads, ~9 ms).
 
-It works by shadowing `Study._get_trials`, the one method through which Optuna's study,
-samplers and search-space helpers read trials; Optuna has no public hook for this.
+It works by shadowing `Study._get_trials`, through which Optuna's samplers and search-space
+helpers read trials, and the storage's `get_all_trials` for this study, which `Study.ask`
+calls itself to look for WAITING (enqueued or retried) trials; Optuna has no public hook
+for either. A WAITING trial another worker pops first is refused by the storage's state
+transition, so `ask` moves on to the next one or a new trial, as it does without the view.
 """
 
 from __future__ import annotations
@@ -34,14 +38,17 @@ class AskView:
             t.number: t for t in study._storage.get_all_trials(study._study_id, deepcopy=False)
         }
         self._current: optuna.Trial | None = None
+        self._unread: list[optuna.Trial] = []  # asked, not yet read back
+        self._real_get_all_trials = study._storage.get_all_trials
 
     def asking(self, trial: optuna.Trial) -> None:
         """`trial` was just created (or popped from WAITING): it is sampled now."""
         self._current = trial
 
     def asked(self, trial: optuna.Trial) -> None:
-        """`trial` has all its parameters: keep it as the storage now has it."""
-        self._trials[trial.number] = self._study._storage.get_trial(trial._trial_id)
+        """`trial` has all its parameters: it is read back as the storage now has it when
+        the study is next read (never, after a round's last ask)."""
+        self._unread.append(trial)
         self._current = None
 
     def get_trials(
@@ -51,17 +58,52 @@ class AskView:
         use_cache: bool = False,
     ) -> list[FrozenTrial]:
         """`Study._get_trials`, from memory."""
+        for asked in self._unread:
+            self._trials[asked.number] = self._study._storage.get_trial(asked._trial_id)
+        self._unread.clear()
         trials = dict(self._trials)
         if self._current is not None:
             trials[self._current.number] = self._current._cached_frozen_trial
         found = [t for _, t in sorted(trials.items()) if states is None or t.state in states]
         return copy.deepcopy(found) if deepcopy else found
 
+    def completed(self) -> list[FrozenTrial]:
+        """The study's COMPLETE trials as the round's asks saw them."""
+        return [t for _, t in sorted(self._trials.items()) if t.state is TrialState.COMPLETE]
+
+    def _storage_get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        if study_id != self._study._study_id:
+            return self._real_get_all_trials(study_id, deepcopy=deepcopy, states=states)
+        return self.get_trials(deepcopy=deepcopy, states=states)
+
     @contextmanager
     def serving(self) -> Iterator[AskView]:
         """Within the block the study reads its trials from this view."""
-        self._study._get_trials = self.get_trials  # type: ignore[method-assign]
-        try:
+        storage = self._study._storage
+        with (
+            _shadowing(self._study, "_get_trials", self.get_trials),
+            _shadowing(storage, "get_all_trials", self._storage_get_all_trials),
+        ):
             yield self
-        finally:
-            del self._study._get_trials
+
+
+@contextmanager
+def _shadowing(owner: object, name: str, replacement: object) -> Iterator[None]:
+    """`owner.name` is `replacement` within the block; whatever was there before after it
+    (another shadow included, e.g. a test's counting wrapper)."""
+    own = vars(owner)
+    missing = object()
+    before = own.get(name, missing)
+    setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        if before is missing:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, before)

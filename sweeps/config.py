@@ -80,7 +80,7 @@ class SweepConfig:
     sampler: SamplerKind = SamplerKind.TPE
     pruner: PrunerKind = PrunerKind.MEDIAN
     workers: int = 1
-    batch: int = 1  # trials trained together as one stacked model (sweeps.batch)
+    batch: int = 1  # trials trained together as one stacked model (sweeps.rounds)
     devices: tuple[str, ...] = ()
     repeats: int = 1
     grid_points: int = 8  # λ values per penalty for --sampler grid

@@ -1,4 +1,5 @@
-"""One trial: suggest → train (R repeats) → record once in tracking → value for Optuna.
+"""What every trial shares, whichever way it trains (`sweeps.rounds`): pruning
+checkpoints, its end state, the record kept on the Optuna trial for repair.
 
 Failure semantics (documented in the README):
   - a training error → FAIL with the error message; the study goes on;
@@ -14,29 +15,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import optuna
-import torch
 
-from sweeps.config import SweepConfig
-from sweeps.pruning import PruningView
-from sweeps.space import suggest
-from sweeps.trial_record import build_record, now_ms
+from sweeps.reports import Report, Reports
 from tracking.records import TrialRecord, TrialState
-from trainer import Task, TrainStatus, TrialConfig, TrialResult, train
-
-
-class TrialFailed(Exception):
-    """Training raised; the trial is FAIL and the study continues."""
-
-
-Record = Callable[[TrialRecord], TrialRecord]
+from trainer import TrainStatus, TrialConfig, TrialResult
 
 
 @dataclass
 class Checkpoints:
     """Reports the validation loss to Optuna every `every` epochs and asks about pruning.
 
-    Each report is a storage write (~1 ms), so reporting every epoch would cost more than
-    training the d2l model; the last epoch is not reported (nothing left to prune).
+    Each report is a storage write, so reporting every epoch would cost more than training
+    the d2l model; the last epoch is not reported (nothing left to prune). A batched round
+    writes a checkpoint's reports of all its trials at once (`write=False`, then `decide`).
     """
 
     trial: optuna.Trial
@@ -44,70 +35,28 @@ class Checkpoints:
     epochs: int
     # The pruner, asked through a `PruningView` so that a checkpoint reads no trials.
     should_prune: Callable[[optuna.Trial], bool]
+    reports: Reports
     pruned_at: int | None = None
 
     def due(self, epoch: int) -> bool:
         return not (epoch % self.every or epoch >= self.epochs)
 
     def __call__(self, epoch: int, metrics: Mapping[str, float]) -> bool:
+        """One trial's checkpoint: report, then whether to stop."""
         if not self.due(epoch):
             return False
-        self.trial.report(metrics["val_loss"], epoch)
+        self.reports.write([self.report(epoch, metrics)])
+        return self.decide(epoch)
+
+    def report(self, epoch: int, metrics: Mapping[str, float]) -> Report:
+        return (self.trial, epoch, metrics["val_loss"])
+
+    def decide(self, epoch: int) -> bool:
+        """Asks the pruner, once this epoch's report is written."""
         if self.should_prune(self.trial):
             self.pruned_at = epoch
             return True
         return False
-
-
-@dataclass
-class Objective:
-    """Callable for `study.optimize`; `record` writes the finished trial to tracking."""
-
-    sweep: SweepConfig
-    task: Task
-    device: torch.device
-    device_label: str
-    record: Record
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        cfg = suggest(trial, self.sweep).replace(device=self.device_label)
-        started = now_ms()
-        every = self.sweep.checkpoint_every
-        checkpoints = Checkpoints(trial, every, cfg.epochs, PruningView(trial.study))
-        results: list[TrialResult] = []
-        try:
-            for r, member in enumerate(repeat_configs(cfg, self.sweep.repeats)):
-                hook = checkpoints if r == 0 else None  # prune on the first seed's curve
-                result = train(member, self.task, on_epoch=hook, device=self.device)
-                results.append(result)
-                if result.status is not TrainStatus.COMPLETED:
-                    break
-        except KeyboardInterrupt:
-            self._finish(trial, cfg, results, TrialState.FAIL, started, "interrupted")
-            raise
-        except Exception as e:  # recorded as FAIL, then Optuna is told via TrialFailed
-            message = f"{type(e).__name__}: {e}"
-            self._finish(trial, cfg, results, TrialState.FAIL, started, message)
-            raise TrialFailed(message) from e
-
-        state, error = conclude(results, checkpoints.pruned_at)
-        rec = self._finish(trial, cfg, results, state, started, error)
-        if state is TrialState.PRUNED:
-            raise optuna.TrialPruned(error)
-        assert rec.value is not None
-        return rec.value
-
-    def _finish(
-        self,
-        trial: optuna.Trial,
-        cfg: TrialConfig,
-        results: list[TrialResult],
-        state: TrialState,
-        started_ms: int,
-        error: str | None,
-    ) -> TrialRecord:
-        rec = build_record(self.sweep.study, trial.number, cfg, results, state, started_ms, error)
-        return keep(trial, self.record(rec))
 
 
 def repeat_configs(cfg: TrialConfig, repeats: int) -> list[TrialConfig]:

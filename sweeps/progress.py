@@ -7,7 +7,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
-import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 
@@ -20,7 +19,7 @@ def describe(trial: FrozenTrial) -> str:
 
 @dataclass
 class Progress:
-    """Fed finished trials (as an Optuna callback or by polling); prints to `stream`."""
+    """Fed finished trials (as they are told, or by polling workers); prints to `stream`."""
 
     total: int
     done: int = 0
@@ -32,9 +31,6 @@ class Progress:
     @property
     def is_tty(self) -> bool:
         return bool(getattr(self.stream, "isatty", lambda: False)())
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.update(trial)
 
     def update(self, trial: FrozenTrial) -> None:
         if trial.number in self.seen or not trial.state.is_finished():

@@ -5,12 +5,12 @@ the storage on every call: ~2 ms a call on SQLite, against ~3.5 ms of d2l traini
 two checkpoints; with K batched trials in flight that read dominated a round (31 ms a call,
 40% of a 64-trial round). `PruningView` hands the pruner one list of completed trials:
 
-- a sequential trial (`sweeps.objective`) gets the snapshot Optuna takes once per trial for
-  the sampler (`Study.ask` drops it, TPE fills it), so pruning adds no read at all. No trial
-  of this process completes while it trains; another worker's completions are seen from
-  this process's next trial on.
-- a batched round (`sweeps.batch`) calls `refresh()` once per checkpoint, so another
-  worker's completions are seen one checkpoint later.
+- every round of trials (`sweeps.rounds`) starts from the completed trials its asks read
+  (`use`), so a sequential trial adds no read at all, as under Optuna's `optimize`, which
+  hands the pruner the snapshot its sampler read. No trial of this process completes while
+  one trains; another worker's completions are seen from this process's next trial on.
+- a batched round (`--batch K`) also calls `refresh()` once per checkpoint, since a round
+  is long: another worker's completions are seen one checkpoint later.
 
 The running trial's own reports come from its `Trial` object, which `Trial.report` keeps
 up to date, not from the storage. Pruners other than the percentile family (hyperband,
@@ -35,6 +35,11 @@ class PruningView:
         self._shared = isinstance(study.pruner, optuna.pruners.PercentilePruner)
         self._completed: list[FrozenTrial] | None = None
 
+    def use(self, completed: list[FrozenTrial]) -> None:
+        """Ask the pruner with these completed trials until the next `use` or `refresh`."""
+        if self._shared:
+            self._completed = completed
+
     def refresh(self) -> None:
         """Read the completed trials from the storage now."""
         if self._shared:
@@ -46,8 +51,8 @@ class PruningView:
         """The one read PercentilePruner.prune makes of the study."""
         assert tuple(states or ()) == _COMPLETE
         if self._completed is None:
-            # Optuna's per-trial snapshot (Study._get_trials has no public use_cache).
-            return self._study._get_trials(deepcopy=False, states=_COMPLETE, use_cache=True)
+            self.refresh()
+        assert self._completed is not None
         return self._completed
 
     @property

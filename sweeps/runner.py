@@ -14,13 +14,12 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from sweeps.batch import BatchedOptimizer
 from sweeps.config import SweepConfig
 from sweeps.heap import frozen_heap
 from sweeps.lost import fail_lost_trials
-from sweeps.objective import Objective, TrialFailed
 from sweeps.progress import Progress
 from sweeps.recording import Recorder
+from sweeps.rounds import RoundOptimizer
 from sweeps.storage import Stores, open_storage
 from sweeps.study import create_or_load, load_existing, quiet_optuna
 from trainer import TrialConfig, check_config, load_task, resolve_device
@@ -158,23 +157,10 @@ def _optimize(
 ) -> None:
     device = resolve_device(device_spec)
     task = load_task(cfg.base)
-    if cfg.batch > 1:
-        label = device_label(device)
-        batched = BatchedOptimizer(
-            study, cfg, task, device, label, recorder.record_many, progress.update
-        )
-        batched.optimize(n_trials)
-        return
-    objective = Objective(cfg, task, device, device_label(device), recorder.record)
-    study.optimize(
-        objective,
-        n_trials=n_trials,
-        timeout=cfg.timeout,
-        catch=(TrialFailed,),
-        # Optuna re-reads and copies every finished trial for callbacks: none when quiet.
-        callbacks=None if progress.quiet else [progress],
-        gc_after_trial=False,  # a full gc per trial costs more than the d2l training
+    rounds = RoundOptimizer(
+        study, cfg, task, device, device_label(device), recorder.record_many, progress.update
     )
+    rounds.optimize(n_trials)
 
 
 def _run_processes(

@@ -19,7 +19,7 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-    # `--batch` beats for its trials itself (sweeps.batch) while using ask/tell.
+    # Trials run by ask/tell and beat for themselves (sweeps.rounds), which Optuna warns of.
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 

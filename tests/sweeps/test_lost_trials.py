@@ -18,10 +18,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from sweeps.batch import BatchedOptimizer
 from sweeps.config import SweepConfig
 from sweeps.lost import lost_trials
 from sweeps.pruning import PruningView
+from sweeps.rounds import RoundOptimizer
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load
 from tests.sweeps.study_helpers import cli_env, load, run_cli
@@ -116,7 +116,7 @@ def test_a_long_ask_round_beats_for_the_trials_asked_so_far(
     storage = open_storage(f"sqlite:///{tmp_path / 'sweeps.db'}")
     cfg = SweepConfig(study="asks", penalties=(Penalty.L2,), trials=4, batch=4)
     study = create_or_load(cfg, storage)
-    batched = BatchedOptimizer(
+    batched = RoundOptimizer(
         study, cfg, load_task(cfg.base), torch.device("cpu"), "cpu", record=lambda recs: recs
     )
     ask = batched._ask

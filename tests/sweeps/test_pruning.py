@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
-from sweeps.objective import Checkpoints, Objective, TrialFailed
+from sweeps.objective import Checkpoints
 from sweeps.pruning import PruningView
+from sweeps.reports import Reports
+from sweeps.rounds import RoundOptimizer
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load, quiet_optuna
 from trainer import TrialConfig, load_task
@@ -88,7 +90,7 @@ def test_checkpoints_read_the_trials_at_most_once(
     study = make_study(f"sqlite:///{tmp_path / 'p.db'}", pruner)
     running = study.ask()
     reads = _count_reads(study, monkeypatch)
-    checkpoints = Checkpoints(running, 1, 10, PruningView(study))
+    checkpoints = Checkpoints(running, 1, 10, PruningView(study), Reports.of(study))
     # 50·step is above the median (10·step) from the start; the warmup waits for step 3.
     epoch = 1
     while not checkpoints(epoch, {"val_loss": 50.0 * epoch}):
@@ -102,20 +104,20 @@ def test_checkpoints_read_the_trials_at_most_once(
 def test_a_sequential_trial_reads_the_trials_once_however_many_checkpoints(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Random sampling reads no trials; `ask` reads once; pruning adds at most one read."""
+    """The ask reads the study once; pruning at every checkpoint adds no read."""
     sweep = SweepConfig(
         study="p",
         base=TrialConfig(epochs=20),
-        sampler=SamplerKind.RANDOM,
+        sampler=SamplerKind.TPE,
         pruner=PrunerKind.MEDIAN,
         report_every=2,  # 9 checkpoints a trial
     )
     quiet_optuna()
     study = create_or_load(sweep, open_storage(f"sqlite:///{tmp_path / 'p.db'}"))
     cpu = torch.device("cpu")
-    objective = Objective(sweep, load_task(sweep.base), cpu, "cpu", record=lambda rec: rec)
+    rounds = RoundOptimizer(study, sweep, load_task(sweep.base), cpu, "cpu", lambda recs: recs)
     reads = _count_reads(study, monkeypatch)
-    study.optimize(objective, n_trials=8, catch=(TrialFailed,))
+    rounds.optimize(8)
     trials = study.get_trials(deepcopy=False)
     assert sum(len(t.intermediate_values) for t in trials) > 2 * len(trials)
-    assert len(reads) <= 2 * 8 + 1  # the last read is get_trials just above
+    assert len(reads) <= 8 + 1  # the last read is get_trials just above

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from optuna.trial import FrozenTrial
 
-import sweeps.objective
+import sweeps.rounds
 from sweeps.config import SweepConfig
 from sweeps.progress import Progress
 from sweeps.runner import RunOutcome, run_study
@@ -25,24 +26,31 @@ def _run(home: Path, *, quiet: bool = True) -> RunOutcome:
 def test_trials_train_with_the_heap_frozen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gc.unfreeze()
     frozen_while_training: list[int] = []
-    real = sweeps.objective.train
+    real = sweeps.rounds.train
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         frozen_while_training.append(gc.get_freeze_count())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweeps.objective, "train", spy)
+    monkeypatch.setattr(sweeps.rounds, "train", spy)
     assert _run(tmp_path).counts == {"COMPLETE": 3}
     assert len(frozen_while_training) == 3 and min(frozen_while_training) > 0
     assert gc.get_freeze_count() == 0
 
 
 @pytest.mark.parametrize("quiet", [True, False])
-def test_progress_is_fed_only_when_shown(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quiet: bool
+def test_progress_gets_each_told_trial_once_and_prints_unless_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], quiet: bool
 ) -> None:
-    """Quiet runs skip Optuna's callbacks, which re-read every finished trial."""
-    shown: list[int] = []
-    monkeypatch.setattr(Progress, "__call__", lambda self, _s, t: shown.append(t.number))
+    fed: list[int] = []
+    update = Progress.update
+
+    def spy(self: Progress, trial: FrozenTrial) -> None:
+        fed.append(trial.number)
+        update(self, trial)
+
+    monkeypatch.setattr(Progress, "update", spy)
     _run(tmp_path, quiet=quiet)
-    assert shown == ([] if quiet else [0, 1, 2])
+    assert fed == [0, 1, 2]
+    printed = [line for line in capsys.readouterr().err.splitlines() if "trial #" in line]
+    assert len(printed) == (0 if quiet else 3)

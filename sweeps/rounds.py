@@ -1,13 +1,20 @@
-"""`--batch K`: ask K trials, train them as one stacked model, record and tell K results.
+"""How a study's trials run: in rounds of K (`--batch K`, else 1) — ask K trials, train,
+record and tell K results.
 
-Each trial is still its own Optuna trial, MLflow child run and results row, recorded
-exactly as the sequential objective records it (`sweeps.objective`): only training is
-shared. Trials whose configs cannot share a stack (`trainer.batched.batch_key`) train in
-separate stacks within the same round.
+K = 1 is the sequential path: the trial's repeats train one after another with
+`trainer.train`, exactly as `sweeps train` trains them. K > 1 trains the round as one
+stacked model (`trainer.batched`); trials whose configs cannot share a stack
+(`trainer.batched.batch_key`) train in separate stacks within the same round. Either way
+each trial is its own Optuna trial, MLflow child run and results row, recorded alike
+(`sweeps.objective` holds what they share: checkpoints, the trial's end state, the repair
+record).
 
-Optuna's `study.optimize` keeps a heartbeat for the one trial it runs; here K trials run at
-once, so a thread beats for all of them, and stale trials of dead workers are failed (and
-retried) before each round, as `optimize` does before each trial.
+This is Optuna's ask-and-tell interface rather than `study.optimize`, for what optimize
+does not allow: a round's asks read the study once (`sweeps.ask_view`; TPE alone read it
+three times per sequential trial, ~9 ms), and K trials in flight at once. What optimize
+does per trial is done per round: stale trials of dead workers are failed (and retried)
+first, a thread beats for the round's trials, the timeout is checked, an exhausted grid
+stops the loop.
 """
 
 from __future__ import annotations
@@ -27,10 +34,11 @@ from sweeps.ask_view import AskView
 from sweeps.config import SamplerKind, SweepConfig
 from sweeps.objective import Checkpoints, conclude, keep, repeat_configs
 from sweeps.pruning import PruningView
+from sweeps.reports import Reports
 from sweeps.space import grid_size, suggest
 from sweeps.trial_record import build_record, now_ms
 from tracking.records import TrialRecord, TrialState
-from trainer import Task, TrainStatus, TrialConfig, TrialResult
+from trainer import Task, TrainStatus, TrialConfig, TrialResult, train
 from trainer.batched import batch_key, train_batch
 
 OPTUNA_STATE = {
@@ -61,8 +69,8 @@ class _Slot:
 
 
 @dataclass
-class BatchedOptimizer:
-    """Runs `n_trials` trials of `study` in rounds of `sweep.batch`."""
+class RoundOptimizer:
+    """Runs `n_trials` trials of `study` in rounds of `sweep.batch` (see above)."""
 
     study: optuna.Study
     sweep: SweepConfig
@@ -71,6 +79,10 @@ class BatchedOptimizer:
     device_label: str
     record: Callable[[list[TrialRecord]], list[TrialRecord]]
     on_trial: Callable[[FrozenTrial], None] = lambda _trial: None
+    _reports: Reports = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._reports = Reports.of(self.study)
 
     def optimize(self, n_trials: int) -> None:
         deadline = None if self.sweep.timeout is None else time.monotonic() + self.sweep.timeout
@@ -110,6 +122,9 @@ class BatchedOptimizer:
                     for slot in slots:
                         record(slot.trial._trial_id)
                     last_beat = time.monotonic()
+        # The pruner starts from the completed trials the round was asked with, as Optuna's
+        # optimize() prunes a trial against the snapshot its sampler read.
+        pruning.use(view.completed())
         return slots
 
     def _ask(self, pruning: PruningView, view: AskView) -> _Slot:
@@ -118,22 +133,18 @@ class BatchedOptimizer:
         cfg = suggest(trial, self.sweep).replace(device=self.device_label)
         view.asked(trial)
         every = self.sweep.checkpoint_every
-        return _Slot(trial, cfg, Checkpoints(trial, every, cfg.epochs, should_prune=pruning))
+        checkpoints = Checkpoints(trial, every, cfg.epochs, pruning, self._reports)
+        return _Slot(trial, cfg, checkpoints)
 
     def _round(self, slots: list[_Slot], pruning: PruningView) -> None:
-        members = [
-            _Member(i, r, member)
-            for i, slot in enumerate(slots)
-            for r, member in enumerate(repeat_configs(slot.cfg, self.sweep.repeats))
-        ]
         for slot in slots:
             slot.results = [None] * self.sweep.repeats
-        groups: dict[tuple[object, ...], list[_Member]] = defaultdict(list)
-        for m in members:
-            groups[batch_key(m.cfg)].append(m)
         try:
-            for group in groups.values():
-                self._train(slots, group, pruning)
+            if self.sweep.batch == 1:
+                self._train_one(slots[0])
+            else:
+                for stack in self._stacks(slots):
+                    self._train(slots, stack, pruning)
         except KeyboardInterrupt:
             self._finish([self._outcome(s, "interrupted") for s in slots], slots)
             raise
@@ -143,26 +154,47 @@ class BatchedOptimizer:
             return
         self._finish([self._conclude(slot) for slot in slots], slots)
 
+    def _stacks(self, slots: list[_Slot]) -> list[list[_Member]]:
+        """Every repeat of every trial, grouped into the stacks that can train together."""
+        stacks: dict[tuple[object, ...], list[_Member]] = defaultdict(list)
+        for i, slot in enumerate(slots):
+            for r, member in enumerate(repeat_configs(slot.cfg, self.sweep.repeats)):
+                stacks[batch_key(member)].append(_Member(i, r, member))
+        return list(stacks.values())
+
     def _outcome(self, slot: _Slot, error: str) -> TrialRecord:
-        """After a failure: a trial whose stack finished before it keeps its result."""
+        """After a failure: a trial whose stack finished before it keeps its result; one
+        that did not is FAIL with the repeats it finished."""
         if all(r is not None for r in slot.results):
             return self._conclude(slot)
-        return self._record(slot, TrialState.FAIL, error)
+        finished = [r for r in slot.results if r is not None]
+        return self._record(slot, TrialState.FAIL, error, finished)
+
+    def _train_one(self, slot: _Slot) -> None:
+        """Sequential: repeats one after another, pruned on the first seed's curve, up to
+        the first that did not complete."""
+        for r, member in enumerate(repeat_configs(slot.cfg, self.sweep.repeats)):
+            hook = slot.checkpoints if r == 0 else None
+            result = train(member, self.task, on_epoch=hook, device=self.device)
+            slot.results[r] = result
+            if result.status is not TrainStatus.COMPLETED:
+                return
 
     def _train(self, slots: list[_Slot], group: list[_Member], pruning: PruningView) -> None:
         def on_epoch(epoch: int, metrics: list[dict[str, float] | None]) -> set[int]:
-            """Report each trial's first repeat; a pruned trial stops all its repeats."""
-            if slots[group[0].slot].checkpoints.due(epoch):
-                pruning.refresh()
-            stop: set[int] = set()
-            for m, values in zip(group, metrics, strict=True):
-                if (
-                    m.repeat == 0
-                    and values is not None
-                    and slots[m.slot].checkpoints(epoch, values)
-                ):
-                    stop.update(i for i, o in enumerate(group) if o.slot == m.slot)
-            return stop
+            """Report each trial's first repeat (all in one write); a pruned trial stops all
+            its repeats."""
+            if not slots[group[0].slot].checkpoints.due(epoch):
+                return set()  # every trial of a stack has the same epochs and checkpoints
+            pruning.refresh()  # a round is long: see other workers' completions
+            due = [
+                (m.slot, values)
+                for m, values in zip(group, metrics, strict=True)
+                if m.repeat == 0 and values is not None
+            ]
+            self._reports.write([slots[i].checkpoints.report(epoch, values) for i, values in due])
+            pruned = {i for i, _ in due if slots[i].checkpoints.decide(epoch)}
+            return {i for i, m in enumerate(group) if m.slot in pruned}
 
         results = train_batch(
             [m.cfg for m in group], self.task, on_epoch=on_epoch, device=self.device
@@ -171,7 +203,8 @@ class BatchedOptimizer:
             slots[m.slot].results[m.repeat] = result
 
     def _conclude(self, slot: _Slot) -> TrialRecord:
-        # As the sequential objective: repeats up to the first one that did not complete.
+        # Repeats up to the first one that did not complete (the sequential path trains no
+        # further; a stack trains them all, and those after it do not count).
         results: list[TrialResult] = []
         for result in slot.results:
             assert result is not None
