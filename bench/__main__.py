@@ -4,42 +4,63 @@ Kinds (each measured in a fresh process, repeats alternating so drift hits all a
   (a) peer        Optuna on SQLite, a report per epoch, optuna-integration's MLflowCallback
   (b) sequential  `sweeps run`, fully tracked (MLflow child run with history + artifacts,
                   results row), SQLite
+  (b0) unpruned   the same with --pruner none: every trial trains all its epochs, as in
+                  (d), so (b0)/(d) is the cost of tracking alone (the median pruner saves
+                  (b) training time that (d) spends)
   (c) batched     the same with --batch K
-  (d) bare        trainer.train on the same kind of configs: nothing stored or logged
+  (d) bare        trainer.train on the configs (b0) searched (after a (b0) run; a random mix
+                  of the same space otherwise): nothing stored or logged
 and a scaling line: `sweeps run --workers 1` vs `--workers 2` on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
+SEARCHED_DIR = Path(tempfile.mkdtemp(prefix="sweeps-bench-"))
+atexit.register(shutil.rmtree, SEARCHED_DIR, True)
 LABELS = {
     "peer": "(a) peer: Optuna+SQLite, report/epoch, MLflowCallback",
     "sequential": "(b) sweeps run, sequential, fully tracked",
+    "unpruned": "(b0) the same, --pruner none (trains every epoch, as (d))",
     "batched": "(c) sweeps run --batch K, fully tracked",
-    "bare": "(d) bare training loop, untracked",
+    "bare": "(d) bare training loop, untracked (b0's trials)",
 }
 
 
 def measure(
     kind: str, args: argparse.Namespace, *extra: str, trials: int | None = None
-) -> dict[str, float]:
-    cmd = [sys.executable, "-m", "bench.one", kind, "--trials", str(trials or args.trials)]
+) -> dict[str, Any]:
+    """One run of `kind` in a fresh process. The bare loop replays the trials the last
+    unpruned study of that size searched, so both train the very same configs."""
+    n = trials or args.trials
+    cmd = [sys.executable, "-m", "bench.one", kind, "--trials", str(n)]
     cmd += ["--batch", str(args.batch), "--device", args.device, *extra]
+    searched = SEARCHED_DIR / f"unpruned-{n}.json"
+    if kind == "bare" and searched.exists():
+        cmd += ["--configs", str(searched)]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         sys.exit(f"bench: {kind} failed:\n{done.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    if kind == "unpruned":
+        searched.write_text(json.dumps(result["searched"]))
+    del result["searched"]
     return result
 
 
@@ -122,9 +143,15 @@ def main() -> None:
         ms = per_trial[kind] * 1000
         print(f"{label:58} {ms:9.1f} {1000 / ms:9.1f} {rss[kind]:7.0f}MB")
     ratios = {}
-    for num, den in (("sequential", "peer"), ("batched", "peer"), ("sequential", "bare")):
+    pairs = (
+        ("sequential", "peer"),
+        ("batched", "peer"),
+        ("sequential", "bare"),
+        ("unpruned", "bare"),
+    )
+    for num, den in pairs:
         if num in per_trial and den in per_trial:
-            # trials/s ratios for (b)/(a) and (c)/(a); time per trial ratio for (b)/(d)
+            # trials/s ratios against the peer; time per trial ratios against the bare loop
             ratio = (
                 per_trial[num] / per_trial[den]
                 if den == "bare"
@@ -133,17 +160,23 @@ def main() -> None:
             ratios[f"{num}/{den}"] = ratio
     if ratios:
         print("\nratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
-        print("  (b)/(a), (c)/(a): trials/s; (b)/(d): time per trial")
+        print("  (b)/(a), (c)/(a): trials/s; (b)/(d), (b0)/(d): time per trial")
 
     marginal = {}
     if args.marginal:
-        marginal = marginal_per_trial(args, [k for k in ("sequential", "bare") if k in kinds])
+        measured = [k for k in ("sequential", "unpruned", "bare") if k in kinds]
+        marginal = marginal_per_trial(args, measured)
         print(
             f"\nper added trial (trials {args.trials + 1}..{2 * args.trials}; once-per-study"
             " costs cancel): " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in marginal.items())
         )
-        if len(marginal) == 2:
-            print(f"  sequential/bare {marginal['sequential'] / marginal['bare']:.2f}x")
+        if "bare" in marginal:
+            print(
+                "  "
+                + ", ".join(
+                    f"{k}/bare {marginal[k] / marginal['bare']:.2f}x" for k in measured[:-1]
+                )
+            )
 
     scaling = {}
     if args.postgres != "none":

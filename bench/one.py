@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-KINDS = ("peer", "sequential", "batched", "bare", "workers")
+KINDS = ("peer", "sequential", "unpruned", "batched", "bare", "workers")
 PENALTIES = ("none", "l2", "weight_decay")
 
 
@@ -28,15 +28,29 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--storage", help="Optuna storage URL [SQLite in a temporary dir]")
+    parser.add_argument(
+        "--configs", help="bare: JSON file of the trials' searched params [a random mix]"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # as in FACTS.md: tiny models run fastest on one thread
     with tempfile.TemporaryDirectory(prefix="sweeps-bench-") as tmp:
         home = Path(tmp)
         storage = args.storage or f"sqlite:///{home / 'optuna.db'}"
         seconds = MEASURE[args.kind](args, home, storage)
+        searched = _searched(storage) if args.kind in SWEEPS_KINDS else []
     usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": max(usage, children) / 1024}))
+    peak = max(usage, children) / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "searched": searched}))
+
+
+def _searched(storage: str) -> list[dict[str, float | str | None]]:
+    """The searched params of the study's trials, in order (for the bare loop to replay)."""
+    import optuna
+
+    study = optuna.load_study(study_name="bench", storage=storage)
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    return [{k: t.params.get(k) for k in ("penalty", "lambda", "l1_ratio")} for t in trials]
 
 
 def _peer(args: argparse.Namespace, home: Path, storage: str) -> float:
@@ -53,7 +67,7 @@ def _peer(args: argparse.Namespace, home: Path, storage: str) -> float:
 
 def _sweeps(args: argparse.Namespace, home: Path, storage: str) -> float:
     import tracking.mlflow_runs  # noqa: F401 (MLflow's import off the clock, as for the peer)
-    from sweeps.config import SweepConfig
+    from sweeps.config import PrunerKind, SweepConfig
     from sweeps.recording import quiet_mlflow
     from sweeps.runner import run_study
     from sweeps.storage import resolve_stores
@@ -67,6 +81,7 @@ def _sweeps(args: argparse.Namespace, home: Path, storage: str) -> float:
         trials=args.trials,
         workers=args.workers if args.kind == "workers" else 1,
         batch=args.batch if args.kind == "batched" else 1,
+        pruner=PrunerKind.NONE if args.kind == "unpruned" else PrunerKind.MEDIAN,
     )
     stores = resolve_stores(str(home), storage, None)
     started = time.perf_counter()
@@ -75,15 +90,30 @@ def _sweeps(args: argparse.Namespace, home: Path, storage: str) -> float:
 
 
 def _bare(args: argparse.Namespace, home: Path, storage: str) -> float:
-    """The training loop alone: the same trials' configs, nothing stored or logged."""
+    """The training loop alone, nothing stored or logged: the trials a study searched
+    (`--configs`; the cost of training differs by penalty, l2 ~1.6x none here) or else a
+    seeded random mix of the same space."""
     from trainer import TrialConfig, load_task, train
 
-    rng = random.Random(0)
-    configs = []
-    for _ in range(args.trials):
-        penalty = rng.choice(PENALTIES)
-        lam = 0.0 if penalty == "none" else 10 ** rng.uniform(-5, 2)
-        configs.append(TrialConfig(penalty=penalty, lambda_=lam, device=args.device))  # type: ignore[arg-type]
+    if args.configs:
+        with open(args.configs) as f:
+            searched = json.load(f)[: args.trials]
+    else:
+        rng = random.Random(0)
+        searched = []
+        for _ in range(args.trials):
+            penalty = rng.choice(PENALTIES)
+            lam = None if penalty == "none" else 10 ** rng.uniform(-5, 2)
+            searched.append({"penalty": penalty, "lambda": lam, "l1_ratio": None})
+    configs = [
+        TrialConfig(
+            penalty=p["penalty"],
+            lambda_=p["lambda"] or 0.0,
+            l1_ratio=p["l1_ratio"],
+            device=args.device,
+        )
+        for p in searched
+    ]
     task = load_task(configs[0])
     started = time.perf_counter()
     for cfg in configs:
@@ -91,9 +121,11 @@ def _bare(args: argparse.Namespace, home: Path, storage: str) -> float:
     return time.perf_counter() - started
 
 
+SWEEPS_KINDS = ("sequential", "unpruned", "batched", "workers")
 MEASURE = {
     "peer": _peer,
     "sequential": _sweeps,
+    "unpruned": _sweeps,
     "batched": _sweeps,
     "workers": _sweeps,
     "bare": _bare,
