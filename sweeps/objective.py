@@ -27,7 +27,7 @@ class Checkpoints:
 
     Each report is a storage write, so reporting every epoch would cost more than training
     the d2l model; the last epoch is not reported (nothing left to prune). A batched round
-    writes a checkpoint's reports of all its trials at once (`write=False`, then `decide`).
+    adds a checkpoint's reports of all its trials at once (`report`), then asks (`decide`).
     """
 
     trial: optuna.Trial
@@ -45,7 +45,7 @@ class Checkpoints:
         """One trial's checkpoint: report, then whether to stop."""
         if not self.due(epoch):
             return False
-        self.reports.write([self.report(epoch, metrics)])
+        self.reports.add([self.report(epoch, metrics)])
         return self.decide(epoch)
 
     def report(self, epoch: int, metrics: Mapping[str, float]) -> Report:

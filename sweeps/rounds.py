@@ -192,7 +192,7 @@ class RoundOptimizer:
                 for m, values in zip(group, metrics, strict=True)
                 if m.repeat == 0 and values is not None
             ]
-            self._reports.write([slots[i].checkpoints.report(epoch, values) for i, values in due])
+            self._reports.add([slots[i].checkpoints.report(epoch, values) for i, values in due])
             pruned = {i for i, _ in due if slots[i].checkpoints.decide(epoch)}
             return {i for i, m in enumerate(group) if m.slot in pruned}
 
@@ -228,6 +228,7 @@ class RoundOptimizer:
 
     def _finish(self, recs: list[TrialRecord], slots: list[_Slot]) -> None:
         """Record the round in one call (MLflow and results rows), then tell Optuna."""
+        self._reports.flush()  # a told trial's reports must be in the storage
         for rec, slot in zip(self.record(recs), slots, strict=True):
             keep(slot.trial, rec)
             value = rec.value if rec.state is TrialState.COMPLETE else None

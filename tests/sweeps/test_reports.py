@@ -34,7 +34,9 @@ def test_reports_read_back_as_optuna_stores_them(study: optuna.Study) -> None:
     ours, other, plain = study.ask(), study.ask(), study.ask()
     writer = Reports.of(study)
     assert writer.engine is not None  # both backends are at a tested revision
-    writer.write([(t, step, v) for step, v in VALUES.items() for t in (ours, other)])
+    writer.add([(t, step, v) for step, v in VALUES.items() for t in (ours, other)])
+    assert _stored(study, ours) == {}  # until the round ends (or FLUSH_AFTER_S passed)
+    writer.flush()
     for step, value in VALUES.items():
         plain.report(value, step)
     assert _stored(study, ours) == _stored(study, other) == _stored(study, plain)
@@ -48,19 +50,23 @@ def test_reports_read_back_as_optuna_stores_them(study: optuna.Study) -> None:
 def test_a_step_reported_before_is_kept(study: optuna.Study) -> None:
     trial = study.ask()
     writer = Reports.of(study)
-    writer.write([(trial, 1, 5.0)])
-    writer.write([(trial, 1, 7.0), (trial, 2, 8.0)])
+    writer.add([(trial, 1, 5.0)])
+    writer.add([(trial, 1, 7.0), (trial, 2, 8.0)])
+    writer.flush()
     assert _stored(study, trial) == {1: "5.0", 2: "8.0"}
     # Even when the Trial object does not know it (another process reported it).
     fresh = optuna.Trial(study, trial._trial_id)
-    writer.write([(fresh, 2, 9.0)])
+    writer.add([(fresh, 2, 9.0)])
+    writer.flush()
     assert _stored(study, trial) == {1: "5.0", 2: "8.0"}
 
 
 def test_nothing_is_stored_for_a_finished_trial(study: optuna.Study) -> None:
     trial = study.ask()
     study.tell(trial, state=optuna.trial.TrialState.FAIL)  # e.g. failed as stale elsewhere
-    Reports.of(study).write([(trial, 1, 5.0)])
+    writer = Reports.of(study)
+    writer.add([(trial, 1, 5.0)])
+    writer.flush()
     assert _stored(study, trial) == {}
 
 
@@ -71,5 +77,15 @@ def test_an_untested_schema_falls_back_to_trial_report(
     writer = Reports.of(study)
     assert writer.engine is None
     trial = study.ask()
-    writer.write([(trial, 3, 0.25)])
-    assert _stored(study, trial) == {3: "0.25"}
+    writer.add([(trial, 3, 0.25)])
+    assert _stored(study, trial) == {3: "0.25"}  # at once, as Trial.report does
+
+
+def test_reports_waiting_too_long_are_written_without_a_flush(
+    study: optuna.Study, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long trial's curve reaches the storage (and a dashboard) within FLUSH_AFTER_S."""
+    monkeypatch.setattr(reports, "FLUSH_AFTER_S", 0.0)
+    trial = study.ask()
+    Reports.of(study).add([(trial, 1, 5.0)])
+    assert _stored(study, trial) == {1: "5.0"}
