@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import sqlalchemy as sa
 
 from trainer import TrialConfig, load_task, train
 
@@ -43,10 +44,11 @@ def load(study: str, storage: str) -> optuna.Study:
 
 
 def trials_or_none(study: str, storage: str) -> list[optuna.trial.FrozenTrial]:
-    """The study's trials, or [] while another process has not created it yet."""
+    """The study's trials, or [] while another process has not created it yet (the study,
+    or the storage's schema: opening it meanwhile collides with that process stamping it)."""
     try:
         return load(study, storage).trials
-    except KeyError:
+    except (KeyError, sa.exc.IntegrityError, sa.exc.OperationalError):
         return []
 
 
