@@ -61,10 +61,9 @@ _STORED = sa.insert(_TABLE).from_select(
 
 @dataclass
 class Reports:
-    """Stores reports for the trials of `study` (see above)."""
+    """Stores reports of trials (see above); `Reports.of(study)` picks how."""
 
-    study: optuna.Study
-    engine: sa.Engine | None  # None: Optuna's own Trial.report
+    engine: sa.Engine | None  # Optuna's storage engine; None: Optuna's own Trial.report
     _pending: list[dict[str, object]] = field(default_factory=list)
     _since: float = 0.0  # when the oldest pending report was added
 
@@ -73,10 +72,10 @@ class Reports:
         storage = study._storage  # no public getter
         backend = getattr(storage, "_backend", storage)  # inside Optuna's _CachedStorage
         if not isinstance(backend, optuna.storages.RDBStorage):
-            return cls(study, None)
+            return cls(None)
         if backend.get_current_version() not in TESTED_SCHEMA_REVISIONS:
-            return cls(study, None)
-        return cls(study, backend.engine)
+            return cls(None)
+        return cls(backend.engine)
 
     def add(self, reports: Sequence[Report]) -> None:
         """Reports values (a step a trial reported before is ignored, as Optuna does). The
@@ -89,10 +88,16 @@ class Reports:
                 trial.report(value, step)
                 continue
             stored, value_type = _VALUES.intermediate_value_to_stored_repr(float(value))
-            row = {"trial_id": trial._trial_id, "step": step, "value": stored}
             if not self._pending:
                 self._since = time.monotonic()
-            self._pending.append(row | {"value_type": value_type})
+            self._pending.append(
+                {
+                    "trial_id": trial._trial_id,
+                    "step": step,
+                    "value": stored,
+                    "value_type": value_type,
+                }
+            )
             _values(trial)[step] = float(value)
         if self._pending and time.monotonic() - self._since >= FLUSH_AFTER_S:
             self.flush()
