@@ -25,9 +25,10 @@ from trainer import TrainStatus, TrialConfig, TrialResult
 class Checkpoints:
     """Reports the validation loss to Optuna every `every` epochs and asks about pruning.
 
-    Each report is a storage write, so reporting every epoch would cost more than training
-    the d2l model; the last epoch is not reported (nothing left to prune). A batched round
-    adds a checkpoint's reports of all its trials at once (`report`), then asks (`decide`).
+    Each report ends up as a storage row (`sweeps.reports`), so reporting every epoch would
+    cost more than training the d2l model; the last epoch is not reported (nothing left to
+    prune). A batched round adds a checkpoint's reports of all its trials at once
+    (`report`), then asks (`decide`).
     """
 
     trial: optuna.Trial
@@ -52,7 +53,7 @@ class Checkpoints:
         return (self.trial, epoch, metrics["val_loss"])
 
     def decide(self, epoch: int) -> bool:
-        """Asks the pruner, once this epoch's report is written."""
+        """Asks the pruner, once this epoch's report is added."""
         if self.should_prune(self.trial):
             self.pruned_at = epoch
             return True

@@ -12,9 +12,9 @@ two checkpoints; with K batched trials in flight that read dominated a round (31
 - a batched round (`--batch K`) also calls `refresh()` once per checkpoint, since a round
   is long: another worker's completions are seen one checkpoint later.
 
-The running trial's own reports come from its `Trial` object, which `Trial.report` keeps
-up to date, not from the storage. Pruners other than the percentile family (hyperband,
-none) are asked as usual.
+The running trial's own reports come from its `Trial` object, which `sweeps.reports` keeps
+up to date as `Trial.report` does, not from the storage. Pruners other than the percentile
+family (hyperband, none) are asked as usual.
 """
 
 from __future__ import annotations

@@ -81,13 +81,14 @@ class Reports:
         """Reports values (a step a trial reported before is ignored, as Optuna does). The
         pruner sees them at once; the storage by the next `flush`, at the latest FLUSH_AFTER_S
         after the oldest of them."""
-        for trial, step, value in reports:
+        for trial, step, reported in reports:
+            value = float(reported)
             if step in _values(trial):
                 continue
             if self.engine is None:
                 trial.report(value, step)
                 continue
-            stored, value_type = _VALUES.intermediate_value_to_stored_repr(float(value))
+            stored, value_type = _VALUES.intermediate_value_to_stored_repr(value)
             if not self._pending:
                 self._since = time.monotonic()
             self._pending.append(
@@ -98,7 +99,7 @@ class Reports:
                     "value_type": value_type,
                 }
             )
-            _values(trial)[step] = float(value)
+            _values(trial)[step] = value
         if self._pending and time.monotonic() - self._since >= FLUSH_AFTER_S:
             self.flush()
 

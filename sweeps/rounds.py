@@ -182,7 +182,7 @@ class RoundOptimizer:
 
     def _train(self, slots: list[_Slot], group: list[_Member], pruning: PruningView) -> None:
         def on_epoch(epoch: int, metrics: list[dict[str, float] | None]) -> set[int]:
-            """Report each trial's first repeat (all in one write); a pruned trial stops all
+            """Report each trial's first repeat (added together); a pruned trial stops all
             its repeats."""
             if not slots[group[0].slot].checkpoints.due(epoch):
                 return set()  # every trial of a stack has the same epochs and checkpoints

@@ -68,13 +68,13 @@ def lambda_figure(records: Sequence[TrialRecord]) -> bytes:
     return png_bytes(fig)
 
 
-def png_bytes(fig: Figure, *, tight: bool = False) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     """The figure as PNG, drawn once.
 
     Log axes get plain decade labels ("1e-5", "0.1", "100") and no minor ticks: matplotlib's
     default typesets every decade label with mathtext and builds a tick object per minor
-    tick, which was half of the drawing time (~0.35 → ~0.17 s for the λ figure). `tight`
-    fits the figure to its contents, which takes a second drawing pass.
+    tick, which was half of the drawing time (~0.35 → ~0.17 s for the λ figure). Margins are
+    the caller's: fitting the figure to its contents ("tight") takes a second drawing pass.
     """
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
@@ -82,7 +82,7 @@ def png_bytes(fig: Figure, *, tight: bool = False) -> bytes:
                 axis.set_major_formatter(FuncFormatter(_decade_label))
                 axis.set_minor_locator(NullLocator())
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight" if tight else None)
+    fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
 
 
