@@ -1,12 +1,13 @@
 """Shared fixtures: one torch thread, and a fresh PostgreSQL database per test.
 
-PostgreSQL tests read the server from SWEEPS_TEST_POSTGRES_URL. Without it they skip with
-the reason — unless SWEEPS_REQUIRE_SERVICES is set (CI), where a missing or unreachable
-server fails the test instead.
+PostgreSQL tests use the server named by SWEEPS_TEST_POSTGRES_URL, by default the local
+one the README asks for. They never skip: with no server answering they fail, saying how
+to start one or where to point the variable (`make test` is what CI runs).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Iterator
@@ -35,19 +36,40 @@ def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ["SWEEPS_CACHE"] = before
 
 
-def _server_url() -> str:
-    url = os.environ.get("SWEEPS_TEST_POSTGRES_URL")
-    if not url:
-        message = "SWEEPS_TEST_POSTGRES_URL is not set (a PostgreSQL server for tests)"
-        if os.environ.get("SWEEPS_REQUIRE_SERVICES"):
-            pytest.fail(message)
-        pytest.skip(message)
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+START_POSTGRES = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+
+
+def server_url() -> str:
+    """The test server's URL; fails the calling test with one line when none answers."""
+    url, problem = _probe_server()
+    if problem:
+        pytest.fail(problem, pytrace=False)
     return url
+
+
+@functools.cache
+def _probe_server() -> tuple[str, str | None]:
+    """Checked once per session: one quick connection, not one timeout per test."""
+    url = os.environ.get("SWEEPS_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 10})
+    try:
+        with engine.connect():
+            return url, None
+    except sa.exc.SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        shown = sa.make_url(url).render_as_string()  # password hidden
+        return url, (
+            f"no PostgreSQL server answers at {shown} ({reason}); start the local one with "
+            f"`{START_POSTGRES}`, or point SWEEPS_TEST_POSTGRES_URL at another server"
+        )
+    finally:
+        engine.dispose()
 
 
 def create_postgres_database(prefix: str = "sweeps_test") -> tuple[str, sa.Engine]:
     """CREATE DATABASE on the test server; returns (url of the new db, admin engine)."""
-    server = sa.make_url(_server_url())
+    server = sa.make_url(server_url())
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:

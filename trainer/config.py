@@ -14,6 +14,22 @@ TaskOption = str | int | float | bool
 E = TypeVar("E", bound=StrEnum)
 
 
+@dataclass(frozen=True)
+class OptionSpec:
+    """One task option: its type, default and bounds (checked by tasks.base.resolve_options).
+
+    Here rather than in trainer.tasks so that trainer.models, which the tasks import, can
+    declare its options without importing the tasks (a cycle for `import trainer.models`).
+    """
+
+    kind: type
+    default: TaskOption
+    minimum: float | None = None
+    help: str = ""
+    choices: tuple[str, ...] | None = None
+    maximum: float | None = None  # exclusive
+
+
 class Penalty(StrEnum):
     """The closed set of regularizers a trial can use."""
 

@@ -23,9 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainer.config import TaskOption
+from trainer.config import OptionSpec, TaskOption
 from trainer.errors import TaskError
-from trainer.tasks.base import OptionSpec
 
 ModelFactory = Callable[[torch.Generator], nn.Module]
 

@@ -12,18 +12,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.sweeps.study_helpers import cli_env, load, run_cli, sweeps_cmd, trials_or_none
+from tests.gate import SPEC as GATE_TASK
+from tests.gate import Gate
+from tests.sweeps.study_helpers import cli_env, load, run_cli, sweeps_cmd
 
 pytestmark = pytest.mark.slow
-
-
-def _wait_for(predicate: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
 
 
 def test_four_workers_forty_trials(tmp_path: Path, storage_url: str) -> None:
@@ -79,35 +72,20 @@ def test_concurrent_starts_create_one_study(tmp_path: Path, storage_url: str) ->
 
 
 def test_killed_worker_is_failed_and_retried(tmp_path: Path, storage_url: str) -> None:
-    env = cli_env(tmp_path / "h", storage_url, SWEEPS_HEARTBEAT_S="1")
-    # A study whose trials take seconds (~3.5 s here at 35 ms per 100 epochs; more on a
-    # slower or busier machine): the worker is killed in the middle of one.
-    created = run_cli(
-        "run",
-        "--study",
-        "kill",
-        "--trials",
-        "1",
-        "--epochs",
-        "10000",
-        "--penalties",
-        "l2",
-        "--no-track",
-        "--quiet",
-        "--pruner",
-        "none",
-        env=env,
-    )
+    gate = Gate(tmp_path / "gate")
+    env = cli_env(tmp_path / "h", storage_url, SWEEPS_HEARTBEAT_S="1", **gate.env)
+    created = run_cli("run", *_args("kill"), "--trials", "1", "--no-track", "--quiet", env=env)
     assert created.returncode == 0, created.stderr
+    gate.hold()  # the victim's trial waits in training until it is killed
     victim = subprocess.Popen(
         sweeps_cmd("worker", "--study", "kill", "--trials", "1", "--no-track", "--quiet"), env=env
     )
-    study = load("kill", storage_url)
-    _wait_for(lambda: any(t.state is TrialState.RUNNING for t in study.trials))
+    gate.wait_until_held()
+    [killed] = [t for t in load("kill", storage_url).trials if t.state is TrialState.RUNNING]
     time.sleep(1.5)  # a heartbeat or two
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    killed = next(t for t in study.trials if t.state is TrialState.RUNNING)
+    gate.release()
     time.sleep(2.5)  # past the grace period (2 × heartbeat)
     rescuer = run_cli("worker", "--study", "kill", "--trials", "1", "--no-track", env=env)
     assert rescuer.returncode == 0, rescuer.stderr
@@ -120,37 +98,29 @@ def test_killed_worker_is_failed_and_retried(tmp_path: Path, storage_url: str) -
 
 
 def test_ctrl_c_fails_the_current_trial_and_keeps_the_rest(tmp_path: Path) -> None:
-    env = cli_env(tmp_path / "h")
+    gate = Gate(tmp_path / "gate")
+    gate.hold(2)  # builds: 0 the launcher's pre-flight check, 1 trial #0, 2 trial #1
+    env = cli_env(tmp_path / "h", **gate.env)
     storage = f"sqlite:///{tmp_path / 'h' / 'sweeps.db'}"
-    args = [
-        "--study",
-        "int",
-        "--epochs",
-        "1500",
-        "--penalties",
-        "l2",
-        "--pruner",
-        "none",
-    ]
     proc = subprocess.Popen(
-        sweeps_cmd("run", *args, "--trials", "3"),
+        sweeps_cmd("run", *_args("int"), "--trials", "3"),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for(lambda: Path(storage[10:]).exists())
-    _wait_for(
-        lambda: any(t.state is TrialState.COMPLETE for t in trials_or_none("int", storage)), 120
-    )
-    _wait_for(lambda: any(t.state is TrialState.RUNNING for t in trials_or_none("int", storage)))
+    gate.wait_until_held()
+    # Trial #1 is in training now, and stays there: the interrupt cannot come too late.
+    assert [t.state for t in load("int", storage).trials] == [
+        TrialState.COMPLETE,
+        TrialState.RUNNING,
+    ]
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err + out
     states = [t.state for t in load("int", storage).trials]
-    assert states[0] is TrialState.COMPLETE and states[1] is TrialState.FAIL
-    assert TrialState.RUNNING not in states
+    assert states == [TrialState.COMPLETE, TrialState.FAIL]  # and no trial #2 was started
     # The interrupted trial's MLflow run is closed FAILED, never left RUNNING.
     client = MlflowClient(f"sqlite:///{tmp_path / 'h' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("int")
@@ -161,23 +131,23 @@ def test_ctrl_c_fails_the_current_trial_and_keeps_the_rest(tmp_path: Path) -> No
 
 
 def test_batch_worker_beats_for_its_trials_and_a_killed_one_is_retried(tmp_path: Path) -> None:
+    gate = Gate(tmp_path / "gate")
     storage = f"sqlite:///{tmp_path / 'h' / 'sweeps.db'}"
-    env = cli_env(tmp_path / "h", storage, SWEEPS_HEARTBEAT_S="1")
-    # Long enough (~7 s here) that the round outlives the 3 s watched below.
-    args = ["--study", "kb", "--epochs", "20000", "--penalties", "l2", "--pruner", "none"]
-    created = run_cli("run", *args, "--trials", "1", "--create-only", "--no-track", env=env)
+    env = cli_env(tmp_path / "h", storage, SWEEPS_HEARTBEAT_S="1", **gate.env)
+    created = run_cli("run", *_args("kb"), "--trials", "1", "--create-only", "--no-track", env=env)
     assert created.returncode == 0, created.stderr
     worker = ["worker", "--study", "kb", "--trials", "3", "--batch", "3", "--no-track", "--quiet"]
+    gate.hold()  # the round's one build (its trials share a seed) waits: the round stays
     victim = subprocess.Popen(sweeps_cmd(*worker), env=env)
-    _wait_for(
-        lambda: sum(t.state is TrialState.RUNNING for t in trials_or_none("kb", storage)) == 3
-    )
+    gate.wait_until_held()
+    assert [t.state for t in load("kb", storage).trials] == [TrialState.RUNNING] * 3
     time.sleep(3)  # past the grace period: only the worker's heartbeats keep them alive
     study = optuna.load_study(study_name="kb", storage=storage)
     optuna.storages.fail_stale_trials(study)
     assert [t.state for t in load("kb", storage).trials] == [TrialState.RUNNING] * 3
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    gate.release()
     time.sleep(2.5)
     rescuer = run_cli(*worker, env=env)
     assert rescuer.returncode == 0, rescuer.stderr
@@ -189,3 +159,8 @@ def test_batch_worker_beats_for_its_trials_and_a_killed_one_is_retried(tmp_path:
     assert {failed[t.system_attrs["failed_trial"]].params["lambda"] for t in retried} == {
         t.params["lambda"] for t in retried
     }
+
+
+def _args(study: str) -> list[str]:
+    """A study of the gate task (tests/gate.py): its trials wait where the test holds them."""
+    return ["--study", study, "--task", GATE_TASK, "--penalties", "l2", "--pruner", "none"]

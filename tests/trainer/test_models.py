@@ -3,6 +3,9 @@ batched MLP training agreeing with sequential training (trainer.batched's tolera
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -92,3 +95,13 @@ def test_batched_mlp_agrees_with_sequential(optimizer: str) -> None:
         )
         for name, value in seq.accuracy.items():
             assert bat.accuracy[name] == pytest.approx(value, abs=1.5 / len(task.train))
+
+
+@pytest.mark.parametrize("first", ["trainer.models", "trainer.tasks", "trainer.config"])
+def test_each_public_module_imports_first(first: str) -> None:
+    """The README's python: task example starts with `from trainer.models import ...`; in a
+    fresh process that must not run into an import cycle with trainer.tasks."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {first}"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr

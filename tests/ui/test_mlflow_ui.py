@@ -6,7 +6,8 @@ screen. Screenshots of every step land in `test-artifacts/ui/` at the repository
 
 Needs the system Chromium (`apt-get install chromium`; `.ci/run` installs it) and the
 `playwright` package (dev extra); browsers are never downloaded. Without them the test
-skips with the reason, unless SWEEPS_REQUIRE_SERVICES is set (CI), where it fails.
+fails saying what to install (never a silent skip); deselect it explicitly with
+`-m "not ui"` on a machine that cannot have Chromium.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tests.sweeps.study_helpers import cli_env, run_cli, sweeps_cmd
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ui]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -58,9 +59,7 @@ localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');
 
 
 def _missing(reason: str) -> NoReturn:
-    if os.environ.get("SWEEPS_REQUIRE_SERVICES"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+    pytest.fail(reason, pytrace=False)
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 def require_browser() -> None:
     """Checked first (autouse), before a study is run for a test that cannot drive it."""
     if not CHROMIUM.exists():
-        _missing(f"{CHROMIUM} is missing: apt-get install chromium")
+        _missing(f"{CHROMIUM} is missing: apt-get install chromium (as root; `.ci/run` does it)")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from trainer.config import TaskOption, TrialConfig
+from trainer.config import OptionSpec, TaskOption, TrialConfig
 from trainer.errors import TaskError
 from trainer.tasks import bundled, csv_task, d2l, python_task
 from trainer.tasks.base import (
-    OptionSpec,
     PerSampleLoss,
     Split,
     Task,

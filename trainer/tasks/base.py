@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainer.config import TaskOption
+from trainer.config import OptionSpec, TaskOption
 from trainer.errors import TaskError
 
 PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -56,16 +56,6 @@ def squared_loss(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def cross_entropy_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Cross-entropy per sample; `y` holds class indices."""
     return F.cross_entropy(logits, y.reshape(-1), reduction="none")
-
-
-@dataclass(frozen=True)
-class OptionSpec:
-    kind: type
-    default: TaskOption
-    minimum: float | None = None
-    help: str = ""
-    choices: tuple[str, ...] | None = None
-    maximum: float | None = None  # exclusive
 
 
 def _convert(name: str, kind: type, value: TaskOption) -> TaskOption:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from trainer.config import TaskOption
+from trainer.config import OptionSpec, TaskOption
 from trainer.errors import TaskError
 from trainer.models import MODEL_OPTIONS
-from trainer.tasks.base import OptionSpec, Split, Task, resolve_options
+from trainer.tasks.base import Split, Task, resolve_options
 from trainer.tasks.tabular import split_rows, tabular_task
 
 NAME = "csv"

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from trainer.config import TaskOption
+from trainer.config import OptionSpec, TaskOption
 from trainer.models import MODEL_OPTIONS, make_model_factory, model_spec
 from trainer.seeding import stream_generator
-from trainer.tasks.base import OptionSpec, Split, Task, resolve_options, squared_loss
+from trainer.tasks.base import Split, Task, resolve_options, squared_loss
 
 NAME = "d2l-synthetic"
 
