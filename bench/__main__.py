@@ -120,7 +120,17 @@ def main() -> None:
         help="Also time sequential and bare at twice --trials: the cost per added trial.",
     )
     parser.add_argument("--json", dest="json_out", help="Also write the figures to this file.")
+    parser.add_argument(
+        "--threads",
+        action="store_true",
+        help="Instead: torch threads 1 vs all cores, quiet and busy (bench/threads.py).",
+    )
     args = parser.parse_args()
+    if args.threads:
+        from bench import threads
+
+        threads.main(["--repeats", str(args.repeats)])
+        return
     kinds = [k for k in args.kinds.split(",") if k]
 
     print(

@@ -93,7 +93,12 @@ class Gate:
         self._file(ticket).touch()
 
     def release(self, ticket: int | None = None) -> None:
+        """Let every build through (None) or build `ticket`. Their `waiting` files go too:
+        a live build would remove its own, one whose process was killed never will."""
         self._file(ticket).unlink(missing_ok=True)
+        pattern = "waiting.*" if ticket is None else f"waiting.{ticket}"
+        for path in self.directory.glob(pattern):
+            path.unlink(missing_ok=True)
 
     def waiting(self) -> list[int]:
         """The tickets of the builds held now."""

@@ -1,7 +1,11 @@
 """Chaos on the compose topology (tests/deploy/topology.py): a worker killed with SIGKILL in
 the middle of a trial and restarted (compose's `restart: on-failure`), and the MLflow server
 stopped and restarted while the study runs. The study must still finish, and Optuna, the
-results table and MLflow must agree one to one (after `sweeps check --repair`)."""
+results table and MLflow must agree one to one (after `sweeps check --repair`).
+
+The study trains the gate task (tests/gate.py): the trial to kill, and the workers that
+must outlive the outage, are held where the test wants them, whatever the machine's speed.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +13,25 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-from mlflow.entities import Run, ViewType
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from tests.deploy.topology import Topology, compose_topology, env_file_for_test
-from tests.services import Popen, Processes
+from tests.gate import SPEC as GATE_TASK
+from tests.gate import Gate
+from tests.services import Processes
 from tests.sweeps.study_helpers import cli_env, load, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-TRIALS_PER_WORKER = 4  # a few: to catch the victim mid-logging, to outlast the outage
+TRIALS_PER_WORKER = 4  # a few: the victim dies in its second; the others outlast the outage
 HEARTBEAT_S = "1"  # stale after 2 s instead of 20 s
-RUNNING_TRIAL_RUN = "tags.`sweeps.role` = 'trial' and attributes.status = 'RUNNING'"
 
 
 def test_killed_worker_and_restarted_server_leave_everything_consistent(
@@ -36,39 +40,53 @@ def test_killed_worker_and_restarted_server_leave_everything_consistent(
     overrides = env_file_for_test(TRIALS_PER_WORKER)
     with compose_topology(tmp_path / "compose", overrides) as topology:
         try:
-            _chaos(topology, processes, tmp_path / "h")
+            _chaos(topology, processes, tmp_path / "h", Gate(tmp_path / "gate"))
         finally:
             processes.kill_all()  # before the databases they use are dropped
 
 
-def _chaos(topology: Topology, processes: Processes, home: Path) -> None:
-    env = {**cli_env(home, SWEEPS_HEARTBEAT_S=HEARTBEAT_S), **topology.sweeps_env("worker")}
-    created = subprocess.run(
-        topology.sweeps_command("create-study"), env=env, capture_output=True, check=False
-    )
+def _chaos(topology: Topology, processes: Processes, home: Path, gate: Gate) -> None:
+    env = {
+        **cli_env(home, SWEEPS_HEARTBEAT_S=HEARTBEAT_S),
+        **topology.sweeps_env("worker"),
+        **gate.env,
+    }
+    create = [*topology.sweeps_command("create-study"), "--task", GATE_TASK]
+    created = subprocess.run(create, env=env, capture_output=True, check=False)
     assert created.returncode == 0, created.stderr
     storage, study_name = env["SWEEPS_STORAGE"], topology.study
     client = MlflowClient(topology.server.uri)
     worker = topology.sweeps_command("worker")
 
-    # 1. One worker alone, killed while a trial is in flight: preferably while its MLflow
-    #    run is open (the hardest case: an orphaned RUNNING run), else in training.
+    # 1. One worker alone, killed while its second trial trains (builds: 0 the pre-flight
+    #    check of create-study, 1 the victim's first trial, 2 its second).
     study = load(study_name, storage)
+    gate.hold(2)
     victim = processes.start("worker-0", worker, env)
-    killed = _kill_mid_trial(victim, client, study)
+    gate.wait_until_held()
+    [killed] = _running(study)
+    time.sleep(float(HEARTBEAT_S))  # it has beaten: Optuna's own stale check applies
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    gate.release(2)
+    assert _running(study) == [killed], "nobody beats for it any more, nobody ended it"
     done_before_kill = _good(study)
+    assert done_before_kill == 1
 
-    # 2. compose restarts it with the same command; the second replica joins.
+    # 2. compose restarts it with the same command; the second replica joins. Both are
+    #    held in their first trial: past start-up (a worker refuses to start without its
+    #    server, and compose would restart it), and certain to be mid-study for step 3.
+    gate.hold()
     names = ["worker-0-restarted", "worker-1"]
     workers = [processes.start(name, worker, env) for name in names]
+    gate.wait_until_held(2)
 
-    # 3. Once both are past start-up (a worker refuses to start without its server, and
-    #    compose would restart it), the MLflow server goes away while they work, and
-    #    comes back on the same port and database.
-    _wait_for(lambda: all("[1/" in processes.log(n) for n in names), 120, "both workers")
+    # 3. The MLflow server goes away while they work, and comes back on the same port and
+    #    database.
     topology.server.stop()
     done_before_outage = _good(study)
-    time.sleep(3 * float(HEARTBEAT_S))  # a trial trains in < 1 s: workers now wait on MLflow
+    gate.release()
+    time.sleep(3 * float(HEARTBEAT_S))  # a trial trains in ms: workers now wait on MLflow
     alive = [proc.poll() is None for proc in workers]
     assert any(alive), "both workers were done before the outage: it tested nothing"
     assert all(alive or proc.returncode == 0 for alive, proc in zip(alive, workers, strict=True))
@@ -115,44 +133,6 @@ def _chaos(topology: Topology, processes: Processes, home: Path) -> None:
     assert topology.server.starts == 2
 
 
-def _kill_mid_trial(victim: Popen, client: MlflowClient, study: optuna.Study) -> int:
-    """SIGKILL the worker while a trial is RUNNING; returns that trial's number.
-
-    Preferably while that trial's MLflow run is open (it is then left behind RUNNING);
-    failing that, during the worker's last trial. Never within its first moments: Optuna
-    only fails a RUNNING trial that has beaten its heartbeat at least once."""
-    deadline = time.monotonic() + 120
-    first_seen: dict[int, float] = {}
-    while time.monotonic() < deadline:
-        assert victim.poll() is None, "the worker finished before it could be killed"
-        last = _good(study) >= TRIALS_PER_WORKER - 1
-        # MLflow first, Optuna right after, then the kill: a run seen open whose trial is
-        # still RUNNING is being logged now (a trial ends only after its run is closed).
-        open_runs = {
-            int(run.data.tags["sweeps.trial_number"])
-            for run in _open_runs(client, study.study_name)
-        }
-        running, now = _running(study), time.monotonic()
-        for number in running:
-            first_seen.setdefault(number, now)
-        ripe = [n for n in running if n in open_runs or (last and now - first_seen[n] > 0.5)]
-        if ripe:
-            victim.send_signal(signal.SIGKILL)
-            victim.wait()
-            still = _running(study)  # nobody beats for it any more
-            assert still == ripe[:1], f"trial {ripe} ended before the kill"
-            return still[0]
-        time.sleep(0.02)
-    raise AssertionError("no trial to kill within 120 s")
-
-
-def _open_runs(client: MlflowClient, study_name: str) -> list[Run]:
-    experiment = client.get_experiment_by_name(study_name)
-    if experiment is None:
-        return []
-    return list(client.search_runs([experiment.experiment_id], RUNNING_TRIAL_RUN))
-
-
 def _running(study: optuna.Study) -> list[int]:
     return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
 
@@ -167,12 +147,3 @@ def _check(study: str, env: dict[str, str], *extra: str) -> dict[str, Any]:
     report: dict[str, Any] = json.loads(done.stdout)
     assert done.returncode == (0 if report["consistent"] else 1), done.stderr
     return report
-
-
-def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")

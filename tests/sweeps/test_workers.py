@@ -97,7 +97,12 @@ def test_killed_worker_is_failed_and_retried(tmp_path: Path, storage_url: str) -
     assert trials[0].state is TrialState.COMPLETE  # the completed trial survived
 
 
-def test_ctrl_c_fails_the_current_trial_and_keeps_the_rest(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN], ids=["default", "ignored"])
+def test_ctrl_c_fails_the_current_trial_and_keeps_the_rest(
+    tmp_path: Path, inherited: signal.Handlers
+) -> None:
+    """Also when started with SIGINT ignored, as a non-interactive shell starts a background
+    job (`make test &`): Python then installs no KeyboardInterrupt handler of its own."""
     gate = Gate(tmp_path / "gate")
     gate.hold(2)  # builds: 0 the launcher's pre-flight check, 1 trial #0, 2 trial #1
     env = cli_env(tmp_path / "h", **gate.env)
@@ -108,6 +113,7 @@ def test_ctrl_c_fails_the_current_trial_and_keeps_the_rest(tmp_path: Path) -> No
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, inherited),
     )
     gate.wait_until_held()
     # Trial #1 is in training now, and stays there: the interrupt cannot come too late.
