@@ -33,7 +33,7 @@ WORKLOADS: dict[str, tuple[dict[str, object], int]] = {
             "batch_size": 32,
             "task_options": (("model", "mlp"), ("hidden", "128"), ("activation", "relu")),
         },
-        2,
+        10,
     ),
 }
 
@@ -74,9 +74,7 @@ def measure(workload: str, threads: int, processes: int) -> float:
 @contextmanager
 def hogs(count: int) -> Iterator[None]:
     """`count` busy loops, one process each, for the duration of the block."""
-    procs = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
     try:
         time.sleep(0.5)  # let them reach full speed
         yield

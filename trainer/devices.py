@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 import torch
@@ -57,25 +56,21 @@ def device_label(device: torch.device) -> str:
     return device.type
 
 
-def set_cpu_threads(threads: int | None, processes: int = 1) -> int:
+DEFAULT_CPU_THREADS = 1
+
+
+def set_cpu_threads(threads: int | None) -> int:
     """Sets torch's intra-op CPU threads of this process; returns the number set.
 
-    None means this machine's usable cores shared among `processes` local processes, at
-    least one each. Why not torch's default: every process starts one thread per core, so
-    N workers on N cores run N² threads that spin against each other. Measured on 2 cores,
-    two processes training a digits MLP: 11.5 s each at 2 threads, 2.6 s at 1 thread.
+    None means DEFAULT_CPU_THREADS. Why not torch's default (one thread per core): the
+    models this product trains are small, a second thread buys nothing on a quiet machine,
+    and threads that spin for cores someone else holds make training several times slower
+    (another worker, another job, a CI run). `python -m bench --threads` measures it; the
+    README has the figures.
     """
     if threads is None:
-        threads = max(1, usable_cores() // max(1, processes))
+        threads = DEFAULT_CPU_THREADS
     if threads < 1:
         raise ValueError(f"CPU threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
     return threads
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (CPU affinity, e.g. a container's cpuset)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS has no affinity API
-        return os.cpu_count() or 1

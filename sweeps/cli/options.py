@@ -130,18 +130,15 @@ def threads_option(f: F) -> F:
         type=int,
         envvar=THREADS_ENV,
         default=None,
-        help=f"Torch CPU threads per process [cores ÷ local workers; env {THREADS_ENV}].",
+        help=f"Torch CPU threads per process [1; env {THREADS_ENV}].",
     )(f)
 
 
-def apply_threads(threads: int | None, processes: int = 1) -> int:
-    """Sets this process's torch threads; refuses a count below 1 as bad input (exit 2).
-
-    `processes`: local processes sharing the cores (`sweeps run --workers N`).
-    """
+def apply_threads(threads: int | None) -> int:
+    """Sets this process's torch threads; refuses a count below 1 as bad input (exit 2)."""
     from sweeps.errors import UsageError
     from trainer.devices import set_cpu_threads
 
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
-    return set_cpu_threads(threads, processes)
+    return set_cpu_threads(threads)

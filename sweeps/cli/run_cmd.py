@@ -85,7 +85,7 @@ def run_command(
         raise UsageError("give either --device or --devices, not both")
     cfg = SweepConfig.from_mapping(values)
     stores = resolve_stores(home, storage, tracking_uri)
-    apply_threads(threads, cfg.workers)
+    apply_threads(threads)
     outcome = run_study(cfg, stores, track=not no_track, quiet=quiet, create_only=create_only)
     if as_json:
         echo_json(

@@ -1,4 +1,4 @@
-"""Torch CPU threads per process: the default share, --threads, and the launcher's workers."""
+"""Torch CPU threads per process: one by default, --threads, and the launcher's workers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.sweeps.cli_helpers import assert_usage_error, invoke, invoke_json
-from trainer.devices import set_cpu_threads, usable_cores
+from trainer.devices import set_cpu_threads
 
 # A python: task that notes, in every process that loads it, that process's torch threads.
 SPY_TASK = """
@@ -37,12 +37,10 @@ def restore_threads() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def test_default_share_of_the_cores() -> None:
-    cores = usable_cores()
-    assert set_cpu_threads(None) == cores == torch.get_num_threads()
-    assert set_cpu_threads(None, processes=cores) == 1 == torch.get_num_threads()
-    assert set_cpu_threads(None, processes=10 * cores) == 1  # never below one
-    assert set_cpu_threads(3, processes=cores) == 3 == torch.get_num_threads()  # given wins
+def test_one_thread_unless_told() -> None:
+    torch.set_num_threads(3)  # whatever torch or an earlier caller chose
+    assert set_cpu_threads(None) == 1 == torch.get_num_threads()
+    assert set_cpu_threads(2) == 2 == torch.get_num_threads()  # given wins
     with pytest.raises(ValueError, match=">= 1"):
         set_cpu_threads(0)
 
@@ -54,8 +52,8 @@ def test_bad_thread_count_is_one_line_exit_2(tmp_path: Path, command: str) -> No
     assert_usage_error(result, "--threads must be >= 1, got 0")
 
 
-@pytest.mark.parametrize("threads", [None, 1])
-def test_launcher_gives_workers_their_share(
+@pytest.mark.parametrize("threads", [None, 2])
+def test_launcher_passes_its_thread_count_to_workers(
     tmp_path: Path, threads: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "threads_spy_mod.py").write_text(SPY_TASK)
@@ -70,6 +68,6 @@ def test_launcher_gives_workers_their_share(
     )  # fmt: skip
     assert doc["states"] == {"COMPLETE": 2}
     seen = {tuple(map(int, line.split())) for line in spy.read_text().splitlines()}
-    expected = threads or max(1, usable_cores() // 2)
+    expected = threads or 1
     assert len({pid for pid, _ in seen}) >= 2  # the workers, each in its own process
     assert {n for _, n in seen} == {expected}, seen
