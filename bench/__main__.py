@@ -10,7 +10,10 @@ Kinds (each measured in a fresh process, repeats alternating so drift hits all a
   (c) batched     the same with --batch K
   (d) bare        trainer.train on the configs (b0) searched (after a (b0) run; a random mix
                   of the same space otherwise): nothing stored or logged
-and a scaling line: `sweeps run --workers 1` vs `--workers 2` on PostgreSQL.
+and a scaling line: `sweeps run --workers 1` vs `--workers 2` on PostgreSQL. `--scale` adds
+the cost of 1024 trials added to a `--batch K` study (K = 512; untracked and fully tracked)
+against `trainer.batched.train_batch` of the same configs; `--threads` measures torch's
+CPU threads instead (bench/threads.py).
 """
 
 from __future__ import annotations
@@ -50,18 +53,54 @@ def measure(
     n = trials or args.trials
     cmd = [sys.executable, "-m", "bench.one", kind, "--trials", str(n)]
     cmd += ["--batch", str(args.batch), "--device", args.device, *extra]
-    searched = SEARCHED_DIR / f"unpruned-{n}.json"
-    if kind == "bare" and searched.exists():
+    source = {"bare": "unpruned", "scale-bare": "scale-untracked"}.get(kind, kind)
+    searched = SEARCHED_DIR / f"{source}-{n}.json"
+    if kind != source and searched.exists():
         cmd += ["--configs", str(searched)]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         sys.exit(f"bench: {kind} failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    if kind == "unpruned":
+    if kind in ("unpruned", "scale-untracked"):
         searched.write_text(json.dumps(result["searched"]))
     del result["searched"]
     return result
+
+
+SCALE_KINDS = ("scale-untracked", "scale-tracked", "scale-bare")  # the bare one replays
+
+
+def scale(args: argparse.Namespace) -> dict[str, float]:
+    """Seconds per 1024 trials added to a `--batch K` study, (T(large) − T(small)) scaled:
+    store creation, imports and the parent run's figures cancel. Against `train_batch` of
+    the very configs the untracked study searched, in stacks of K (nothing stored)."""
+    small, large = args.scale_trials
+    scaled = argparse.Namespace(**{**vars(args), "batch": args.scale_batch})
+    seconds: dict[tuple[str, int], list[float]] = {
+        (k, n): [] for k in SCALE_KINDS for n in (small, large)
+    }
+    for r in range(args.repeats):
+        for n in (small, large):
+            for kind in SCALE_KINDS:
+                got = measure(kind, scaled, trials=n)["seconds"]
+                seconds[kind, n].append(got)
+                print(f"  repeat {r + 1}: {kind} {n} trials {got:.2f} s", file=sys.stderr)
+    median = {key: statistics.median(values) for key, values in seconds.items()}
+    per_1024 = {
+        k: (median[k, large] - median[k, small]) * 1024 / (large - small) for k in SCALE_KINDS
+    }
+    bare = per_1024["scale-bare"]
+    print(
+        f"\nscale (d2l, 100 epochs, --batch {args.scale_batch}, --pruner none, {args.device}):"
+        f" per 1024 trials added between {small} and {large}"
+    )
+    for kind in SCALE_KINDS:
+        print(
+            f"  {kind:16} {per_1024[kind]:8.2f} s {1024 / per_1024[kind]:9.1f} trials/s"
+            f" {per_1024[kind] / bare:6.2f}x bare"
+        )
+    return per_1024
 
 
 def marginal_per_trial(args: argparse.Namespace, kinds: list[str]) -> dict[str, float]:
@@ -120,6 +159,18 @@ def main() -> None:
         help="Also time sequential and bare at twice --trials: the cost per added trial.",
     )
     parser.add_argument("--json", dest="json_out", help="Also write the figures to this file.")
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="Also time --batch studies at two sizes against bare train_batch (slow).",
+    )
+    parser.add_argument("--scale-batch", type=int, default=512, help="K for --scale [512].")
+    parser.add_argument(
+        "--scale-trials",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        default=(512, 1536),
+        help="The two study sizes for --scale [512,1536].",
+    )
     parser.add_argument(
         "--threads",
         action="store_true",
@@ -206,6 +257,7 @@ def main() -> None:
             f"\nmemory (batched, tracked): peak RSS {memory[100]:.0f} MB after 100 trials,"
             f" {memory[500]:.0f} MB after 500"
         )
+    scaled = scale(args) if args.scale else {}
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(
@@ -216,6 +268,7 @@ def main() -> None:
                     "workers_trials_per_s": scaling,
                     "memory_peak_rss_mb": memory,
                     "marginal_per_trial_s": marginal,
+                    "scale_per_1024_trials_s": scaled,
                     "runs": runs,
                 },
                 f,

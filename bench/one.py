@@ -13,10 +13,24 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-KINDS = ("peer", "sequential", "unpruned", "batched", "bare", "workers")
+if TYPE_CHECKING:
+    from trainer import TrialConfig
+
+KINDS = (
+    "peer",
+    "sequential",
+    "unpruned",
+    "batched",
+    "bare",
+    "workers",
+    "scale-untracked",
+    "scale-tracked",
+    "scale-bare",
+)
 PENALTIES = ("none", "l2", "weight_decay")
 
 
@@ -74,18 +88,20 @@ def _sweeps(args: argparse.Namespace, home: Path, storage: str) -> float:
     from trainer import Penalty, TrialConfig
 
     quiet_mlflow()
+    scale = args.kind.startswith("scale-")
     cfg = SweepConfig(
         study="bench",
         base=TrialConfig(device=args.device),
         penalties=tuple(Penalty(p) for p in PENALTIES),
         trials=args.trials,
         workers=args.workers if args.kind == "workers" else 1,
-        batch=args.batch if args.kind == "batched" else 1,
-        pruner=PrunerKind.NONE if args.kind == "unpruned" else PrunerKind.MEDIAN,
+        batch=args.batch if args.kind == "batched" or scale else 1,
+        # scale: every trial trains every epoch, as the bare train_batch it is compared with
+        pruner=PrunerKind.NONE if args.kind == "unpruned" or scale else PrunerKind.MEDIAN,
     )
     stores = resolve_stores(str(home), storage, None)
     started = time.perf_counter()
-    run_study(cfg, stores, quiet=True)
+    run_study(cfg, stores, quiet=True, track=args.kind != "scale-untracked")
     return time.perf_counter() - started
 
 
@@ -93,8 +109,34 @@ def _bare(args: argparse.Namespace, home: Path, storage: str) -> float:
     """The training loop alone, nothing stored or logged: the trials a study searched
     (`--configs`; the cost of training differs by penalty, l2 ~1.6x none here) or else a
     seeded random mix of the same space."""
-    from trainer import TrialConfig, load_task, train
+    from trainer import load_task, train
 
+    configs = _configs(args)
+    task = load_task(configs[0])
+    started = time.perf_counter()
+    for cfg in configs:
+        train(cfg, task)
+    return time.perf_counter() - started
+
+
+def _scale_bare(args: argparse.Namespace, home: Path, storage: str) -> float:
+    """`trainer.batched.train_batch` alone on the same configs, in stacks of --batch."""
+    from trainer import load_task
+    from trainer.batched import train_batch
+
+    configs = _configs(args)
+    task = load_task(configs[0])
+    device = torch.device(args.device)
+    train_batch(configs[:2], task, device=device)  # first-call costs, off the clock
+    started = time.perf_counter()
+    for i in range(0, len(configs), args.batch):
+        train_batch(configs[i : i + args.batch], task, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def _configs(args: argparse.Namespace) -> list[TrialConfig]:
     if args.configs:
         with open(args.configs) as f:
             searched = json.load(f)[: args.trials]
@@ -105,7 +147,9 @@ def _bare(args: argparse.Namespace, home: Path, storage: str) -> float:
             penalty = rng.choice(PENALTIES)
             lam = None if penalty == "none" else 10 ** rng.uniform(-5, 2)
             searched.append({"penalty": penalty, "lambda": lam, "l1_ratio": None})
-    configs = [
+    from trainer import TrialConfig
+
+    return [
         TrialConfig(
             penalty=p["penalty"],
             lambda_=p["lambda"] or 0.0,
@@ -114,14 +158,9 @@ def _bare(args: argparse.Namespace, home: Path, storage: str) -> float:
         )
         for p in searched
     ]
-    task = load_task(configs[0])
-    started = time.perf_counter()
-    for cfg in configs:
-        train(cfg, task)
-    return time.perf_counter() - started
 
 
-SWEEPS_KINDS = ("sequential", "unpruned", "batched", "workers")
+SWEEPS_KINDS = ("sequential", "unpruned", "batched", "workers", "scale-untracked", "scale-tracked")
 MEASURE = {
     "peer": _peer,
     "sequential": _sweeps,
@@ -129,6 +168,9 @@ MEASURE = {
     "batched": _sweeps,
     "workers": _sweeps,
     "bare": _bare,
+    "scale-untracked": _sweeps,
+    "scale-tracked": _sweeps,
+    "scale-bare": _scale_bare,
 }
 
 if __name__ == "__main__":

@@ -35,3 +35,16 @@ def test_bare_replays_the_trials_an_unpruned_study_searched(tmp_path: Path) -> N
     configs.write_text(json.dumps([{"penalty": "l2", "lambda": -1.0, "l1_ratio": None}]))
     with pytest.raises(subprocess.CalledProcessError):
         one("bare", "--trials", "1", "--configs", str(configs))
+
+
+def test_scale_kinds_run_the_same_configs_batched(tmp_path: Path) -> None:
+    study = one("scale-untracked", "--trials", "4", "--batch", "2")
+    searched = study["searched"]
+    assert len(searched) == 4 and study["seconds"] > 0
+    configs = tmp_path / "searched.json"
+    configs.write_text(json.dumps(searched))
+    bare = one("scale-bare", "--trials", "4", "--batch", "2", "--configs", str(configs))
+    assert bare["searched"] == [] and bare["seconds"] > 0
+    configs.write_text(json.dumps([{"penalty": "l2", "lambda": -1.0, "l1_ratio": None}] * 2))
+    with pytest.raises(subprocess.CalledProcessError):  # it really trains what it is given
+        one("scale-bare", "--trials", "2", "--batch", "2", "--configs", str(configs))
