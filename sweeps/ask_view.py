@@ -69,7 +69,13 @@ class AskView:
 
     def completed(self) -> list[FrozenTrial]:
         """The study's COMPLETE trials as the round's asks saw them."""
-        return [t for _, t in sorted(self._trials.items()) if t.state is TrialState.COMPLETE]
+        return self.finished((TrialState.COMPLETE,))
+
+    def finished(
+        self, states: Container[TrialState] = (TrialState.COMPLETE, TrialState.PRUNED)
+    ) -> list[FrozenTrial]:
+        """The study's trials in `states` as the round started (before its first ask)."""
+        return [t for _, t in sorted(self._trials.items()) if t.state in states]
 
     def _storage_get_all_trials(
         self,

@@ -35,6 +35,7 @@ from sweeps.config import SamplerKind, SweepConfig
 from sweeps.objective import Checkpoints, conclude, keep, repeat_configs
 from sweeps.pruning import PruningView
 from sweeps.reports import Reports
+from sweeps.sampling import RoundSampler
 from sweeps.space import grid_size, suggest
 from sweeps.trial_record import build_record, now_ms
 from tracking.records import TrialRecord, TrialState
@@ -116,6 +117,8 @@ class RoundOptimizer:
         slots: list[_Slot] = []
         last_beat = time.monotonic()
         with AskView(self.study).serving() as view:
+            if isinstance(self.study.sampler, RoundSampler):
+                self.study.sampler.plan(view.finished(), k)  # one model for the round
             for _ in range(k):
                 slots.append(self._ask(pruning, view))
                 if record is not None and time.monotonic() - last_beat > interval / 2:

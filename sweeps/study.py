@@ -9,6 +9,7 @@ import optuna
 
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.errors import UsageError
+from sweeps.sampling import RoundSampler, Space
 
 SPACE_ATTR = "sweeps.space"
 CONFIG_ATTR = "sweeps.config"
@@ -29,7 +30,11 @@ def make_sampler(cfg: SweepConfig, worker: int | None = None) -> optuna.samplers
     seed = cfg.base.seed if worker is None else cfg.base.seed * 10_007 + 1 + worker
     if cfg.sampler is SamplerKind.TPE:
         # group=True splits the conditional space (λ only when penalty != none) cleanly.
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        # A --batch round draws its proposals from one fit (sweeps.sampling); asks outside
+        # a planned round (sequential trials, the startup trials) go to TPE as they are.
+        penalties = tuple(p.value for p in cfg.penalties)
+        return RoundSampler(tpe, Space(penalties, cfg.lambda_min, cfg.lambda_max), seed)
     if cfg.sampler is SamplerKind.RANDOM:
         return optuna.samplers.RandomSampler(seed=seed)
     if cfg.sampler is SamplerKind.GRID:

@@ -12,6 +12,7 @@ import torch
 from sweeps.config import SweepConfig
 from sweeps.pruning import PruningView
 from sweeps.rounds import RoundOptimizer
+from sweeps.sampling import RoundSampler
 from sweeps.space import suggest
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load
@@ -25,6 +26,10 @@ def _study_with_history(path: Path) -> optuna.Study:
     """Past TPE's startup trials, plus what other workers leave: an enqueued retry and a
     trial running elsewhere (constant liar counts it)."""
     study = create_or_load(CFG, open_storage(f"sqlite:///{path}"))
+    # Optuna's TPE asked per trial, as for rounds the round sampler does not plan (it plans
+    # --batch rounds of TPE: tests/sweeps/test_sampling.py): what the view must reproduce.
+    assert isinstance(study.sampler, RoundSampler)
+    study.sampler = study.sampler.inner
     for i in range(14):
         trial = study.ask()
         cfg = suggest(trial, CFG)

@@ -1,0 +1,251 @@
+"""A round's proposals from one model of the history: `RoundSampler`.
+
+Optuna's TPE fits its Parzen estimators to the whole history on every ask, and with the
+constant liar it also reads every running trial each time: asking a round of K trials fits
+K models, each costlier as the history grows. A `--batch K` round instead fits one model
+when it starts (`RoundSampler.plan`) and draws its K proposals from it; each of them is
+asked and suggested as usual (through `BaseSampler.sample_independent`), so the study
+stays an ordinary Optuna study: same parameters, distributions and storage rows, readable
+by Optuna's dashboard, its CLI and other workers. Rounds of one (sequential trials), the
+startup trials, and retried trials (enqueued with their parameters) are sampled by the
+wrapped Optuna sampler exactly as before.
+
+The model is TPE (Bergstra et al. 2011), on the conditional space of this product:
+the penalty is categorical; log λ (and l1_ratio for elastic_net) are modelled per penalty,
+each by a Parzen estimator of truncated Gaussians with a uniform-ish prior component,
+fitted to the trials of that penalty. Trials are split into the best γ(n) = min(⌈n/10⌉, 25)
+(Optuna's default) and the rest; pruned trials count among the rest. Each proposal is the
+best of `CANDIDATES` draws from the good density by the ratio good/rest; a proposal made
+earlier in the round then counts among the rest for its penalty (TPE's constant liar), so
+a round spreads over the penalties instead of repeating the best one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+from scipy.special import logsumexp, ndtr, ndtri
+
+from trainer.config import Penalty
+
+CANDIDATES = 24  # draws per proposal, as Optuna's n_ei_candidates
+STARTUP_TRIALS = 10  # finished trials before the model is used, as Optuna's TPE
+_FIXED_PARAMS = "fixed_params"  # system attr of an enqueued trial (Study.enqueue_trial)
+
+
+@dataclass(frozen=True)
+class Space:
+    """The searched space (sweeps.space.suggest): penalty, then λ and l1_ratio as it says."""
+
+    penalties: tuple[str, ...]
+    lambda_min: float
+    lambda_max: float
+
+    def dims(self, penalty: str) -> dict[str, tuple[float, float]]:
+        """Continuous dimensions of a penalty's branch, in the model's coordinates."""
+        dims: dict[str, tuple[float, float]] = {}
+        if penalty != Penalty.NONE.value:
+            dims["lambda"] = (math.log(self.lambda_min), math.log(self.lambda_max))
+        if penalty == Penalty.ELASTIC_NET.value:
+            dims["l1_ratio"] = (0.0, 1.0)
+        return dims
+
+
+class RoundSampler(optuna.samplers.BaseSampler):
+    """Wraps the study's sampler; `plan(trials, k)` makes the next k asks one round."""
+
+    def __init__(self, inner: optuna.samplers.BaseSampler, space: Space, seed: int) -> None:
+        self.inner = inner
+        self._space = space
+        self._rng = np.random.default_rng(seed)
+        self._queue: list[dict[str, Any]] = []
+        self._planned: dict[int, dict[str, Any]] = {}  # trial number → its proposal
+
+    def plan(self, trials: Sequence[FrozenTrial], k: int) -> int:
+        """Proposals for the next `k` asks from one model of `trials` (the round's snapshot
+        of the study); returns how many were planned (0: the inner sampler decides)."""
+        self._queue = propose(trials, self._space, k, self._rng) if k > 1 else []
+        return len(self._queue)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self._queue and _FIXED_PARAMS not in trial.system_attrs:
+            self._planned[trial.number] = self._queue.pop(0)
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        if trial.number in self._planned:
+            return {}  # every parameter comes from the plan, through sample_independent
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if trial.number in self._planned:
+            return {}
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        planned = self._planned.get(trial.number, {})
+        if param_name in planned:
+            return planned[param_name]
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._planned.pop(trial.number, None)
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+        self._rng = np.random.default_rng()
+
+
+def propose(
+    trials: Sequence[FrozenTrial], space: Space, k: int, rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    """k proposals (parameter dicts as `suggest` asks for them) from one TPE fit; [] before
+    STARTUP_TRIALS trials of this space finished."""
+    observed = [t for t in trials if _in_space(t, space)]
+    if len(observed) < STARTUP_TRIALS:
+        return []
+    ranked = sorted(observed, key=_loss)
+    n_good = min(math.ceil(len(ranked) / 10), 25)
+    good, rest = ranked[:n_good], ranked[n_good:]
+    penalties = list(space.penalties)
+    good_counts = _counts(good, penalties) + 1.0  # +1: the prior
+    rest_counts = _counts(rest, penalties) + 1.0
+    # Every proposal's candidates at once: penalty from the good counts, then its branch.
+    n = k * CANDIDATES
+    choice = rng.choice(len(penalties), size=n, p=good_counts / good_counts.sum())
+    values: dict[str, np.ndarray] = {}
+    branch_score = np.zeros(n)
+    for index, penalty in enumerate(penalties):
+        rows = np.flatnonzero(choice == index)
+        for name, bounds in space.dims(penalty).items():
+            good_kde = Parzen.fit(_values(good, penalty, name), bounds)
+            rest_kde = Parzen.fit(_values(rest, penalty, name), bounds)
+            drawn = good_kde.sample(rng, rows.size)
+            values.setdefault(name, np.full(n, np.nan))[rows] = drawn
+            branch_score[rows] += good_kde.log_pdf(drawn) - rest_kde.log_pdf(drawn)
+    proposals = []
+    for j in range(k):
+        own = slice(j * CANDIDATES, (j + 1) * CANDIDATES)
+        # The penalty's term uses the round so far: earlier proposals count as "rest".
+        ratio = np.log(good_counts / good_counts.sum()) - np.log(rest_counts / rest_counts.sum())
+        best = j * CANDIDATES + int(np.argmax(branch_score[own] + ratio[choice[own]]))
+        penalty = penalties[choice[best]]
+        rest_counts[choice[best]] += 1.0
+        proposals.append(_params(penalty, {n: v[best] for n, v in values.items()}, space))
+    return proposals
+
+
+@dataclass(frozen=True)
+class Parzen:
+    """A mixture of Gaussians truncated to [low, high]: one per observation and a prior."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    low: float
+    high: float
+
+    @classmethod
+    def fit(cls, observations: np.ndarray, bounds: tuple[float, float]) -> Parzen:
+        """Bandwidths from the gaps to the neighbours (Bergstra's rule), clipped below at
+        range / min(100, n+1) so that a cluster does not collapse, above at the range; the
+        prior is one wide Gaussian at the centre."""
+        low, high = bounds
+        width = high - low
+        mu = np.append(np.asarray(observations, dtype=float), (low + high) / 2)
+        order = np.argsort(mu)
+        ordered = np.concatenate(([low], mu[order], [high]))
+        gaps = np.maximum(ordered[1:-1] - ordered[:-2], ordered[2:] - ordered[1:-1])
+        sigma = np.empty_like(mu)
+        sigma[order] = np.clip(gaps, width / min(100, mu.size), width)
+        sigma[-1] = width  # the prior
+        return cls(mu, sigma, low, high)
+
+    def _mass(self) -> np.ndarray:
+        upper, lower = (
+            ndtr((self.high - self.mu) / self.sigma),
+            ndtr((self.low - self.mu) / self.sigma),
+        )
+        return np.asarray(upper - lower, dtype=float)
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """Inverse-CDF draws from components chosen uniformly (equal weights)."""
+        pick = rng.integers(self.mu.size, size=size)
+        mu, sigma = self.mu[pick], self.sigma[pick]
+        lo, hi = ndtr((self.low - mu) / sigma), ndtr((self.high - mu) / sigma)
+        u = lo + rng.random(size) * (hi - lo)
+        drawn = mu + sigma * ndtri(np.clip(u, 1e-12, 1 - 1e-12))
+        return np.asarray(np.clip(drawn, self.low, self.high), dtype=float)
+
+    def log_pdf(self, x: np.ndarray) -> np.ndarray:
+        z = (x[:, None] - self.mu[None, :]) / self.sigma[None, :]
+        log_component = (
+            -0.5 * z**2 - np.log(self.sigma * math.sqrt(2 * math.pi)) - np.log(self._mass())
+        )
+        return np.asarray(logsumexp(log_component, axis=1) - math.log(self.mu.size))
+
+
+def _in_space(trial: FrozenTrial, space: Space) -> bool:
+    """A finished trial whose parameters this space can model (not one of another space)."""
+    if trial.state is TrialState.COMPLETE and (trial.value is None or math.isnan(trial.value)):
+        return False
+    if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+        return False
+    penalty = trial.params.get("penalty")
+    return penalty in space.penalties and set(space.dims(penalty)) <= set(trial.params)
+
+
+def _loss(trial: FrozenTrial) -> float:
+    """Pruned trials rank after every complete one."""
+    return float(trial.value) if trial.state is TrialState.COMPLETE else math.inf  # type: ignore[arg-type]
+
+
+def _counts(trials: Sequence[FrozenTrial], penalties: list[str]) -> np.ndarray:
+    counts = np.zeros(len(penalties))
+    for trial in trials:
+        counts[penalties.index(trial.params["penalty"])] += 1
+    return counts
+
+
+def _values(trials: Sequence[FrozenTrial], penalty: str, name: str) -> np.ndarray:
+    raw = [t.params[name] for t in trials if t.params.get("penalty") == penalty]
+    values = np.asarray(raw, dtype=float)
+    return np.log(values) if name == "lambda" else values
+
+
+def _params(penalty: str, values: dict[str, float], space: Space) -> dict[str, Any]:
+    """What `suggest` asks for, in its units, inside its distributions."""
+    params: dict[str, Any] = {"penalty": penalty}
+    dims = space.dims(penalty)
+    if "lambda" in dims:
+        lam = math.exp(values["lambda"])
+        params["lambda"] = min(max(lam, space.lambda_min), space.lambda_max)
+    if "l1_ratio" in dims:
+        params["l1_ratio"] = min(max(float(values["l1_ratio"]), 0.0), 1.0)
+    return params
+
+
+__all__ = ["CANDIDATES", "STARTUP_TRIALS", "Parzen", "RoundSampler", "Space", "propose"]
