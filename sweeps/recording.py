@@ -103,8 +103,7 @@ class Recorder:
         MLflow: a lost MLflow write is reported and left for `sweeps check --repair`."""
         if self.mlflow is not None and self.parent is not None:
             recs = self._log(self.mlflow, self.parent, recs)
-        for rec in recs:
-            self.results.record_trial(rec)
+        self.results.record_trials(recs)
         return recs
 
     @staticmethod

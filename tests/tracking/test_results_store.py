@@ -93,6 +93,22 @@ def test_record_trial_once_then_replace(store: ResultsStore) -> None:
     assert (row["state"], row["value"], row["error"]) == ("FAIL", None, "RuntimeError: nan loss")
 
 
+def test_record_trials_writes_a_round_in_one_go_each_row_once(store: ResultsStore) -> None:
+    store.register_study(study())
+    assert store.record_trial(trial("demo", 1, value=0.5)) is True
+    written = store.record_trials([trial("demo", n, value=float(n)) for n in (0, 1, 2)])
+    assert written == [True, False, True]  # trial 1's row was there: kept, not replaced
+    assert [(r["number"], r["value"]) for r in store.trials("demo")] == [
+        (0, 0.0),
+        (1, 0.5),
+        (2, 2.0),
+    ]
+    assert store.record_trials([]) == []
+    with pytest.raises(UnknownStudyError):
+        store.record_trials([trial("ghost", 0)])
+    assert count_rows(store, "demo") == 3
+
+
 def test_record_trial_needs_a_registered_study(store: ResultsStore) -> None:
     with pytest.raises(UnknownStudyError, match="no study named 'ghost'"):
         store.record_trial(trial("ghost", 0))

@@ -199,6 +199,40 @@ class ResultsStore:
             return True
 
     @_database_errors
+    def record_trials(self, recs: Sequence[TrialRecord]) -> list[bool]:
+        """Write the rows of many finished trials (a `--batch` round), each once, in one
+        transaction: what `record_trial` does for each, without replacing.
+
+        Returns, per record, whether its row was written (False: it existed already).
+        """
+        if not recs:
+            return []
+        self.ensure_schema()
+        with Session(self._engine) as session:
+            ids = {name: find_study_id(session, name) for name in {rec.study for rec in recs}}
+            keys = [(ids[rec.study], rec.number) for rec in recs]
+            existing = set(
+                session.execute(
+                    sa.select(TrialRow.study_id, TrialRow.number).where(
+                        sa.tuple_(TrialRow.study_id, TrialRow.number).in_(keys)
+                    )
+                ).tuples()
+            )
+            written = [key not in existing for key in keys]
+            now = utc_now()
+            session.add_all(
+                TrialRow(study_id=key[0], number=key[1], created_at=now, **_trial_values(rec))
+                for key, rec, new in zip(keys, recs, written, strict=True)
+                if new
+            )
+            try:
+                session.commit()
+            except IntegrityError:  # another process wrote one meanwhile: one by one
+                session.rollback()
+                return [self.record_trial(rec) for rec in recs]
+        return written
+
+    @_database_errors
     def studies(self) -> list[dict[str, Any]]:
         """One summary per study, ordered by name: counts per state and the best value."""
         if not self._has_schema():
