@@ -75,10 +75,13 @@ def conclude(results: list[TrialResult], pruned_at: int | None) -> tuple[TrialSt
     return TrialState.COMPLETE, None
 
 
+RECORD_ATTR = "sweeps.record"  # the Optuna trial's user attribute holding repair_info
+
+
 def keep(trial: optuna.Trial, rec: TrialRecord) -> TrialRecord:
     """Keep the recorded trial on the Optuna trial too, so `sweeps check --repair` can
     rebuild a lost results row or MLflow run from it."""
-    trial.set_user_attr("sweeps.record", repair_info(rec))
+    trial.set_user_attr(RECORD_ATTR, repair_info(rec))
     return rec
 
 

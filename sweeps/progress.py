@@ -9,6 +9,8 @@ from typing import TextIO
 
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeps.objective import RECORD_ATTR
+
 
 def describe(trial: FrozenTrial) -> str:
     """`#12 l2 λ=3.16` — the same words as the MLflow run names."""
@@ -50,7 +52,7 @@ class Progress:
     def _line(self, trial: FrozenTrial) -> str:
         state = trial.state.name
         value = f" val_loss={trial.value:.6g}" if trial.value is not None else ""
-        reason = trial.user_attrs.get("sweeps.record", {}).get("error") or ""
+        reason = trial.user_attrs.get(RECORD_ATTR, {}).get("error") or ""
         why = f" ({reason})" if reason and state != "COMPLETE" else ""
         head = f"[{self.done}/{self.total}] trial {describe(trial)}"
         return f"{head} {state}{value}{why} best={self.best:.6g}"

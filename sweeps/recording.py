@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sweeps.config import SweepConfig
 from sweeps.errors import mask_secrets
+from sweeps.objective import RECORD_ATTR
 from sweeps.storage import Stores
 from tracking.records import FINAL_METRICS, METRICS, StudyRecord, TrialRecord, TrialState
 from tracking.results import ResultsStore
@@ -180,7 +181,7 @@ def record_from_trial(
 
     A trial whose worker died kept nothing: its config is rebuilt from its parameters.
     """
-    kept: dict[str, Any] = trial.user_attrs.get("sweeps.record") or {}
+    kept: dict[str, Any] = trial.user_attrs.get(RECORD_ATTR) or {}
     state = TrialState(trial.state.name)
     params = kept.get("params")
     if params is None and cfg is not None:

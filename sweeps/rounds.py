@@ -25,14 +25,16 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial
 
+from sweeps._optuna import Told, rdb_backend, warn_once
 from sweeps.ask_view import AskView
 from sweeps.config import SamplerKind, SweepConfig
-from sweeps.objective import Checkpoints, conclude, keep, repeat_configs
+from sweeps.objective import RECORD_ATTR, Checkpoints, conclude, keep, repair_info, repeat_configs
 from sweeps.pruning import PruningView
 from sweeps.reports import Reports
 from sweeps.sampling import RoundSampler
@@ -41,6 +43,9 @@ from sweeps.trial_record import build_record, now_ms
 from tracking.records import TrialRecord, TrialState
 from trainer import Task, TrainStatus, TrialConfig, TrialResult, train
 from trainer.batched import batch_key, train_batch
+
+if TYPE_CHECKING:
+    from sweeps._optuna.tell import BulkTeller
 
 OPTUNA_STATE = {
     TrialState.COMPLETE: optuna.trial.TrialState.COMPLETE,
@@ -81,9 +86,11 @@ class RoundOptimizer:
     record: Callable[[list[TrialRecord]], list[TrialRecord]]
     on_trial: Callable[[FrozenTrial], None] = lambda _trial: None
     _reports: Reports = field(init=False)
+    _teller: BulkTeller | None = field(init=False)
 
     def __post_init__(self) -> None:
         self._reports = Reports.of(self.study)
+        self._teller = _bulk_teller(self.study)
 
     def optimize(self, n_trials: int) -> None:
         deadline = None if self.sweep.timeout is None else time.monotonic() + self.sweep.timeout
@@ -230,9 +237,21 @@ class RoundOptimizer:
         )
 
     def _finish(self, recs: list[TrialRecord], slots: list[_Slot]) -> None:
-        """Record the round in one call (MLflow and results rows), then tell Optuna."""
+        """Record the round in one call (MLflow and results rows), then tell Optuna (in
+        one transaction where `sweeps._optuna.tell` may write the storage)."""
         self._reports.flush()  # a told trial's reports must be in the storage
-        for rec, slot in zip(self.record(recs), slots, strict=True):
+        recorded = self.record(recs)
+        if self._teller is not None:
+            told = [
+                Told(
+                    slot.trial, OPTUNA_STATE[rec.state], rec.value, {RECORD_ATTR: repair_info(rec)}
+                )
+                for rec, slot in zip(recorded, slots, strict=True)
+            ]
+            for frozen in self._teller.tell(self.study, told):
+                self.on_trial(frozen)
+            return
+        for rec, slot in zip(recorded, slots, strict=True):
             keep(slot.trial, rec)
             value = rec.value if rec.state is TrialState.COMPLETE else None
             try:
@@ -244,6 +263,23 @@ class RoundOptimizer:
                     raise
                 frozen = self.study._storage.get_trial(slot.trial._trial_id)
             self.on_trial(frozen)
+
+
+def _bulk_teller(study: optuna.Study) -> BulkTeller | None:
+    """One transaction per round's tell, for the TPE studies whose sampler's after_trial
+    this was tested with (RoundSampler); Optuna's own tell otherwise."""
+    if not isinstance(study.sampler, RoundSampler):
+        return None
+    what = "telling a round's trials"
+    backend = rdb_backend(study, what)
+    if backend is None:
+        return None
+    try:
+        from sweeps._optuna.tell import BulkTeller
+    except ImportError as e:  # a private name gone in another Optuna
+        warn_once(what, str(e))
+        return None
+    return BulkTeller(backend.engine)
 
 
 @contextmanager
