@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.errors import UsageError
+from tracking.records import History, HistoryPolicy
 from trainer.config import Penalty, TaskOption, TrialConfig, parse_enum
 from trainer.errors import ConfigError
 
@@ -47,6 +48,7 @@ _SWEEP_KEYS = {
     "repeats",
     "grid_points",
     "report_every",
+    "history",
 }
 TASK_OPTION_KEYS = {
     "n_train",
@@ -85,6 +87,9 @@ class SweepConfig:
     repeats: int = 1
     grid_points: int = 8  # λ values per penalty for --sampler grid
     report_every: int | None = None  # epochs between pruning reports; None → epochs // 10
+    # Metric rows per trial in MLflow: checkpoints keep a 10,000-trial study's stores small
+    # (README, "Metric history"); every epoch is in each run's history.csv all the same.
+    history: History = History.CHECKPOINTS
 
     def __post_init__(self) -> None:
         if not self.study.strip():
@@ -104,6 +109,10 @@ class SweepConfig:
             raise UsageError(f"--timeout must be > 0 seconds, got {self.timeout}")
         if self.report_every is not None and self.report_every <= 0:
             raise UsageError(f"--report-every must be >= 1, got {self.report_every}")
+
+    @property
+    def history_policy(self) -> HistoryPolicy:
+        return HistoryPolicy(self.history, self.checkpoint_every)
 
     @property
     def checkpoint_every(self) -> int:
@@ -137,6 +146,7 @@ class SweepConfig:
             "devices": list(self.devices),
             "device": self.base.device,
             "report_every": self.checkpoint_every,
+            "history": self.history.value,
             **self.space_signature(),
         }
 
@@ -163,6 +173,8 @@ class SweepConfig:
                 sweep["sampler"] = parse_enum(SamplerKind, sweep["sampler"], "sampler")
             if "pruner" in sweep:
                 sweep["pruner"] = parse_enum(PrunerKind, sweep["pruner"], "pruner")
+            if "history" in sweep:
+                sweep["history"] = parse_enum(History, sweep["history"], "history")
             if "study" not in sweep:
                 raise UsageError("--study NAME is required")
             return cls(base=base, **sweep)

@@ -15,7 +15,15 @@ from sweeps.config import SweepConfig
 from sweeps.errors import mask_secrets
 from sweeps.objective import RECORD_ATTR
 from sweeps.storage import Stores
-from tracking.records import FINAL_METRICS, METRICS, StudyRecord, TrialRecord, TrialState
+from tracking.records import (
+    FINAL_METRICS,
+    METRICS,
+    History,
+    HistoryPolicy,
+    StudyRecord,
+    TrialRecord,
+    TrialState,
+)
 from tracking.results import ResultsStore
 
 if TYPE_CHECKING:
@@ -103,17 +111,21 @@ class Recorder:
         """MLflow first (to learn the run ids), then the results rows. Never raises for
         MLflow: a lost MLflow write is reported and left for `sweeps check --repair`."""
         if self.mlflow is not None and self.parent is not None:
-            recs = self._log(self.mlflow, self.parent, recs)
+            history = self.cfg.history_policy if self.cfg is not None else HistoryPolicy()
+            recs = self._log(self.mlflow, self.parent, recs, history)
         self.results.record_trials(recs)
         return recs
 
     @staticmethod
     def _log(
-        mlflow: MlflowTracker, parent: ParentRef, recs: list[TrialRecord]
+        mlflow: MlflowTracker,
+        parent: ParentRef,
+        recs: list[TrialRecord],
+        history: HistoryPolicy,
     ) -> list[TrialRecord]:
         """One bulk write for the whole round (one transaction into a SQL store)."""
         try:
-            run_ids = mlflow.log_trials(parent, recs)
+            run_ids = mlflow.log_trials(parent, recs, history)
         except Exception as e:  # the trials themselves are fine; keep them in Optuna and SQL
             numbers = ", ".join(str(rec.number) for rec in recs)
             warn(f"MLflow logging failed for trial(s) {numbers}: {e}")
@@ -135,6 +147,18 @@ class Recorder:
             self.mlflow.finish_study(self.parent, records, optuna_plots(study))
         except Exception as e:
             warn(f"could not finish the MLflow parent run: {e}")
+        self._complete_best_curves()
+
+    def _complete_best_curves(self) -> None:
+        """The best trial of each penalty shows every epoch as metrics, whatever --history
+        thinned (the other trials keep theirs in history.csv)."""
+        if self.mlflow is None or self.cfg is None or self.cfg.history is History.EPOCHS:
+            return
+        run_ids = [row["mlflow_run_id"] for row in self.results.best(self.study)]
+        try:
+            self.mlflow.complete_curves([r for r in run_ids if r])
+        except Exception as e:
+            warn(f"could not log the best trials' whole curves: {e}")
 
     def stale_trial_callback(
         self, retry: Callable[[optuna.Study, FrozenTrial], None]

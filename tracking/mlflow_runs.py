@@ -34,9 +34,16 @@ from tracking.errors import TrackingError
 from tracking.figures import lambda_figure
 from tracking.mlflow_bulk import BulkRunWriter, open_bulk_writer
 from tracking.mlflow_rows import RunSpec
-from tracking.mlflow_specs import tag_dict, tag_value, trial_spec, trials_csv
+from tracking.mlflow_specs import (
+    HISTORY_FILE,
+    read_history_csv,
+    tag_dict,
+    tag_value,
+    trial_spec,
+    trials_csv,
+)
 from tracking.mlflow_store import seed_sqlite_store
-from tracking.records import TrialRecord, TrialState
+from tracking.records import EVERY_EPOCH, HistoryPolicy, TrialRecord, TrialState
 from tracking.secrets import mask_secrets
 
 logger = logging.getLogger(__name__)
@@ -130,14 +137,20 @@ class MlflowTracker:
             )
         return ParentRef(experiment_id=experiment_id, run_id=run.info.run_id)
 
-    def log_trials(self, parent: ParentRef, recs: Sequence[TrialRecord]) -> list[str]:
+    def log_trials(
+        self,
+        parent: ParentRef,
+        recs: Sequence[TrialRecord],
+        history: HistoryPolicy = EVERY_EPOCH,
+    ) -> list[str]:
         """Logs finished trials as child runs of `parent`; returns their run ids in order.
+        `history` says which epochs become metric rows (all are in `history.csv`).
 
         Into a SQL tracking store this is one transaction: all trials are logged or none.
         Otherwise each is logged as by `log_trial`, and a failure leaves those before it
         logged and the failing one FAILED.
         """
-        specs = [trial_spec(rec, parent.run_id) for rec in recs]
+        specs = [trial_spec(rec, parent.run_id, history) for rec in recs]
         return self._log_specs(parent.experiment_id, specs, recs)
 
     def log_trial(self, parent: ParentRef, rec: TrialRecord) -> str:
@@ -218,6 +231,39 @@ class MlflowTracker:
                     synchronous=True,
                 )
             client.set_terminated(parent.run_id, "FINISHED")
+
+    def complete_curves(self, run_ids: Sequence[str]) -> list[str]:
+        """Logs every epoch of these trial runs' curves as metrics, from their history.csv,
+        where `--history` logged fewer; returns the runs that got points."""
+        completed = []
+        with self._errors("cannot complete the best trials' curves"):
+            client = self._mlflow()
+            for run_id in run_ids:
+                points = self._missing_points(client, run_id)
+                for metrics, _ in _batches(points, []):
+                    client.log_batch(run_id, metrics=metrics, synchronous=True)
+                if points:
+                    completed.append(run_id)
+        return completed
+
+    @staticmethod
+    def _missing_points(client: MlflowClient, run_id: str) -> list[Metric]:
+        logged = {m.step for m in client.get_metric_history(run_id, "val_loss")}
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = client.download_artifacts(run_id, HISTORY_FILE, tmp)
+            except (MlflowException, OSError):
+                return []  # a run without one (logged by an older sweeps, or a repair)
+            history = read_history_csv(Path(path).read_bytes())
+        info = client.get_run(run_id).info
+        epochs = max(len(values) for values in history.values())
+        span_ms = max((info.end_time or info.start_time) - info.start_time, 0)
+        return [
+            Metric(name, value, info.start_time + span_ms * step // max(epochs, 1), step)
+            for name, values in history.items()
+            for step, value in enumerate(values, start=1)
+            if step not in logged
+        ]
 
     def trial_runs(self, experiment_id: str) -> dict[int, list[RunSummary]]:
         """Maps each trial number to the active child runs tagged with it, oldest first."""

@@ -18,10 +18,12 @@ from mlflow.entities import Param
 from tracking.mlflow_rows import MetricPoint, RunSpec
 from tracking.records import (
     ACCURACY_METRICS,
+    EVERY_EPOCH,
     FINAL_METRICS,
     METRICS,
     RUN_STATUS,
     TRIAL_COLUMNS,
+    HistoryPolicy,
     TrialRecord,
     TrialState,
 )
@@ -68,7 +70,12 @@ def trials_csv(records: Sequence[TrialRecord]) -> bytes:
     return out.getvalue().encode()
 
 
-def trial_spec(rec: TrialRecord, parent_run_id: str | None) -> RunSpec:
+HISTORY_FILE = "history.csv"  # every trial's whole per-epoch history, whatever the policy
+
+
+def trial_spec(
+    rec: TrialRecord, parent_run_id: str | None, history: HistoryPolicy = EVERY_EPOCH
+) -> RunSpec:
     status = RUN_STATUS.get(rec.state)
     if status is None:
         raise ValueError(f"trial {rec.number} is {rec.state}: only finished trials are logged")
@@ -79,7 +86,7 @@ def trial_spec(rec: TrialRecord, parent_run_id: str | None) -> RunSpec:
         end_time_ms=rec.end_time_ms,
         tags=tag_dict(_trial_tags(parent_run_id, rec)),
         params=_trial_params(rec),
-        metrics=_trial_metrics(rec),
+        metrics=_trial_metrics(rec, history),
         files=_trial_files(rec),
     )
 
@@ -108,9 +115,9 @@ def _trial_params(rec: TrialRecord) -> list[Param]:
     ]
 
 
-def _trial_metrics(rec: TrialRecord) -> list[MetricPoint]:
-    """The per-epoch history (step = epoch from 1), then the final accuracies (if any),
-    `value` and `duration_s`.
+def _trial_metrics(rec: TrialRecord, history: HistoryPolicy) -> list[MetricPoint]:
+    """The per-epoch history (step = epoch from 1) at the epochs `history` logs, then the
+    final accuracies (if any), `value` and `duration_s`.
 
     Epoch timestamps are spread evenly over the trial's duration: the trainer does not
     record them, and MLflow's relative-time axis then still reads sensibly.
@@ -124,7 +131,11 @@ def _trial_metrics(rec: TrialRecord) -> list[MetricPoint]:
     metrics: list[MetricPoint] = []
     for name in METRICS:
         values = rec.history.get(name) or []
-        metrics += [(name, float(v), at(i), i) for i, v in enumerate(values, start=1)]
+        metrics += [
+            (name, float(v), at(i), i)
+            for i, v in enumerate(values, start=1)
+            if history.logs(i, len(values))
+        ]
         final = rec.final.get(name)
         if not values and final is not None:
             metrics.append((name, float(final), rec.end_time_ms, 0))
@@ -143,9 +154,29 @@ def _trial_files(rec: TrialRecord) -> dict[str, bytes]:
     config = {key: _json_value(value) for key, value in rec.params.items()}
     config |= {"study": rec.study, "number": rec.number, "state": rec.state.value}
     files = {"config.json": json.dumps(config, indent=2, default=str).encode()}
+    if any(rec.history.get(name) for name in METRICS):
+        files[HISTORY_FILE] = history_csv(rec.history)
     if rec.weights is not None:
         files["model_state_dict.pt"] = rec.weights
     return files
+
+
+def history_csv(history: Mapping[str, Sequence[float]]) -> bytes:
+    """`epoch` and the METRICS, one row per epoch; floats as repr (exact round trip)."""
+    epochs = max(len(history.get(name, ())) for name in METRICS)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["epoch", *METRICS])
+    for i in range(epochs):
+        row = [history[m][i] if i < len(history.get(m, ())) else "" for m in METRICS]
+        writer.writerow([i + 1, *(repr(float(v)) if v != "" else "" for v in row)])
+    return out.getvalue().encode()
+
+
+def read_history_csv(data: bytes) -> dict[str, list[float]]:
+    """`history_csv` read back."""
+    rows = list(csv.DictReader(io.StringIO(data.decode())))
+    return {m: [float(r[m]) for r in rows if r[m] != ""] for m in METRICS}
 
 
 def _json_value(value: Any) -> Any:

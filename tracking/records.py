@@ -46,6 +46,32 @@ class TrialState(StrEnum):
         return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
+class History(StrEnum):
+    """Which epochs of a trial's curves become MLflow metric rows (`--history`)."""
+
+    EPOCHS = "epochs"  # every epoch
+    CHECKPOINTS = "checkpoints"  # every pruning checkpoint and the last epoch
+    FINAL = "final"  # the last epoch only
+
+
+@dataclass(frozen=True)
+class HistoryPolicy:
+    """`kind`, with `every` epochs between checkpoints. Whatever it thins, the whole
+    per-epoch history is kept as the run's `history.csv` artifact, and the study's best
+    trials get their full curves as metrics when the study ends (`sweeps.recording`)."""
+
+    kind: History = History.EPOCHS
+    every: int = 1
+
+    def logs(self, epoch: int, epochs: int) -> bool:
+        """Whether epoch `epoch` (from 1) of a trial that ran `epochs` becomes metric rows."""
+        if self.kind is History.EPOCHS or epoch == epochs:
+            return True
+        return self.kind is History.CHECKPOINTS and epoch % self.every == 0
+
+
+EVERY_EPOCH = HistoryPolicy()
+
 # The MLflow run status each finished trial state ends in.
 RUN_STATUS = {
     TrialState.COMPLETE: "FINISHED",

@@ -14,6 +14,7 @@ from sweeps.cli.options import (
     training_flags,
 )
 from sweeps.config import PrunerKind, SamplerKind
+from tracking.records import History
 
 SAMPLERS = [s.value for s in SamplerKind]
 PRUNERS = [p.value for p in PrunerKind]
@@ -51,6 +52,12 @@ BEST_COLUMNS = [
 @click.option("--repeats", type=int, help="Seeds per trial; the objective is their mean [1].")
 @click.option("--grid-points", type=int, help="λ values per penalty for --sampler grid [8].")
 @click.option("--report-every", type=int, help="Epochs between pruning reports [epochs/10].")
+@click.option(
+    "--history",
+    type=click.Choice([h.value for h in History]),
+    help="Epochs logged as MLflow metrics: every epoch, every pruning checkpoint, or the"
+    " final one; each run's history.csv holds them all [checkpoints].",
+)
 @click.option(
     "--create-only", is_flag=True, help="Create the study for `sweeps worker`s; run none."
 )

@@ -97,6 +97,7 @@ def test_batched_study_records_what_sequential_does(tmp_path: Path) -> None:
 def test_repeats_and_pruning_in_batches(tmp_path: Path) -> None:
     home = tmp_path / "h"
     args = ["--trials", "12", "--batch", "6", "--repeats", "2", "--epochs", "30", "--quiet"]
+    args += ["--history", "epochs"]  # every epoch a metric row: the curve's length is checked
     doc = _run(home, "--penalties", "none,l2,l1", "--pruner", "median", *args, "--json")
     assert sum(doc["states"].values()) == 12
     study = load("s", f"sqlite:///{home / 'sweeps.db'}")

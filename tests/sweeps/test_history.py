@@ -1,0 +1,52 @@
+"""`--history`: which epochs become MLflow metric rows; every epoch stays in history.csv,
+and each penalty's best trial shows its whole curve once the study ends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.sweeps.cli_helpers import invoke_json
+from tracking.mlflow_specs import HISTORY_FILE, read_history_csv
+from tracking.records import METRICS
+
+EPOCHS = 20
+EVERY = 4  # --report-every: the checkpoints
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("history", "thinned"),
+    [
+        ("epochs", set(range(1, EPOCHS + 1))),
+        ("checkpoints", set(range(EVERY, EPOCHS + 1, EVERY))),
+        ("final", {EPOCHS}),
+    ],
+)
+def test_history_policy(tmp_path: Path, history: str, thinned: set[int]) -> None:
+    home = tmp_path / "h"
+    doc = invoke_json(
+        "run", "--home", str(home), "--study", "h", "--penalties", "l2,none", "--trials", "6",
+        "--sampler", "random", "--epochs", str(EPOCHS), "--report-every", str(EVERY),
+        "--pruner", "none", "--history", history, "--quiet",
+    )  # fmt: skip
+    best = {row["mlflow_run_id"] for row in doc["best"]}
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("h")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], "tags.`sweeps.role` = 'trial'")
+    assert len(runs) == 6 and len(best) == 2
+    for run in runs:
+        run_id = run.info.run_id
+        whole = set(range(1, EPOCHS + 1))
+        for metric in METRICS:
+            steps = {m.step for m in client.get_metric_history(run_id, metric)}
+            assert steps == (whole if run_id in best else thinned), (metric, run_id in best)
+        local = client.download_artifacts(run_id, HISTORY_FILE, str(tmp_path / run_id))
+        curves = read_history_csv(Path(local).read_bytes())
+        assert all(len(curves[metric]) == EPOCHS for metric in METRICS)
+        for metric in METRICS:  # the file and the metrics say the same
+            logged = {m.step: m.value for m in client.get_metric_history(run_id, metric)}
+            assert all(curves[metric][step - 1] == value for step, value in logged.items())
