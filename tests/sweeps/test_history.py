@@ -3,13 +3,15 @@ and each penalty's best trial shows its whole curve once the study ends."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.sweeps.cli_helpers import invoke_json
-from tracking.mlflow_specs import HISTORY_FILE, read_history_csv
+from tracking.mlflow_specs import HISTORY_FILE, history_csv, read_history_csv
 from tracking.records import METRICS
 
 EPOCHS = 20
@@ -47,6 +49,22 @@ def test_history_policy(tmp_path: Path, history: str, thinned: set[int]) -> None
         local = client.download_artifacts(run_id, HISTORY_FILE, str(tmp_path / run_id))
         curves = read_history_csv(Path(local).read_bytes())
         assert all(len(curves[metric]) == EPOCHS for metric in METRICS)
-        for metric in METRICS:  # the file and the metrics say the same
+        for metric in METRICS:  # the file and the metrics say the same (to float32)
             logged = {m.step: m.value for m in client.get_metric_history(run_id, metric)}
-            assert all(curves[metric][step - 1] == value for step, value in logged.items())
+            assert all(
+                curves[metric][step - 1] == float(np.float32(value))
+                for step, value in logged.items()
+            )
+
+
+def test_history_csv_round_trips_to_float32() -> None:
+    rng = np.random.default_rng(0)
+    history = {m: [float(x) for x in rng.normal(size=30) * 10.0**i] for i, m in enumerate(METRICS)}
+    history["val_loss"][3], history["w_norm"][4] = math.inf, math.nan
+    history["penalty_value"] = history["penalty_value"][:29]  # diverged one epoch early
+    data = history_csv(history)
+    back = read_history_csv(data)
+    for metric, values in history.items():
+        assert repr(back[metric]) == repr([float(np.float32(v)) for v in values]), metric
+    assert data.decode().splitlines()[0] == "epoch," + ",".join(METRICS)
+    assert len(data) < 30 * 80  # ≤ 9 digits a value, not repr's 17
