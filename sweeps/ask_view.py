@@ -77,6 +77,11 @@ class AskView:
         """The study's trials in `states` as the round started (before its first ask)."""
         return [t for _, t in sorted(self._trials.items()) if t.state in states]
 
+    def waiting(self) -> bool:
+        """Whether the study had WAITING (enqueued or retried) trials as the round started:
+        `Study.ask` pops those before it creates a trial."""
+        return any(t.state is TrialState.WAITING for t in self._trials.values())
+
     def _storage_get_all_trials(
         self,
         study_id: int,

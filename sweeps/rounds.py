@@ -25,9 +25,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import optuna
+import sqlalchemy as sa
 import torch
 from optuna.trial import FrozenTrial
 
@@ -45,6 +46,7 @@ from trainer import Task, TrainStatus, TrialConfig, TrialResult, train
 from trainer.batched import batch_key, train_batch
 
 if TYPE_CHECKING:
+    from sweeps._optuna.ask import BulkAsker
     from sweeps._optuna.tell import BulkTeller
 
 OPTUNA_STATE = {
@@ -87,10 +89,12 @@ class RoundOptimizer:
     on_trial: Callable[[FrozenTrial], None] = lambda _trial: None
     _reports: Reports = field(init=False)
     _teller: BulkTeller | None = field(init=False)
+    _asker: BulkAsker | None = field(init=False)
 
     def __post_init__(self) -> None:
         self._reports = Reports.of(self.study)
-        self._teller = _bulk_teller(self.study)
+        self._teller = _fenced(self.study, "telling a round's trials", _bulk_teller)
+        self._asker = _fenced(self.study, "asking a round's trials", _bulk_asker)
 
     def optimize(self, n_trials: int) -> None:
         deadline = None if self.sweep.timeout is None else time.monotonic() + self.sweep.timeout
@@ -124,9 +128,14 @@ class RoundOptimizer:
         slots: list[_Slot] = []
         last_beat = time.monotonic()
         with AskView(self.study).serving() as view:
-            if isinstance(self.study.sampler, RoundSampler):
-                self.study.sampler.plan(view.finished(), k)  # one model for the round
-            for _ in range(k):
+            sampler = self.study.sampler
+            # One model for the round; with nothing WAITING to pop first (a retry), its
+            # trials are created together too.
+            planned = isinstance(sampler, RoundSampler) and sampler.plan(view.finished(), k) == k
+            if planned and self._asker is not None and not view.waiting():
+                assert isinstance(sampler, RoundSampler)
+                slots = self._ask_planned(sampler.take(), pruning)
+            for _ in range(k - len(slots)):
                 slots.append(self._ask(pruning, view))
                 if record is not None and time.monotonic() - last_beat > interval / 2:
                     for slot in slots:
@@ -140,11 +149,23 @@ class RoundOptimizer:
     def _ask(self, pruning: PruningView, view: AskView) -> _Slot:
         trial = self.study.ask()
         view.asking(trial)
-        cfg = suggest(trial, self.sweep).replace(device=self.device_label)
+        cfg = suggest(trial, self.sweep)
         view.asked(trial)
+        return self._slot(trial, cfg, pruning)
+
+    def _ask_planned(self, proposals: list[dict[str, Any]], pruning: PruningView) -> list[_Slot]:
+        """The round's trials with the sampler's proposals, created in one transaction: each
+        proposal goes through `suggest` as a FixedTrial, which also yields its distributions."""
+        assert self._asker is not None
+        fixed = [optuna.trial.FixedTrial(params) for params in proposals]
+        cfgs = [suggest(trial, self.sweep) for trial in fixed]
+        trials = self._asker.ask(self.study, [(f.params, f.distributions) for f in fixed])
+        return [self._slot(t, cfg, pruning) for t, cfg in zip(trials, cfgs, strict=True)]
+
+    def _slot(self, trial: optuna.Trial, cfg: TrialConfig, pruning: PruningView) -> _Slot:
+        cfg = cfg.replace(device=self.device_label)
         every = self.sweep.checkpoint_every
-        checkpoints = Checkpoints(trial, every, cfg.epochs, pruning, self._reports)
-        return _Slot(trial, cfg, checkpoints)
+        return _Slot(trial, cfg, Checkpoints(trial, every, cfg.epochs, pruning, self._reports))
 
     def _round(self, slots: list[_Slot], pruning: PruningView) -> None:
         for slot in slots:
@@ -265,21 +286,36 @@ class RoundOptimizer:
             self.on_trial(frozen)
 
 
-def _bulk_teller(study: optuna.Study) -> BulkTeller | None:
-    """One transaction per round's tell, for the TPE studies whose sampler's after_trial
-    this was tested with (RoundSampler); Optuna's own tell otherwise."""
+_T = TypeVar("_T")
+
+
+def _fenced(study: optuna.Study, what: str, make: Callable[[sa.Engine], _T]) -> _T | None:
+    """A writer of Optuna's tables (`sweeps._optuna`) for this study, or None for Optuna's
+    public API: only TPE studies (the RoundSampler's after_trial and before_trial are what
+    it was tested with), an RDB storage at a tested schema revision, and an Optuna that
+    still has the private names it uses."""
     if not isinstance(study.sampler, RoundSampler):
         return None
-    what = "telling a round's trials"
     backend = rdb_backend(study, what)
     if backend is None:
         return None
     try:
-        from sweeps._optuna.tell import BulkTeller
+        return make(backend.engine)
     except ImportError as e:  # a private name gone in another Optuna
         warn_once(what, str(e))
         return None
-    return BulkTeller(backend.engine)
+
+
+def _bulk_teller(engine: sa.Engine) -> BulkTeller:
+    from sweeps._optuna.tell import BulkTeller
+
+    return BulkTeller(engine)
+
+
+def _bulk_asker(engine: sa.Engine) -> BulkAsker:
+    from sweeps._optuna.ask import BulkAsker
+
+    return BulkAsker(engine)
 
 
 @contextmanager

@@ -74,6 +74,11 @@ class RoundSampler(optuna.samplers.BaseSampler):
         self._queue = propose(trials, self._space, k, self._rng) if k > 1 else []
         return len(self._queue)
 
+    def take(self) -> list[dict[str, Any]]:
+        """The planned proposals, for a caller that creates the round's trials itself."""
+        taken, self._queue = self._queue, []
+        return taken
+
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if self._queue and _FIXED_PARAMS not in trial.system_attrs:
             self._planned[trial.number] = self._queue.pop(0)

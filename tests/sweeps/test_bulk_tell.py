@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from sweeps._optuna import FORCE_PUBLIC_ENV, Told, rdb_backend
 from sweeps._optuna.tell import BulkTeller
 from sweeps.config import SweepConfig
-from sweeps.rounds import _bulk_teller
+from sweeps.rounds import _bulk_teller, _fenced
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load, quiet_optuna
 from trainer import Penalty
@@ -61,7 +61,7 @@ def _read(study: optuna.Study, trial: optuna.Trial) -> dict[str, Any]:
 
 
 def test_bulk_tell_reads_back_as_optuna_tells(study: optuna.Study) -> None:
-    teller = _bulk_teller(study)
+    teller = _fenced(study, "test", _bulk_teller)
     assert isinstance(teller, BulkTeller)  # both backends are at a tested revision
     ours = [_asked(study, reports) for _, _, reports in ENDS]
     theirs = [_asked(study, reports) for _, _, reports in ENDS]
@@ -88,7 +88,7 @@ def test_bulk_tell_reads_back_as_optuna_tells(study: optuna.Study) -> None:
 
 
 def test_a_trial_ended_elsewhere_is_left_as_it_is(study: optuna.Study) -> None:
-    teller = _bulk_teller(study)
+    teller = _fenced(study, "test", _bulk_teller)
     assert teller is not None
     lost, kept = _asked(study, {}), _asked(study, {})
     study._storage.set_trial_state_values(lost._trial_id, TrialState.FAIL)  # e.g. stale
@@ -105,7 +105,9 @@ def test_the_public_path_when_forced_or_not_tpe(
     study: optuna.Study, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(FORCE_PUBLIC_ENV, "1")
-    assert rdb_backend(study, "test") is None and _bulk_teller(study) is None
+    assert rdb_backend(study, "test") is None and _fenced(study, "test", _bulk_teller) is None
     monkeypatch.delenv(FORCE_PUBLIC_ENV)
     study.sampler = optuna.samplers.RandomSampler()
-    assert _bulk_teller(study) is None  # tested with the round sampler's after_trial only
+    assert (
+        _fenced(study, "test", _bulk_teller) is None
+    )  # tested with the round sampler's after_trial only
