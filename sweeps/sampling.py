@@ -6,9 +6,10 @@ K models, each costlier as the history grows. A `--batch K` round instead fits o
 when it starts (`RoundSampler.plan`) and draws its K proposals from it; each of them is
 asked and suggested as usual (through `BaseSampler.sample_independent`), so the study
 stays an ordinary Optuna study: same parameters, distributions and storage rows, readable
-by Optuna's dashboard, its CLI and other workers. Rounds of one (sequential trials), the
-startup trials, and retried trials (enqueued with their parameters) are sampled by the
-wrapped Optuna sampler exactly as before.
+by Optuna's dashboard, its CLI and other workers. Rounds of one (sequential trials) and
+retried trials (enqueued with their parameters) are sampled by the wrapped Optuna sampler
+exactly as before; a round that starts before STARTUP_TRIALS trials finished draws from
+the prior, as TPE's own startup does (random trials).
 
 The model is TPE (Bergstra et al. 2011), on the conditional space of this product:
 the penalty is categorical; log λ (and l1_ratio for elastic_net) are modelled per penalty,
@@ -70,7 +71,8 @@ class RoundSampler(optuna.samplers.BaseSampler):
 
     def plan(self, trials: Sequence[FrozenTrial], k: int) -> int:
         """Proposals for the next `k` asks from one model of `trials` (the round's snapshot
-        of the study); returns how many were planned (0: the inner sampler decides)."""
+        of the study); returns how many were planned (0 for a round of one: the inner
+        sampler decides)."""
         self._queue = propose(trials, self._space, k, self._rng) if k > 1 else []
         return len(self._queue)
 
@@ -128,11 +130,12 @@ class RoundSampler(optuna.samplers.BaseSampler):
 def propose(
     trials: Sequence[FrozenTrial], space: Space, k: int, rng: np.random.Generator
 ) -> list[dict[str, Any]]:
-    """k proposals (parameter dicts as `suggest` asks for them) from one TPE fit; [] before
-    STARTUP_TRIALS trials of this space finished."""
+    """k proposals (parameter dicts as `suggest` asks for them) from one TPE fit; before
+    STARTUP_TRIALS trials of this space finished, from the prior (uniform penalty,
+    log-uniform λ, uniform l1_ratio), as TPE starts with random trials."""
     observed = [t for t in trials if _in_space(t, space)]
     if len(observed) < STARTUP_TRIALS:
-        return []
+        return [_random(space, rng) for _ in range(k)]
     ranked = sorted(observed, key=_loss)
     n_good = min(math.ceil(len(ranked) / 10), 25)
     good, rest = ranked[:n_good], ranked[n_good:]
@@ -211,6 +214,12 @@ class Parzen:
             -0.5 * z**2 - np.log(self.sigma * math.sqrt(2 * math.pi)) - np.log(self._mass())
         )
         return np.asarray(logsumexp(log_component, axis=1) - math.log(self.mu.size))
+
+
+def _random(space: Space, rng: np.random.Generator) -> dict[str, Any]:
+    penalty = space.penalties[int(rng.integers(len(space.penalties)))]
+    values = {name: rng.uniform(low, high) for name, (low, high) in space.dims(penalty).items()}
+    return _params(penalty, values, space)
 
 
 def _in_space(trial: FrozenTrial, space: Space) -> bool:

@@ -52,10 +52,18 @@ def test_parzen_is_a_density_on_its_range() -> None:
     assert np.mean(drawn < 0.5) > 0.5  # two of three observations are there
 
 
-def test_no_model_before_the_startup_trials() -> None:
+def test_the_prior_before_the_startup_trials() -> None:
+    """Random proposals first, as TPE starts: not drawn towards the good region."""
     rng = np.random.default_rng(0)
-    assert propose(_history(STARTUP_TRIALS - 1), SPACE, 8, rng) == []
-    assert len(propose(_history(STARTUP_TRIALS), SPACE, 8, rng)) == 8
+    early = propose(_history(STARTUP_TRIALS - 1), SPACE, 3000, rng)
+    counts = {p: sum(q["penalty"] == p for q in early) for p in SPACE.penalties}
+    assert all(900 < n < 1100 for n in counts.values()), counts
+    lams = np.log10([q["lambda"] for q in early if "lambda" in q])
+    assert lams.min() >= -4 and lams.max() <= 1 and abs(np.median(lams) - -1.5) < 0.2
+    ratios = [q["l1_ratio"] for q in early if "l1_ratio" in q]
+    assert abs(np.mean(ratios) - 0.5) < 0.05
+    near = [q for q in early if "lambda" in q and abs(math.log10(q["lambda"] / 0.1)) < 1]
+    assert len(near) < 0.5 * len(lams)  # ~2/5 of a uniform log range
 
 
 def test_proposals_are_inside_the_space_and_near_the_good_region() -> None:
@@ -141,7 +149,7 @@ def test_planned_trials_are_ordinary_optuna_trials(tmp_path: Path) -> None:
         assert dists["lambda"] == optuna.distributions.FloatDistribution(1e-5, 100, log=True)
         if trial.params["penalty"] == "elastic_net":
             assert dists["l1_ratio"] == optuna.distributions.FloatDistribution(0.0, 1.0)
-    assert sampler.plan([], 2) == 0  # no history: the inner sampler decides (random)
+    assert sampler.plan([], 1) == 0  # a round of one: Optuna's TPE decides
 
 
 @pytest.mark.slow
