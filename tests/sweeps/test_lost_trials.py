@@ -18,6 +18,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from sweeps._optuna import FORCE_PUBLIC_ENV
 from sweeps.config import SweepConfig
 from sweeps.lost import lost_trials
 from sweeps.pruning import PruningView
@@ -111,8 +112,10 @@ def test_a_long_ask_round_beats_for_the_trials_asked_so_far(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`--batch K` asks K trials before training them; a slow ask must not make the first
-    ones look lost to another worker (a heartbeat every half interval while asking)."""
+    ones look lost to another worker (a heartbeat every half interval while asking). With
+    Optuna's public API, that is: a planned round is created in one transaction."""
     monkeypatch.setenv("SWEEPS_HEARTBEAT_S", HEARTBEAT_S)
+    monkeypatch.setenv(FORCE_PUBLIC_ENV, "1")
     storage = open_storage(f"sqlite:///{tmp_path / 'sweeps.db'}")
     cfg = SweepConfig(study="asks", penalties=(Penalty.L2,), trials=4, batch=4)
     study = create_or_load(cfg, storage)
