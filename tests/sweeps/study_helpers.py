@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
 import sqlalchemy as sa
 
+from sweeps.config import SweepConfig
+from sweeps.storage import open_storage
+from sweeps.study import create_or_load, quiet_optuna
 from trainer import TrialConfig, load_task, train
 
 
@@ -62,3 +67,15 @@ def grid_test_loss(lams: list[float], **overrides: object) -> dict[float, float]
         assert final["test_loss"] is not None
         out[lam] = final["test_loss"]
     return out
+
+
+@contextmanager
+def sweep_study(storage_url: str, cfg: SweepConfig) -> Iterator[optuna.Study]:
+    """`cfg`'s study (its sampler and pruner) on `storage_url`, as `sweeps run` creates it;
+    the storage's connections closed afterwards (before a test database is dropped)."""
+    quiet_optuna()
+    storage = open_storage(storage_url)
+    try:
+        yield create_or_load(cfg, storage)
+    finally:
+        storage.engine.dispose()

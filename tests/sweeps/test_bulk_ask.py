@@ -16,6 +16,7 @@ from sweeps.rounds import _bulk_asker, _fenced
 from sweeps.space import suggest
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load, quiet_optuna
+from tests.sweeps.study_helpers import sweep_study
 from trainer import Penalty
 
 CFG = SweepConfig(study="asked", penalties=(Penalty.NONE, Penalty.L2, Penalty.ELASTIC_NET))
@@ -28,10 +29,8 @@ PROPOSALS: list[dict[str, Any]] = [
 
 @pytest.fixture
 def study(storage_url: str) -> Iterator[optuna.Study]:
-    quiet_optuna()
-    storage = open_storage(storage_url)
-    yield create_or_load(CFG, storage)
-    storage.engine.dispose()  # before the test database is dropped
+    with sweep_study(storage_url, CFG) as study:
+        yield study
 
 
 def _planned(proposals: list[dict[str, Any]]) -> list[tuple[Any, Any]]:

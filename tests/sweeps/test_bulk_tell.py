@@ -14,8 +14,7 @@ from sweeps._optuna import FORCE_PUBLIC_ENV, Told, rdb_backend
 from sweeps._optuna.tell import BulkTeller
 from sweeps.config import SweepConfig
 from sweeps.rounds import _bulk_teller, _fenced
-from sweeps.storage import open_storage
-from sweeps.study import create_or_load, quiet_optuna
+from tests.sweeps.study_helpers import sweep_study
 from trainer import Penalty
 
 CFG = SweepConfig(study="told", penalties=(Penalty.L2,))
@@ -33,10 +32,8 @@ ENDS: list[tuple[TrialState, float | None, dict[int, float]]] = [
 
 @pytest.fixture
 def study(storage_url: str) -> Iterator[optuna.Study]:
-    quiet_optuna()
-    storage = open_storage(storage_url)
-    yield create_or_load(CFG, storage)
-    storage.engine.dispose()  # before the test database is dropped
+    with sweep_study(storage_url, CFG) as study:
+        yield study
 
 
 def _asked(study: optuna.Study, reports: dict[int, float]) -> optuna.Trial:
