@@ -10,11 +10,15 @@ each trial is its own Optuna trial, MLflow child run and results row, recorded a
 record).
 
 This is Optuna's ask-and-tell interface rather than `study.optimize`, for what optimize
-does not allow: a round's asks read the study once (`sweeps.ask_view`; TPE alone read it
-three times per sequential trial, ~9 ms), and K trials in flight at once. What optimize
-does per trial is done per round: stale trials of dead workers are failed (and retried)
-first, a thread beats for the round's trials, the timeout is checked, an exhausted grid
-stops the loop.
+does not allow: a round's asks read the study once (`sweeps.ask_view`), and K trials in
+flight at once. What optimize does per trial is done per round: stale trials of dead
+workers are failed (and retried) first, a thread beats for the round's trials, the
+timeout is checked, an exhausted grid stops the loop.
+
+A TPE round's proposals come from one model (`sweeps.sampling.RoundSampler.plan`); with
+them known up front, the round's trials are created in one transaction and told in one
+(`sweeps._optuna`, where its storage allows), so the bookkeeping of a round does not grow
+with one storage session per trial.
 """
 
 from __future__ import annotations
