@@ -16,6 +16,7 @@ from sweeps.errors import mask_secrets
 from sweeps.objective import RECORD_ATTR
 from sweeps.storage import Stores
 from tracking.records import (
+    EVERY_EPOCH,
     FINAL_METRICS,
     METRICS,
     History,
@@ -111,7 +112,7 @@ class Recorder:
         """MLflow first (to learn the run ids), then the results rows. Never raises for
         MLflow: a lost MLflow write is reported and left for `sweeps check --repair`."""
         if self.mlflow is not None and self.parent is not None:
-            history = self.cfg.history_policy if self.cfg is not None else HistoryPolicy()
+            history = self.cfg.history_policy if self.cfg is not None else EVERY_EPOCH
             recs = self._log(self.mlflow, self.parent, recs, history)
         self.results.record_trials(recs)
         return recs
