@@ -11,9 +11,10 @@ RDBStorage stores them (NaN and ±inf as value types) and guarded as
 `RDBStorage.set_trial_intermediate_value` guards them: nothing for a trial that is no
 longer RUNNING, a step reported before is kept.
 
-This writes another program's schema, so it is used only for an RDB storage whose schema
-revision is in TESTED_SCHEMA_REVISIONS (tests/sweeps/test_reports.py compares what Optuna
-reads back with what `Trial.report` stores); anything else gets `Trial.report`.
+This writes another program's schema, so it is used only where `sweeps._optuna.rdb_backend`
+allows it: an RDB storage at a schema revision its tests ran on
+(tests/sweeps/test_reports.py compares what Optuna reads back with what `Trial.report`
+stores); anything else gets `Trial.report`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,7 @@ import optuna
 import sqlalchemy as sa
 from optuna.storages._rdb import models
 
-# Optuna's RDB schema revisions this module was checked against: v3.2.0.a is the head of
-# Optuna 3.2 to 5.0. Add one only after tests/sweeps/test_reports.py passes on it.
-TESTED_SCHEMA_REVISIONS = frozenset({"v3.2.0.a"})
+from sweeps._optuna import rdb_backend
 
 Report = tuple[optuna.Trial, int, float]  # (trial, step, value)
 # Reports wait at most this long for the trial's end to be written with the next ones: a
@@ -69,13 +68,8 @@ class Reports:
 
     @classmethod
     def of(cls, study: optuna.Study) -> Reports:
-        storage = study._storage  # no public getter
-        backend = getattr(storage, "_backend", storage)  # inside Optuna's _CachedStorage
-        if not isinstance(backend, optuna.storages.RDBStorage):
-            return cls(None)
-        if backend.get_current_version() not in TESTED_SCHEMA_REVISIONS:
-            return cls(None)
-        return cls(backend.engine)
+        backend = rdb_backend(study, "writing pruning reports")
+        return cls(None if backend is None else backend.engine)
 
     def add(self, reports: Sequence[Report]) -> None:
         """Reports values (a step a trial reported before is ignored, as Optuna does). The

@@ -156,10 +156,11 @@ def propose(
             values.setdefault(name, np.full(n, np.nan))[rows] = drawn
             branch_score[rows] += good_kde.log_pdf(drawn) - rest_kde.log_pdf(drawn)
     proposals = []
+    log_good = np.log(good_counts / good_counts.sum())
     for j in range(k):
         own = slice(j * CANDIDATES, (j + 1) * CANDIDATES)
         # The penalty's term uses the round so far: earlier proposals count as "rest".
-        ratio = np.log(good_counts / good_counts.sum()) - np.log(rest_counts / rest_counts.sum())
+        ratio = log_good - np.log(rest_counts / rest_counts.sum())
         best = j * CANDIDATES + int(np.argmax(branch_score[own] + ratio[choice[own]]))
         penalty = penalties[choice[best]]
         rest_counts[choice[best]] += 1.0

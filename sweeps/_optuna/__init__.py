@@ -1,4 +1,5 @@
-"""The fence around Optuna's private names: code here writes Optuna's RDB tables directly.
+"""The fence around Optuna's private names: code here writes Optuna's RDB tables directly
+(and `sweeps.reports`, which predates the fence, decides through `rdb_backend` too).
 
 Each module is imported lazily, only for an `RDBStorage` whose schema revision its tests
 were run against, and the caller falls back to Optuna's public API otherwise, or when

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import optuna
 import pytest
 
+import sweeps._optuna
 from sweeps import reports
 from sweeps.reports import Reports
 from sweeps.storage import open_storage
@@ -73,7 +74,7 @@ def test_nothing_is_stored_for_a_finished_trial(study: optuna.Study) -> None:
 def test_an_untested_schema_falls_back_to_trial_report(
     study: optuna.Study, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(reports, "TESTED_SCHEMA_REVISIONS", frozenset({"v9.9.9"}))
+    monkeypatch.setattr(sweeps._optuna, "TESTED_SCHEMA_REVISIONS", frozenset({"v9.9.9"}))
     writer = Reports.of(study)
     assert writer.engine is None
     trial = study.ask()
