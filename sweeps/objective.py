@@ -46,11 +46,11 @@ class Checkpoints:
         """One trial's checkpoint: report, then whether to stop."""
         if not self.due(epoch):
             return False
-        self.reports.add([self.report(epoch, metrics)])
+        self.reports.add([self.report(epoch, metrics["val_loss"])])
         return self.decide(epoch)
 
-    def report(self, epoch: int, metrics: Mapping[str, float]) -> Report:
-        return (self.trial, epoch, metrics["val_loss"])
+    def report(self, epoch: int, val_loss: float) -> Report:
+        return (self.trial, epoch, val_loss)
 
     def decide(self, epoch: int) -> bool:
         """Asks the pruner, once this epoch's report is added."""

@@ -38,7 +38,7 @@ from optuna.trial import FrozenTrial
 
 from sweeps._optuna import Told, rdb_backend, warn_once
 from sweeps.ask_view import AskView
-from sweeps.config import SamplerKind, SweepConfig
+from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.objective import RECORD_ATTR, Checkpoints, conclude, keep, repair_info, repeat_configs
 from sweeps.pruning import PruningView
 from sweeps.reports import Reports
@@ -46,13 +46,14 @@ from sweeps.sampling import RoundSampler
 from sweeps.space import grid_size, suggest
 from sweeps.trial_record import build_record, now_ms
 from tracking.records import TrialRecord, TrialState
-from trainer import Task, TrainStatus, TrialConfig, TrialResult, train
+from trainer import METRICS, Task, TrainStatus, TrialConfig, TrialResult, train
 from trainer.batched import batch_key, train_batch
 
 if TYPE_CHECKING:
     from sweeps._optuna.ask import BulkAsker
     from sweeps._optuna.tell import BulkTeller
 
+VAL_LOSS = METRICS.index("val_loss")  # the objective's column of the trainer's metrics
 OPTUNA_STATE = {
     TrialState.COMPLETE: optuna.trial.TrialState.COMPLETE,
     TrialState.PRUNED: optuna.trial.TrialState.PRUNED,
@@ -91,11 +92,15 @@ class RoundOptimizer:
     device_label: str
     record: Callable[[list[TrialRecord]], list[TrialRecord]]
     on_trial: Callable[[FrozenTrial], None] = lambda _trial: None
+    weights: bool = True  # serialize each trial's weights into its record (MLflow keeps them)
+    _reporting: bool = field(init=False)
     _reports: Reports = field(init=False)
     _teller: BulkTeller | None = field(init=False)
     _asker: BulkAsker | None = field(init=False)
 
     def __post_init__(self) -> None:
+        # Reports exist for the pruner: without one, no checkpoint reads or writes anything.
+        self._reporting = self.sweep.pruner is not PrunerKind.NONE
         self._reports = Reports.of(self.study)
         self._teller = _fenced(self.study, "telling a round's trials", _bulk_teller)
         self._asker = _fenced(self.study, "asking a round's trials", _bulk_asker)
@@ -209,30 +214,35 @@ class RoundOptimizer:
         """Sequential: repeats one after another, pruned on the first seed's curve, up to
         the first that did not complete."""
         for r, member in enumerate(repeat_configs(slot.cfg, self.sweep.repeats)):
-            hook = slot.checkpoints if r == 0 else None
+            hook = slot.checkpoints if r == 0 and self._reporting else None
             result = train(member, self.task, on_epoch=hook, device=self.device)
             slot.results[r] = result
             if result.status is not TrainStatus.COMPLETED:
                 return
 
     def _train(self, slots: list[_Slot], group: list[_Member], pruning: PruningView) -> None:
-        def on_epoch(epoch: int, metrics: list[dict[str, float] | None]) -> set[int]:
+        def on_checkpoint(epoch: int, members: list[int], metrics: torch.Tensor) -> set[int]:
             """Report each trial's first repeat (added together); a pruned trial stops all
             its repeats."""
             if not slots[group[0].slot].checkpoints.due(epoch):
-                return set()  # every trial of a stack has the same epochs and checkpoints
+                return set()  # the last epoch: nothing left to prune
             pruning.refresh()  # a round is long: see other workers' completions
+            val_loss = metrics[:, VAL_LOSS].tolist()
             due = [
-                (m.slot, values)
-                for m, values in zip(group, metrics, strict=True)
-                if m.repeat == 0 and values is not None
+                (group[i].slot, value)
+                for i, value in zip(members, val_loss, strict=True)
+                if group[i].repeat == 0
             ]
-            self._reports.add([slots[i].checkpoints.report(epoch, values) for i, values in due])
-            pruned = {i for i, _ in due if slots[i].checkpoints.decide(epoch)}
-            return {i for i, m in enumerate(group) if m.slot in pruned}
+            self._reports.add([slots[s].checkpoints.report(epoch, value) for s, value in due])
+            pruned = {s for s, _ in due if slots[s].checkpoints.decide(epoch)}
+            return {i for i in members if group[i].slot in pruned}
 
         results = train_batch(
-            [m.cfg for m in group], self.task, on_epoch=on_epoch, device=self.device
+            [m.cfg for m in group],
+            self.task,
+            on_checkpoint=on_checkpoint if self._reporting else None,
+            device=self.device,
+            every=self.sweep.checkpoint_every,
         )
         for m, result in zip(group, results, strict=True):
             slots[m.slot].results[m.repeat] = result
@@ -258,7 +268,14 @@ class RoundOptimizer:
     ) -> TrialRecord:
         number = slot.trial.number
         return build_record(
-            self.sweep.study, number, slot.cfg, list(results), state, slot.started_ms, error
+            self.sweep.study,
+            number,
+            slot.cfg,
+            list(results),
+            state,
+            slot.started_ms,
+            error,
+            weights=self.weights,
         )
 
     def _finish(self, recs: list[TrialRecord], slots: list[_Slot]) -> None:

@@ -158,7 +158,14 @@ def _optimize(
     device = resolve_device(device_spec)
     task = load_task(cfg.base)
     rounds = RoundOptimizer(
-        study, cfg, task, device, device_label(device), recorder.record_many, progress.update
+        study,
+        cfg,
+        task,
+        device,
+        device_label(device),
+        recorder.record_many,
+        progress.update,
+        weights=recorder.mlflow is not None,
     )
     rounds.optimize(n_trials)
 

@@ -32,11 +32,15 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
-from scipy.special import logsumexp, ndtr, ndtri
+from scipy.special import ndtr, ndtri
 
 from trainer.config import Penalty
 
 CANDIDATES = 24  # draws per proposal, as Optuna's n_ei_candidates
+# Components of one Parzen estimator at most: past this, evenly spaced order statistics of
+# the observations stand for all of them (the density keeps its shape; the cost of a round
+# stops growing with the history).
+MAX_COMPONENTS = 256
 STARTUP_TRIALS = 10  # finished trials before the model is used, as Optuna's TPE
 _FIXED_PARAMS = "fixed_params"  # system attr of an enqueued trial (Study.enqueue_trial)
 
@@ -184,7 +188,11 @@ class Parzen:
         prior is one wide Gaussian at the centre."""
         low, high = bounds
         width = high - low
-        mu = np.append(np.asarray(observations, dtype=float), (low + high) / 2)
+        observed = np.asarray(observations, dtype=float)
+        if observed.size > MAX_COMPONENTS:
+            picks = np.linspace(0, observed.size - 1, MAX_COMPONENTS).round().astype(int)
+            observed = np.sort(observed)[picks]
+        mu = np.append(observed, (low + high) / 2)
         order = np.argsort(mu)
         ordered = np.concatenate(([low], mu[order], [high]))
         gaps = np.maximum(ordered[1:-1] - ordered[:-2], ordered[2:] - ordered[1:-1])
@@ -214,7 +222,9 @@ class Parzen:
         log_component = (
             -0.5 * z**2 - np.log(self.sigma * math.sqrt(2 * math.pi)) - np.log(self._mass())
         )
-        return np.asarray(logsumexp(log_component, axis=1) - math.log(self.mu.size))
+        top = log_component.max(axis=1)  # log-sum-exp, shifted by each row's largest term
+        total = np.log(np.exp(log_component - top[:, None]).sum(axis=1))
+        return np.asarray(top + total - math.log(self.mu.size))
 
 
 def _random(space: Space, rng: np.random.Generator) -> dict[str, Any]:
@@ -263,4 +273,12 @@ def _params(penalty: str, values: dict[str, float], space: Space) -> dict[str, A
     return params
 
 
-__all__ = ["CANDIDATES", "STARTUP_TRIALS", "Parzen", "RoundSampler", "Space", "propose"]
+__all__ = [
+    "CANDIDATES",
+    "MAX_COMPONENTS",
+    "STARTUP_TRIALS",
+    "Parzen",
+    "RoundSampler",
+    "Space",
+    "propose",
+]

@@ -20,8 +20,11 @@ def build_record(
     state: TrialState,
     started_ms: int,
     error: str | None,
+    *,
+    weights: bool = True,
 ) -> TrialRecord:
-    """Average repeats epoch by epoch; weights and device come from the first repeat."""
+    """Average repeats epoch by epoch; weights (serialized only when asked: only MLflow
+    keeps them) and device come from the first repeat."""
     history = _mean_history(results)
     final: dict[str, float | None] = {
         m: (history[m][-1] if history.get(m) else None) for m in METRICS
@@ -40,7 +43,9 @@ def build_record(
         start_time_ms=started_ms,
         end_time_ms=now_ms(),
         history=history,
-        weights=serialize_weights(first.state_dict) if first and first.state_dict else None,
+        weights=(
+            serialize_weights(first.state_dict) if weights and first and first.state_dict else None
+        ),
         error=error,
     )
 
@@ -49,8 +54,14 @@ def _mean_history(results: list[TrialResult]) -> dict[str, list[float]]:
     if not results:
         return {m: [] for m in METRICS}
     epochs = min(r.epochs_run for r in results)
+    if len(results) == 1:  # the default (one repeat): the mean is the history itself
+        return {m: results[0].history[m][:epochs] for m in METRICS}
+    n = len(results)
     return {
-        m: [sum(r.history[m][e] for r in results) / len(results) for e in range(epochs)]
+        m: [
+            sum(values) / n
+            for values in zip(*(r.history[m][:epochs] for r in results), strict=True)
+        ]
         for m in METRICS
     }
 

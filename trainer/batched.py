@@ -25,6 +25,11 @@ Equality with `trainer.loop.train(cfg)`:
     losses and w_norm); only the outcome (status, epochs) is comparable there, as between
     two runs of train() on different BLAS builds.
 
+Nothing runs per member per epoch: the histories are one [epochs, K, metrics] tensor on the
+training device, moved to the host at checkpoints (for pruning, `CheckpointCallback`) and
+at the end; divergence costs one scalar read per epoch. Python per member runs only when
+a member leaves the stack and when results are built.
+
 `duration_s` of each result is the batch's wall time divided by K: members share every
 step, so no per-member time exists.
 """
@@ -32,9 +37,8 @@ step, so no per-member time exists.
 from __future__ import annotations
 
 import copy
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -51,10 +55,10 @@ from trainer.result import METRICS, TrainStatus, TrialResult
 from trainer.seeding import stream_generator
 from trainer.tasks import Task, load_task
 
-# Called after every epoch with (epoch, per-member metrics; None for members that already
-# stopped or diverged); returns the member indices to stop now (pruned), or None. Indices
-# of members without metrics this epoch are ignored.
-BatchEpochCallback = Callable[[int, list[dict[str, float] | None]], set[int] | None]
+# Called every `every` epochs with (epoch, the members still training — indices into the
+# configs, ascending —, their METRICS as a [members, len(METRICS)] float32 CPU tensor);
+# returns the members to stop now (pruned), or None.
+CheckpointCallback = Callable[[int, list[int], torch.Tensor], Iterable[int] | None]
 
 # (stacked params and buffers, input [B, ...] shared by all members or [K, B, ...], shared?)
 # → output [K, B, ...]
@@ -204,16 +208,6 @@ def _make_optimizer(
 # --- the loop --------------------------------------------------------------------------
 
 
-@dataclass
-class _Outcome:
-    """What one member ends with, filled in as the batch runs."""
-
-    history: dict[str, list[float]]
-    status: TrainStatus = TrainStatus.COMPLETED
-    diverged_epoch: int | None = None
-    state_dict: dict[str, torch.Tensor] | None = None
-
-
 class _BatchRun:
     """One batch's training state; `epoch` runs the sequential loop's epoch for all members."""
 
@@ -225,19 +219,29 @@ class _BatchRun:
         self.device = device
         self.shuffles = [stream_generator(s, "shuffle") for s in seeds]  # on CPU, as in train
         self.batch = cfgs[0].batch_size or len(task.train)  # 0 means full batch
-        self.outcomes = [_Outcome({m: [] for m in METRICS}) for _ in cfgs]
+        k = len(cfgs)
+        # Row e holds epoch e+1 of every member; a member's rows past its end are garbage.
+        dtype = next(iter(self.stack.params.values())).dtype  # the metrics' dtype
+        self.history = torch.empty(cfgs[0].epochs, k, len(METRICS), dtype=dtype, device=device)
+        self.rows = torch.arange(k, device=device)  # the live members, as stack.members
+        self.epochs_run = [0] * k
+        self.status = [TrainStatus.COMPLETED] * k
+        self.diverged_epoch: list[int | None] = [None] * k
+        self.state_dicts: list[dict[str, torch.Tensor]] = [{} for _ in cfgs]
 
     @property
     def live(self) -> bool:
         return bool(self.stack.members)
 
-    def epoch(self, epoch: int, on_epoch: BatchEpochCallback | None) -> None:
+    def epoch(self, epoch: int, on_checkpoint: CheckpointCallback | None, every: int) -> None:
         n = len(self.splits[0])
         orders = torch.stack([torch.randperm(n, generator=g) for g in self.shuffles])
         orders = orders.to(self.device)  # [seeds, n]: one draw per seed, as each trial draws
         for start in range(0, n, self.batch):
             self._step(orders[:, start : start + self.batch])
-        self._record(epoch, self._metrics(), on_epoch)
+        values = self._metrics()
+        self.history[epoch - 1].index_copy_(0, self.rows, values)
+        self._end_epoch(epoch, values, on_checkpoint if epoch % every == 0 else None)
 
     def _step(self, idx: torch.Tensor) -> None:
         train, stack = self.splits[0], self.stack
@@ -266,8 +270,8 @@ class _BatchRun:
         return per_sample.reshape(k, -1).mean(1)
 
     @torch.no_grad()
-    def _metrics(self) -> list[list[float]]:
-        """METRICS for every live member, [K][5], with one device sync."""
+    def _metrics(self) -> torch.Tensor:
+        """METRICS of every live member, [K, 5], on the device."""
         train, val, test = self.splits
         val_loss = self._data_loss(val.X, val.y, shared=True)
         weights = self.stack.weights
@@ -278,58 +282,76 @@ class _BatchRun:
             torch.stack([rows_of(w).pow(2).sum(1) for w in weights], 1).sum(1).sqrt(),
             self.stack.coefs.value(weights),
         ]
-        rows: list[list[float]] = torch.stack(values, 1).tolist()
-        return rows
+        return torch.stack(values, 1)
 
-    def _record(
-        self, epoch: int, values: list[list[float]], on_epoch: BatchEpochCallback | None
+    def _end_epoch(
+        self, epoch: int, values: torch.Tensor, on_checkpoint: CheckpointCallback | None
     ) -> None:
-        """The sequential loop's end of epoch: divergence, history, callback — per member."""
-        reports: list[dict[str, float] | None] = [None] * len(self.outcomes)
-        done: list[int] = []
-        for row, (member, vals) in enumerate(zip(self.stack.members, values, strict=True)):
-            outcome = self.outcomes[member]
-            if not all(math.isfinite(v) for v in vals):
-                outcome.status, outcome.diverged_epoch = TrainStatus.DIVERGED, epoch
-                done.append(row)
-                continue
-            metrics = dict(zip(METRICS, vals, strict=True))
-            for name, value in metrics.items():
-                outcome.history[name].append(value)
-            reports[member] = metrics
-        stop = (on_epoch(epoch, reports) if on_epoch is not None else None) or set()
-        for row, member in enumerate(self.stack.members):
-            if member in stop and reports[member] is not None:
-                self.outcomes[member].status = TrainStatus.STOPPED
-                done.append(row)
+        """The sequential loop's end of epoch for all members: divergence (a non-finite
+        metric ends a member without recording the epoch), then the checkpoint."""
+        finite = torch.isfinite(values).all(1)
+        done: dict[int, None] = {}  # rows leaving the stack, in order
+        if not bool(finite.all()):  # the one read of the device every epoch
+            for row in (~finite).nonzero().flatten().tolist():
+                member = self.stack.members[row]
+                self.status[member], self.diverged_epoch[member] = TrainStatus.DIVERGED, epoch
+                self.epochs_run[member] = epoch - 1
+                done[row] = None
+        if on_checkpoint is not None:
+            rows = [r for r in range(len(self.stack.members)) if r not in done]
+            host = values.cpu()[rows]
+            members = [self.stack.members[r] for r in rows]
+            row_of = dict(zip(members, rows, strict=True))
+            for member in on_checkpoint(epoch, members, host) or ():
+                if member in row_of:  # members not training any more are ignored
+                    self.status[member], self.epochs_run[member] = TrainStatus.STOPPED, epoch
+                    done[row_of[member]] = None
         if done:
             self._retire(sorted(done))
 
     def _retire(self, rows: list[int]) -> None:
         """Save the members at `rows` as they are now and drop them from the stack."""
         for row, state in zip(rows, self.stack.snapshot(rows, self.keys), strict=True):
-            self.outcomes[self.stack.members[row]].state_dict = state
+            self.state_dicts[self.stack.members[row]] = state
         gone = set(rows)
-        self.stack.select([r for r in range(len(self.stack.members)) if r not in gone])
+        keep = [r for r in range(len(self.stack.members)) if r not in gone]
+        self.stack.select(keep)
+        self.rows = self.rows[torch.tensor(keep, dtype=torch.long, device=self.device)]
 
-    def finish(self) -> None:
+    def finish(self, epochs: int) -> None:
+        """Members still in the stack ran every epoch."""
+        for member in self.stack.members:
+            self.epochs_run[member] = epochs
         if self.live:
             self._retire(list(range(len(self.stack.members))))
+
+    def histories(self) -> list[dict[str, list[float]]]:
+        """Each member's METRICS per epoch, moved to the host in one copy."""
+        per_member: list[list[list[float]]] = self.history.permute(1, 2, 0).cpu().tolist()
+        return [
+            {m: values[:ran] for m, values in zip(METRICS, rows, strict=True)}
+            for rows, ran in zip(per_member, self.epochs_run, strict=True)
+        ]
 
 
 def train_batch(
     cfgs: Sequence[TrialConfig],
     task: Task | None = None,
-    on_epoch: BatchEpochCallback | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
     device: torch.device | None = None,
+    *,
+    every: int = 1,
 ) -> list[TrialResult]:
     """Train K configurations as one stacked model; result k equals `train(cfgs[k])`.
 
-    Raises ConfigError when the configs do not share one `batch_key`. `on_epoch` sees
-    every epoch's metrics of the members still training and may stop (prune) some.
+    Raises ConfigError when the configs do not share one `batch_key`. `on_checkpoint`
+    sees, every `every` epochs, the metrics of the members still training and may stop
+    (prune) some.
     """
     if not cfgs:
         return []
+    if every < 1:
+        raise ConfigError(f"checkpoints every {every} epochs: must be at least 1")
     _check_batchable(cfgs)
     device = device or resolve_device(cfgs[0].device)
     task = task or load_task(cfgs[0])
@@ -338,25 +360,26 @@ def train_batch(
     for epoch in range(1, cfgs[0].epochs + 1):
         if not run.live:
             break
-        run.epoch(epoch, on_epoch)
-    run.finish()
+        run.epoch(epoch, on_checkpoint, every)
+    run.finish(cfgs[0].epochs)
+    histories = run.histories()
     duration_s = (time.perf_counter() - started) / len(cfgs)  # shared steps: wall time / K
     label = device_label(device)
     return [
         TrialResult(
             config=cfg,
-            status=out.status,
+            status=status,
             device=label,
             duration_s=duration_s,
-            history=out.history,
-            state_dict=out.state_dict or {},
-            diverged_epoch=out.diverged_epoch,
+            history=history,
+            state_dict=state,
+            diverged_epoch=diverged,
             val_is_test=task.val_is_test,
             accuracy=(
-                {}
-                if out.status is TrainStatus.DIVERGED
-                else accuracy_of_state(task, out.state_dict or {}, device)
+                {} if status is TrainStatus.DIVERGED else accuracy_of_state(task, state, device)
             ),
         )
-        for cfg, out in zip(cfgs, run.outcomes, strict=True)
+        for cfg, status, history, state, diverged in zip(
+            cfgs, run.status, histories, run.state_dicts, run.diverged_epoch, strict=True
+        )
     ]

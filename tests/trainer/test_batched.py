@@ -121,12 +121,13 @@ def test_diverging_members_diverge_at_the_same_epoch_and_spare_the_others(d2l: T
 
 def test_pruned_member_stops_at_the_requested_epoch(d2l: Task) -> None:
     cfgs = [TrialConfig(penalty="l2", lambda_=lam, epochs=12, data_seed=0) for lam in (0, 1, 3)]
-    seen: list[tuple[int, list[bool]]] = []
+    seen: list[tuple[int, list[int]]] = []
 
     def prune_member_one_at_epoch_four(
-        epoch: int, metrics: list[dict[str, float] | None]
+        epoch: int, members: list[int], metrics: torch.Tensor
     ) -> set[int] | None:
-        seen.append((epoch, [m is not None for m in metrics]))
+        assert metrics.shape == (len(members), 5) and metrics.device.type == "cpu"
+        seen.append((epoch, members))
         return {1} if epoch == 4 else None
 
     results = train_batch(cfgs, d2l, prune_member_one_at_epoch_four, device=CPU)
@@ -135,7 +136,7 @@ def test_pruned_member_stops_at_the_requested_epoch(d2l: Task) -> None:
         TrainStatus.STOPPED,
         TrainStatus.COMPLETED,
     ]
-    assert seen[3] == (4, [True, True, True]) and seen[4] == (5, [True, False, True])
+    assert seen[3] == (4, [0, 1, 2]) and seen[4] == (5, [0, 2])
     assert len(seen) == 12 and results[1].epochs_run == 4
     stopped_alone = train(cfgs[1], d2l, on_epoch=lambda epoch, _: epoch == 4, device=CPU)
     assert_matches(stopped_alone, results[1], EXACT)
@@ -143,16 +144,53 @@ def test_pruned_member_stops_at_the_requested_epoch(d2l: Task) -> None:
         assert_matches(seq, bat, EXACT)
 
 
+def test_checkpoints_see_the_metrics_train_records(d2l: Task) -> None:
+    """Called every `every` epochs only, with each live member's metrics of that epoch."""
+    cfgs = [TrialConfig(penalty="l2", lambda_=lam, epochs=10, data_seed=0) for lam in (0, 3)]
+    seen: dict[int, torch.Tensor] = {}
+
+    def remember(epoch: int, members: list[int], metrics: torch.Tensor) -> None:
+        assert members == [0, 1]
+        seen[epoch] = metrics.clone()
+
+    results = train_batch(cfgs, d2l, remember, device=CPU, every=4)
+    assert sorted(seen) == [4, 8]
+    for epoch, metrics in seen.items():
+        for member, result in enumerate(results):
+            expected = [result.history[m][epoch - 1] for m in result.history]
+            assert metrics[member].tolist() == expected
+
+
+def test_a_checkpoint_may_not_stop_a_member_that_diverged_this_epoch(d2l: Task) -> None:
+    cfgs = [TrialConfig(lr=5.0, epochs=10, data_seed=0), TrialConfig(epochs=10, data_seed=0)]
+    offered: list[list[int]] = []
+
+    def stop_all(epoch: int, members: list[int], metrics: torch.Tensor) -> set[int]:
+        offered.append(members)
+        assert torch.isfinite(metrics).all()
+        return {0, 1} if epoch == 3 else set()
+
+    results = train_batch(cfgs, d2l, stop_all, device=CPU)
+    assert offered[:2] == [[0, 1], [0, 1]] and offered[2] == [1]  # 0 diverged at epoch 3
+    assert [r.status for r in results] == [TrainStatus.DIVERGED, TrainStatus.STOPPED]
+    assert (results[0].diverged_epoch, results[0].epochs_run, results[1].epochs_run) == (3, 2, 3)
+
+
 def test_all_members_stopping_ends_the_batch(d2l: Task) -> None:
     cfgs = [TrialConfig(epochs=50), TrialConfig(epochs=50, penalty="l1", lambda_=1)]
     epochs: list[int] = []
 
-    def stop_everything(epoch: int, metrics: list[dict[str, float] | None]) -> set[int]:
+    def stop_everything(epoch: int, members: list[int], metrics: torch.Tensor) -> set[int]:
         epochs.append(epoch)
         return {0, 1} if epoch == 2 else set()
 
     results = train_batch(cfgs, d2l, stop_everything, device=CPU)
     assert epochs == [1, 2] and all(r.status is TrainStatus.STOPPED for r in results)
+
+
+def test_checkpoint_interval_must_be_positive(d2l: Task) -> None:
+    with pytest.raises(ConfigError, match="at least 1"):
+        train_batch([TrialConfig()], d2l, every=0)
 
 
 @pytest.mark.parametrize("scope", ["bias", "weight,bias", "all", "weigh*"])

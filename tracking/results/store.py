@@ -220,12 +220,14 @@ class ResultsStore:
             )
             written = [key not in existing for key in keys]
             now = utc_now()
-            session.add_all(
-                TrialRow(study_id=key[0], number=key[1], created_at=now, **_trial_values(rec))
+            rows = [
+                {"study_id": key[0], "number": key[1], "created_at": now, **_trial_values(rec)}
                 for key, rec, new in zip(keys, recs, written, strict=True)
                 if new
-            )
+            ]
             try:
+                if rows:  # ORM bulk INSERT: one executemany, no objects per row
+                    session.execute(sa.insert(TrialRow), rows)
                 session.commit()
             except IntegrityError:  # another process wrote one meanwhile: one by one
                 session.rollback()
