@@ -19,7 +19,7 @@ family (hyperband, none) are asked as usual.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -30,10 +30,14 @@ _COMPLETE = (TrialState.COMPLETE,)
 class PruningView:
     """`should_prune` for the trials of `study`, reading completed trials once (see above)."""
 
-    def __init__(self, study: optuna.Study) -> None:
+    def __init__(
+        self, study: optuna.Study, read: Callable[[], list[FrozenTrial]] | None = None
+    ) -> None:
+        """`read` returns the study's completed trials now (default: from the storage)."""
         self._study = study
         self._shared = isinstance(study.pruner, optuna.pruners.PercentilePruner)
         self._completed: list[FrozenTrial] | None = None
+        self._read = read or (lambda: study.get_trials(deepcopy=False, states=_COMPLETE))
 
     def use(self, completed: list[FrozenTrial]) -> None:
         """Ask the pruner with these completed trials until the next `use` or `refresh`."""
@@ -43,7 +47,7 @@ class PruningView:
     def refresh(self) -> None:
         """Read the completed trials from the storage now."""
         if self._shared:
-            self._completed = self._study.get_trials(deepcopy=False, states=_COMPLETE)
+            self._completed = self._read()
 
     def get_trials(
         self, deepcopy: bool = True, states: Sequence[TrialState] | None = None

@@ -36,7 +36,7 @@ import sqlalchemy as sa
 import torch
 from optuna.trial import FrozenTrial
 
-from sweeps._optuna import Told, rdb_backend, warn_once
+from sweeps._optuna import Told, fenced
 from sweeps.ask_view import AskView
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.objective import RECORD_ATTR, Checkpoints, conclude, keep, repair_info, repeat_configs
@@ -51,8 +51,10 @@ from trainer.batched import batch_key, train_batch
 
 if TYPE_CHECKING:
     from sweeps._optuna.ask import BulkAsker
+    from sweeps._optuna.read import TrialCache
     from sweeps._optuna.tell import BulkTeller
 
+_COMPLETE = (optuna.trial.TrialState.COMPLETE,)
 VAL_LOSS = METRICS.index("val_loss")  # the objective's column of the trainer's metrics
 OPTUNA_STATE = {
     TrialState.COMPLETE: optuna.trial.TrialState.COMPLETE,
@@ -97,6 +99,7 @@ class RoundOptimizer:
     _reports: Reports = field(init=False)
     _teller: BulkTeller | None = field(init=False)
     _asker: BulkAsker | None = field(init=False)
+    _cache: TrialCache | None = field(init=False)
 
     def __post_init__(self) -> None:
         # Reports exist for the pruner: without one, no checkpoint reads or writes anything.
@@ -104,6 +107,9 @@ class RoundOptimizer:
         self._reports = Reports.of(self.study)
         self._teller = _fenced(self.study, "telling a round's trials", _bulk_teller)
         self._asker = _fenced(self.study, "asking a round's trials", _bulk_asker)
+        self._cache = _fenced(
+            self.study, "reading a study's trials", lambda e: _trial_cache(e, self.study)
+        )
 
     def optimize(self, n_trials: int) -> None:
         deadline = None if self.sweep.timeout is None else time.monotonic() + self.sweep.timeout
@@ -113,7 +119,7 @@ class RoundOptimizer:
             if k <= 0:
                 return  # the grid sampler ran every point
             optuna.storages.fail_stale_trials(self.study)  # as optimize() does per trial
-            pruning = PruningView(self.study)
+            pruning = PruningView(self.study, self._completed if self._cache else None)
             slots = self._ask_round(k, pruning)
             with _heartbeat(self.study, [s.trial for s in slots]):
                 self._round(slots, pruning)
@@ -127,7 +133,35 @@ class RoundOptimizer:
         return grid_size(self.sweep) - len(finished)
 
     def _ask_round(self, k: int, pruning: PruningView) -> list[_Slot]:
-        """Asks k trials; while that takes long, those asked so far get a heartbeat.
+        """Asks k trials: in one go from the trials this process knows (`_ask_known`),
+        else one `study.ask()` at a time (`_ask_each`)."""
+        slots = self._ask_known(k, pruning)
+        return slots if slots is not None else self._ask_each(k, pruning)
+
+    def _ask_known(self, k: int, pruning: PruningView) -> list[_Slot] | None:
+        """A planned round created in one transaction, from the study as `_cache` knows it
+        (None where that cannot be: a round of one, no fenced storage, WAITING trials to
+        pop first)."""
+        sampler = self.study.sampler
+        if self._cache is None or self._asker is None or not isinstance(sampler, RoundSampler):
+            return None
+        self._cache.refresh()
+        if self._cache.waiting or sampler.plan(self._cache.finished(), k) != k:
+            return None
+        slots = self._ask_planned(sampler.take(), pruning)
+        # The pruner starts from the completed trials the round was planned with, as
+        # Optuna's optimize() prunes a trial against the snapshot its sampler read.
+        pruning.use(self._cache.finished(_COMPLETE))
+        return slots
+
+    def _completed(self) -> list[FrozenTrial]:
+        assert self._cache is not None
+        self._cache.refresh()
+        return self._cache.finished(_COMPLETE)
+
+    def _ask_each(self, k: int, pruning: PruningView) -> list[_Slot]:
+        """Asks k trials through `study.ask()`; while that takes long, those asked so far
+        get a heartbeat.
 
         Asking thousands of trials (TPE, K in the thousands on a GPU) can outlast the grace
         period, and a trial without any heartbeat for that long counts as lost
@@ -138,20 +172,14 @@ class RoundOptimizer:
         last_beat = time.monotonic()
         with AskView(self.study).serving() as view:
             sampler = self.study.sampler
-            # One model for the round; with nothing WAITING to pop first (a retry), its
-            # trials are created together too.
-            planned = isinstance(sampler, RoundSampler) and sampler.plan(view.finished(), k) == k
-            if planned and self._asker is not None and not view.waiting():
-                assert isinstance(sampler, RoundSampler)
-                slots = self._ask_planned(sampler.take(), pruning)
-            for _ in range(k - len(slots)):
+            if isinstance(sampler, RoundSampler):  # one model for the round's asks
+                sampler.plan(view.finished(), k)
+            for _ in range(k):
                 slots.append(self._ask(pruning, view))
                 if record is not None and time.monotonic() - last_beat > interval / 2:
                     for slot in slots:
                         record(slot.trial._trial_id)
                     last_beat = time.monotonic()
-        # The pruner starts from the completed trials the round was asked with, as Optuna's
-        # optimize() prunes a trial against the snapshot its sampler read.
         pruning.use(view.completed())
         return slots
 
@@ -290,7 +318,10 @@ class RoundOptimizer:
                 )
                 for rec, slot in zip(recorded, slots, strict=True)
             ]
-            for frozen in self._teller.tell(self.study, told):
+            ended = self._teller.tell(self.study, told)
+            if self._cache is not None:
+                self._cache.add(ended)
+            for frozen in ended:
                 self.on_trial(frozen)
             return
         for rec, slot in zip(recorded, slots, strict=True):
@@ -311,20 +342,11 @@ _T = TypeVar("_T")
 
 
 def _fenced(study: optuna.Study, what: str, make: Callable[[sa.Engine], _T]) -> _T | None:
-    """A writer of Optuna's tables (`sweeps._optuna`) for this study, or None for Optuna's
-    public API: only TPE studies (the RoundSampler's after_trial and before_trial are what
-    it was tested with), an RDB storage at a tested schema revision, and an Optuna that
-    still has the private names it uses."""
+    """`sweeps._optuna.fenced`, only for TPE studies: the RoundSampler's after_trial and
+    before_trial are what the writers there were tested with."""
     if not isinstance(study.sampler, RoundSampler):
         return None
-    backend = rdb_backend(study, what)
-    if backend is None:
-        return None
-    try:
-        return make(backend.engine)
-    except ImportError as e:  # a private name gone in another Optuna
-        warn_once(what, str(e))
-        return None
+    return fenced(study, what, make)
 
 
 def _bulk_teller(engine: sa.Engine) -> BulkTeller:
@@ -337,6 +359,12 @@ def _bulk_asker(engine: sa.Engine) -> BulkAsker:
     from sweeps._optuna.ask import BulkAsker
 
     return BulkAsker(engine)
+
+
+def _trial_cache(engine: sa.Engine, study: optuna.Study) -> TrialCache:
+    from sweeps._optuna.read import TrialCache
+
+    return TrialCache(engine, study)
 
 
 @contextmanager

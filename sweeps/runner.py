@@ -11,9 +11,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
+import sqlalchemy as sa
 import torch
 from optuna.trial import TrialState
 
+from sweeps._optuna import fenced
 from sweeps.config import SweepConfig
 from sweeps.heap import frozen_heap
 from sweeps.lost import fail_lost_trials
@@ -251,7 +253,17 @@ def _wait(procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:
-    counts: dict[str, int] = {}
+    """Trials per state name: one query where the storage allows, else every trial read."""
+    counts = fenced(study, "counting a study's trials", lambda e: _state_counts(e, study))
+    if counts is not None:
+        return counts
+    counts = {}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
     return counts
+
+
+def _state_counts(engine: sa.Engine, study: optuna.Study) -> dict[str, int]:
+    from sweeps._optuna.read import state_counts
+
+    return state_counts(engine, study)

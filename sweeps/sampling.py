@@ -40,7 +40,7 @@ CANDIDATES = 24  # draws per proposal, as Optuna's n_ei_candidates
 # Components of one Parzen estimator at most: past this, evenly spaced order statistics of
 # the observations stand for all of them (the density keeps its shape; the cost of a round
 # stops growing with the history).
-MAX_COMPONENTS = 256
+MAX_COMPONENTS = 128
 STARTUP_TRIALS = 10  # finished trials before the model is used, as Optuna's TPE
 _FIXED_PARAMS = "fixed_params"  # system attr of an enqueued trial (Study.enqueue_trial)
 
@@ -218,13 +218,12 @@ class Parzen:
         return np.asarray(np.clip(drawn, self.low, self.high), dtype=float)
 
     def log_pdf(self, x: np.ndarray) -> np.ndarray:
-        z = (x[:, None] - self.mu[None, :]) / self.sigma[None, :]
-        log_component = (
-            -0.5 * z**2 - np.log(self.sigma * math.sqrt(2 * math.pi)) - np.log(self._mass())
-        )
+        # Each component's normalizer (Gaussian, truncation mass, equal weight) once.
+        log_norm = np.log(self.sigma * math.sqrt(2 * math.pi) * self._mass() * self.mu.size)
+        z = (x[:, None] - self.mu[None, :]) * (1.0 / self.sigma)[None, :]
+        log_component = -0.5 * z * z - log_norm[None, :]
         top = log_component.max(axis=1)  # log-sum-exp, shifted by each row's largest term
-        total = np.log(np.exp(log_component - top[:, None]).sum(axis=1))
-        return np.asarray(top + total - math.log(self.mu.size))
+        return np.asarray(top + np.log(np.exp(log_component - top[:, None]).sum(axis=1)))
 
 
 def _random(space: Space, rng: np.random.Generator) -> dict[str, Any]:

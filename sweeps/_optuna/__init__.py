@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
+import sqlalchemy as sa
 
 FORCE_PUBLIC_ENV = "SWEEPS_OPTUNA_PUBLIC"
 # Optuna's RDB schema revisions the modules here were checked against: v3.2.0.a is the
@@ -39,6 +40,23 @@ def rdb_backend(study: optuna.Study, what: str) -> optuna.storages.RDBStorage | 
         warn_once(what, f"Optuna's schema revision {revision} is not one {what} was tested on")
         return None
     return backend
+
+
+_T = TypeVar("_T")
+
+
+def fenced(study: optuna.Study, what: str, make: Callable[[sa.Engine], _T]) -> _T | None:
+    """`make(engine)` — something built on a module here, imported inside `make` — for
+    `study`'s RDB storage, or None for Optuna's public API: not an RDB storage at a tested
+    schema revision, or an Optuna without the private names the module imports."""
+    backend = rdb_backend(study, what)
+    if backend is None:
+        return None
+    try:
+        return make(backend.engine)
+    except ImportError as e:  # a private name gone in another Optuna
+        warn_once(what, str(e))
+        return None
 
 
 def warn_once(what: str, reason: str) -> None:

@@ -211,13 +211,10 @@ class ResultsStore:
         with Session(self._engine) as session:
             ids = {name: find_study_id(session, name) for name in {rec.study for rec in recs}}
             keys = [(ids[rec.study], rec.number) for rec in recs]
-            existing = set(
-                session.execute(
-                    sa.select(TrialRow.study_id, TrialRow.number).where(
-                        sa.tuple_(TrialRow.study_id, TrialRow.number).in_(keys)
-                    )
-                ).tuples()
+            query = sa.select(TrialRow.study_id, TrialRow.number).where(
+                sa.tuple_(TrialRow.study_id, TrialRow.number).in_(keys)
             )
+            existing = {(row[0], row[1]) for row in session.execute(query)}
             written = [key not in existing for key in keys]
             now = utc_now()
             rows = [
