@@ -51,6 +51,7 @@ from trainer.batched import batch_key, train_batch
 
 if TYPE_CHECKING:
     from sweeps._optuna.ask import BulkAsker
+    from sweeps._optuna.beat import BulkHeartbeat
     from sweeps._optuna.read import TrialCache
     from sweeps._optuna.tell import BulkTeller
 
@@ -100,11 +101,13 @@ class RoundOptimizer:
     _teller: BulkTeller | None = field(init=False)
     _asker: BulkAsker | None = field(init=False)
     _cache: TrialCache | None = field(init=False)
+    _heartbeat: _Heartbeat | None = field(init=False)
 
     def __post_init__(self) -> None:
         # Reports exist for the pruner: without one, no checkpoint reads or writes anything.
         self._reporting = self.sweep.pruner is not PrunerKind.NONE
         self._reports = Reports.of(self.study)
+        self._heartbeat = _Heartbeat.of(self.study)
         self._teller = _fenced(self.study, "telling a round's trials", _bulk_teller)
         self._asker = _fenced(self.study, "asking a round's trials", _bulk_asker)
         self._cache = _fenced(
@@ -121,9 +124,17 @@ class RoundOptimizer:
             optuna.storages.fail_stale_trials(self.study)  # as optimize() does per trial
             pruning = PruningView(self.study, self._completed if self._cache else None)
             slots = self._ask_round(k, pruning)
-            with _heartbeat(self.study, [s.trial for s in slots]):
+            with self._beating(slots):
                 self._round(slots, pruning)
             done += k
+
+    @contextmanager
+    def _beating(self, slots: list[_Slot]) -> Iterator[None]:
+        if self._heartbeat is None:
+            yield
+            return
+        with self._heartbeat.beating([s.trial for s in slots]):
+            yield
 
     def _grid_left(self) -> int:
         """BruteForceSampler stops `optimize` when the grid is exhausted; ask/tell must ask."""
@@ -167,7 +178,7 @@ class RoundOptimizer:
         period, and a trial without any heartbeat for that long counts as lost
         (`sweeps.lost`). Beating every half interval keeps the cost at zero for a quick ask.
         """
-        interval, record = _heartbeat_api(self.study)
+        heartbeat = self._heartbeat
         slots: list[_Slot] = []
         last_beat = time.monotonic()
         with AskView(self.study).serving() as view:
@@ -176,9 +187,8 @@ class RoundOptimizer:
                 sampler.plan(view.finished(), k)
             for _ in range(k):
                 slots.append(self._ask(pruning, view))
-                if record is not None and time.monotonic() - last_beat > interval / 2:
-                    for slot in slots:
-                        record(slot.trial._trial_id)
+                if heartbeat and time.monotonic() - last_beat > heartbeat.interval / 2:
+                    heartbeat.beat([slot.trial._trial_id for slot in slots])
                     last_beat = time.monotonic()
         pruning.use(view.completed())
         return slots
@@ -367,36 +377,53 @@ def _trial_cache(engine: sa.Engine, study: optuna.Study) -> TrialCache:
     return TrialCache(engine, study)
 
 
-@contextmanager
-def _heartbeat(study: optuna.Study, trials: list[optuna.Trial]) -> Iterator[None]:
-    """Beat for every trial of the round until it is told (optimize() beats for one)."""
-    interval, record = _heartbeat_api(study)
-    if record is None:
-        yield
-        return
-    stop = threading.Event()
+@dataclass(frozen=True)
+class _Heartbeat:
+    """The storage's heartbeat: its interval, and a beat for many trials at once."""
 
-    def beat() -> None:
-        while True:
-            for trial in trials:
-                record(trial._trial_id)
-            if stop.wait(interval):
-                return
+    interval: float
+    beat: Callable[[Sequence[int]], None]
 
-    thread = threading.Thread(target=beat, name="sweeps-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    @classmethod
+    def of(cls, study: optuna.Study) -> _Heartbeat | None:
+        """None when the storage has no heartbeat."""
+        storage = study._storage  # the study's own storage object; no public getter
+        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        record: Callable[[int], None] | None = getattr(storage, "record_heartbeat", None)
+        if interval is None or record is None:
+            return None
+        bulk = fenced(study, "beating for a round's trials", _bulk_heartbeat)
+        if bulk is not None:
+            return cls(float(interval), bulk.beat)
+
+        def each(trial_ids: Sequence[int]) -> None:
+            for trial_id in trial_ids:
+                record(trial_id)
+
+        return cls(float(interval), each)
+
+    @contextmanager
+    def beating(self, trials: list[optuna.Trial]) -> Iterator[None]:
+        """Beat for every trial of the round until it is told (optimize() beats for one)."""
+        ids = [trial._trial_id for trial in trials]
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                self.beat(ids)
+                if stop.wait(self.interval):
+                    return
+
+        thread = threading.Thread(target=beat, name="sweeps-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
 
-def _heartbeat_api(study: optuna.Study) -> tuple[float, Callable[[int], None] | None]:
-    """The storage's heartbeat interval and its record function (None: no heartbeats)."""
-    storage = study._storage  # the study's own storage object; Optuna has no public getter
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    record: Callable[[int], None] | None = getattr(storage, "record_heartbeat", None)
-    if interval is None or record is None:
-        return 0.0, None
-    return float(interval), record
+def _bulk_heartbeat(engine: sa.Engine) -> BulkHeartbeat:
+    from sweeps._optuna.beat import BulkHeartbeat
+
+    return BulkHeartbeat(engine)
