@@ -62,6 +62,8 @@ class Checkpoints:
 
 def repeat_configs(cfg: TrialConfig, repeats: int) -> list[TrialConfig]:
     """Seeds seed … seed+R−1 for init and shuffling, all on the same data."""
+    if repeats == 1 and cfg.effective_data_seed == cfg.seed:
+        return [cfg]  # already the one repeat
     return [cfg.replace(seed=cfg.seed + r, data_seed=cfg.seed) for r in range(repeats)]
 
 

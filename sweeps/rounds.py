@@ -23,6 +23,7 @@ with one storage session per trial.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import defaultdict
@@ -97,6 +98,7 @@ class RoundOptimizer:
     on_trial: Callable[[FrozenTrial], None] = lambda _trial: None
     weights: bool = True  # serialize each trial's weights into its record (MLflow keeps them)
     _reporting: bool = field(init=False)
+    _space: SweepConfig = field(init=False)
     _reports: Reports = field(init=False)
     _teller: BulkTeller | None = field(init=False)
     _asker: BulkAsker | None = field(init=False)
@@ -106,6 +108,9 @@ class RoundOptimizer:
     def __post_init__(self) -> None:
         # Reports exist for the pruner: without one, no checkpoint reads or writes anything.
         self._reporting = self.sweep.pruner is not PrunerKind.NONE
+        # Trials are suggested from the base config on this device (not one replace each).
+        base = self.sweep.base.replace(device=self.device_label)
+        self._space = dataclasses.replace(self.sweep, base=base)
         self._reports = Reports.of(self.study)
         self._heartbeat = _Heartbeat.of(self.study)
         self._teller = _fenced(self.study, "telling a round's trials", _bulk_teller)
@@ -123,17 +128,17 @@ class RoundOptimizer:
                 return  # the grid sampler ran every point
             optuna.storages.fail_stale_trials(self.study)  # as optimize() does per trial
             pruning = PruningView(self.study, self._completed if self._cache else None)
-            slots = self._ask_round(k, pruning)
-            with self._beating(slots):
+            slots, beaten = self._ask_round(k, pruning)
+            with self._beating(slots, beaten):
                 self._round(slots, pruning)
             done += k
 
     @contextmanager
-    def _beating(self, slots: list[_Slot]) -> Iterator[None]:
+    def _beating(self, slots: list[_Slot], beaten: bool) -> Iterator[None]:
         if self._heartbeat is None:
             yield
             return
-        with self._heartbeat.beating([s.trial for s in slots]):
+        with self._heartbeat.beating([s.trial for s in slots], beaten):
             yield
 
     def _grid_left(self) -> int:
@@ -143,11 +148,14 @@ class RoundOptimizer:
         finished = self.study.get_trials(deepcopy=False, states=tuple(OPTUNA_STATE.values()))
         return grid_size(self.sweep) - len(finished)
 
-    def _ask_round(self, k: int, pruning: PruningView) -> list[_Slot]:
-        """Asks k trials: in one go from the trials this process knows (`_ask_known`),
-        else one `study.ask()` at a time (`_ask_each`)."""
+    def _ask_round(self, k: int, pruning: PruningView) -> tuple[list[_Slot], bool]:
+        """Asks k trials: in one go from the trials this process knows (`_ask_known`,
+        created with their first heartbeat: True), else one `study.ask()` at a time
+        (`_ask_each`)."""
         slots = self._ask_known(k, pruning)
-        return slots if slots is not None else self._ask_each(k, pruning)
+        if slots is not None:
+            return slots, True
+        return self._ask_each(k, pruning), False
 
     def _ask_known(self, k: int, pruning: PruningView) -> list[_Slot] | None:
         """A planned round created in one transaction, from the study as `_cache` knows it
@@ -196,7 +204,7 @@ class RoundOptimizer:
     def _ask(self, pruning: PruningView, view: AskView) -> _Slot:
         trial = self.study.ask()
         view.asking(trial)
-        cfg = suggest(trial, self.sweep)
+        cfg = suggest(trial, self._space)
         view.asked(trial)
         return self._slot(trial, cfg, pruning)
 
@@ -205,12 +213,12 @@ class RoundOptimizer:
         proposal goes through `suggest` as a FixedTrial, which also yields its distributions."""
         assert self._asker is not None
         fixed = [optuna.trial.FixedTrial(params) for params in proposals]
-        cfgs = [suggest(trial, self.sweep) for trial in fixed]
-        trials = self._asker.ask(self.study, [(f.params, f.distributions) for f in fixed])
+        cfgs = [suggest(trial, self._space) for trial in fixed]
+        planned = [(f.params, f.distributions) for f in fixed]
+        trials = self._asker.ask(self.study, planned, heartbeat=self._heartbeat is not None)
         return [self._slot(t, cfg, pruning) for t, cfg in zip(trials, cfgs, strict=True)]
 
     def _slot(self, trial: optuna.Trial, cfg: TrialConfig, pruning: PruningView) -> _Slot:
-        cfg = cfg.replace(device=self.device_label)
         every = self.sweep.checkpoint_every
         return _Slot(trial, cfg, Checkpoints(trial, every, cfg.epochs, pruning, self._reports))
 
@@ -403,12 +411,15 @@ class _Heartbeat:
         return cls(float(interval), each)
 
     @contextmanager
-    def beating(self, trials: list[optuna.Trial]) -> Iterator[None]:
-        """Beat for every trial of the round until it is told (optimize() beats for one)."""
+    def beating(self, trials: list[optuna.Trial], beaten: bool) -> Iterator[None]:
+        """Beat for every trial of the round until it is told (optimize() beats for one),
+        from now, or after an interval when they were `beaten` as they were created."""
         ids = [trial._trial_id for trial in trials]
         stop = threading.Event()
 
         def beat() -> None:
+            if beaten and stop.wait(self.interval):
+                return
             while True:
                 self.beat(ids)
                 if stop.wait(self.interval):

@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 _STUDIES = models.StudyModel.__table__
 _TRIALS = models.TrialModel.__table__
 _PARAMS = models.TrialParamModel.__table__
+_BEATS = models.TrialHeartbeatModel.__table__
 # What Trial.__init__ (Optuna 3.x to 5.0) sets; checked against a real Trial by the tests.
 TRIAL_ATTRIBUTES = frozenset(
     {
@@ -52,10 +53,14 @@ class BulkAsker:
         self._engine = engine
 
     def ask(
-        self, study: optuna.Study, planned: Sequence[tuple[Params, Distributions]]
+        self,
+        study: optuna.Study,
+        planned: Sequence[tuple[Params, Distributions]],
+        *,
+        heartbeat: bool = False,
     ) -> list[optuna.Trial]:
         """RUNNING trials with these parameters, in order, as `study.ask()` + suggestions
-        would leave them."""
+        would leave them; with `heartbeat`, each with its first heartbeat too."""
         if not planned:
             return []
         study_id = study._study_id
@@ -65,6 +70,9 @@ class BulkAsker:
             ids = _insert_trials(conn, study_id, len(planned), started)
             numbers = _number(conn, study_id, ids)
             conn.execute(sa.insert(_PARAMS), _param_rows(ids, planned))
+            if heartbeat:
+                now = conn.execute(sa.select(sa.func.now())).scalar_one()
+                conn.execute(sa.insert(_BEATS), [{"trial_id": i, "heartbeat": now} for i in ids])
         local = started.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)  # as read back
         trials = []
         for trial_id, (params, dists) in zip(ids, planned, strict=True):
@@ -103,18 +111,30 @@ def _insert_trials(conn: sa.Connection, study_id: int, k: int, started: datetime
 
 
 def _number(conn: sa.Connection, study_id: int, ids: list[int]) -> dict[int, int]:
-    """Each new trial's number: the study's trials created before it (Optuna's rule)."""
-    earlier = _TRIALS.alias("earlier")
-    count = (
-        sa.select(sa.func.count())
-        .where(earlier.c.study_id == study_id, earlier.c.trial_id < _TRIALS.c.trial_id)
-        .scalar_subquery()
+    """Each new trial's number: the study's trials created before it (Optuna's rule),
+    from one count below the first new trial and the ids from there on."""
+    first = min(ids)
+    below = conn.execute(
+        sa.select(sa.func.count()).where(_TRIALS.c.study_id == study_id, _TRIALS.c.trial_id < first)
+    ).scalar_one()
+    later = conn.execute(
+        sa.select(_TRIALS.c.trial_id)
+        .where(_TRIALS.c.study_id == study_id, _TRIALS.c.trial_id >= first)
+        .order_by(_TRIALS.c.trial_id)
+    ).scalars()
+    new = set(ids)
+    numbers = {
+        int(trial_id): below + position
+        for position, trial_id in enumerate(later)
+        if trial_id in new
+    }
+    conn.execute(
+        sa.update(_TRIALS)
+        .where(_TRIALS.c.trial_id == sa.bindparam("id"))
+        .values(number=sa.bindparam("n")),
+        [{"id": trial_id, "n": number} for trial_id, number in numbers.items()],
     )
-    conn.execute(sa.update(_TRIALS).where(_TRIALS.c.trial_id.in_(ids)).values(number=count))
-    found = conn.execute(
-        sa.select(_TRIALS.c.trial_id, _TRIALS.c.number).where(_TRIALS.c.trial_id.in_(ids))
-    )
-    return {int(trial_id): int(number) for trial_id, number in found}
+    return numbers
 
 
 def _param_rows(

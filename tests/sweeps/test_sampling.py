@@ -14,7 +14,16 @@ import pytest
 from optuna.trial import TrialState
 
 from sweeps.config import SweepConfig
-from sweeps.sampling import STARTUP_TRIALS, Parzen, RoundSampler, Space, propose
+from sweeps import sampling
+from sweeps.sampling import (
+    GRID_POINTS,
+    MAX_COMPONENTS,
+    STARTUP_TRIALS,
+    Parzen,
+    RoundSampler,
+    Space,
+    propose,
+)
 from sweeps.space import suggest
 from sweeps.study import make_sampler
 from tests.sweeps.cli_helpers import invoke
@@ -50,6 +59,26 @@ def test_parzen_is_a_density_on_its_range() -> None:
     drawn = kde.sample(np.random.default_rng(0), 10_000)
     assert drawn.min() >= 0.0 and drawn.max() <= 1.0
     assert np.mean(drawn < 0.5) > 0.5  # two of three observations are there
+
+
+@pytest.mark.parametrize("n", [3, 300, 5000])
+def test_bounded_cost_keeps_the_density(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past GRID_POINTS evaluations the log density is read off a grid, and past
+    MAX_COMPONENTS observations evenly spaced order statistics stand for them: both
+    stay close to the exact mixture of every observation."""
+    rng = np.random.default_rng(n)
+    observed = rng.normal(-3.0, 2.0, n).clip(-11.5, 4.6)
+    bounds = (-11.5, 4.6)
+    kde = Parzen.fit(observed, bounds)
+    assert kde.mu.size == min(n, MAX_COMPONENTS) + 1  # + the prior
+    x = rng.uniform(*bounds, 3 * GRID_POINTS)
+    exact = np.concatenate([kde.log_pdf(part) for part in np.split(x, 3)])  # exact path
+    assert np.abs(kde.log_pdf(x) - exact).max() < 5e-3
+    monkeypatch.setattr(sampling, "MAX_COMPONENTS", n)
+    every = Parzen.fit(observed, bounds)
+    grid = np.linspace(*bounds, 2001)
+    gap = np.trapezoid(np.abs(np.exp(kde.log_pdf(grid)) - np.exp(every.log_pdf(grid))), grid)
+    assert gap < 0.1  # total variation: the capped density keeps the shape
 
 
 def test_the_prior_before_the_startup_trials() -> None:
