@@ -76,6 +76,28 @@ class _RunRows:
     rows: dict[str, list[Row]]  # table name -> rows in COLUMNS order
 
 
+@dataclass(frozen=True)
+class _RunPaths:
+    """A run's artifact URI and local folder under one experiment location, as MLflow's
+    URI helpers make them; they are asked once per batch, with a stand-in run id."""
+
+    uri: str
+    path: str
+    stand_in: str
+
+    @classmethod
+    def of(cls, location: str) -> _RunPaths:
+        stand_in = uuid.uuid4().hex  # occurs nowhere else in either string
+        uri = _append_to_uri(location, stand_in, ARTIFACTS_FOLDER)
+        return cls(uri, str(_local_path(uri)), stand_in)
+
+    def of_run(self, run_id: str) -> tuple[str, Path]:
+        """(artifact URI, local artifacts folder) of run `run_id`."""
+        return self.uri.replace(self.stand_in, run_id), Path(
+            self.path.replace(self.stand_in, run_id)
+        )
+
+
 def new_run_id() -> str:
     return uuid.uuid4().hex  # as SqlAlchemyStore.create_run
 
@@ -106,7 +128,8 @@ class BulkRunWriter:
             location = self._artifact_location(experiment_id)
             if not _is_local(location):
                 return None
-            runs = [self._rows(experiment_id, location, spec) for spec in specs]
+            where = _RunPaths.of(location)
+            runs = [self._rows(experiment_id, where, spec) for spec in specs]
             created: list[Path] = []
             try:
                 for run in runs:
@@ -144,12 +167,12 @@ class BulkRunWriter:
             )
         return str(row.artifact_location)
 
-    def _rows(self, experiment_id: str, location: str, spec: RunSpec) -> _RunRows:
+    def _rows(self, experiment_id: str, where: _RunPaths, spec: RunSpec) -> _RunRows:
         run_id = self._new_run_id()
-        artifact_uri = _append_to_uri(location, run_id, ARTIFACTS_FOLDER)
+        artifact_uri, artifacts = where.of_run(run_id)
         return _RunRows(
             run_id=run_id,
-            run_dir=_local_path(artifact_uri).parent,
+            run_dir=artifacts.parent,
             files={_file_name(name): data for name, data in spec.files.items()},
             rows=run_rows(run_id, int(experiment_id), artifact_uri, spec),
         )
@@ -243,13 +266,14 @@ def _local_path(uri: str) -> Path:
 
 def _write_artifacts(run: _RunRows, created: list[Path]) -> None:
     # exist_ok=False: a run directory that is already there is not ours to fill or remove.
-    run.run_dir.parent.mkdir(parents=True, exist_ok=True)
-    run.run_dir.mkdir()
+    os.makedirs(run.run_dir.parent, exist_ok=True)
+    os.mkdir(run.run_dir)
     created.append(run.run_dir)
-    artifacts = run.run_dir / ARTIFACTS_FOLDER
-    artifacts.mkdir()
+    artifacts = os.path.join(run.run_dir, ARTIFACTS_FOLDER)
+    os.mkdir(artifacts)
     for name, data in run.files.items():
-        (artifacts / name).write_bytes(data)
+        with open(os.path.join(artifacts, name), "wb") as f:
+            f.write(data)
 
 
 def _insert(conn: sa.Connection, runs: Sequence[_RunRows]) -> None:

@@ -8,6 +8,7 @@ through MlflowClient).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -120,32 +121,50 @@ def _metric_rows(run_id: str, points: Sequence[MetricPoint]) -> tuple[list[Row],
     rows: dict[Row, None] = {}  # an ordered set: the rows are the metric_pk
     latest: dict[str, Row] = {}
     for key, raw, timestamp, step in points:
-        is_nan, value = _sanitize(float(raw))
-        row = (key, value, timestamp, step, is_nan, run_id)
+        value = float(raw)
+        if math.isfinite(value):
+            row: Row = (key, value, timestamp, step, False, run_id)
+        else:
+            is_nan, value = _sanitize(value)
+            row = (key, value, timestamp, step, is_nan, run_id)
         if row in rows:
             continue
         rows[row] = None
         best = latest.get(key)
-        if best is None or (step, timestamp, value) > (best[3], best[2], best[1]):
+        if best is None or (step, timestamp, row[1]) > (best[3], best[2], best[1]):
             latest[key] = row
     return list(rows), list(latest.values())
 
 
 def _checked_params(params: Sequence[Param]) -> list[Param]:
     # What log_batch checks (and, with MLFLOW_TRUNCATE_LONG_VALUES, truncates).
-    return [_validate_param(p.key, p.value, path=f"params[{i}]") for i, p in enumerate(params)]  # type: ignore[no-untyped-call]
+    return [_checked_param(p.key, p.value, i) for i, p in enumerate(params)]
+
+
+@functools.lru_cache(maxsize=4096)  # most params (task, lr, epochs, ...) repeat every trial
+def _checked_param(key: str, value: str, index: int) -> Param:
+    checked: Param = _validate_param(key, value, path=f"params[{index}]")  # type: ignore[no-untyped-call]
+    return checked
 
 
 def _check_metrics(points: Sequence[MetricPoint]) -> None:
     """log_batch's checks. Checking every point cost ~40 us each (MLflow validates the
     name anew each time); the types are fixed by MetricPoint, so one point per key is
-    checked, and every point only for a negative timestamp, which MLflow refuses."""
+    checked, once per process for a key seen valid before, and every point only for a
+    negative timestamp, which MLflow refuses."""
     first: dict[str, MetricPoint] = {}
     for point in points:
         first.setdefault(point[0], point)
-    checked = first.values() if all(p[2] >= 0 for p in points) else points
+    if all(p[2] >= 0 for p in points):
+        checked = [p for key, p in first.items() if key not in _VALID_KEYS]
+    else:
+        checked = list(points)
     for key, value, timestamp, step in checked:
         _validate_metric(key, value, timestamp, step)  # type: ignore[no-untyped-call]
+        _VALID_KEYS.add(key)
+
+
+_VALID_KEYS: set[str] = set()  # metric names that passed MLflow's checks
 
 
 def _sanitize(value: float) -> tuple[bool, float]:

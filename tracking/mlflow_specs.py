@@ -124,18 +124,13 @@ def _trial_metrics(rec: TrialRecord, history: HistoryPolicy) -> list[MetricPoint
     record them, and MLflow's relative-time axis then still reads sensibly.
     """
     epochs = max((len(rec.history.get(name, ())) for name in METRICS), default=0)
-    span_ms = max(rec.end_time_ms - rec.start_time_ms, 0)
-
-    def at(step: int) -> int:
-        return rec.start_time_ms + (span_ms * step // epochs if epochs else span_ms)
-
+    start, span_ms = rec.start_time_ms, max(rec.end_time_ms - rec.start_time_ms, 0)
     metrics: list[MetricPoint] = []
     for name in METRICS:
         values = rec.history.get(name) or []
         metrics += [
-            (name, float(v), at(i), i)
-            for i, v in enumerate(values, start=1)
-            if history.logs(i, len(values))
+            (name, float(values[i - 1]), start + span_ms * i // epochs, i)
+            for i in history.steps(len(values))
         ]
         final = rec.final.get(name)
         if not values and final is not None:
@@ -162,16 +157,25 @@ def _trial_files(rec: TrialRecord) -> dict[str, bytes]:
     return files
 
 
+_HISTORY_ROW = "%d" + ",%.9g" * len(METRICS) + "\n"  # 9 digits: any float32, exactly
+
+
 def history_csv(history: Mapping[str, Sequence[float]]) -> bytes:
     """`epoch` and the METRICS, one row per epoch, each value to float32 precision, the
     precision the trainer computes in (≤ 9 digits instead of repr's 17: half the file)."""
-    epochs = max(len(history.get(name, ())) for name in METRICS)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["epoch", *METRICS])
+    columns = [history.get(name, ()) for name in METRICS]
+    epochs = max(len(column) for column in columns)
+    header = ",".join(("epoch", *METRICS)) + "\n"
+    if all(len(column) == epochs for column in columns):  # always, for a trial's record
+        # One float32 rounding for the table, then one format per row.
+        rows = np.asarray(columns, dtype=np.float32).T.tolist() if epochs else []
+        body = "".join(_HISTORY_ROW % (i, *row) for i, row in enumerate(rows, start=1))
+        return (header + body).encode()
+    out = io.StringIO()  # ragged columns (a hand-made history): empty cells past the end
+    out.write(header)
     for i in range(epochs):
-        row = [history[m][i] if i < len(history.get(m, ())) else None for m in METRICS]
-        writer.writerow([i + 1, *("" if v is None else str(np.float32(v)) for v in row)])
+        cells = [f"{float(np.float32(c[i])):.9g}" if i < len(c) else "" for c in columns]
+        out.write(",".join((str(i + 1), *cells)) + "\n")
     return out.getvalue().encode()
 
 

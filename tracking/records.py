@@ -6,6 +6,7 @@ output and CSV headers.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -68,6 +69,15 @@ class HistoryPolicy:
         if self.kind is History.EPOCHS or epoch == epochs:
             return True
         return self.kind is History.CHECKPOINTS and epoch % self.every == 0
+
+    def steps(self, epochs: int) -> tuple[int, ...]:
+        """The epochs (from 1) of a trial that ran `epochs` that become metric rows."""
+        return _steps(self, epochs)
+
+
+@functools.lru_cache(maxsize=256)  # every trial of a study asks for the same few
+def _steps(policy: HistoryPolicy, epochs: int) -> tuple[int, ...]:
+    return tuple(e for e in range(1, epochs + 1) if policy.logs(e, epochs))
 
 
 EVERY_EPOCH = HistoryPolicy()

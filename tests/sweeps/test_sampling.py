@@ -13,8 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeps.config import SweepConfig
 from sweeps import sampling
+from sweeps.config import SweepConfig
 from sweeps.sampling import (
     GRID_POINTS,
     MAX_COMPONENTS,
