@@ -82,7 +82,7 @@ class SweepConfig:
     sampler: SamplerKind = SamplerKind.TPE
     pruner: PrunerKind = PrunerKind.MEDIAN
     workers: int = 1
-    batch: int = 1  # trials trained together as one stacked model (sweeps.rounds)
+    batch: int = 1  # trials trained together as one stacked model (sweeps.lifecycle)
     devices: tuple[str, ...] = ()
     repeats: int = 1
     grid_points: int = 8  # λ values per penalty for --sampler grid

@@ -5,7 +5,7 @@ the storage on every call: ~2 ms a call on SQLite, against ~3.5 ms of d2l traini
 two checkpoints; with K batched trials in flight that read dominated a round (31 ms a call,
 40% of a 64-trial round). `PruningView` hands the pruner one list of completed trials:
 
-- every round of trials (`sweeps.rounds`) starts from the completed trials its asks read
+- every round of trials (`sweeps.lifecycle`) starts from the completed trials its asks read
   (`use`), so a sequential trial adds no read at all, as under Optuna's `optimize`, which
   hands the pruner the snapshot its sampler read. No trial of this process completes while
   one trains; another worker's completions are seen from this process's next trial on.

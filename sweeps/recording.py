@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from sweeps.config import SweepConfig
 from sweeps.errors import mask_secrets
-from sweeps.objective import RECORD_ATTR
 from sweeps.storage import Stores
 from tracking.records import (
     EVERY_EPOCH,
@@ -174,6 +173,31 @@ class Recorder:
 
     def close(self) -> None:
         self.results.dispose()
+
+
+RECORD_ATTR = "sweeps.record"  # the Optuna trial's user attribute holding repair_info
+
+
+def keep(trial: optuna.Trial, rec: TrialRecord) -> TrialRecord:
+    """Keep the recorded trial on the Optuna trial too, so `sweeps check --repair` can
+    rebuild a lost results row or MLflow run from it."""
+    trial.set_user_attr(RECORD_ATTR, repair_info(rec))
+    return rec
+
+
+def repair_info(rec: TrialRecord) -> dict[str, object]:
+    return {
+        "state": rec.state.value,
+        "params": rec.params,
+        "final": rec.final,
+        "value": rec.value,
+        "duration_s": rec.duration_s,
+        "device": rec.device,
+        "start_time_ms": rec.start_time_ms,
+        "end_time_ms": rec.end_time_ms,
+        "error": rec.error,
+        "mlflow_run_id": rec.mlflow_run_id,
+    }
 
 
 def record_from_row(study: str, row: Mapping[str, Any]) -> TrialRecord:

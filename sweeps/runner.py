@@ -18,10 +18,10 @@ from optuna.trial import TrialState
 from sweeps._optuna import fenced
 from sweeps.config import SweepConfig
 from sweeps.heap import frozen_heap
+from sweeps.lifecycle import RoundOptimizer
 from sweeps.lost import fail_lost_trials
 from sweeps.progress import Progress
 from sweeps.recording import Recorder
-from sweeps.rounds import RoundOptimizer
 from sweeps.storage import Stores, open_storage
 from sweeps.study import create_or_load, load_existing, quiet_optuna
 from trainer import TrialConfig, check_config, load_task, resolve_device

@@ -35,7 +35,7 @@ def run_single(
     device = resolve_device(cfg.device)
     task = check_config(cfg)
     stores = resolve_stores(home, storage, tracking_uri) if track else None
-    from sweeps.trial_record import now_ms
+    from sweeps.lifecycle import now_ms
 
     started = now_ms()
     result = train(cfg, task, device=device)
@@ -47,8 +47,8 @@ def run_single(
 
 
 def _track(stores: Stores, result: TrialResult, started_ms: int) -> str:
+    from sweeps.lifecycle import build_record
     from sweeps.recording import make_tracker
-    from sweeps.trial_record import build_record
     from tracking.records import TrialState
     from trainer import TrainStatus
 

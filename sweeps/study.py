@@ -20,7 +20,7 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-    # Trials run by ask/tell and beat for themselves (sweeps.rounds), which Optuna warns of.
+    # Trials run by ask/tell and beat for themselves (sweeps.lifecycle), which Optuna warns of.
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 

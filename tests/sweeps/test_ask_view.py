@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from sweeps.config import SweepConfig
+from sweeps.lifecycle import RoundOptimizer
 from sweeps.pruning import PruningView
-from sweeps.rounds import RoundOptimizer
 from sweeps.sampling import RoundSampler
 from sweeps.space import suggest
 from sweeps.storage import open_storage
@@ -61,7 +61,7 @@ def test_ask_round_samples_what_optuna_samples(
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(storage_type, "get_all_trials", counted)
-    ours = _params(optimizer(viewed)._ask_round(K, PruningView(viewed)))
+    ours = _params(optimizer(viewed)._ask_round(K, PruningView(viewed))[0])
     ours_reads = len(reads)
 
     plain = _study_with_history(tmp_path / "plain.db")

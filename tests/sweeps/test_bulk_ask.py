@@ -12,7 +12,7 @@ from optuna.trial import FixedTrial, TrialState
 
 from sweeps._optuna.ask import TRIAL_ATTRIBUTES, BulkAsker
 from sweeps.config import SweepConfig
-from sweeps.rounds import _bulk_asker, _fenced
+from sweeps.lifecycle import _bulk_asker, _fenced
 from sweeps.space import suggest
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load, quiet_optuna

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from sweeps._optuna import FORCE_PUBLIC_ENV, Told, rdb_backend
 from sweeps._optuna.tell import BulkTeller
 from sweeps.config import SweepConfig
-from sweeps.rounds import _bulk_teller, _fenced
+from sweeps.lifecycle import _bulk_teller, _fenced
 from tests.sweeps.study_helpers import sweep_study
 from trainer import Penalty
 

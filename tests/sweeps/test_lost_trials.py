@@ -20,9 +20,9 @@ from optuna.trial import TrialState
 
 from sweeps._optuna import FORCE_PUBLIC_ENV
 from sweeps.config import SweepConfig
+from sweeps.lifecycle import RoundOptimizer
 from sweeps.lost import lost_trials
 from sweeps.pruning import PruningView
-from sweeps.rounds import RoundOptimizer
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load
 from tests.sweeps.study_helpers import cli_env, load, run_cli
@@ -129,7 +129,8 @@ def test_a_long_ask_round_beats_for_the_trials_asked_so_far(
         return ask(*args)
 
     monkeypatch.setattr(batched, "_ask", slow_ask)
-    slots = batched._ask_round(4, PruningView(study))
+    slots, beaten_at_ask = batched._ask_round(4, PruningView(study))
+    assert not beaten_at_ask  # asked one by one: the round beats from the start
     with storage.engine.connect() as conn:
         beaten = set(conn.execute(sa.text("SELECT trial_id FROM trial_heartbeats")).scalars())
     ids = [slot.trial._trial_id for slot in slots]

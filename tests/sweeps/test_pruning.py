@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
-from sweeps.objective import Checkpoints
+from sweeps.lifecycle import Checkpoints, RoundOptimizer
 from sweeps.pruning import PruningView
 from sweeps.reports import Reports
-from sweeps.rounds import RoundOptimizer
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load, quiet_optuna
 from trainer import TrialConfig, load_task

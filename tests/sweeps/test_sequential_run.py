@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from optuna.trial import FrozenTrial
 
-import sweeps.rounds
+import sweeps.lifecycle
 from sweeps.config import SweepConfig
 from sweeps.progress import Progress
 from sweeps.runner import RunOutcome, run_study
@@ -26,13 +26,13 @@ def _run(home: Path, *, quiet: bool = True) -> RunOutcome:
 def test_trials_train_with_the_heap_frozen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gc.unfreeze()
     frozen_while_training: list[int] = []
-    real = sweeps.rounds.train
+    real = sweeps.lifecycle.train
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         frozen_while_training.append(gc.get_freeze_count())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweeps.rounds, "train", spy)
+    monkeypatch.setattr(sweeps.lifecycle, "train", spy)
     assert _run(tmp_path).counts == {"COMPLETE": 3}
     assert len(frozen_while_training) == 3 and min(frozen_while_training) > 0
     assert gc.get_freeze_count() == 0

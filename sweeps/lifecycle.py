@@ -1,33 +1,49 @@
-"""How a study's trials run: in rounds of K (`--batch K`, else 1) — ask K trials, train,
-record and tell K results.
+"""A trial's life, top to bottom: asked, trained, concluded, recorded, told.
 
-K = 1 is the sequential path: the trial's repeats train one after another with
-`trainer.train`, exactly as `sweeps train` trains them. K > 1 trains the round as one
-stacked model (`trainer.batched`); trials whose configs cannot share a stack
-(`trainer.batched.batch_key`) train in separate stacks within the same round. Either way
-each trial is its own Optuna trial, MLflow child run and results row, recorded alike
-(`sweeps.objective` holds what they share: checkpoints, the trial's end state, the repair
-record).
+A study's trials run in rounds of K (`--batch K`, else 1), through Optuna's ask-and-tell
+interface rather than `study.optimize`, for what optimize does not allow: K trials in
+flight at once, asked from one model and written in bulk. What optimize does per trial is
+done per round: stale trials of dead workers are failed (and retried) first, a thread
+beats for the round's trials, the timeout is checked, an exhausted grid stops the loop.
 
-This is Optuna's ask-and-tell interface rather than `study.optimize`, for what optimize
-does not allow: a round's asks read the study once (`sweeps.ask_view`), and K trials in
-flight at once. What optimize does per trial is done per round: stale trials of dead
-workers are failed (and retried) first, a thread beats for the round's trials, the
-timeout is checked, an exhausted grid stops the loop.
+1. Ask (`RoundOptimizer._ask_round`). A TPE round's K proposals come from one model of
+   the finished trials (`sweeps.sampling.RoundSampler.plan`), which this process keeps
+   across rounds (`sweeps._optuna.read`); the K trials are created in one transaction
+   (`sweeps._optuna.ask`), with their first heartbeat. Otherwise (other samplers, a round
+   of one, enqueued trials to pop first) each trial is asked through `study.ask()`, the
+   study read once for the round (`sweeps.ask_view`).
+2. Train (`_round`). K = 1: the trial's repeats train one after another with
+   `trainer.train`, exactly as `sweeps train` trains them. K > 1: the round trains as
+   one stacked model (`trainer.batched`); configs that cannot share a stack
+   (`trainer.batched.batch_key`) train in separate stacks of the same round. Every
+   `checkpoint_every` epochs the first repeat's validation loss is reported and the
+   pruner asked (`Checkpoints`; nothing at all without a pruner).
+3. Conclude (`conclude`, `build_record`). Each trial's end state and its record, the
+   repeats averaged epoch by epoch:
+     - a training error → FAIL with the error message; the study goes on;
+     - divergence (non-finite loss) → PRUNED, tagged `diverged`, so TPE learns to avoid
+       the region (it ignores FAIL trials but ranks pruned ones as worst);
+     - pruning → PRUNED with the history so far;
+     - Ctrl-C → FAIL ("interrupted"), recorded, then the interrupt propagates.
+4. Record (`_finish` → the `record` callable, `sweeps.recording.Recorder.record_many`):
+   MLflow child runs and results rows of the whole round, in bulk.
+5. Tell (`_finish`): Optuna learns the round's states and values in one transaction
+   (`sweeps._optuna.tell`), with the record kept on each trial for repair
+   (`sweeps.recording.repair_info`).
 
-A TPE round's proposals come from one model (`sweeps.sampling.RoundSampler.plan`); with
-them known up front, the round's trials are created in one transaction and told in one
-(`sweeps._optuna`, where its storage allows), so the bookkeeping of a round does not grow
-with one storage session per trial.
+Either way each trial is its own Optuna trial, MLflow child run and results row. Where
+the storage is not a tested RDB schema (or SWEEPS_OPTUNA_PUBLIC=1), every step takes
+Optuna's public API instead, with the same rows as the result.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,12 +56,11 @@ from optuna.trial import FrozenTrial
 from sweeps._optuna import Told, fenced
 from sweeps.ask_view import AskView
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
-from sweeps.objective import RECORD_ATTR, Checkpoints, conclude, keep, repair_info, repeat_configs
 from sweeps.pruning import PruningView
-from sweeps.reports import Reports
+from sweeps.recording import RECORD_ATTR, keep, repair_info
+from sweeps.reports import Report, Reports
 from sweeps.sampling import RoundSampler
 from sweeps.space import grid_size, suggest
-from sweeps.trial_record import build_record, now_ms
 from tracking.records import TrialRecord, TrialState
 from trainer import METRICS, Task, TrainStatus, TrialConfig, TrialResult, train
 from trainer.batched import batch_key, train_batch
@@ -63,6 +78,10 @@ OPTUNA_STATE = {
     TrialState.PRUNED: optuna.trial.TrialState.PRUNED,
     TrialState.FAIL: optuna.trial.TrialState.FAIL,
 }
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 @dataclass
@@ -354,6 +373,144 @@ class RoundOptimizer:
                     raise
                 frozen = self.study._storage.get_trial(slot.trial._trial_id)
             self.on_trial(frozen)
+
+
+# --- 2. train: checkpoints -----------------------------------------------------------
+
+
+@dataclass
+class Checkpoints:
+    """Reports the validation loss to Optuna every `every` epochs and asks about pruning.
+
+    Each report ends up as a storage row (`sweeps.reports`), so reporting every epoch would
+    cost more than training the d2l model; the last epoch is not reported (nothing left to
+    prune). A batched round adds a checkpoint's reports of all its trials at once
+    (`report`), then asks (`decide`).
+    """
+
+    trial: optuna.Trial
+    every: int
+    epochs: int
+    # The pruner, asked through a `PruningView` so that a checkpoint reads no trials.
+    should_prune: Callable[[optuna.Trial], bool]
+    reports: Reports
+    pruned_at: int | None = None
+
+    def due(self, epoch: int) -> bool:
+        return not (epoch % self.every or epoch >= self.epochs)
+
+    def __call__(self, epoch: int, metrics: Mapping[str, float]) -> bool:
+        """One trial's checkpoint: report, then whether to stop."""
+        if not self.due(epoch):
+            return False
+        self.reports.add([self.report(epoch, metrics["val_loss"])])
+        return self.decide(epoch)
+
+    def report(self, epoch: int, val_loss: float) -> Report:
+        return (self.trial, epoch, val_loss)
+
+    def decide(self, epoch: int) -> bool:
+        """Asks the pruner, once this epoch's report is added."""
+        if self.should_prune(self.trial):
+            self.pruned_at = epoch
+            return True
+        return False
+
+
+def repeat_configs(cfg: TrialConfig, repeats: int) -> list[TrialConfig]:
+    """Seeds seed … seed+R−1 for init and shuffling, all on the same data."""
+    if repeats == 1 and cfg.effective_data_seed == cfg.seed:
+        return [cfg]  # already the one repeat
+    return [cfg.replace(seed=cfg.seed + r, data_seed=cfg.seed) for r in range(repeats)]
+
+
+# --- 3. conclude: the end state and the record -----------------------------------------
+
+
+def conclude(results: list[TrialResult], pruned_at: int | None) -> tuple[TrialState, str | None]:
+    """A trial's state from its repeats (the last one ran, the first to stop ends it)."""
+    last = results[-1]
+    if last.status is TrainStatus.DIVERGED:
+        return TrialState.PRUNED, f"diverged at epoch {last.diverged_epoch}"
+    if last.status is TrainStatus.STOPPED:
+        return TrialState.PRUNED, f"pruned at epoch {pruned_at}"
+    return TrialState.COMPLETE, None
+
+
+def build_record(
+    study: str,
+    number: int,
+    cfg: TrialConfig,
+    results: list[TrialResult],
+    state: TrialState,
+    started_ms: int,
+    error: str | None,
+    *,
+    weights: bool = True,
+) -> TrialRecord:
+    """Average repeats epoch by epoch; weights (serialized only when asked: only MLflow
+    keeps them) and device come from the first repeat."""
+    history = _mean_history(results)
+    final: dict[str, float | None] = {
+        m: (history[m][-1] if history.get(m) else None) for m in METRICS
+    }
+    final.update(_mean_accuracy(results))
+    first = results[0] if results else None
+    return TrialRecord(
+        study=study,
+        number=number,
+        state=state,
+        params=cfg.as_params(),
+        final=final,
+        value=final["val_loss"] if state is TrialState.COMPLETE else None,
+        duration_s=sum(r.duration_s for r in results),
+        device=first.device if first else cfg.device,
+        start_time_ms=started_ms,
+        end_time_ms=now_ms(),
+        history=history,
+        weights=(
+            serialize_weights(first.state_dict) if weights and first and first.state_dict else None
+        ),
+        error=error,
+    )
+
+
+def _mean_history(results: list[TrialResult]) -> dict[str, list[float]]:
+    if not results:
+        return {m: [] for m in METRICS}
+    epochs = min(r.epochs_run for r in results)
+    if len(results) == 1:  # the default (one repeat): the mean is the history itself
+        return {m: results[0].history[m][:epochs] for m in METRICS}
+    n = len(results)
+    return {
+        m: [
+            sum(values) / n
+            for values in zip(*(r.history[m][:epochs] for r in results), strict=True)
+        ]
+        for m in METRICS
+    }
+
+
+def _mean_accuracy(results: list[TrialResult]) -> dict[str, float]:
+    """Classification tasks' final accuracies, averaged over repeats that have them.
+
+    They ride in `final` beside METRICS: tracking stores METRICS per epoch and columns for
+    them only, so these extra keys reach the Optuna trial's record (`sweeps check`) and
+    whoever reads `final`, without changing the results schema.
+    """
+    scored = [r.accuracy for r in results if r.accuracy]
+    if not scored:
+        return {}
+    return {k: sum(a[k] for a in scored) / len(scored) for k in scored[0]}
+
+
+def serialize_weights(state_dict: Mapping[str, torch.Tensor]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(dict(state_dict), buffer)
+    return buffer.getvalue()
+
+
+# --- the storage's side: fenced writers, heartbeats ----------------------------------
 
 
 _T = TypeVar("_T")
