@@ -138,7 +138,7 @@ class _Checker:
                 extra = [run.run_id for run in found if run is not keep]
                 self.problem(
                     f"trial {number}: {len(found)} MLflow runs",
-                    lambda ids=extra: self._delete_runs(tracker, ids),
+                    lambda ids=extra: tracker.delete_runs(ids),
                 )
                 found = [keep]
             for run in found:
@@ -172,14 +172,6 @@ class _Checker:
         self.recorder.results.record_trial(
             dataclasses.replace(rec, mlflow_run_id=run_id), replace=True
         )
-
-    def _delete_runs(self, tracker: MlflowTracker, run_ids: list[str]) -> None:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=self.recorder.stores.tracking_uri)
-        for run_id in run_ids:
-            tracker.terminate(run_id, "FAILED")  # a deleted run must not stay RUNNING either
-            client.delete_run(run_id)
 
     @staticmethod
     def _retag(tracker: MlflowTracker, run_id: str, status: str, state: TrialState) -> None:

@@ -53,6 +53,7 @@ import sqlalchemy as sa
 import torch
 from optuna.trial import FrozenTrial
 
+from sweeps import killpoints
 from sweeps._optuna import Told, fenced
 from sweeps.ask_view import AskView
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
@@ -148,6 +149,7 @@ class RoundOptimizer:
             optuna.storages.fail_stale_trials(self.study)  # as optimize() does per trial
             pruning = PruningView(self.study, self._completed if self._cache else None)
             slots, beaten = self._ask_round(k, pruning)
+            killpoints.passing("asked")
             with self._beating(slots, beaten):
                 self._round(slots, pruning)
             done += k
@@ -257,7 +259,9 @@ class RoundOptimizer:
             error = f"{type(e).__name__}: {e}"
             self._finish([self._outcome(s, error) for s in slots], slots)
             return
-        self._finish([self._conclude(slot) for slot in slots], slots)
+        recs = [self._conclude(slot) for slot in slots]
+        killpoints.passing("trained")
+        self._finish(recs, slots)
 
     def _stacks(self, slots: list[_Slot]) -> list[list[_Member]]:
         """Every repeat of every trial, grouped into the stacks that can train together."""
@@ -356,6 +360,7 @@ class RoundOptimizer:
                 for rec, slot in zip(recorded, slots, strict=True)
             ]
             ended = self._teller.tell(self.study, told)
+            killpoints.passing("told")
             if self._cache is not None:
                 self._cache.add(ended)
             for frozen in ended:
@@ -372,6 +377,7 @@ class RoundOptimizer:
                 if "Study.stop" not in str(e):
                     raise
                 frozen = self.study._storage.get_trial(slot.trial._trial_id)
+            killpoints.passing("told")
             self.on_trial(frozen)
 
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from sweeps import killpoints
 from sweeps.config import SweepConfig
 from sweeps.errors import mask_secrets
 from sweeps.storage import Stores
@@ -18,6 +19,7 @@ from tracking.records import (
     EVERY_EPOCH,
     FINAL_METRICS,
     METRICS,
+    RUN_STATUS,
     History,
     HistoryPolicy,
     StudyRecord,
@@ -113,7 +115,9 @@ class Recorder:
         if self.mlflow is not None and self.parent is not None:
             history = self.cfg.history_policy if self.cfg is not None else EVERY_EPOCH
             recs = self._log(self.mlflow, self.parent, recs, history)
+            killpoints.passing("logged")
         self.results.record_trials(recs)
+        killpoints.passing("recorded")
         return recs
 
     @staticmethod
@@ -135,6 +139,31 @@ class Recorder:
             dataclasses.replace(rec, mlflow_run_id=run_id)
             for rec, run_id in zip(recs, run_ids, strict=True)
         ]
+
+    def heal(self, rec: TrialRecord) -> TrialRecord:
+        """Record a trial that Optuna ended without its worker (lost: `rec` is its FAIL),
+        whatever that worker wrote before it died: its MLflow run, if any, is kept and
+        brought to Optuna's state (duplicates deleted), else one is created; its results
+        row is written or replaced. So a plain resume leaves every trial exactly once in
+        Optuna, the results table and MLflow, in the same state."""
+        if self.mlflow is not None and self.parent is not None:
+            try:
+                rec = self._heal_run(self.mlflow, self.parent, rec)
+            except Exception as e:  # as record_many: the trial stays in Optuna and SQL
+                warn(f"MLflow healing failed for trial {rec.number}: {e}")
+        self.results.record_trial(rec, replace=True)
+        return rec
+
+    def _heal_run(self, mlflow: MlflowTracker, parent: ParentRef, rec: TrialRecord) -> TrialRecord:
+        found = mlflow.trial_runs(parent.experiment_id, rec.number).get(rec.number, [])
+        if not found:
+            return self._log(mlflow, parent, [rec], EVERY_EPOCH)[0]
+        keep, extra = found[-1], [run.run_id for run in found[:-1]]  # oldest first
+        if extra:
+            mlflow.delete_runs(extra)
+        mlflow.terminate(keep.run_id, RUN_STATUS[rec.state])
+        mlflow.set_state_tag(keep.run_id, rec.state.value)
+        return dataclasses.replace(rec, mlflow_run_id=keep.run_id)
 
     def finish(self, study: optuna.Study) -> None:
         """Parent run: the λ figure, a trials CSV and Optuna's plots; then FINISHED."""
@@ -166,7 +195,7 @@ class Recorder:
         """Record a trial whose worker died (failed by heartbeat), then retry its params."""
 
         def on_stale(study: optuna.Study, trial: FrozenTrial) -> None:
-            self.record(record_from_trial(self.study, trial, self.cfg))
+            self.heal(record_from_trial(self.study, trial, self.cfg))
             retry(study, trial)
 
         return on_stale

@@ -265,15 +265,21 @@ class MlflowTracker:
             if step not in logged
         ]
 
-    def trial_runs(self, experiment_id: str) -> dict[int, list[RunSummary]]:
-        """Maps each trial number to the active child runs tagged with it, oldest first."""
+    def trial_runs(
+        self, experiment_id: str, number: int | None = None
+    ) -> dict[int, list[RunSummary]]:
+        """Maps each trial number (only `number`, when given) to the active child runs
+        tagged with it, oldest first."""
         runs: dict[int, list[RunSummary]] = {}
         token: str | None = None
+        where = TRIAL_FILTER
+        if number is not None:
+            where += f" and tags.`sweeps.trial_number` = '{int(number)}'"
         with self._errors(f"cannot list the trial runs of experiment {experiment_id}"):
             while True:
                 page = self._mlflow().search_runs(
                     [experiment_id],
-                    filter_string=TRIAL_FILTER,
+                    filter_string=where,
                     run_view_type=ViewType.ACTIVE_ONLY,
                     max_results=SEARCH_PAGE_SIZE,
                     order_by=["attributes.start_time ASC"],
@@ -286,6 +292,14 @@ class MlflowTracker:
                 token = page.token
                 if not token:
                     return runs
+
+    def delete_runs(self, run_ids: Sequence[str]) -> None:
+        """Ends (FAILED) then deletes these runs: duplicates of a trial's run."""
+        with self._errors("cannot delete duplicate trial runs"):
+            client = self._mlflow()
+            for run_id in run_ids:
+                client.set_terminated(run_id, "FAILED")  # a deleted run must not stay RUNNING
+                client.delete_run(run_id)
 
     def terminate(self, run_id: str, status: str) -> None:
         """Ends a run with `status` (FINISHED, FAILED or KILLED), e.g. an orphaned one."""
