@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -96,6 +97,15 @@ class SweepConfig:
             raise UsageError("--study must be a non-empty name")
         if not self.penalties:
             raise UsageError("--penalties must name at least one penalty")
+        # nan passes every comparison below and inf breaks the samplers' log-uniform draws
+        # after the study is saved: refuse both here, before anything is written.
+        for flag, value in (
+            ("lambda-min", self.lambda_min),
+            ("lambda-max", self.lambda_max),
+            ("timeout", self.timeout),
+        ):
+            if value is not None and not math.isfinite(value):
+                raise UsageError(f"--{flag} must be a finite number, got {value}")
         if not 0 < self.lambda_min < self.lambda_max:
             raise UsageError(
                 f"need 0 < --lambda-min < --lambda-max, got {self.lambda_min} and {self.lambda_max}"

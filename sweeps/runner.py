@@ -23,8 +23,8 @@ from sweeps.lost import fail_lost_trials
 from sweeps.progress import Progress
 from sweeps.recording import Recorder
 from sweeps.storage import Stores, open_storage
-from sweeps.study import create_or_load, load_existing, quiet_optuna
-from trainer import TrialConfig, check_config, load_task, resolve_device
+from sweeps.study import check_space, create_or_load, load_existing, quiet_optuna
+from trainer import check_config, load_task, resolve_device
 from trainer.devices import device_label
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -40,11 +40,12 @@ class RunOutcome:
     failed_workers: int = 0
 
 
-def preflight(base: TrialConfig, devices: tuple[str, ...]) -> None:
+def preflight(cfg: SweepConfig) -> None:
     """Everything that can be refused is refused before a study or directory exists."""
-    check_config(base)
-    for spec in devices or (base.device,):
+    check_config(cfg.base)
+    for spec in cfg.devices or (cfg.base.device,):
         resolve_device(spec)
+    check_space(cfg)
 
 
 def worker_devices(cfg: SweepConfig) -> list[str]:
@@ -69,7 +70,7 @@ def run_study(
 ) -> RunOutcome:
     """Create or resume the study and run `cfg.trials` more trials (none with create_only)."""
     quiet_optuna()
-    preflight(cfg.base, cfg.devices)
+    preflight(cfg)
     if stores.uses_home:
         stores.make_home()
     storage = open_storage(stores.storage)

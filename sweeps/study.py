@@ -10,6 +10,7 @@ import optuna
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.errors import UsageError
 from sweeps.sampling import RoundSampler, Space
+from sweeps.space import suggest
 
 SPACE_ATTR = "sweeps.space"
 CONFIG_ATTR = "sweeps.config"
@@ -43,6 +44,17 @@ def make_sampler(cfg: SweepConfig, worker: int | None = None) -> optuna.samplers
         # CMA-ES cannot model the categorical penalty; it samples that one independently.
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     return optuna.samplers.GPSampler(seed=seed)
+
+
+def check_space(cfg: SweepConfig) -> None:
+    """Sample one trial of the space in memory with the study's sampler: a configuration
+    whose space cannot be sampled, or whose sampled trial is not a valid config, fails here
+    (a one-line UsageError), before the study exists in any storage."""
+    study = optuna.create_study(sampler=make_sampler(cfg), pruner=make_pruner(cfg))
+    try:
+        suggest(study.ask(), cfg)  # builds the trial's TrialConfig, which validates itself
+    except (ValueError, OverflowError, ArithmeticError) as e:
+        raise UsageError(f"this search space cannot be sampled: {e}") from None
 
 
 def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -82,6 +83,8 @@ def resolve_options(
     out: dict[str, TaskOption] = {}
     for name, spec in specs.items():
         value = _convert(name, spec.kind, given.get(name, spec.default))
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TaskError(f"task option {name} must be a finite number, got {value}")
         if spec.minimum is not None and not isinstance(value, str) and value < spec.minimum:
             raise TaskError(f"task option {name} must be >= {spec.minimum}, got {value}")
         if spec.maximum is not None and not isinstance(value, str) and value >= spec.maximum:
