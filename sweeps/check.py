@@ -23,7 +23,7 @@ from sweeps.study import CONFIG_ATTR, config_from_stored, quiet_optuna
 from tracking.records import RUN_STATUS, TrialRecord, TrialState
 
 if TYPE_CHECKING:
-    from tracking.mlflow_runs import MlflowTracker, ParentRef, RunSummary
+    from tracking.mlflow_runs import MlflowTracker, RunSummary
 
 
 @dataclass
@@ -112,8 +112,18 @@ class _Checker:
         return self.report
 
     def _check_mlflow(self, records: dict[int, TrialRecord]) -> None:
-        tracker, parent = self.recorder.mlflow, self._parent()
-        if tracker is None or parent is None:
+        tracker = self.recorder.mlflow
+        if tracker is None:
+            return
+        # In the tracking store being checked, by the study's identity: a store that lacks
+        # the study's experiment (another or a new store) lacks every run.
+        parent = self.recorder.find_parent(create=False)
+        if parent is None:
+            for number, rec in sorted(records.items()):
+                self.problem(
+                    f"trial {number}: no MLflow run (the study has no experiment here)",
+                    lambda r=rec: self._recreate(tracker, r),
+                )
             return
         runs = tracker.trial_runs(parent.experiment_id)
         self.report.mlflow_runs = sum(len(v) for v in runs.values())
@@ -127,7 +137,7 @@ class _Checker:
             if not found:
                 self.problem(
                     f"trial {number}: no MLflow run",
-                    lambda r=rec: self._recreate(tracker, parent, r),
+                    lambda r=rec: self._recreate(tracker, r),
                 )
                 continue
             if len(found) > 1:
@@ -157,18 +167,11 @@ class _Checker:
                         lambda rid=run.run_id: tracker.terminate(rid, "FAILED"),
                     )
 
-    def _parent(self) -> ParentRef | None:
-        if self.recorder.mlflow is None:
-            return None
-        from tracking.mlflow_runs import ParentRef
-
-        stored = self.recorder.results.get_study(self.study.study_name)
-        if not (stored.mlflow_experiment_id and stored.mlflow_parent_run_id):
-            return None
-        return ParentRef(stored.mlflow_experiment_id, stored.mlflow_parent_run_id)
-
-    def _recreate(self, tracker: MlflowTracker, parent: ParentRef, rec: TrialRecord) -> None:
-        run_id = tracker.log_trial(parent, rec)
+    def _recreate(self, tracker: MlflowTracker, rec: TrialRecord) -> None:
+        if self.recorder.parent is None:
+            self.recorder.parent = self.recorder.find_parent(create=True)
+        assert self.recorder.parent is not None
+        run_id = tracker.log_trial(self.recorder.parent, rec)
         self.recorder.results.record_trial(
             dataclasses.replace(rec, mlflow_run_id=run_id), replace=True
         )

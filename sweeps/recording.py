@@ -80,30 +80,65 @@ class Recorder:
         self.parent: ParentRef | None = None
         self.cfg: SweepConfig | None = None
 
+    def refuse_foreign_experiment(self) -> None:
+        """Before the study is created or resumed: refuse (TrackingError) a tracking store
+        whose experiment of this name belongs to another study — any claimed one, when the
+        study does not exist here yet — so that nothing is written for a run that cannot
+        be tracked."""
+        if self.mlflow is None:
+            return
+        uid = self.results.find_study_uid(self.study)
+        owner = self.mlflow.experiment_owner(self.study)
+        if owner is not None and owner != uid:
+            self.mlflow.ensure_experiment(self.study, uid or "a study not yet created")
+
     def attach(self, cfg: SweepConfig, study: optuna.Study) -> None:
         """Register the study; the first process to do so creates the MLflow parent run."""
         self.cfg = cfg
         self.results.ensure_schema()
-        stored = self.results.register_study(
+        self.results.register_study(
             StudyRecord(name=cfg.study, task=cfg.base.task, config=cfg.as_dict())
         )
         if self.mlflow is None:
             return
-        from tracking.mlflow_runs import ParentRef
-
-        if stored.mlflow_parent_run_id is None:
-            experiment_id = self.mlflow.ensure_experiment(cfg.study)
-            parent = self.mlflow.create_parent_run(experiment_id, cfg.study)
-            if not self.results.set_study_mlflow(cfg.study, experiment_id, parent.run_id):
-                # Another process won the race: keep its parent, close ours.
-                self.mlflow.terminate(parent.run_id, "KILLED")
-                stored = self.results.get_study(cfg.study)
-        stored = self.results.get_study(cfg.study)
-        assert stored.mlflow_experiment_id and stored.mlflow_parent_run_id
-        self.parent = ParentRef(stored.mlflow_experiment_id, stored.mlflow_parent_run_id)
+        self.parent = self.find_parent(create=True)
+        assert self.parent is not None
         if study.user_attrs.get(PARENT_ATTR) != self.parent.run_id:
             study.set_user_attr(EXPERIMENT_ATTR, self.parent.experiment_id)
             study.set_user_attr(PARENT_ATTR, self.parent.run_id)
+
+    def find_parent(self, *, create: bool) -> ParentRef | None:
+        """The study's experiment and parent run in the tracking store being written, found
+        by the study's identity (`ResultsStore.study_uid`), never by ids another store
+        gave out; created there when missing and `create` (else None). The results row
+        then names them."""
+        from tracking.mlflow_runs import ParentRef
+
+        assert self.mlflow is not None
+        name = self.study
+        stored = self.results.get_study(name)
+        uid = self.results.study_uid(name)
+        if not create and self.mlflow.find_experiment(name, uid) is None:
+            return None
+        experiment_id = self.mlflow.ensure_experiment(name, uid)
+        parent_id = self.mlflow.find_parent_run(experiment_id, stored.mlflow_parent_run_id)
+        if parent_id is None and not create:
+            return None
+        if parent_id is None:
+            parent = self.mlflow.create_parent_run(experiment_id, name)
+            won = self.results.set_study_mlflow(
+                name, experiment_id, parent.run_id, expected=stored.mlflow_parent_run_id
+            )
+            if not won:  # another process attached its parent meanwhile: keep that one
+                self.mlflow.delete_runs([parent.run_id])
+                return self.find_parent(create=create)
+            parent_id = parent.run_id
+        elif (stored.mlflow_experiment_id, stored.mlflow_parent_run_id) != (
+            experiment_id,
+            parent_id,
+        ):
+            self.results.set_study_mlflow(name, experiment_id, parent_id, replace=True)
+        return ParentRef(experiment_id, parent_id)
 
     def record(self, rec: TrialRecord) -> TrialRecord:
         """One finished trial: see `record_many`."""

@@ -75,6 +75,7 @@ def run_study(
         stores.make_home()
     storage = open_storage(stores.storage)
     recorder = Recorder(stores, cfg.study, track=track)  # refuses an unreachable server
+    recorder.refuse_foreign_experiment()
     study = create_or_load(cfg, storage)
     recorder.attach(cfg, study)
     _handle_lost_trials(study, storage, recorder)

@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 MAX_PARAMS_PER_BATCH = 100
 MAX_ENTITIES_PER_BATCH = 1000
 TRIAL_FILTER = "tags.`sweeps.role` = 'trial'"
+UID_TAG = "sweeps.study_uid"  # on a study's experiment: which study it belongs to
 SEARCH_PAGE_SIZE = 1000  # search_runs' maximum page
 # MLflow errors and the OSErrors of an unreachable server or an unusable path.
 _STORE_ERRORS = (MlflowException, OSError)
@@ -104,9 +105,12 @@ class MlflowTracker:
         self._try_bulk = bulk
         self._bulk_writer: BulkRunWriter | None = None
 
-    def ensure_experiment(self, study: str) -> str:
+    def ensure_experiment(self, study: str, uid: str | None = None) -> str:
         """Returns the id of the study's experiment (named `study`), creating it if needed.
 
+        With `uid` (the study's identity, `sweeps.study.study_uid`) the experiment is the
+        study's own: tagged with it when created or first claimed, and refused (TrackingError)
+        when it carries another study's uid — a study of the same name in another storage.
         Safe against another process creating it at the same time. A deleted experiment of
         that name is restored, since MLflow cannot create runs in it nor reuse its name.
         """
@@ -116,17 +120,74 @@ class MlflowTracker:
             if found is None:
                 try:
                     location = self._artifact_location(study)
-                    return str(client.create_experiment(study, artifact_location=location))
+                    tags = {} if uid is None else {UID_TAG: uid}
+                    return str(
+                        client.create_experiment(study, artifact_location=location, tags=tags)
+                    )
                 except MlflowException as e:
                     if e.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise
                 found = client.get_experiment_by_name(study)
                 if found is None:
                     raise TrackingError(f"experiment {study!r} exists but cannot be read")
+            owner = found.tags.get(UID_TAG)
+            if uid is not None and owner not in (None, uid):
+                raise TrackingError(
+                    f"the MLflow experiment {study!r} in {mask_secrets(self._tracking_uri)}"
+                    " belongs to another study of that name (another storage); use another"
+                    " --study name or tracking store"
+                )
             if found.lifecycle_stage == "deleted":
                 logger.warning("restoring the deleted MLflow experiment %r", mask_secrets(study))
                 client.restore_experiment(found.experiment_id)
+            if uid is not None and owner is None:
+                client.set_experiment_tag(found.experiment_id, UID_TAG, uid)
             return str(found.experiment_id)
+
+    def experiment_owner(self, study: str) -> str | None:
+        """The uid the experiment named `study` is claimed by here (None: no such
+        experiment, or not claimed)."""
+        with self._errors(f"cannot read the experiment {study!r}"):
+            found = self._mlflow().get_experiment_by_name(study)
+        return None if found is None else found.tags.get(UID_TAG)
+
+    def find_experiment(self, study: str, uid: str) -> str | None:
+        """The id of the study's experiment in this store, or None (nothing created);
+        TrackingError when one of that name belongs to another study (see ensure_experiment)."""
+        with self._errors(f"cannot read the experiment {study!r}"):
+            found = self._mlflow().get_experiment_by_name(study)
+        if found is None:
+            return None
+        if found.tags.get(UID_TAG) not in (None, uid):
+            return self.ensure_experiment(study, uid)  # raises the one-line refusal
+        return str(found.experiment_id)
+
+    def find_parent_run(self, experiment_id: str, hint: str | None) -> str | None:
+        """The study's parent run in this store: `hint` (the stored id) if it is an active
+        parent run of this experiment here, else the oldest active one the experiment has,
+        else None."""
+        with self._errors(f"cannot find the parent run in experiment {experiment_id}"):
+            client = self._mlflow()
+            if hint is not None:
+                try:
+                    run = client.get_run(hint)
+                except MlflowException:
+                    run = None
+                if (
+                    run is not None
+                    and run.info.experiment_id == experiment_id
+                    and run.info.lifecycle_stage == "active"
+                    and run.data.tags.get("sweeps.role") == "parent"
+                ):
+                    return hint
+            found = client.search_runs(
+                [experiment_id],
+                filter_string="tags.`sweeps.role` = 'parent'",
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=1,
+                order_by=["attributes.start_time ASC"],
+            )
+            return found[0].info.run_id if found else None
 
     def create_parent_run(self, experiment_id: str, study: str) -> ParentRef:
         """Creates the study's parent run; it stays RUNNING until `finish_study`."""

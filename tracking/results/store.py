@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import Callable, Sequence
+from datetime import UTC
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
@@ -105,9 +107,16 @@ class ResultsStore:
 
     @_database_errors
     def set_study_mlflow(
-        self, name: str, experiment_id: str, parent_run_id: str, *, replace: bool = False
+        self,
+        name: str,
+        experiment_id: str,
+        parent_run_id: str,
+        *,
+        replace: bool = False,
+        expected: str | None = None,
     ) -> bool:
-        """Store the study's MLflow experiment and parent run ids, unless it has a parent run.
+        """Store the study's MLflow experiment and parent run ids, if the stored parent run
+        is still `expected` (None: none stored yet).
 
         A compare-and-set: of several processes racing to attach their own parent run, exactly
         one gets True; the others get False and should adopt the stored one (`get_study`).
@@ -116,10 +125,12 @@ class ResultsStore:
             name: The study name.
             experiment_id: The MLflow experiment of the study.
             parent_run_id: The parent run to attach.
-            replace: Overwrite a parent run already stored (repair).
+            replace: Overwrite whatever is stored (repair).
+            expected: The parent run id that must be stored now for the write to happen
+                (a parent run found missing from the tracking store, being replaced).
 
         Returns:
-            True when the ids were written; False when a parent run was stored already.
+            True when the ids were written; False when another parent run was stored.
 
         Raises:
             UnknownStudyError: No study of that name.
@@ -128,7 +139,8 @@ class ResultsStore:
         update = sa.update(StudyRow).where(StudyRow.name == name)
         if not replace:
             # Evaluated under the row lock, so a concurrent winner's write is seen.
-            update = update.where(StudyRow.mlflow_parent_run_id.is_(None))
+            stored = StudyRow.mlflow_parent_run_id
+            update = update.where(stored.is_(None) if expected is None else stored == expected)
         update = update.values(
             mlflow_experiment_id=experiment_id, mlflow_parent_run_id=parent_run_id
         )
@@ -138,6 +150,34 @@ class ResultsStore:
             if conn.execute(sa.select(StudyRow.id).where(StudyRow.name == name)).first() is None:
                 raise UnknownStudyError(f"no study named '{name}'")
             return False
+
+    @_database_errors
+    def find_study_uid(self, name: str) -> str | None:
+        """`study_uid`, or None where the study (or the schema) does not exist yet."""
+        if not self._has_schema():
+            return None
+        try:
+            return self.study_uid(name)
+        except UnknownStudyError:
+            return None
+
+    @_database_errors
+    def study_uid(self, name: str) -> str:
+        """The study's identity across stores: its row here, created once per storage
+        (the same study reached through another URL has the same one; a study of the same
+        name in another storage has another).
+
+        Raises:
+            UnknownStudyError: No study of that name.
+        """
+        with Session(self._engine) as session:
+            row = session.execute(
+                sa.select(StudyRow.id, StudyRow.created_at).where(StudyRow.name == name)
+            ).first()
+        if row is None:
+            raise UnknownStudyError(f"no study named '{name}'")
+        created = row[1].astimezone(UTC).isoformat()
+        return hashlib.sha256(f"{row[0]}|{created}".encode()).hexdigest()[:32]
 
     @_database_errors
     def get_study(self, name: str) -> StudyRecord:
