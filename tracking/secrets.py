@@ -1,13 +1,39 @@
-"""Masking of secrets before anything reaches logs, MLflow params or tags."""
+"""Masking of secrets before anything reaches logs, MLflow params or tags: the one place
+that knows what a secret in a URL or a message looks like.
+
+Two shapes are masked, wherever they appear in a text:
+  - a URL's userinfo password, `scheme://user:PASSWORD@host...`. Passwords are often
+    written unencoded (a `/`, `:`, `@` or `?` inside), so the userinfo runs to the *last*
+    `@` of the URL (which ends at whitespace or a quote) before its query string (from the
+    first `?name=`); masking too much of a strange URL is the safe way to be wrong;
+  - a `password=...`-like key (password, passwd, pwd, secret, token, api_key, access_key)
+    in a query string or a libpq keyword string, up to `&`, whitespace or a quote.
+"""
 
 from __future__ import annotations
 
 import re
 
-# scheme://user:password@host → scheme://user:***@host
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s/]+)@")
+MASK = "***"
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>[^\s'\"]*)")
+_QUERY = re.compile(r"\?[A-Za-z_][A-Za-z0-9_.\-]*=")
+_KEYED = re.compile(
+    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)=)"
+    r"(?P<value>[^&\s'\"]+)",
+    re.IGNORECASE,
+)
 
 
 def mask_secrets(text: str) -> str:
-    """Replace passwords embedded in URLs with ***."""
-    return _URL_PASSWORD.sub(lambda m: f"{m.group('head')}***@", text)
+    """`text` with every URL password and `password=`-like value replaced by ***."""
+    return _KEYED.sub(lambda m: m.group("key") + MASK, _URL.sub(_mask_url, text))
+
+
+def _mask_url(match: re.Match[str]) -> str:
+    rest = match.group("rest")
+    query = _QUERY.search(rest)
+    at = rest.rfind("@", 0, query.start() if query else len(rest))
+    user, colon, _password = rest[:at].partition(":") if at >= 0 else ("", "", "")
+    if not colon:
+        return match.group(0)  # no userinfo password
+    return f"{match.group('scheme')}{user}:{MASK}{rest[at:]}"

@@ -23,15 +23,15 @@ def _is_loopback(host: str) -> bool:
 
 
 def ui_args(
-    tracking_uri: str, artifact_root: Path | None, host: str, port: int, allowed_hosts: str | None
+    host: str, port: int, artifact_root: Path | None, allowed_hosts: str | None
 ) -> list[str]:
-    """The `mlflow server` command line serving the UI over our store."""
+    """The `mlflow server` command line serving the UI over our store; the store's URI
+    itself goes through the environment (`ui_env`), since a command line is visible to
+    every user in `ps` and a database URI may hold a password."""
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
     args = [
         mlflow,
         "server",
-        "--backend-store-uri",
-        tracking_uri,
         "--host",
         host,
         "--port",
@@ -44,6 +44,16 @@ def ui_args(
     if allowed_hosts:
         args += ["--allowed-hosts", allowed_hosts]
     return args
+
+
+def ui_env(tracking_uri: str) -> dict[str, str]:
+    """The environment `mlflow server` gets beside ours: the store (its
+    `--backend-store-uri` option reads this variable) and no telemetry."""
+    return {
+        "MLFLOW_BACKEND_STORE_URI": tracking_uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+    }
 
 
 @click.command("ui")
@@ -82,7 +92,7 @@ def ui_command(
             err=True,
         )
     click.echo(f"MLflow UI on http://{host}:{port}  (Ctrl-C to stop)", err=True)
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-    args = ui_args(stores.tracking_uri, stores.artifact_root, host, port, allowed_hosts)
+    env = {**os.environ, **ui_env(stores.tracking_uri)}
+    args = ui_args(host, port, stores.artifact_root, allowed_hosts)
     sys.stdout.flush()
     os.execvpe(args[0], args, env)

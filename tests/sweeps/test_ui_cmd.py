@@ -71,11 +71,9 @@ def home(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_ui_args_bind_what_they_are_given() -> None:
-    args = ui_args("sqlite:///h/mlflow.db", None, "127.0.0.1", 5000, None)
+    args = ui_args("127.0.0.1", 5000, None, None)
     assert args[1:] == [
         "server",
-        "--backend-store-uri",
-        "sqlite:///h/mlflow.db",
         "--host",
         "127.0.0.1",
         "--port",
@@ -91,7 +89,8 @@ def test_ui_serves_loopback_by_default_without_warning(home: Path) -> None:
     execd = _exec_ui(home, "--home", str(home), "--port", str(port))
     assert execd.option("--host") == "127.0.0.1"
     assert execd.option("--port") == str(port)
-    assert execd.option("--backend-store-uri") == f"sqlite:///{home / 'mlflow.db'}"
+    assert "--backend-store-uri" not in execd.argv
+    assert execd.environ["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{home / 'mlflow.db'}"
     assert execd.option("--default-artifact-root") == (home / "mlartifacts").as_uri()
     assert "--allowed-hosts" not in execd.argv
     assert "warning" not in execd.stderr
@@ -122,6 +121,15 @@ def test_ui_on_other_loopback_names_does_not_warn(home: Path, host: str) -> None
     execd = _exec_ui(home, "--host", host, "--port", str(free_port()))
     assert execd.option("--host") == host
     assert "warning" not in execd.stderr
+
+
+def test_a_store_password_reaches_the_server_only_through_its_environment(home: Path) -> None:
+    """Not on a command line, which every user of the machine can read in `ps`."""
+    uri = "postgresql+psycopg://sweeps:s3cr/et@127.0.0.1:9/mlflow"
+    execd = _exec_ui(home, "--port", str(free_port()), "--tracking-uri", uri)
+    assert not any("s3cr" in arg for arg in execd.argv), execd.argv
+    assert "s3cr" not in execd.stderr
+    assert execd.environ["MLFLOW_BACKEND_STORE_URI"] == uri
 
 
 def test_ui_without_the_store_is_one_line(tmp_path: Path) -> None:

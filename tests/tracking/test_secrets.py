@@ -1,0 +1,58 @@
+"""`mask_secrets` over URL shapes, property-based: whatever the password holds, it never
+survives, and nothing but the password changes."""
+
+from __future__ import annotations
+
+import re
+import string
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tracking.secrets import mask_secrets
+
+# Anything a password may hold except what ends a URL in a message (whitespace, quotes).
+SECRET_CHARS = st.characters(
+    blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters="'\"\t\n\r\x0b\x0c"
+)
+names = st.text(string.ascii_lowercase + string.digits + "_", min_size=1, max_size=10)
+schemes = st.sampled_from(["postgresql", "postgresql+psycopg", "mysql+pymysql", "http", "https"])
+ports = st.sampled_from(["", ":5432", ":5000"])
+reasons = st.text(string.ascii_letters + " ", max_size=20)
+# A userinfo password: the query string starts at the first `?name=`, so not that.
+userinfo_passwords = st.text(SECRET_CHARS, min_size=1, max_size=24).filter(
+    lambda p: not re.search(r"\?[A-Za-z_][A-Za-z0-9_.\-]*=", p)
+)
+# A query value ends at `&`.
+query_values = st.text(SECRET_CHARS, min_size=1, max_size=24).filter(lambda v: "&" not in v)
+keys = st.sampled_from(["password", "PASSWORD", "passwd", "pwd", "token", "api_key", "secret"])
+
+
+@given(schemes, names, userinfo_passwords, names, ports, names, reasons)
+def test_a_userinfo_password_is_masked_whatever_it_holds(
+    scheme: str, user: str, password: str, host: str, port: str, db: str, reason: str
+) -> None:
+    text = f"cannot open {scheme}://{user}:{password}@{host}{port}/{db}: {reason}"
+    expected = f"cannot open {scheme}://{user}:***@{host}{port}/{db}: {reason}"
+    assert mask_secrets(text) == expected
+
+
+@given(schemes, names, ports, names, names, keys, query_values)
+def test_a_password_in_the_query_string_is_masked(
+    scheme: str, host: str, port: str, db: str, user: str, key: str, value: str
+) -> None:
+    url = f"{scheme}://{host}{port}/{db}?user={user}&{key}={value}&sslmode=require"
+    expected = f"{scheme}://{host}{port}/{db}?user={user}&{key}=***&sslmode=require"
+    assert mask_secrets(f"'{url}'") == f"'{expected}'"
+
+
+@given(names, query_values)
+def test_a_libpq_keyword_password_is_masked(host: str, value: str) -> None:
+    assert mask_secrets(f"host={host} password={value} dbname=x") == (
+        f"host={host} password=*** dbname=x"
+    )
+
+
+@given(st.text(string.printable.replace("@", "").replace("=", ""), max_size=60))
+def test_text_without_secrets_is_left_alone(text: str) -> None:
+    assert mask_secrets(text) == text
