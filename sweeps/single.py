@@ -35,6 +35,8 @@ def run_single(
     device = resolve_device(cfg.device)
     task = check_config(cfg)
     stores = resolve_stores(home, storage, tracking_uri) if track else None
+    if stores is not None:
+        stores.check_files(write=True, storage=False)
     from sweeps.lifecycle import now_ms
 
     started = now_ms()

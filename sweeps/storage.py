@@ -39,6 +39,25 @@ class Stores:
     def make_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
 
+    def check_files(self, *, write: bool, storage: bool = True, tracking: bool = True) -> None:
+        """Refuse (StoreFileError, one line) a damaged or foreign SQLite store file, or with
+        `write` one this command could not write (nor its artifacts), before any work."""
+        from tracking.store_files import check_store_file, check_writable_dir
+
+        if storage and (path := _sqlite_path(self.storage)) is not None:
+            check_store_file(path, "sweeps", write=write)
+        if tracking and (path := _sqlite_path(self.tracking_uri)) is not None:
+            check_store_file(path, "mlflow", write=write)
+        if tracking and write and self.artifact_root is not None:
+            check_writable_dir(self.artifact_root, "the MLflow artifacts folder")
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite"):
+        return None
+    database = sa.make_url(url).database
+    return Path(database).expanduser().resolve() if database else None
+
 
 def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> Stores:
     """Apply defaults under HOME and validate both URLs. Creates nothing."""

@@ -7,3 +7,7 @@ class TrackingError(Exception):
 
 class UnknownStudyError(TrackingError, LookupError):
     """No study of that name in the store."""
+
+
+class StoreFileError(TrackingError):
+    """A store's file is damaged, another program's, or not writable."""

@@ -44,7 +44,26 @@ class SweepsGroup(click.Group):
             fail(str(e))
         except (KeyboardInterrupt, click.exceptions.Abort):
             fail("interrupted", EXIT_INTERRUPTED)
+        except Exception as e:
+            database = _database_error(e)
+            if database is None:
+                raise  # a bug: its traceback is what a report needs
+            fail(database)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _database_error(e: BaseException) -> str | None:
+    """One line for a store that failed beneath us (damaged pages the up-front file checks
+    cannot see, a server that went away mid-command); None for anything else."""
+    import sqlite3
+
+    sa = sys.modules.get("sqlalchemy")
+    if sa is not None and isinstance(e, sa.exc.DBAPIError):
+        reason = str(e.orig).strip().splitlines()[0] if e.orig is not None else type(e).__name__
+        return f"the database failed: {reason}"
+    if isinstance(e, sqlite3.DatabaseError):
+        return f"the database failed: {e}"
+    return None
 
 
 def _click_message(e: click.ClickException) -> str:

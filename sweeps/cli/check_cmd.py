@@ -27,6 +27,7 @@ def check_command(
     from sweeps.storage import resolve_stores
 
     stores = resolve_stores(home, storage, tracking_uri)
+    stores.check_files(write=repair, tracking=not no_track)
     report = check_study(study, stores, repair=repair, track=not no_track)
     if as_json:
         echo_json(report.as_dict())

@@ -53,7 +53,9 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 def _stores(home: str, storage: str | None, tracking_uri: str | None) -> Stores:
     from sweeps.storage import resolve_stores
 
-    return resolve_stores(home, storage, tracking_uri)
+    stores = resolve_stores(home, storage, tracking_uri)
+    stores.check_files(write=False, tracking=False)  # queries read the storage only
+    return stores
 
 
 @click.command("studies")

@@ -92,6 +92,7 @@ def run_command(
         raise UsageError("give either --device or --devices, not both")
     cfg = SweepConfig.from_mapping(values)
     stores = resolve_stores(home, storage, tracking_uri)
+    stores.check_files(write=True, tracking=not no_track)
     apply_threads(threads)
     outcome = run_study(cfg, stores, track=not no_track, quiet=quiet, create_only=create_only)
     if as_json:
@@ -160,6 +161,7 @@ def worker_command(
     if batch is not None and batch <= 0:
         raise UsageError(f"--batch must be >= 1, got {batch}")
     stores = resolve_stores(home, storage, tracking_uri)
+    stores.check_files(write=True, tracking=not no_track)
     apply_threads(threads)
     if device is not None:
         from trainer import resolve_device

@@ -79,6 +79,7 @@ def ui_command(
     from sweeps.storage import resolve_stores
 
     stores = resolve_stores(home, storage, tracking_uri)
+    stores.check_files(write=False, storage=False)
     if stores.tracking_uri.startswith(("http://", "https://")):
         click.echo(f"the MLflow server at {stores.tracking_uri} serves the UI itself; open it")
         return

@@ -3,6 +3,9 @@ no study; and the same study name works with valid values afterwards."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -37,3 +40,75 @@ def test_a_non_finite_value_is_refused_before_anything_is_written(
     assert not home.exists()
     done = run_cli(*args, env=env)  # the name is not poisoned
     assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def studied_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with one small tracked study: the template each damage test copies."""
+    home = tmp_path_factory.mktemp("template") / "home"
+    args = ["run", "--study", "s", "--trials", "2", "--epochs", "2", "--penalties", "l2"]
+    done = run_cli(*args, "--quiet", env=cli_env(home))
+    assert done.returncode == 0, done.stderr
+    return home
+
+
+def _damage(path: Path, kind: str) -> None:
+    for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        extra.unlink(missing_ok=True)  # the checkpointed file alone
+    if kind == "random":
+        path.write_bytes(os.urandom(8192))
+    elif kind == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    else:  # another program's database
+        path.unlink()
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE customers (id INTEGER)")
+        conn.commit()
+        conn.close()
+
+
+COMMANDS = {
+    "sweeps.db": [
+        ["studies"],
+        ["trials", "--study", "s"],
+        ["check", "--study", "s"],
+        ["run", "--study", "s", "--trials", "1", "--epochs", "2", "--penalties", "l2"],
+    ],
+    "mlflow.db": [
+        ["check", "--study", "s"],
+        ["run", "--study", "s", "--trials", "1", "--epochs", "2", "--penalties", "l2"],
+        ["train", "--penalty", "l2", "--lambda", "1", "--epochs", "2"],
+        ["ui", "--port", "1"],
+    ],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["random", "truncated", "foreign"])
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_a_damaged_store_is_one_line_naming_it_and_nothing_is_written(
+    tmp_path: Path, studied_home: Path, name: str, kind: str
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(studied_home, home)
+    path = home / name
+    _damage(path, kind)
+    before = _contents(home)
+    for args in COMMANDS[name]:
+        done = run_cli(*args, env=cli_env(home))
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, (args, done.stderr[-1500:])
+        assert lines[0].startswith("sweeps: error:") and str(path) in lines[0], lines
+    assert _contents(home) == before
+
+
+def _contents(home: Path) -> dict[Path, bytes]:
+    """Every file's bytes; a WAL file only if it holds pages (reading a WAL database
+    creates an empty one, and its -shm index, without writing anything)."""
+    return {
+        p: p.read_bytes()
+        for p in home.rglob("*")
+        if p.is_file()
+        and not p.name.endswith("-shm")
+        and not (p.name.endswith("-wal") and p.stat().st_size == 0)
+    }
