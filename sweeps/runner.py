@@ -22,7 +22,7 @@ from sweeps.lifecycle import RoundOptimizer
 from sweeps.lost import fail_lost_trials
 from sweeps.progress import Progress
 from sweeps.recording import Recorder
-from sweeps.storage import Stores, open_storage
+from sweeps.storage import Stores, check_reachable, open_storage
 from sweeps.study import check_space, create_or_load, load_existing, quiet_optuna
 from trainer import check_config, load_task, resolve_device
 from trainer.devices import device_label
@@ -71,10 +71,11 @@ def run_study(
     """Create or resume the study and run `cfg.trials` more trials (none with create_only)."""
     quiet_optuna()
     preflight(cfg)
+    check_reachable(stores.storage)  # before the recorder creates the home for artifacts
+    recorder = Recorder(stores, cfg.study, track=track)  # refuses an unreachable store
     if stores.uses_home:
         stores.make_home()
     storage = open_storage(stores.storage)
-    recorder = Recorder(stores, cfg.study, track=track)  # refuses an unreachable server
     recorder.refuse_foreign_experiment()
     study = create_or_load(cfg, storage)
     recorder.attach(cfg, study)

@@ -16,10 +16,13 @@ PROBE_TIMEOUT_S = 5.0
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
-    """Raise TrackingError (URI masked) unless `tracking_uri` answers MLflow's /health.
-
-    Non-HTTP URIs (SQLite, PostgreSQL stores) are opened by MLflow directly: nothing to ask.
-    """
+    """Raise TrackingError (URI masked) unless `tracking_uri` answers: an MLflow server's
+    /health, or a PostgreSQL store's connection. MLflow's own SQL store retries a refused
+    connection for about two minutes before it raises; here it is one try. SQLite files are
+    checked by `tracking.store_files`."""
+    if tracking_uri.startswith("postgresql"):
+        _check_database(tracking_uri, timeout_s)
+        return
     if not tracking_uri.startswith(("http://", "https://")):
         return
     url = tracking_uri.rstrip("/") + "/health"
@@ -33,3 +36,19 @@ def check_reachable(tracking_uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> No
         raise TrackingError(
             f"MLflow server {shown} answered /health with HTTP {response.status_code}"
         )
+
+
+def _check_database(uri: str, timeout_s: float) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(uri, connect_args={"connect_timeout": max(1, int(timeout_s))})
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
+        raise TrackingError(
+            f"MLflow store {mask_secrets(uri)} is unreachable: {mask_secrets(reason)}"
+        ) from None
+    finally:
+        engine.dispose()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import free_port
 from tests.sweeps.study_helpers import cli_env, run_cli
 
 BAD_VALUES = [
@@ -112,3 +113,25 @@ def _contents(home: Path) -> dict[Path, bytes]:
         and not p.name.endswith("-shm")
         and not (p.name.endswith("-wal") and p.stat().st_size == 0)
     }
+
+
+@pytest.mark.parametrize(
+    ("option", "url"),
+    [
+        ("--tracking-uri", "postgresql://sweeps:pa55word@127.0.0.1:{port}/mlflow"),
+        ("--tracking-uri", "http://sweeps:pa55word@127.0.0.1:{port}"),
+        ("--storage", "postgresql://sweeps:pa55word@127.0.0.1:{port}/sweeps"),
+    ],
+)
+def test_an_unreachable_store_is_refused_at_once_and_nothing_is_written(
+    tmp_path: Path, option: str, url: str
+) -> None:
+    """A closed port: one try, not MLflow's minutes of retries; the password masked."""
+    home = tmp_path / "home"
+    args = ["run", "--study", "s", "--trials", "1", "--epochs", "2", "--quiet"]
+    done = run_cli(*args, option, url.format(port=free_port()), env=cli_env(home), timeout=60)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-1500:]
+    assert "unreachable" in lines[0] or "cannot reach" in lines[0], lines
+    assert "pa55word" not in lines[0] and "***" in lines[0]
+    assert not home.exists()
