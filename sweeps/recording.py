@@ -87,8 +87,10 @@ class Recorder:
         be tracked."""
         if self.mlflow is None:
             return
-        uid = self.results.find_study_uid(self.study)
+        # The owner first: a process creating this study registers it (its uid) before it
+        # claims the experiment, so a claim seen here has its study visible below.
         owner = self.mlflow.experiment_owner(self.study)
+        uid = self.results.find_study_uid(self.study)
         if owner is not None and owner != uid:
             self.mlflow.ensure_experiment(self.study, uid or "a study not yet created")
 

@@ -42,7 +42,7 @@ from tracking.mlflow_specs import (
     trial_spec,
     trials_csv,
 )
-from tracking.mlflow_store import seed_sqlite_store
+from tracking.mlflow_store import creating_store, seed_sqlite_store
 from tracking.records import EVERY_EPOCH, HistoryPolicy, TrialRecord, TrialState
 from tracking.secrets import mask_secrets
 
@@ -381,7 +381,8 @@ class MlflowTracker:
     def _mlflow(self) -> MlflowClient:
         if self._client is None:
             seed_sqlite_store(self._tracking_uri)  # a new store in ~1 ms, not MLflow's ~1 s
-            self._client = MlflowClient(tracking_uri=self._tracking_uri)
+            with creating_store(self._tracking_uri):  # the client opens (creates) the store
+                self._client = MlflowClient(tracking_uri=self._tracking_uri)
         return self._client
 
     def _artifact_location(self, study: str) -> str | None:

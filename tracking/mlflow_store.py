@@ -101,3 +101,31 @@ def _connect(path: Path) -> Iterator[sqlite3.Connection]:
             yield conn
     finally:
         conn.close()
+
+
+# Key of the PostgreSQL advisory lock held while MLflow creates its schema: one fixed 64-bit
+# number ("sweeps_f" in ASCII), distinct from the results store's migration lock.
+_PG_CREATE_LOCK_KEY = int.from_bytes(b"sweeps_f", "big", signed=True)
+
+
+@contextmanager
+def creating_store(tracking_uri: str) -> Iterator[None]:
+    """Held while MLflow opens (and on a fresh database creates) a PostgreSQL store: two
+    processes creating MLflow's tables at once collide on its version table (one dies with
+    UniqueViolation), so they take turns; the second then finds the tables made. Nothing
+    to do for other stores (SQLite stores are created from a template, `seed_sqlite_store`)."""
+    url = sa.make_url(tracking_uri)
+    if url.get_backend_name() != "postgresql":
+        yield
+        return
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 10})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.select(sa.func.pg_advisory_lock(_PG_CREATE_LOCK_KEY)))
+            try:
+                yield
+            finally:
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(_PG_CREATE_LOCK_KEY)))
+                conn.commit()
+    finally:
+        engine.dispose()
