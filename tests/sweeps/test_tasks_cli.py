@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,57 @@ def test_bad_task_is_one_line_exit_2(tmp_path: Path, task: str, fragment: str) -
     args = ["--study", "s", "--task", task, "--trials", "1", "--home", str(home)]
     assert_usage_error(invoke("run", *args), fragment)
     assert not home.exists()  # refused before any study or store exists
+
+
+JUNK_TASKS = """
+import torch
+from torch import nn
+from trainer.tasks import Split, Task
+from trainer.tasks.base import squared_loss
+
+def _task(n_y=10, model=None, loss=squared_loss):
+    g = torch.Generator().manual_seed(0)
+    split = Split(torch.randn(10, 3, generator=g), torch.randn(n_y, 1, generator=g))
+    make = model or (lambda gen: nn.Linear(3, 1))
+    return Task("junk", split, split, split, make, loss)
+
+def bad_model(seed):
+    return _task(model=lambda gen: "not a model")
+
+def scalar_loss(seed):
+    return _task(loss=lambda out, y: float(((out - y) ** 2).mean()))
+
+def raising_loss(seed):
+    def loss(out, y):
+        raise RuntimeError("boom")
+    return _task(loss=loss)
+
+def ragged(seed):
+    return _task(n_y=9)
+"""
+
+
+@pytest.mark.parametrize(
+    ("function", "fragment"),
+    [
+        ("bad_model", "make_model returned str, not an nn.Module"),
+        ("scalar_loss", "loss must return one value per sample"),
+        ("raising_loss", "the model or loss raised RuntimeError: boom"),
+        ("ragged", "train has (10, 3) inputs for (9, 1) targets"),
+    ],
+)
+def test_a_python_task_breaking_the_contract_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: str, fragment: str
+) -> None:
+    module = f"junk_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(JUNK_TASKS)
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "home"
+    task = f"python:{module}:{function}"
+    assert_usage_error(invoke("train", "--task", task, "--home", str(home)), fragment)
+    args = ["--study", "s", "--task", task, "--trials", "1", "--home", str(home)]
+    assert_usage_error(invoke("run", *args), fragment)
+    assert not home.exists()
 
 
 def test_csv_train_json(table: str) -> None:

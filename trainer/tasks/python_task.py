@@ -15,9 +15,12 @@ import os
 import sys
 from collections.abc import Mapping
 
+import torch
+from torch import nn
+
 from trainer.config import TaskOption
 from trainer.errors import TaskError
-from trainer.tasks.base import Task
+from trainer.tasks.base import Split, Task
 
 PREFIX = "python:"
 
@@ -61,4 +64,49 @@ def build(name: str, options: Mapping[str, TaskOption], data_seed: int) -> Task:
         raise TaskError(f"{name} raised {type(e).__name__}: {e}") from None
     if not isinstance(task, Task):
         raise TaskError(f"{name} returned {type(task).__name__}, not a trainer.tasks.Task")
+    check_task(task, name)
     return task
+
+
+def check_task(task: Task, name: str) -> None:
+    """The Task contract, checked once on two training rows before any trial: splits of
+    tensors with as many targets as rows, a model that is an nn.Module, and a loss that
+    gives one value per sample. A user's task that breaks it is one line (TaskError)
+    instead of a traceback from inside training."""
+    for split_name in ("train", "val", "test"):
+        split = getattr(task, split_name)
+        if not isinstance(split, Split):
+            raise TaskError(f"{name}: {split_name} is {type(split).__name__}, not a Split")
+        X, y = split.X, split.y
+        if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise TaskError(f"{name}: {split_name}.X and .y must be torch tensors")
+        if X.dim() == 0 or y.dim() == 0 or X.shape[0] != y.shape[0]:
+            raise TaskError(
+                f"{name}: {split_name} has {tuple(X.shape)} inputs for {tuple(y.shape)} targets;"
+                " X and y need one row per example"
+            )
+        if X.shape[0] == 0:
+            raise TaskError(f"{name}: {split_name} has no rows")
+        if task.classification and y.is_floating_point():
+            raise TaskError(
+                f"{name}: a classification task's {split_name}.y must hold class indices"
+            )
+    try:
+        model = task.make_model(torch.Generator().manual_seed(0))
+    except Exception as e:
+        raise TaskError(f"{name}: make_model raised {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise TaskError(f"{name}: make_model returned {type(model).__name__}, not an nn.Module")
+    X, y = task.train.X[:2], task.train.y[:2]
+    try:
+        with torch.no_grad():
+            out = model(X)
+            loss = task.loss(out, y)
+    except Exception as e:
+        raise TaskError(f"{name}: the model or loss raised {type(e).__name__}: {e}") from None
+    if not isinstance(loss, torch.Tensor) or loss.shape[:1] != (len(X),):
+        shown = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise TaskError(
+            f"{name}: loss must return one value per sample (a tensor of shape ({len(X)},)),"
+            f" got {shown}"
+        )
