@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -69,6 +71,10 @@ TASK_OPTION_KEYS = {
 }
 
 
+# Optuna's and the results tables' name columns hold 512; MLflow's experiment names fewer.
+MAX_STUDY_NAME = 200
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """A validated study definition. `base` holds the training knobs every trial shares."""
@@ -95,6 +101,11 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if not self.study.strip():
             raise UsageError("--study must be a non-empty name")
+        if not self.study.isprintable() or len(self.study) > MAX_STUDY_NAME:
+            raise UsageError(
+                f"--study must be printable text of at most {MAX_STUDY_NAME} characters"
+                f" (no control characters), got {self.study[:40]!r}"
+            )
         if not self.penalties:
             raise UsageError("--penalties must name at least one penalty")
         # nan passes every comparison below and inf breaks the samplers' log-uniform draws
@@ -167,6 +178,9 @@ class SweepConfig:
         unknown = sorted(set(values) - _TRAINING_KEYS - _SWEEP_KEYS - TASK_OPTION_KEYS)
         if unknown:
             raise UsageError(f"unknown sweep option {unknown[0]!r}")
+        for key, value in values.items():
+            if key in _TRAINING_KEYS or key in _SWEEP_KEYS:
+                _check_type(key, value)
         task_options: tuple[tuple[str, TaskOption], ...] = tuple(
             (k, values[k]) for k in sorted(TASK_OPTION_KEYS) if k in values
         )
@@ -194,6 +208,37 @@ class SweepConfig:
             raise UsageError(f"invalid sweep option: {e}") from None
 
 
+def _field_types() -> dict[str, Any]:
+    hints = {**typing.get_type_hints(TrialConfig), **typing.get_type_hints(SweepConfig)}
+    return {key: hints[key] for key in _TRAINING_KEYS | _SWEEP_KEYS}
+
+
+def _check_type(key: str, value: Any) -> None:
+    """A TOML value must have its option's type: TOML says 2.5 or true where a count is
+    meant, and Python would take either as a number (a bool is an int to Python)."""
+    hint = _FIELD_TYPES[key]
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    kind = next(k for k in typing.get_args(hint) if k is not type(None)) if optional else hint
+    origin = typing.get_origin(kind)
+    if origin is tuple:  # a list, or a comma-separated string, of names
+        ok = isinstance(value, str | list | tuple)
+    elif kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:  # str and the enums, given by name
+        ok = isinstance(value, str)
+    if not ok:
+        want = "a list of names" if origin is tuple else getattr(kind, "__name__", str(kind))
+        shown = f"{value!r} ({type(value).__name__})"
+        raise UsageError(f"option {key.replace('_', '-')} must be {want}, got {shown}")
+
+
+_FIELD_TYPES = _field_types()
+
+
 def parse_list(value: str | list[str] | tuple[str, ...], what: str) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
     cleaned = tuple(str(i).strip() for i in items if str(i).strip())
@@ -209,14 +254,26 @@ def parse_penalties(value: str | list[str] | tuple[str, ...]) -> tuple[Penalty, 
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a sweep file; its keys use the flag names (`lambda-min` or `lambda_min`)."""
+    """Read a sweep file; its keys use the flag names (`lambda-min` or `lambda_min`), once
+    each, at top level or in a `[sweep]` table."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise UsageError(f"config file {str(path)!r} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"config file {str(path)!r} is not UTF-8 text: {e.reason}") from None
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise UsageError(f"cannot read config file {str(path)!r}: {e}") from None
-    flat = dict(data.pop("sweep", {}))  # allow a [sweep] table as well as top-level keys
-    flat.update(data)
+    table = data.pop("sweep", {})
+    if not isinstance(table, dict):
+        raise UsageError(f"config file {str(path)!r}: `sweep` must be a table")
+    flat: dict[str, Any] = {}
+    for key, value in [*table.items(), *data.items()]:
+        name = key.replace("_", "-")
+        if name in flat:
+            raise UsageError(f"config file {str(path)!r} gives {name} twice")
+        if key.replace("-", "_") in _FIELD_TYPES:
+            _check_type(key.replace("-", "_"), value)
+        flat[name] = value
     return flat

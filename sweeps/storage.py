@@ -74,7 +74,10 @@ def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> 
         if scheme == "sqlite":
             normalize_storage_url(tracking, home_path)
             artifacts = home_path / "mlartifacts"
-        elif scheme not in {"http", "https", "postgresql", "postgresql+psycopg"}:
+        elif scheme in {"postgresql", "postgresql+psycopg"}:
+            tracking = normalize_storage_url(tracking, home_path)
+            artifacts = home_path / "mlartifacts"  # not ./mlruns under whatever directory
+        elif scheme not in {"http", "https"}:
             raise StorageError(
                 f"unsupported tracking URI {mask_secrets(tracking)!r}; use sqlite:///PATH or"
                 " http://host:port"
@@ -88,7 +91,8 @@ def normalize_storage_url(url: str, home: Path) -> str:
     """Check an SQLAlchemy URL; map postgresql:// to the psycopg 3 driver we ship."""
     try:
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
+        parsed.port  # noqa: B018 (a non-numeric port fails here, not in a driver later)
+    except (sa.exc.ArgumentError, ValueError):
         raise StorageError(f"malformed storage URL {mask_secrets(url)!r}") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from sweeps.cli.base import store_options
+from sweeps.errors import mask_secrets
 
 
 def _is_loopback(host: str) -> bool:
@@ -81,7 +82,11 @@ def ui_command(
     stores = resolve_stores(home, storage, tracking_uri)
     stores.check_files(write=False, storage=False)
     if stores.tracking_uri.startswith(("http://", "https://")):
-        click.echo(f"the MLflow server at {stores.tracking_uri} serves the UI itself; open it")
+        from tracking.server import check_reachable
+
+        check_reachable(stores.tracking_uri)  # a server that is down is an error, not advice
+        shown = mask_secrets(stores.tracking_uri)
+        click.echo(f"the MLflow server at {shown} serves the UI itself; open it")
         return
     db = stores.tracking_uri.removeprefix("sqlite:///")
     if stores.tracking_uri.startswith("sqlite:///") and not Path(db).exists():

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.services import free_port
+from tests.sweeps.cli_helpers import assert_usage_error, invoke
 from tests.sweeps.study_helpers import cli_env, run_cli
 
 BAD_VALUES = [
@@ -135,3 +136,50 @@ def test_an_unreachable_store_is_refused_at_once_and_nothing_is_written(
     assert "unreachable" in lines[0] or "cannot reach" in lines[0], lines
     assert "pa55word" not in lines[0] and "***" in lines[0]
     assert not home.exists()
+
+
+TOML_CASES = [
+    (b"study = 5\n", "option study must be str, got 5 (int)"),
+    (b'study = "t"\ntrials = 2.5\n', "option trials must be int, got 2.5 (float)"),
+    (b'study = "t"\nbatch = true\n', "option batch must be int, got True (bool)"),
+    (b'study = "t"\nlambda-max = "big"\n', "option lambda-max must be float"),
+    (b'study = "t"\nlambda-min = 0.1\nlambda_min = 0.2\n', "gives lambda-min twice"),
+    (b'study = "t"\n[sweep]\ntrials = 3\n', None),  # a [sweep] table is fine
+    (b'study = "t"\ntrials = 3\n[sweep]\ntrials = 4\n', "gives trials twice"),
+    (b'study = "\xff\xfe"\n', "is not UTF-8 text"),
+    (b'study = "t"\nn-train = 2.5\n', "task option n_train must be a whole number"),
+    (b'study = "t"\nnoise = true\n', "task option noise must be a number"),
+]
+
+
+@pytest.mark.parametrize(("toml", "fragment"), TOML_CASES)
+def test_a_config_file_of_the_wrong_shape_is_one_line(
+    tmp_path: Path, toml: bytes, fragment: str | None
+) -> None:
+    config = tmp_path / "sweep.toml"
+    config.write_bytes(toml)
+    home = tmp_path / "home"
+    result = invoke(
+        "run", "--config", str(config), "--create-only", "--no-track", "--home", str(home)
+    )
+    if fragment is None:
+        assert result.exit_code == 0, result.stderr
+        return
+    assert_usage_error(result, fragment)
+    assert not home.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--study", "bell\x07"], "--study must be printable text"),
+        (["--study", "x" * 201], "at most 200 characters"),
+        (["--study", "s", "--storage", "postgresql://u:pw@host:abc/db"], "malformed storage URL"),
+        (["--study", "s", "--tracking-uri", "postgresql://u:pw@h:abc/db"], "malformed"),
+    ],
+)
+def test_bad_names_and_urls_are_one_line(tmp_path: Path, args: list[str], fragment: str) -> None:
+    home = tmp_path / "home"
+    result = invoke("run", *args, "--create-only", "--home", str(home))
+    assert_usage_error(result, fragment)
+    assert "pw@" not in result.stderr and not home.exists()

@@ -33,10 +33,13 @@ def _bad_csv(tmp_path: Path, kind: str) -> list[str]:
         rows[4][1] = "red"
     if kind == "nan":
         rows[7][0] = "NaN"  # type: ignore[call-overload]
+    if kind == "overflow":
+        rows[3][1] = 5e300
     if kind == "empty":
         path.write_text("")
         return ["--train-csv", str(path), "--target", "y"]
-    return ["--train-csv", write_csv(path, ["a", "b", "y"], rows), "--target", "y"]
+    header = ["a", "", "y"] if kind == "unnamed" else ["a", "b", "y"]
+    return ["--train-csv", write_csv(path, header, rows), "--target", "y"]
 
 
 @pytest.mark.parametrize(
@@ -47,6 +50,9 @@ def _bad_csv(tmp_path: Path, kind: str) -> list[str]:
         ("text", [], "column 'b' is not numeric (line 6: 'red')"),
         ("nan", [], "column 'a' has a NaN or infinite cell (line 9)"),
         ("empty", [], "is empty"),
+        ("unnamed", [], "column 2 of the header has no name"),
+        ("overflow", [], "column 'b' holds 5e+300 (line 5), beyond float32's range"),
+        ("ok", ["--val-fraction", "nan"], "val_fraction must be a finite number"),
         ("ok", ["--batch-size", "50"], "batch size 50 is larger than the 12 training rows"),
         ("ok", ["--val-fraction", "1.5"], "val_fraction must be < 1"),
         ("ok", ["--n-train", "5"], "task 'csv' has no option 'n_train'"),

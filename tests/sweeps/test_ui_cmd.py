@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from sweeps.cli.ui_cmd import ui_args
 from tests.services import free_port
@@ -129,10 +130,17 @@ def test_a_store_password_reaches_the_server_only_through_its_environment(home: 
     execd = _exec_ui(home, "--port", str(free_port()), "--tracking-uri", uri)
     assert not any("s3cr" in arg for arg in execd.argv), execd.argv
     assert "s3cr" not in execd.stderr
-    assert execd.environ["MLFLOW_BACKEND_STORE_URI"] == uri
+    assert sa.make_url(execd.environ["MLFLOW_BACKEND_STORE_URI"]).password == "s3cr/et"
 
 
 def test_ui_without_the_store_is_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "mlflow.db"  # its directory exists; the database does not
     result = invoke("ui", "--home", str(tmp_path), "--tracking-uri", f"sqlite:///{missing}")
     assert_usage_error(result, f"no MLflow store at {missing}", "sweeps run")
+
+
+def test_ui_for_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    uri = f"http://sweeps:pa55@127.0.0.1:{free_port()}"
+    result = invoke("ui", "--home", str(tmp_path), "--tracking-uri", uri)
+    assert_usage_error(result, "is unreachable")
+    assert "pa55" not in result.stderr

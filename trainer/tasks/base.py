@@ -65,6 +65,10 @@ def _convert(name: str, kind: type, value: TaskOption) -> TaskOption:
         raise TaskError(f"task option {name} must be true or false, got {value!r}")
     if kind is str and not isinstance(value, str):
         raise TaskError(f"task option {name} must be a string, got {value!r}")
+    if kind in (int, float) and isinstance(value, bool):
+        raise TaskError(f"task option {name} must be a number, got {value!r}")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise TaskError(f"task option {name} must be a whole number, got {value!r}")
     try:
         converted: TaskOption = kind(value)
     except (TypeError, ValueError):

@@ -57,6 +57,10 @@ def read_table(path_text: str, what: str) -> tuple[list[str], Rows]:
     if not lines:
         raise TaskError(f"{what} {path_text!r} is empty")
     header, rows = [h.strip() for h in lines[0]], lines[1:]
+    if "" in header:
+        raise TaskError(
+            f"{what} {path_text!r}: column {header.index('') + 1} of the header has no name"
+        )
     duplicated = sorted({h for h in header if header.count(h) > 1})
     if duplicated:
         raise TaskError(f"{what} {path_text!r}: column {duplicated[0]!r} appears twice")
@@ -68,6 +72,9 @@ def read_table(path_text: str, what: str) -> tuple[list[str], Rows]:
                 f"{what} {path_text!r}: line {i} has {len(row)} cells, the header {len(header)}"
             )
     return header, rows
+
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def _number(cell: str, path: str, column: str, line: int) -> float:
@@ -84,6 +91,11 @@ def _number(cell: str, path: str, column: str, line: int) -> float:
         ) from None
     if not math.isfinite(value):
         raise TaskError(f"{path!r}: column {column!r} has a NaN or infinite cell (line {line})")
+    if abs(value) > FLOAT32_MAX:  # the trainer computes in float32: it would be inf there
+        raise TaskError(
+            f"{path!r}: column {column!r} holds {cell.strip()} (line {line}), beyond float32's"
+            f" range (±{FLOAT32_MAX:.4g}); rescale the column"
+        )
     return value
 
 
