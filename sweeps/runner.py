@@ -38,6 +38,8 @@ class RunOutcome:
     best: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
     failed_workers: int = 0
+    mlflow_experiment_id: str | None = None  # None when not tracked
+    mlflow_parent_run_id: str | None = None
 
 
 def preflight(cfg: SweepConfig) -> None:
@@ -97,6 +99,9 @@ def run_study(
             recorder.finish(study)
     outcome.counts = count_states(study)
     outcome.best = recorder.results.best(cfg.study)
+    if recorder.parent is not None:
+        outcome.mlflow_experiment_id = recorder.parent.experiment_id
+        outcome.mlflow_parent_run_id = recorder.parent.run_id
     recorder.close()
     return outcome
 

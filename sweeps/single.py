@@ -18,6 +18,7 @@ TRAIN_EXPERIMENT = "sweeps-train"
 @dataclass(frozen=True)
 class SingleOutcome:
     summary: dict[str, Any]
+    stores: Stores | None = None  # where it was tracked
 
 
 def run_single(
@@ -45,7 +46,7 @@ def run_single(
     summary["mlflow_run_id"] = None
     if stores is not None:
         summary["mlflow_run_id"] = _track(stores, result, started)
-    return SingleOutcome(summary)
+    return SingleOutcome(summary, stores)
 
 
 def _track(stores: Stores, result: TrialResult, started_ms: int) -> str:

@@ -66,6 +66,7 @@ def trials_csv(records: Sequence[TrialRecord]) -> bytes:
             "duration_s": rec.duration_s,
             "device": rec.device,
             "mlflow_run_id": rec.mlflow_run_id,
+            "error": None if rec.error is None else mask_secrets(rec.error),
         }
         writer.writerow(["" if row[c] is None else row[c] for c in TRIAL_COLUMNS])
     return out.getvalue().encode()

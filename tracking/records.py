@@ -30,6 +30,7 @@ TRIAL_COLUMNS = (
     "duration_s",
     "device",
     "mlflow_run_id",
+    "error",  # why a trial is not COMPLETE: `pruned at epoch k`, `diverged at epoch k`, ...
 )
 
 

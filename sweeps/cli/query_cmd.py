@@ -38,6 +38,8 @@ TRIAL_TABLE = [
     "w_norm",
     "duration_s",
     "device",
+    "mlflow_run_id",
+    "error",
 ]
 # Shown after w_norm, and only when some row has them: regression tasks have no accuracy.
 ACCURACY_COLUMNS = ["val_accuracy", "test_accuracy"]
@@ -111,14 +113,32 @@ def best_command(
     from sweeps.errors import UsageError
     from sweeps.queries import best
 
-    rows = best(_stores(home, storage, tracking_uri), study, penalty)
+    stores = _stores(home, storage, tracking_uri)
+    rows = best(stores, study, penalty)
     if not rows:
+        if as_json:
+            echo_json([])  # what a JSON reader can parse; the reason goes to stderr
         what = f"penalty {penalty!r}" if penalty else "any penalty"
-        raise UsageError(f"study {study!r} has no complete trial for {what}")
+        raise UsageError(
+            f"study {study!r} has no complete trial for {what}{_unfinished(stores, study, penalty)}"
+        )
     if as_json:
         echo_json(rows)
     else:
         click.echo(_table(rows, BEST_COLUMNS))
+
+
+def _unfinished(stores: Stores, study: str, penalty: str | None) -> str:
+    """Why there is no best: e.g. ` (3 pruned, 1 failed)`; empty when it has no trials."""
+    from sweeps.queries import list_trials
+
+    counts: dict[str, int] = {}
+    for row in list_trials(stores, study):
+        if penalty is None or row.get("penalty") == penalty:
+            counts[row["state"]] = counts.get(row["state"], 0) + 1
+    named = {"PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
+    parts = [f"{n} {named[state]}" for state, n in sorted(counts.items()) if state in named]
+    return f" ({', '.join(parts)})" if parts else " (no trials)"
 
 
 @click.command("compare")

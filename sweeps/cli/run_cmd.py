@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import shlex
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,7 +15,12 @@ from sweeps.cli.options import (
     training_flags,
 )
 from sweeps.config import PrunerKind, SamplerKind
+from sweeps.errors import mask_secrets
 from tracking.records import History
+
+if TYPE_CHECKING:
+    from sweeps.runner import RunOutcome
+    from sweeps.storage import Stores
 
 SAMPLERS = [s.value for s in SamplerKind]
 PRUNERS = [p.value for p in PrunerKind]
@@ -103,6 +109,10 @@ def run_command(
                 "states": outcome.counts,
                 "interrupted": outcome.interrupted,
                 "best": outcome.best,
+                "storage": mask_secrets(stores.storage),
+                "tracking_uri": None if no_track else mask_secrets(stores.tracking_uri),
+                "mlflow_experiment_id": outcome.mlflow_experiment_id,
+                "mlflow_parent_run_id": outcome.mlflow_parent_run_id,
             }
         )
     else:
@@ -110,11 +120,45 @@ def run_command(
         click.echo(f"study {outcome.study}: {counts}")
         if outcome.best:
             click.echo(format_table(outcome.best, BEST_COLUMNS))
+        click.echo(where_results_are(stores, outcome))
     if outcome.interrupted:
         click.echo("sweeps: interrupted; completed trials are kept", err=True)
         raise SystemExit(EXIT_INTERRUPTED)
     if outcome.failed_workers:
         raise SystemExit(1)
+
+
+def where_results_are(stores: Stores, outcome: RunOutcome) -> str:
+    """The closing lines of `sweeps run`: where everything went and the commands that
+    read it (passwords masked: give them through SWEEPS_STORAGE / SWEEPS_TRACKING_URI)."""
+    home = ["--home", shlex.quote(str(stores.home))]
+    storage = (
+        []
+        if stores.storage == f"sqlite:///{stores.home / 'sweeps.db'}"
+        else [
+            "--storage",
+            shlex.quote(mask_secrets(stores.storage)),
+        ]
+    )
+    study = shlex.quote(outcome.study)
+    lines = [
+        f"stores:  {mask_secrets(stores.storage)} (Optuna, results)",
+        f"query:   sweeps best --study {study} {' '.join([*home, *storage])}",
+    ]
+    if outcome.mlflow_parent_run_id is None:
+        return "\n".join(lines)
+    lines[0] += (
+        f"; {mask_secrets(stores.tracking_uri)} (MLflow experiment"
+        f" {outcome.mlflow_experiment_id}, parent run {outcome.mlflow_parent_run_id})"
+    )
+    if stores.tracking_uri.startswith(("http://", "https://")):
+        lines.append(f"open:    {mask_secrets(stores.tracking_uri)}")
+    else:
+        tracking = []
+        if stores.tracking_uri != f"sqlite:///{stores.home / 'mlflow.db'}":
+            tracking = ["--tracking-uri", shlex.quote(mask_secrets(stores.tracking_uri))]
+        lines.append(f"open:    sweeps ui {' '.join([*home, *tracking])}")
+    return "\n".join(lines)
 
 
 @click.command("worker")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import click
@@ -14,6 +15,7 @@ from sweeps.cli.options import (
     threads_option,
     training_flags,
 )
+from sweeps.errors import mask_secrets
 
 
 @click.command("train")
@@ -40,6 +42,16 @@ def train_command(no_track: bool, as_json: bool, threads: int | None, **kwargs: 
         echo_json(summary)
     else:
         _print_human(summary)
+        if summary.get("mlflow_run_id") and outcome.stores is not None:
+            home = shlex.quote(str(outcome.stores.home))
+            tracking = outcome.stores.tracking_uri
+            if tracking.startswith(("http://", "https://")):
+                click.echo(f"open:    {mask_secrets(tracking)} (experiment sweeps-train)")
+            else:
+                extra = ""
+                if tracking != f"sqlite:///{outcome.stores.home / 'mlflow.db'}":
+                    extra = f" --tracking-uri {shlex.quote(mask_secrets(tracking))}"
+                click.echo(f"open:    sweeps ui --home {home}{extra} (experiment sweeps-train)")
     if summary["status"] == "diverged":
         fail(f"training diverged at epoch {summary['diverged_epoch']}; try a smaller --lr", 1)
 
@@ -57,4 +69,4 @@ def _print_human(s: dict[str, Any]) -> None:
             f"({s['duration_s']:.3f}s)"
         )
     if s.get("mlflow_run_id"):
-        click.echo(f"mlflow run {s['mlflow_run_id']}")
+        click.echo(f"MLflow:  run {s['mlflow_run_id']}")

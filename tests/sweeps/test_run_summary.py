@@ -1,0 +1,50 @@
+"""What `sweeps run` tells a user at the end, and what the query commands say about trials
+that did not complete."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from tests.sweeps.cli_helpers import assert_usage_error, invoke, invoke_json
+from tests.sweeps.study_helpers import cli_env, run_cli
+
+# λ ≥ 1e4 with the d2l learning rate diverges at once: every l2 trial ends PRUNED
+DIVERGING = ["--penalties", "l2", "--lambda-min", "1e4", "--lambda-max", "1e5"]
+
+
+def test_a_run_ends_with_its_stores_and_the_commands_that_read_them(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    args = ["run", "--study", "sum", "--trials", "2", "--epochs", "3", "--penalties", "l2"]
+    done = run_cli(*args, "--quiet", env=cli_env(home))
+    assert done.returncode == 0, done.stderr
+    tail = done.stdout.strip().splitlines()[-3:]
+    assert tail[0].startswith(f"stores:  sqlite:///{home / 'sweeps.db'} (Optuna, results);")
+    assert f"sqlite:///{home / 'mlflow.db'} (MLflow experiment" in tail[0]
+    assert tail[1] == f"query:   sweeps best --study sum --home {home}"
+    assert tail[2] == f"open:    sweeps ui --home {home}"
+    again = run_cli(*args, "--quiet", "--json", env=cli_env(home))
+    doc = json.loads(again.stdout)
+    parent = MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_run(doc["mlflow_parent_run_id"])
+    assert parent.info.experiment_id == doc["mlflow_experiment_id"]
+    assert parent.data.tags["sweeps.role"] == "parent" and parent.info.run_id in tail[0]
+
+
+def test_best_without_a_complete_trial_says_why_and_json_stays_json(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    run = ["--study", "div", "--trials", "2", "--epochs", "3", "--no-track", "--home", home]
+    invoke_json("run", *run, *DIVERGING, "--quiet")
+    plain = invoke("best", "--study", "div", "--penalty", "l2", "--home", home)
+    assert_usage_error(plain, "no complete trial for penalty 'l2' (2 pruned)")
+    as_json = invoke("best", "--study", "div", "--penalty", "l2", "--json", "--home", home)
+    assert as_json.exit_code == 2 and json.loads(as_json.stdout) == []
+    trials = invoke_json("trials", "--study", "div", "--home", home)
+    assert all(
+        t["state"] == "PRUNED" and t["error"].startswith("diverged at epoch") for t in trials
+    )
+    table = invoke("trials", "--study", "div", "--home", home).stdout.splitlines()
+    assert table[0].split()[-2:] == ["mlflow_run_id", "error"]
+    assert re.search(r"  diverged at epoch \d+$", table[1])
