@@ -6,6 +6,7 @@ MLflow is optional per process (`track=False`) and imported only when on (~2.5 s
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -79,6 +80,8 @@ class Recorder:
         self.mlflow: MlflowTracker | None = make_tracker(stores) if track else None
         self.parent: ParentRef | None = None
         self.cfg: SweepConfig | None = None
+        self._best: float | None = None  # the best value this process showed
+        self._finished = 0
 
     def refuse_foreign_experiment(self) -> None:
         """Before the study is created or resumed: refuse (TrackingError) a tracking store
@@ -127,7 +130,9 @@ class Recorder:
         if parent_id is None and not create:
             return None
         if parent_id is None:
-            parent = self.mlflow.create_parent_run(experiment_id, name)
+            parent = self.mlflow.create_parent_run(
+                experiment_id, name, *_parent_params(self.cfg, name)
+            )
             won = self.results.set_study_mlflow(
                 name, experiment_id, parent.run_id, expected=stored.mlflow_parent_run_id
             )
@@ -155,7 +160,24 @@ class Recorder:
             killpoints.passing("logged")
         self.results.record_trials(recs)
         killpoints.passing("recorded")
+        self._show_best(recs)
         return recs
+
+    def _show_best(self, recs: list[TrialRecord]) -> None:
+        """The parent run shows the best trial as it improves (this process's view; the
+        parent keeps the better of several workers')."""
+        self._finished += len(recs)
+        done = [r for r in recs if r.state is TrialState.COMPLETE and r.value is not None]
+        if self.mlflow is None or self.parent is None or not done:
+            return
+        best = min(done, key=lambda r: r.value if r.value is not None else math.inf)
+        if self._best is not None and self._best <= (best.value or math.inf):
+            return
+        self._best = best.value
+        try:
+            self.mlflow.log_best(self.parent, best, self._finished)
+        except Exception as e:  # cosmetic: the study goes on
+            warn(f"could not show the best trial on the parent run: {e}")
 
     @staticmethod
     def _log(
@@ -264,6 +286,37 @@ def repair_info(rec: TrialRecord) -> dict[str, object]:
         "error": rec.error,
         "mlflow_run_id": rec.mlflow_run_id,
     }
+
+
+def _parent_params(cfg: SweepConfig | None, study: str) -> tuple[dict[str, object], str]:
+    """The parent run's params (the study's configuration, as `sweeps run` flags) and its
+    description."""
+    if cfg is None:
+        return {}, ""
+    params: dict[str, object] = {
+        "penalties": ",".join(p.value for p in cfg.penalties),
+        "lambda_min": cfg.lambda_min,
+        "lambda_max": cfg.lambda_max,
+        "sampler": cfg.sampler.value,
+        "pruner": cfg.pruner.value,
+        "report_every": cfg.checkpoint_every,
+        "batch": cfg.batch,
+        "repeats": cfg.repeats,
+        "history": cfg.history.value,
+        **{k: v for k, v in cfg.base.as_params().items() if k not in _PER_TRIAL},
+    }
+    description = (
+        f"sweeps study `{study}`: {cfg.base.task}, penalties"
+        f" {params['penalties']}, λ in [{cfg.lambda_min:g}, {cfg.lambda_max:g}] (log), "
+        f"{cfg.sampler.value} sampler, {cfg.pruner.value} pruner, {cfg.base.epochs} epochs."
+        " Each child run is one trial; this run holds the λ figure, the trials table and"
+        " Optuna's plots when the study ends, and the best trial (tags sweeps.best_*)."
+    )
+    return {k: v for k, v in params.items() if v is not None}, description
+
+
+# TrialConfig params that differ per trial (the child runs log them) or per process.
+_PER_TRIAL = {"penalty", "lambda", "l1_ratio", "device"}
 
 
 def record_from_row(study: str, row: Mapping[str, Any]) -> TrialRecord:

@@ -16,6 +16,7 @@ params, metrics, files) is decided in `tracking.mlflow_specs`, the same for both
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import logging
 import math
@@ -36,6 +37,7 @@ from tracking.mlflow_bulk import BulkRunWriter, open_bulk_writer
 from tracking.mlflow_rows import RunSpec
 from tracking.mlflow_specs import (
     HISTORY_FILE,
+    MAX_PARAM_VALUE_LENGTH,
     read_history_csv,
     tag_dict,
     tag_value,
@@ -54,6 +56,8 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_ENTITIES_PER_BATCH = 1000
 TRIAL_FILTER = "tags.`sweeps.role` = 'trial'"
 UID_TAG = "sweeps.study_uid"  # on a study's experiment: which study it belongs to
+# MLflow's UI opens an experiment by its kind; without it, on its GenAI overview.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 SEARCH_PAGE_SIZE = 1000  # search_runs' maximum page
 # MLflow errors and the OSErrors of an unreachable server or an unusable path.
 _STORE_ERRORS = (MlflowException, OSError)
@@ -120,7 +124,7 @@ class MlflowTracker:
             if found is None:
                 try:
                     location = self._artifact_location(study)
-                    tags = {} if uid is None else {UID_TAG: uid}
+                    tags = {**EXPERIMENT_KIND, **({} if uid is None else {UID_TAG: uid})}
                     return str(
                         client.create_experiment(study, artifact_location=location, tags=tags)
                     )
@@ -142,6 +146,9 @@ class MlflowTracker:
                 client.restore_experiment(found.experiment_id)
             if uid is not None and owner is None:
                 client.set_experiment_tag(found.experiment_id, UID_TAG, uid)
+            for key, value in EXPERIMENT_KIND.items():
+                if found.tags.get(key) is None:  # made by an older sweeps, or by hand
+                    client.set_experiment_tag(found.experiment_id, key, value)
             return str(found.experiment_id)
 
     def experiment_owner(self, study: str) -> str | None:
@@ -189,14 +196,56 @@ class MlflowTracker:
             )
             return found[0].info.run_id if found else None
 
-    def create_parent_run(self, experiment_id: str, study: str) -> ParentRef:
-        """Creates the study's parent run; it stays RUNNING until `finish_study`."""
-        tags = {"sweeps.study": study, "sweeps.role": "parent"}
+    def create_parent_run(
+        self,
+        experiment_id: str,
+        study: str,
+        params: Mapping[str, object] = {},
+        description: str = "",
+    ) -> ParentRef:
+        """Creates the study's parent run, with the study's configuration as `params` and
+        `description` as its note; it stays RUNNING until `finish_study`."""
+        tags = {"sweeps.study": study, "sweeps.role": "parent", "mlflow.user": _user()}
+        if description:
+            tags["mlflow.note.content"] = description
         with self._errors(f"cannot create the parent run of {study!r}"):
-            run = self._mlflow().create_run(
-                experiment_id, tags=tag_dict(tags), run_name=tag_value(study)
-            )
+            client = self._mlflow()
+            run = client.create_run(experiment_id, tags=tag_dict(tags), run_name=tag_value(study))
+            logged = [
+                Param(key, mask_secrets(str(value))[:MAX_PARAM_VALUE_LENGTH])
+                for key, value in params.items()
+            ]
+            for _, batch in _batches([], logged):
+                client.log_batch(run.info.run_id, params=batch, synchronous=True)
         return ParentRef(experiment_id=experiment_id, run_id=run.info.run_id)
+
+    def log_best(self, parent: ParentRef, best: TrialRecord, finished: int) -> bool:
+        """Shows `best` on the parent run (metrics best_value at step `finished`, tags
+        naming its penalty, λ, l1_ratio, trial and child run) unless the parent already
+        shows a better one (another worker's). Returns whether it did."""
+        if best.value is None:
+            return False
+        with self._errors(f"cannot log the best trial on the parent run {parent.run_id}"):
+            client = self._mlflow()
+            shown = client.get_run(parent.run_id).data.metrics.get("best_value")
+            if shown is not None and shown <= best.value:
+                return False
+            tags = {
+                "sweeps.best_trial": str(best.number),
+                "sweeps.best_penalty": best.penalty,
+                "sweeps.best_lambda": f"{best.lambda_:.6g}",
+                "sweeps.best_l1_ratio": str(best.params.get("l1_ratio") or "-"),
+            }
+            if best.mlflow_run_id:
+                tags["sweeps.best_run_id"] = best.mlflow_run_id
+            now_ms = int(time.time() * 1000)
+            client.log_batch(
+                parent.run_id,
+                metrics=[Metric("best_value", best.value, now_ms, finished)],
+                tags=[RunTag(key, tag_value(value)) for key, value in tags.items()],
+                synchronous=True,
+            )
+        return True
 
     def log_trials(
         self,
@@ -283,14 +332,8 @@ class MlflowTracker:
             client = self._mlflow()
             self._log_files(parent.run_id, files)
             best = _best(records)
-            if best is not None and best.value is not None:
-                now_ms = int(time.time() * 1000)
-                client.log_batch(
-                    parent.run_id,
-                    metrics=[Metric("best_value", best.value, now_ms, 0)],
-                    tags=[RunTag("sweeps.best_trial", str(best.number))],
-                    synchronous=True,
-                )
+            if best is not None:
+                self.log_best(parent, best, len(records))
             client.set_terminated(parent.run_id, "FINISHED")
 
     def complete_curves(self, run_ids: Sequence[str]) -> list[str]:
@@ -463,3 +506,11 @@ def _one_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     text = lines[0] if lines else type(error).__name__
     return mask_secrets(text)[:300]
+
+
+def _user() -> str:
+    """Who runs the study, as MLflow's fluent API would name them (not "unknown")."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for the uid (some containers)
+        return "unknown"
