@@ -88,31 +88,42 @@ def echo_json(document: Any) -> None:
     click.echo(json.dumps(json_safe(document), indent=2, default=str))
 
 
+_HOME = click.option(
+    "--home",
+    envvar="SWEEPS_HOME",
+    show_envvar=True,
+    default="./sweeps-data",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Project directory for the default SQLite stores and artifacts.",
+)
+_STORAGE = click.option(
+    "--storage",
+    envvar="SWEEPS_STORAGE",
+    show_envvar=True,
+    default=None,
+    help="Optuna storage and results tables URL [default: sqlite:///HOME/sweeps.db].",
+)
+_TRACKING = click.option(
+    "--tracking-uri",
+    envvar="SWEEPS_TRACKING_URI",
+    show_envvar=True,
+    default=None,
+    help="MLflow tracking URI [default: sqlite:///HOME/mlflow.db], or http://host:5000.",
+)
+
+
 def store_options(f: F) -> F:
-    """--home / --storage / --tracking-uri, shared by every command touching a store."""
-    decorators: Sequence[Callable[[F], F]] = (
-        click.option(
-            "--home",
-            envvar="SWEEPS_HOME",
-            default="./sweeps-data",
-            show_default=True,
-            type=click.Path(file_okay=False),
-            help="Project directory for the default SQLite stores and artifacts.",
-        ),
-        click.option(
-            "--storage",
-            envvar="SWEEPS_STORAGE",
-            default=None,
-            help="Optuna storage and results tables URL [default: sqlite:///HOME/sweeps.db].",
-        ),
-        click.option(
-            "--tracking-uri",
-            envvar="SWEEPS_TRACKING_URI",
-            default=None,
-            help="MLflow tracking URI [default: sqlite:///HOME/mlflow.db], or http://host:5000.",
-        ),
-    )
-    for decorate in reversed(decorators):
+    """--home / --storage / --tracking-uri, for every command that writes or reads MLflow.
+    The environment variables are the way to pass a URL with a password (not `ps`)."""
+    for decorate in (_TRACKING, _STORAGE, _HOME):
+        f = decorate(f)
+    return f
+
+
+def storage_options(f: F) -> F:
+    """--home / --storage, for the commands that read the results tables only."""
+    for decorate in (_STORAGE, _HOME):
         f = decorate(f)
     return f
 

@@ -22,7 +22,11 @@ def check_command(
     storage: str | None,
     tracking_uri: str | None,
 ) -> None:
-    """Exit 0 when consistent (after --repair), 1 when problems remain."""
+    """Check that Optuna, the results table and MLflow hold every finished trial once,
+    in the same state; --repair fixes what differs.
+
+    Exit 0 when consistent (after --repair), 1 when problems remain.
+    """
     from sweeps.check import check_study
     from sweeps.storage import resolve_stores
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sweeps.cli.base import echo_json, format_table, store_options
+from sweeps.cli.base import echo_json, format_table, storage_options
 from sweeps.cli.options import PENALTIES
 
 if TYPE_CHECKING:
@@ -52,41 +52,43 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return format_table(rows, columns)
 
 
-def _stores(home: str, storage: str | None, tracking_uri: str | None) -> Stores:
+def _stores(home: str, storage: str | None) -> Stores:
     from sweeps.storage import resolve_stores
 
-    stores = resolve_stores(home, storage, tracking_uri)
+    stores = resolve_stores(home, storage, None)
     stores.check_files(write=False, tracking=False)  # queries read the storage only
     return stores
 
 
 @click.command("studies")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@store_options
-def studies_command(
-    as_json: bool, home: str, storage: str | None, tracking_uri: str | None
-) -> None:
+@storage_options
+def studies_command(as_json: bool, home: str, storage: str | None) -> None:
     """List the studies in the storage."""
     from sweeps.queries import list_studies
 
-    rows = list_studies(_stores(home, storage, tracking_uri))
+    rows = list_studies(_stores(home, storage))
     if as_json:
         echo_json(rows)
     else:
-        click.echo(format_table(rows, STUDY_COLUMNS) if rows else "no studies")
+        shown = [{**r, "created": _minute(r["created"])} for r in rows]
+        click.echo(format_table(shown, STUDY_COLUMNS) if rows else "no studies")
+
+
+def _minute(iso: str) -> str:
+    """`2026-11-30T00:36:29.811510+00:00` → `2026-11-30 00:36 UTC` (JSON keeps it all)."""
+    return f"{iso[:10]} {iso[11:16]} UTC"
 
 
 @click.command("trials")
 @click.option("--study", required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@store_options
-def trials_command(
-    study: str, as_json: bool, home: str, storage: str | None, tracking_uri: str | None
-) -> None:
+@storage_options
+def trials_command(study: str, as_json: bool, home: str, storage: str | None) -> None:
     """Every trial of a study with its state, λ and losses."""
     from sweeps.queries import list_trials
 
-    rows = list_trials(_stores(home, storage, tracking_uri), study)
+    rows = list_trials(_stores(home, storage), study)
     if as_json:
         echo_json(rows)
     else:
@@ -97,14 +99,13 @@ def trials_command(
 @click.option("--study", required=True)
 @click.option("--penalty", type=click.Choice(PENALTIES), help="Only this penalty type.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@store_options
+@storage_options
 def best_command(
     study: str,
     penalty: str | None,
     as_json: bool,
     home: str,
     storage: str | None,
-    tracking_uri: str | None,
 ) -> None:
     """The best λ per penalty type (best first), or for one penalty with --penalty.
 
@@ -113,7 +114,7 @@ def best_command(
     from sweeps.errors import UsageError
     from sweeps.queries import best
 
-    stores = _stores(home, storage, tracking_uri)
+    stores = _stores(home, storage)
     rows = best(stores, study, penalty)
     if not rows:
         if as_json:
@@ -144,18 +145,17 @@ def _unfinished(stores: Stores, study: str, penalty: str | None) -> str:
 @click.command("compare")
 @click.option("--study", "studies", multiple=True, help="Repeat for several studies [all].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@store_options
+@storage_options
 def compare_command(
     studies: tuple[str, ...],
     as_json: bool,
     home: str,
     storage: str | None,
-    tracking_uri: str | None,
 ) -> None:
     """Best λ and losses per study × penalty."""
     from sweeps.queries import compare
 
-    rows = compare(_stores(home, storage, tracking_uri), studies)
+    rows = compare(_stores(home, storage), studies)
     if as_json:
         echo_json(rows)
     else:
@@ -166,19 +166,18 @@ def compare_command(
 @click.option("--study", required=True)
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), required=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="File [stdout].")
-@store_options
+@storage_options
 def export_command(
     study: str,
     fmt: str,
     output: str | None,
     home: str,
     storage: str | None,
-    tracking_uri: str | None,
 ) -> None:
     """Export a study's trials as CSV or JSON (same column names as everywhere)."""
     from sweeps.queries import list_trials, render_export, write_atomically
 
-    text = render_export(list_trials(_stores(home, storage, tracking_uri), study), fmt)
+    text = render_export(list_trials(_stores(home, storage), study), fmt)
     if output:
         write_atomically(output, text)
     else:

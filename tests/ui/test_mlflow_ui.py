@@ -157,18 +157,19 @@ def _shot(page: Page, name: str) -> None:
 
 
 def _open_experiment(page: Page, base_url: str) -> None:
-    """Home page → "Model training" → the study's experiment, by clicking."""
+    """Home page → the study's experiment, by clicking, straight onto its runs: the
+    experiment says it is model training (mlflow.experimentKind), so no mode toggle."""
     from playwright.sync_api import expect
 
     # "load", then wait for elements: the UI polls, so "networkidle" never comes
-    page.goto(f"{base_url}/", wait_until="load")
-    page.get_by_text("Model training", exact=True).first.click()
+    page.goto(f"{base_url}/#/experiments", wait_until="load")
     experiment = page.get_by_role("link", name=STUDY, exact=True).first
     expect(experiment).to_be_visible()
-    _shot(page, "01-home")
+    _shot(page, "01-experiments")
     experiment.click()
-    expect(page).to_have_url(re.compile(r"#/experiments/\d+/runs"))
+    expect(page).to_have_url(re.compile(r"#/experiments/\d+"))
     expect(page.get_by_text(f"{TRIALS + 1} matching runs")).to_be_visible()
+    expect(page.get_by_text("Model training", exact=True)).to_have_count(0)
 
 
 def _expand_parent(page: Page, served: Served) -> str:
@@ -243,6 +244,24 @@ def _see_artifacts(page: Page, trial: dict[str, Any]) -> None:
     _shot(page, "06-artifacts")
 
 
+def _see_parent(page: Page, base_url: str, parent_href: str) -> None:
+    """The parent run tells the study: its configuration as params, the best trial as
+    tags, the λ figure among its artifacts."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base_url}/{parent_href}", wait_until="load")
+    expect(page.get_by_role("heading", name=STUDY, exact=True)).to_be_visible()
+    params = page.get_by_role("row").filter(has=page.get_by_text("penalties", exact=True))
+    expect(params).to_contain_text("l2,weight_decay")
+    expect(page.get_by_text("sweeps.best_penalty", exact=True).first).to_be_visible()
+    _shot(page, "07-parent-run")
+    page.get_by_role("tab", name="Artifacts").click()
+    node = page.get_by_test_id("artifact-tree-node")
+    node.and_(page.locator('[artifact-name="lambda_curves.png"]')).click()
+    expect(page.locator("img").first).to_be_visible()
+    _shot(page, "08-parent-figure")
+
+
 def test_mlflow_ui_shows_the_study(served: Served, page: Page) -> None:
     assert len(served.trials) == TRIALS
     _open_experiment(page, served.base_url)
@@ -250,3 +269,4 @@ def test_mlflow_ui_shows_the_study(served: Served, page: Page) -> None:
     trial = _open_child(page, served, parent_href)
     _see_w_norm_chart(page)
     _see_artifacts(page, trial)
+    _see_parent(page, served.base_url, parent_href)
