@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import optuna
@@ -15,15 +16,33 @@ from tracking.figures import png_bytes
 
 def optuna_plots(study: optuna.Study) -> dict[str, bytes]:
     """optimization_history.png and param_slices.png; empty when nothing completed."""
+    import matplotlib.pyplot as plt
+
+    plots = {}
+    for name, figure in draw_optuna_plots(study).items():
+        plots[name] = png_bytes(figure)
+        plt.close(figure)
+    return plots
+
+
+# Past this ratio of the largest to the smallest objective value, a linear axis puts every
+# good trial on the floor (the d2l objective spans 0.01 to ~50): the y axis goes log.
+LOG_SPAN = 100.0
+
+
+def draw_optuna_plots(study: optuna.Study) -> dict[str, Figure]:
+    """Optuna's optimization history and parameter slices, as matplotlib figures."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
         return {}
-    plots: dict[str, bytes] = {}
+    values = [t.value for t in complete if t.value is not None and math.isfinite(t.value)]
+    log_y = bool(values) and min(values) > 0 and max(values) / min(values) > LOG_SPAN
+    figures: dict[str, Figure] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, draw in (
@@ -38,10 +57,13 @@ def optuna_plots(study: optuna.Study) -> dict[str, bytes]:
             figure = all_axes[0].get_figure(root=True)
             if figure is None:
                 continue
+            if log_y:  # the objective's axes (a slice plot's colour bar counts trials)
+                for ax in all_axes:
+                    if ax.get_ylabel() == "Objective Value":
+                        ax.set_yscale("log")
             _make_room(figure, all_axes)
-            plots[name] = png_bytes(figure)
-            plt.close(figure)
-    return plots
+            figures[name] = figure
+    return figures
 
 
 def _make_room(figure: Figure, axes: list[Axes]) -> None:

@@ -21,21 +21,33 @@ from tracking.records import TrialRecord, TrialState
 
 TITLE = "train/test loss and ‖w‖₂ against λ"
 NO_PENALTY = "none"
-# Fixed colours, so a penalty looks the same in every study's figure.
+# Fixed colours and markers, so a penalty looks the same in every study's figure: the
+# Okabe–Ito palette (distinct for the colour-blind, dark enough on white; no yellow), and a
+# marker shape per penalty, so series stay apart in greyscale too.
 PENALTY_COLOURS = {
-    "none": "0.4",
-    "l1": "C0",
-    "l2": "C1",
-    "l2_unsquared": "C2",
-    "elastic_net": "C3",
-    "weight_decay": "C4",
+    "none": "#000000",
+    "l1": "#0072B2",
+    "l2": "#D55E00",
+    "l2_unsquared": "#009E73",
+    "elastic_net": "#CC79A7",
+    "weight_decay": "#E69F00",
 }
-_SPARE_COLOURS = ("C5", "C6", "C7", "C8", "C9")
+PENALTY_MARKERS = {
+    "l1": "o",
+    "l2": "s",
+    "l2_unsquared": "^",
+    "elastic_net": "D",
+    "weight_decay": "v",
+}
+_SPARE_COLOURS = ("#56B4E9", "#882255", "#117733", "#332288", "#999933")
 # The CLI's default λ range: the x extent when no trial has a λ to plot (none-only studies).
 _DEFAULT_LAMBDA_RANGE = (1e-5, 1e2)
 _REFERENCE = "reference"  # gid of the horizontal lines of the `none` penalty
-_TRAIN_STYLE: dict[str, Any] = {"linestyle": "-", "marker": "o"}
-_TEST_STYLE: dict[str, Any] = {"linestyle": "--", "marker": "x"}
+# Train and test: a solid line through filled markers, a dashed one through hollow ones.
+# Lines are thin and faint: with few trials, neighbours on the λ axis can be decades apart,
+# and the markers are the data.
+_TRAIN_STYLE: dict[str, Any] = {"linestyle": "-"}
+_TEST_STYLE: dict[str, Any] = {"linestyle": "--", "markerfacecolor": "none"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +59,13 @@ class _Point:
 
 
 def lambda_figure(records: Sequence[TrialRecord]) -> bytes:
-    """Returns a PNG: losses (log-log) and ‖w‖₂ (log λ) of the COMPLETE trials against λ.
+    """`draw_lambda_figure` as a PNG."""
+    return png_bytes(draw_lambda_figure(records))
+
+
+def draw_lambda_figure(records: Sequence[TrialRecord]) -> Figure:
+    """Losses (log-log) and ‖w‖₂ (log λ) of the COMPLETE trials against λ, one series per
+    penalty, its legend entry saying how many trials it holds.
 
     The `none` penalty has no λ and is drawn as horizontal reference lines; λ ≤ 0 and
     non-finite or (on log axes) non-positive values are left out.
@@ -65,7 +83,7 @@ def lambda_figure(records: Sequence[TrialRecord]) -> bytes:
     if not complete:
         for ax in (loss_ax, norm_ax):
             _say(ax, "no completed trials yet")
-    return png_bytes(fig)
+    return fig
 
 
 def png_bytes(fig: Figure) -> bytes:
@@ -120,18 +138,28 @@ def _draw(loss_ax: Axes, norm_ax: Axes, complete: Sequence[TrialRecord]) -> None
             _draw_reference(loss_ax, norm_ax, by_penalty[penalty], colour)
             continue
         points = sorted(_points(by_penalty[penalty]), key=lambda p: p.lambda_)
-        _plot(loss_ax, points, "train_loss", colour, _TRAIN_STYLE, positive=True)
-        _plot(loss_ax, points, "test_loss", colour, _TEST_STYLE, positive=True)
-        _plot(norm_ax, points, "w_norm", colour, _TRAIN_STYLE, positive=False)
+        marker = _marker(penalty)
+        _plot(loss_ax, points, "train_loss", colour, marker, _TRAIN_STYLE, positive=True)
+        _plot(loss_ax, points, "test_loss", colour, marker, _TEST_STYLE, positive=True)
+        _plot(norm_ax, points, "w_norm", colour, marker, _TRAIN_STYLE, positive=False)
     for ax in (loss_ax, norm_ax):
         if not ax.lines:
             _say(ax, "nothing to plot on these axes")
-    handles = [Line2D([], [], color=colours[p], label=_legend_label(p)) for p in sorted(by_penalty)]
-    norm_ax.legend(handles=handles, title="penalty", fontsize="small")
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=colours[p],
+            marker=None if p == NO_PENALTY else _marker(p),
+            label=legend_label(p, len(by_penalty[p])),
+        )
+        for p in sorted(by_penalty)
+    ]
+    norm_ax.legend(handles=handles, title="penalty (trials)", fontsize="small")
     loss_ax.legend(
         handles=[
-            Line2D([], [], color="0.2", label="train", **_TRAIN_STYLE),
-            Line2D([], [], color="0.2", label="test", **_TEST_STYLE),
+            Line2D([], [], color="0.2", marker="o", label="train", **_TRAIN_STYLE),
+            Line2D([], [], color="0.2", marker="o", label="test", **_TEST_STYLE),
         ],
         fontsize="small",
     )
@@ -157,6 +185,7 @@ def _plot(
     points: Sequence[_Point],
     name: str,
     colour: str,
+    marker: str,
     style: dict[str, Any],
     *,
     positive: bool,
@@ -164,7 +193,8 @@ def _plot(
     xy = [(p.lambda_, y) for p in points if (y := _usable(getattr(p, name), positive)) is not None]
     if xy:
         xs, ys = zip(*xy, strict=True)
-        ax.plot(xs, ys, color=colour, markersize=5, linewidth=1.4, **style)
+        line = ax.plot(xs, ys, color=colour, marker=marker, markersize=6, linewidth=0.8, **style)
+        line[0].set_alpha(0.9)
 
 
 def _points(records: Sequence[TrialRecord]) -> list[_Point]:
@@ -200,8 +230,16 @@ def _colours(penalties: Sequence[str]) -> dict[str, str]:
     return {p: PENALTY_COLOURS.get(p) or spare[p] for p in penalties}
 
 
-def _legend_label(penalty: str) -> str:
-    return "none (no λ; reference lines)" if penalty == NO_PENALTY else penalty
+def _marker(penalty: str) -> str:
+    return PENALTY_MARKERS.get(penalty, "P")
+
+
+def legend_label(penalty: str, trials: int) -> str:
+    """A series' legend entry: the penalty and how many trials it holds."""
+    what = f"{trials} trial" + ("s" if trials != 1 else "")
+    if penalty == NO_PENALTY:
+        return f"none ({what}; no λ: reference lines)"
+    return f"{penalty} ({what})"
 
 
 def _is_reference(line: Line2D) -> bool:

@@ -68,3 +68,25 @@ def test_history_csv_round_trips_to_float32() -> None:
         assert repr(back[metric]) == repr([float(np.float32(v)) for v in values]), metric
     assert data.decode().splitlines()[0] == "epoch," + ",".join(METRICS)
     assert len(data) < 30 * 80  # ≤ 9 digits a value, not repr's 17
+
+
+@pytest.mark.parametrize(("scale", "values"), [("log", [0.01, 0.5, 54.0]), ("linear", [1.0, 3.0])])
+def test_optuna_plots_go_log_when_values_span_decades(scale: str, values: list[float]) -> None:
+    import optuna
+
+    from sweeps.plots import draw_optuna_plots
+
+    study = optuna.create_study()
+    for i, value in enumerate(values):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lambda": 10.0**-i},
+                distributions={"lambda": optuna.distributions.FloatDistribution(1e-5, 1, log=True)},
+                value=value,
+            )
+        )
+    figures = draw_optuna_plots(study)
+    assert sorted(figures) == ["optimization_history.png", "param_slices.png"]
+    for figure in figures.values():
+        objective = [ax for ax in figure.axes if ax.get_ylabel() == "Objective Value"]
+        assert objective and {ax.get_yscale() for ax in objective} == {scale}

@@ -11,9 +11,10 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
 
 import pytest
+from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
-from tracking.figures import lambda_figure
+from tracking.figures import PENALTY_COLOURS, draw_lambda_figure, lambda_figure
 from tracking.records import TrialRecord, TrialState
 
 PNG_HEADER = b"\x89PNG\r\n\x1a\n"
@@ -69,6 +70,43 @@ def test_several_penalties() -> None:
         trial(41, "l1", 2.0, state=TrialState.FAIL),
     ]
     assert_png(lambda_figure(records))
+
+
+def _legend(ax: object) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]  # type: ignore[attr-defined]
+
+
+def test_each_penalty_is_a_series_that_says_how_many_trials_it_holds() -> None:
+    records = [trial(i, "l2", 10.0 ** (i - 3)) for i in range(5)]
+    records += [trial(5 + i, "weight_decay", 10.0 ** (i - 2)) for i in range(2)]
+    records += [trial(7, "none", None), trial(8, "l2", 1.0, state=TrialState.PRUNED)]
+    figure = draw_lambda_figure(records)
+    loss_ax, norm_ax = figure.axes
+    assert _legend(norm_ax) == [
+        "l2 (5 trials)",
+        "none (1 trial; no λ: reference lines)",
+        "weight_decay (2 trials)",
+    ]
+    assert _legend(loss_ax) == ["train", "test"]
+    assert (loss_ax.get_xscale(), loss_ax.get_yscale(), norm_ax.get_xscale()) == (
+        "log",
+        "log",
+        "log",
+    )
+    series = {line.get_marker(): line for line in norm_ax.lines if line.get_gid() is None}
+    assert sorted(series) == ["s", "v"]  # a marker shape per penalty
+    assert len(series["s"].get_xdata()) == 5 and len(series["v"].get_xdata()) == 2
+    train, test = loss_ax.lines[0], loss_ax.lines[1]
+    assert (train.get_linestyle(), test.get_linestyle()) == ("-", "--")
+    assert test.get_markerfacecolor() == "none"  # hollow: test; filled: train
+
+
+def test_the_palette_reads_on_white() -> None:
+    """No light colour (the yellow the default cycle has) and every pair distinct."""
+    colours = [to_rgb(c) for c in PENALTY_COLOURS.values()]
+    luminance = [0.2126 * r + 0.7152 * g + 0.0722 * b for r, g, b in colours]
+    assert max(luminance) < 0.65
+    assert len({tuple(round(v, 2) for v in c) for c in colours}) == len(colours)
 
 
 def test_none_only() -> None:
