@@ -10,6 +10,7 @@ created, trained, logged to MLflow, recorded in the results table, told to Optun
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -49,8 +50,13 @@ def _run(env: dict[str, str], *extra: str, codes: tuple[int, ...] = (0,)) -> int
 
 def _wait_until_lost(storage_url: str, deadline_s: float = 120) -> None:
     """Until the killed round's trials count as lost (their heartbeats stale), as they
-    would for a worker resuming later; a killed round with nothing RUNNING returns now."""
-    storage = open_storage(storage_url)
+    would for a worker resuming later; a killed round with nothing RUNNING returns now.
+    The storage here uses the workers' heartbeat interval, so "stale" means the same."""
+    os.environ["SWEEPS_HEARTBEAT_S"] = HEARTBEAT_S
+    try:
+        storage = open_storage(storage_url)
+    finally:
+        del os.environ["SWEEPS_HEARTBEAT_S"]
     try:
         study = optuna.load_study(study_name=STUDY, storage=storage)
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))

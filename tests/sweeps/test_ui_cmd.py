@@ -7,10 +7,10 @@ command line and environment, before the server gets to bind anything.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +21,14 @@ import sqlalchemy as sa
 from sweeps.cli.ui_cmd import ui_args
 from tests.services import free_port
 from tests.sweeps.cli_helpers import assert_usage_error, invoke
-from tests.sweeps.study_helpers import cli_env, sweeps_cmd
+from tests.sweeps.study_helpers import cli_env, run_cli, sweeps_cmd
 
 
 @dataclass(frozen=True)
-class Execd:
+class Served:
     argv: list[str]  # the `mlflow server` command line, interpreter first
     environ: dict[str, str]
-    stderr: str  # what `sweeps ui` printed before the exec
+    stderr: str  # what `sweeps ui` printed
 
     def option(self, name: str) -> str:
         return self.argv[self.argv.index(name) + 1]
@@ -38,30 +38,35 @@ def _proc_strings(pid: int, name: str) -> list[str]:
     return Path(f"/proc/{pid}/{name}").read_bytes().decode().split("\0")[:-1]
 
 
-def _exec_ui(home: Path, *args: str, timeout_s: float = 60) -> Execd:
-    """Run `sweeps ui ARGS` until it has become `mlflow server`, then kill it."""
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _start_ui(home: Path, *args: str, timeout_s: float = 60) -> Served:
+    """Run `sweeps ui ARGS` until it has started `mlflow server`, read that process's
+    command line and environment, then stop `sweeps ui` (SIGTERM), which stops it."""
     proc = subprocess.Popen(
         sweeps_cmd("ui", *args),
         env=cli_env(home),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # the group also holds anything the server started
     )
     try:
         deadline = time.monotonic() + timeout_s
         while True:
-            argv = _proc_strings(proc.pid, "cmdline")
-            if "server" in argv:  # exec'd: python .../mlflow server ...
-                environ = dict(s.split("=", 1) for s in _proc_strings(proc.pid, "environ"))
+            servers = [c for c in _children(proc.pid) if "server" in _proc_strings(c, "cmdline")]
+            if servers:
+                argv = _proc_strings(servers[0], "cmdline")
+                environ = dict(s.split("=", 1) for s in _proc_strings(servers[0], "environ"))
                 break
             assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, f"no exec within {timeout_s}s: {argv}"
+            assert time.monotonic() < deadline, f"no mlflow server within {timeout_s}s"
             time.sleep(0.01)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        _, stderr = proc.communicate(timeout=30)
-    return Execd(argv, environ, stderr)
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=60)
+    return Served(argv, environ, stderr)
 
 
 @pytest.fixture
@@ -87,21 +92,23 @@ def test_ui_args_bind_what_they_are_given() -> None:
 
 def test_ui_serves_loopback_by_default_without_warning(home: Path) -> None:
     port = free_port()
-    execd = _exec_ui(home, "--home", str(home), "--port", str(port))
-    assert execd.option("--host") == "127.0.0.1"
-    assert execd.option("--port") == str(port)
-    assert "--backend-store-uri" not in execd.argv
-    assert execd.environ["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{home / 'mlflow.db'}"
-    assert execd.option("--default-artifact-root") == (home / "mlartifacts").as_uri()
-    assert "--allowed-hosts" not in execd.argv
-    assert "warning" not in execd.stderr
-    assert f"MLflow UI on http://127.0.0.1:{port}" in execd.stderr
+    served = _start_ui(home, "--home", str(home), "--port", str(port))
+    assert served.option("--host") == "127.0.0.1"
+    assert served.option("--port") == str(port)
+    assert "--backend-store-uri" not in served.argv
+    assert served.environ["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{home / 'mlflow.db'}"
+    assert served.option("--default-artifact-root") == (home / "mlartifacts").as_uri()
+    assert "--allowed-hosts" not in served.argv
+    assert "warning" not in served.stderr
+    assert f"starting the MLflow UI on http://127.0.0.1:{port}" in served.stderr
     # the UI and server would otherwise try to phone home
-    assert execd.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert served.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    # nor start the job runner (GenAI jobs; ~10 processes, ~1 GB) a UI over runs does not use
+    assert served.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
 
 
 def test_ui_on_another_interface_warns_and_passes_allowed_hosts(home: Path) -> None:
-    execd = _exec_ui(
+    served = _start_ui(
         home,
         "--host",
         "0.0.0.0",
@@ -110,27 +117,27 @@ def test_ui_on_another_interface_warns_and_passes_allowed_hosts(home: Path) -> N
         "--allowed-hosts",
         "sweeps.example.org,sweeps.example.org:5000",
     )
-    assert execd.option("--host") == "0.0.0.0"
-    assert execd.option("--allowed-hosts") == "sweeps.example.org,sweeps.example.org:5000"
-    first = execd.stderr.splitlines()[0]
+    assert served.option("--host") == "0.0.0.0"
+    assert served.option("--allowed-hosts") == "sweeps.example.org,sweeps.example.org:5000"
+    first = served.stderr.splitlines()[0]
     assert first.startswith("sweeps: warning: binding 0.0.0.0 exposes the UI")
     assert "without authentication" in first
 
 
 @pytest.mark.parametrize("host", ["localhost", "::1"])
 def test_ui_on_other_loopback_names_does_not_warn(home: Path, host: str) -> None:
-    execd = _exec_ui(home, "--host", host, "--port", str(free_port()))
-    assert execd.option("--host") == host
-    assert "warning" not in execd.stderr
+    served = _start_ui(home, "--host", host, "--port", str(free_port()))
+    assert served.option("--host") == host
+    assert "warning" not in served.stderr
 
 
 def test_a_store_password_reaches_the_server_only_through_its_environment(home: Path) -> None:
     """Not on a command line, which every user of the machine can read in `ps`."""
     uri = "postgresql+psycopg://sweeps:s3cr/et@127.0.0.1:9/mlflow"
-    execd = _exec_ui(home, "--port", str(free_port()), "--tracking-uri", uri)
-    assert not any("s3cr" in arg for arg in execd.argv), execd.argv
-    assert "s3cr" not in execd.stderr
-    assert sa.make_url(execd.environ["MLFLOW_BACKEND_STORE_URI"]).password == "s3cr/et"
+    served = _start_ui(home, "--port", str(free_port()), "--tracking-uri", uri)
+    assert not any("s3cr" in arg for arg in served.argv), served.argv
+    assert "s3cr" not in served.stderr
+    assert sa.make_url(served.environ["MLFLOW_BACKEND_STORE_URI"]).password == "s3cr/et"
 
 
 def test_ui_without_the_store_is_one_line(tmp_path: Path) -> None:
@@ -144,3 +151,36 @@ def test_ui_for_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
     result = invoke("ui", "--home", str(tmp_path), "--tracking-uri", uri)
     assert_usage_error(result, "is unreachable")
     assert "pa55" not in result.stderr
+
+
+@pytest.mark.slow
+def test_the_url_is_printed_once_the_server_answers_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    args = ["run", "--study", "u", "--trials", "1", "--epochs", "2", "--quiet"]
+    assert run_cli(*args, env=cli_env(home)).returncode == 0
+    port = free_port()
+    proc = subprocess.Popen(
+        sweeps_cmd("ui", "--port", str(port)),
+        env=cli_env(home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert first.startswith(f"starting the MLflow UI on http://127.0.0.1:{port}")
+        ready = proc.stderr.readline()  # blocks until `sweeps ui` says it serves
+        assert ready.startswith(f"MLflow UI on http://127.0.0.1:{port}  (Ctrl-C to stop")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
+            assert answer.status == 200  # answering when it said so, not ~25 s later
+        server = _children(proc.pid)
+        assert len(server) == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    assert (
+        not Path(f"/proc/{server[0]}").exists()
+        or "zombie" in Path(f"/proc/{server[0]}/status").read_text()
+    )
+    assert "StarletteDeprecationWarning" in (home / "mlflow-ui.log").read_text()  # not ours
