@@ -52,11 +52,15 @@ def _wait_until_lost(storage_url: str, deadline_s: float = 120) -> None:
     """Until the killed round's trials count as lost (their heartbeats stale), as they
     would for a worker resuming later; a killed round with nothing RUNNING returns now.
     The storage here uses the workers' heartbeat interval, so "stale" means the same."""
+    before = os.environ.get("SWEEPS_HEARTBEAT_S")
     os.environ["SWEEPS_HEARTBEAT_S"] = HEARTBEAT_S
     try:
         storage = open_storage(storage_url)
     finally:
-        del os.environ["SWEEPS_HEARTBEAT_S"]
+        if before is None:
+            del os.environ["SWEEPS_HEARTBEAT_S"]
+        else:
+            os.environ["SWEEPS_HEARTBEAT_S"] = before
     try:
         study = optuna.load_study(study_name=STUDY, storage=storage)
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
