@@ -71,6 +71,15 @@ TASK_OPTION_KEYS = {
 }
 
 
+# Upper bounds of the counts: far past any real study, short of what overflows or would
+# run for ever (a typo such as 10**20 trials is refused, not started).
+MAX_COUNTS = {
+    "trials": 10**7,
+    "workers": 1024,
+    "batch": 10**6,
+    "repeats": 1000,
+    "grid_points": 10**4,
+}
 # Optuna's and the results tables' name columns hold 512; MLflow's experiment names fewer.
 MAX_STUDY_NAME = 200
 
@@ -121,10 +130,10 @@ class SweepConfig:
             raise UsageError(
                 f"need 0 < --lambda-min < --lambda-max, got {self.lambda_min} and {self.lambda_max}"
             )
-        for name in ("trials", "workers", "batch", "repeats", "grid_points"):
-            if getattr(self, name) <= 0:
+        for name, most in MAX_COUNTS.items():
+            if not 1 <= getattr(self, name) <= most:
                 raise UsageError(
-                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
+                    f"--{name.replace('_', '-')} must be in [1, {most}], got {getattr(self, name)}"
                 )
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError(f"--timeout must be > 0 seconds, got {self.timeout}")

@@ -81,6 +81,23 @@ OPTUNA_STATE = {
 }
 
 
+REUSED_ATTR = "sweeps.reused_from"  # user attribute: the trial whose result it took
+
+
+def _user_attrs(rec: TrialRecord) -> dict[str, object]:
+    """What a told trial keeps as user attributes: its record (for repair) and, if it took
+    an earlier trial's result, which one."""
+    attrs: dict[str, object] = {RECORD_ATTR: repair_info(rec)}
+    if rec.reused_from is not None:
+        attrs[REUSED_ATTR] = rec.reused_from
+    return attrs
+
+
+def _config_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A trial's searched parameters as a key: the rest of its config is the study's."""
+    return tuple(sorted(params.items()))
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -124,6 +141,8 @@ class RoundOptimizer:
     _asker: BulkAsker | None = field(init=False)
     _cache: TrialCache | None = field(init=False)
     _heartbeat: _Heartbeat | None = field(init=False)
+    _complete: dict[tuple[tuple[str, Any], ...], FrozenTrial] = field(default_factory=dict)
+    reused: int = 0  # trials that took an identical earlier trial's result (`_reuse`)
 
     def __post_init__(self) -> None:
         # Reports exist for the pruner: without one, no checkpoint reads or writes anything.
@@ -191,8 +210,16 @@ class RoundOptimizer:
         slots = self._ask_planned(sampler.take(), pruning)
         # The pruner starts from the completed trials the round was planned with, as
         # Optuna's optimize() prunes a trial against the snapshot its sampler read.
-        pruning.use(self._cache.finished(_COMPLETE))
+        completed = self._cache.finished(_COMPLETE)
+        pruning.use(completed)
+        self._index_complete(completed)
         return slots
+
+    def _index_complete(self, completed: list[FrozenTrial]) -> None:
+        """The finished trials an identical proposal takes its result from (`_reuse`)."""
+        for trial in completed:
+            if trial.user_attrs.get(RECORD_ATTR, {}).get("reused_from") is None:
+                self._complete.setdefault(_config_key(trial.params), trial)
 
     def _completed(self) -> list[FrozenTrial]:
         assert self._cache is not None
@@ -220,6 +247,7 @@ class RoundOptimizer:
                     heartbeat.beat([slot.trial._trial_id for slot in slots])
                     last_beat = time.monotonic()
         pruning.use(view.completed())
+        self._index_complete(view.completed())
         return slots
 
     def _ask(self, pruning: PruningView, view: AskView) -> _Slot:
@@ -244,14 +272,17 @@ class RoundOptimizer:
         return _Slot(trial, cfg, Checkpoints(trial, every, cfg.epochs, pruning, self._reports))
 
     def _round(self, slots: list[_Slot], pruning: PruningView) -> None:
+        reused = {i: rec for i, slot in enumerate(slots) if (rec := self._reuse(slot))}
+        self.reused += len(reused)
+        training = [slot for i, slot in enumerate(slots) if i not in reused]
         for slot in slots:
             slot.results = [None] * self.sweep.repeats
         try:
-            if self.sweep.batch == 1:
-                self._train_one(slots[0])
-            else:
-                for stack in self._stacks(slots):
-                    self._train(slots, stack, pruning)
+            if self.sweep.batch == 1 and training:
+                self._train_one(training[0])
+            elif training:
+                for stack in self._stacks(training):
+                    self._train(training, stack, pruning)
         except KeyboardInterrupt:
             self._finish([self._outcome(s, "interrupted") for s in slots], slots)
             raise
@@ -259,9 +290,35 @@ class RoundOptimizer:
             error = f"{type(e).__name__}: {e}"
             self._finish([self._outcome(s, error) for s in slots], slots)
             return
-        recs = [self._conclude(slot) for slot in slots]
+        recs = [reused.get(i) or self._conclude(slot) for i, slot in enumerate(slots)]
         killpoints.passing("trained")
         self._finish(recs, slots)
+
+    def _reuse(self, slot: _Slot) -> TrialRecord | None:
+        """The record of a finished COMPLETE trial with the same configuration, for a trial
+        that would train it again: every seed and setting is the study's, so an identical
+        proposal (TPE proposes the parameterless `none` again and again) has an identical
+        result. None when there is none to take."""
+        earlier = self._complete.get(_config_key(slot.trial.params))
+        if earlier is None:
+            return None
+        kept: dict[str, Any] = earlier.user_attrs.get(RECORD_ATTR) or {}
+        if kept.get("state") != TrialState.COMPLETE.value or earlier.value is None:
+            return None
+        now = now_ms()
+        return TrialRecord(
+            study=self.sweep.study,
+            number=slot.trial.number,
+            state=TrialState.COMPLETE,
+            params=slot.cfg.as_params(),
+            final=dict(kept.get("final") or {}),
+            value=earlier.value,
+            duration_s=0.0,
+            device=self.device_label,
+            start_time_ms=slot.started_ms,
+            end_time_ms=now,
+            reused_from=earlier.number,
+        )
 
     def _stacks(self, slots: list[_Slot]) -> list[list[_Member]]:
         """Every repeat of every trial, grouped into the stacks that can train together."""
@@ -354,9 +411,7 @@ class RoundOptimizer:
         recorded = self.record(recs)
         if self._teller is not None:
             told = [
-                Told(
-                    slot.trial, OPTUNA_STATE[rec.state], rec.value, {RECORD_ATTR: repair_info(rec)}
-                )
+                Told(slot.trial, OPTUNA_STATE[rec.state], rec.value, _user_attrs(rec))
                 for rec, slot in zip(recorded, slots, strict=True)
             ]
             ended = self._teller.tell(self.study, told)
@@ -368,6 +423,8 @@ class RoundOptimizer:
             return
         for rec, slot in zip(recorded, slots, strict=True):
             keep(slot.trial, rec)
+            if rec.reused_from is not None:
+                slot.trial.set_user_attr(REUSED_ATTR, rec.reused_from)
             value = rec.value if rec.state is TrialState.COMPLETE else None
             try:
                 frozen = self.study.tell(slot.trial, value, state=OPTUNA_STATE[rec.state])

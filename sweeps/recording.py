@@ -285,6 +285,7 @@ def repair_info(rec: TrialRecord) -> dict[str, object]:
         "end_time_ms": rec.end_time_ms,
         "error": rec.error,
         "mlflow_run_id": rec.mlflow_run_id,
+        "reused_from": rec.reused_from,
     }
 
 
@@ -335,6 +336,7 @@ def record_from_row(study: str, row: Mapping[str, Any]) -> TrialRecord:
         end_time_ms=0,
         mlflow_run_id=row.get("mlflow_run_id"),
         error=row.get("error"),
+        reused_from=row.get("reused_from"),
     )
 
 
@@ -378,4 +380,5 @@ def record_from_trial(
         end_time_ms=int(kept.get("end_time_ms") or end),
         error=error,
         mlflow_run_id=kept.get("mlflow_run_id"),
+        reused_from=kept.get("reused_from"),
     )

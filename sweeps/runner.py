@@ -38,6 +38,7 @@ class RunOutcome:
     best: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
     failed_workers: int = 0
+    reused: int = 0  # trials that took an identical earlier trial's result, not trained
     mlflow_experiment_id: str | None = None  # None when not tracked
     mlflow_parent_run_id: str | None = None
 
@@ -83,6 +84,7 @@ def run_study(
     recorder.attach(cfg, study)
     _handle_lost_trials(study, storage, recorder)
     outcome = RunOutcome(cfg.study, cfg.trials)
+    reused_before = recorder.results.reused_count(cfg.study)
     progress = Progress(total=0 if create_only else cfg.trials, quiet=quiet)
     try:
         if create_only:
@@ -98,6 +100,7 @@ def run_study(
         if not create_only:
             recorder.finish(study)
     outcome.counts = count_states(study)
+    outcome.reused = recorder.results.reused_count(cfg.study) - reused_before
     outcome.best = recorder.results.best(cfg.study)
     if recorder.parent is not None:
         outcome.mlflow_experiment_id = recorder.parent.experiment_id

@@ -67,6 +67,7 @@ def trials_csv(records: Sequence[TrialRecord]) -> bytes:
             "device": rec.device,
             "mlflow_run_id": rec.mlflow_run_id,
             "error": None if rec.error is None else mask_secrets(rec.error),
+            "reused_from": rec.reused_from,
         }
         writer.writerow(["" if row[c] is None else row[c] for c in TRIAL_COLUMNS])
     return out.getvalue().encode()
@@ -107,6 +108,8 @@ def _trial_tags(parent_run_id: str | None, rec: TrialRecord) -> dict[str, str]:
         tags["sweeps.pruned"] = "true"
     if rec.error:
         tags["sweeps.error"] = mask_secrets(rec.error)[:MAX_ERROR_TAG_LENGTH]
+    if rec.reused_from is not None:
+        tags["sweeps.reused_from"] = str(rec.reused_from)
     return tags
 
 

@@ -31,6 +31,7 @@ TRIAL_COLUMNS = (
     "device",
     "mlflow_run_id",
     "error",  # why a trial is not COMPLETE: `pruned at epoch k`, `diverged at epoch k`, ...
+    "reused_from",  # the earlier trial of the same configuration whose result it took
 )
 
 
@@ -129,6 +130,7 @@ class TrialRecord:
     weights: bytes | None = None
     error: str | None = None
     mlflow_run_id: str | None = None
+    reused_from: int | None = None  # the trial whose result this one took, not trained
 
     @property
     def penalty(self) -> str:

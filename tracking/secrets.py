@@ -3,9 +3,10 @@ that knows what a secret in a URL or a message looks like.
 
 Two shapes are masked, wherever they appear in a text:
   - a URL's userinfo password, `scheme://user:PASSWORD@host...`. Passwords are often
-    written unencoded (a `/`, `:`, `@` or `?` inside), so the userinfo runs to the *last*
-    `@` of the URL (which ends at whitespace or a quote) before its query string (from the
-    first `?name=`); masking too much of a strange URL is the safe way to be wrong;
+    written unencoded (a `/`, `:`, `@`, `?` or a space inside), so the userinfo runs to
+    the *last* `@` of the URL (which ends at whitespace or a quote) before its query string
+    (from the first `?name=`), or, for a password with whitespace, to the first `@` on the
+    line; masking too much of a strange URL is the safe way to be wrong;
   - a `password=...`-like key (password, passwd, pwd, secret, token, api_key, access_key)
     in a query string or a libpq keyword string, up to `&`, whitespace or a quote.
 """
@@ -24,8 +25,16 @@ _KEYED = re.compile(
 )
 
 
+# A userinfo password with whitespace in it (the URL then looks like it ends early): from
+# `scheme://user:` to the first `@` on the same line, when the span holds whitespace.
+_SPACED = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s'\"]*:)(?P<pw>[^@\n]*?[^\S\n][^@\n]*?)@"
+)
+
+
 def mask_secrets(text: str) -> str:
     """`text` with every URL password and `password=`-like value replaced by ***."""
+    text = _SPACED.sub(lambda m: f"{m.group('head')}{MASK}@", text)
     return _KEYED.sub(lambda m: m.group("key") + MASK, _URL.sub(_mask_url, text))
 
 

@@ -30,6 +30,13 @@ class OptionSpec:
     maximum: float | None = None  # exclusive
 
 
+# Bounds that keep a value inside what the trainer can compute with, refused up front
+# (numpy's seeds are 32-bit; a float32 step overflows past ~3e38, absurdly past 1e6).
+MAX_SEED = 2**32 - 1
+MAX_LR = 1e6
+MAX_EPOCHS = 10**7
+
+
 class Penalty(StrEnum):
     """The closed set of regularizers a trial can use."""
 
@@ -94,14 +101,20 @@ class TrialConfig:
                 raise ConfigError(f"l1_ratio must be in [0, 1], got {self.l1_ratio}")
         elif self.l1_ratio is not None:
             raise ConfigError("l1_ratio applies only to the elastic_net penalty")
-        if not _finite(self.lr) or self.lr <= 0:
-            raise ConfigError(f"lr must be a finite number > 0, got {self.lr}")
+        if not _finite(self.lr) or self.lr <= 0 or self.lr > MAX_LR:
+            raise ConfigError(f"lr must be a finite number in (0, {MAX_LR:g}], got {self.lr}")
+        if self.penalty is Penalty.NONE and self.lambda_ != 0:
+            raise ConfigError(f"lambda {self.lambda_:g} has no effect without a penalty")
+        for name in ("seed", "data_seed"):
+            seed = getattr(self, name)
+            if seed is not None and not 0 <= seed <= MAX_SEED:
+                raise ConfigError(f"{name} must be in [0, {MAX_SEED}], got {seed}")
         if self.batch_size < 0:
             raise ConfigError(
                 f"batch size must be >= 1 (or 0 for full batch), got {self.batch_size}"
             )
-        if self.epochs <= 0:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            raise ConfigError(f"epochs must be in [1, {MAX_EPOCHS}], got {self.epochs}")
         if not self.penalize.strip() or any(not g.strip() for g in self.penalize.split(",")):
             raise ConfigError(
                 f"--penalize needs 'weights', 'all' or name globs, got {self.penalize!r}"

@@ -22,7 +22,8 @@ EXIT_INTERRUPTED = 130
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print one line on stderr (secrets masked) and exit."""
-    click.echo(f"sweeps: error: {mask_secrets(message)}", err=True)
+    one_line = mask_secrets(message).replace("\r", "\\r").replace("\n", "\\n")
+    click.echo(f"sweeps: error: {one_line}", err=True)
     sys.exit(code)
 
 
@@ -58,11 +59,17 @@ def _database_error(e: BaseException) -> str | None:
     import sqlite3
 
     sa = sys.modules.get("sqlalchemy")
-    if sa is not None and isinstance(e, sa.exc.DBAPIError):
-        reason = str(e.orig).strip().splitlines()[0] if e.orig is not None else type(e).__name__
-        return f"the database failed: {reason}"
-    if isinstance(e, sqlite3.DatabaseError):
-        return f"the database failed: {e}"
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:  # Optuna wraps SQLAlchemy's errors
+        seen.add(id(cause))
+        if sa is not None and isinstance(cause, sa.exc.DBAPIError):
+            orig = cause.orig
+            reason = str(orig).strip().splitlines()[0] if orig is not None else type(cause).__name__
+            return f"the database failed: {reason}"
+        if isinstance(cause, sqlite3.DatabaseError):
+            return f"the database failed: {cause}"
+        cause = cause.__cause__ or cause.__context__
     return None
 
 

@@ -134,11 +134,14 @@ def threads_option(f: F) -> F:
     )(f)
 
 
+MAX_THREADS = 4096
+
+
 def apply_threads(threads: int | None) -> int:
     """Sets this process's torch threads; refuses a count below 1 as bad input (exit 2)."""
     from sweeps.errors import UsageError
     from trainer.devices import set_cpu_threads
 
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {threads}")
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise UsageError(f"--threads must be in [1, {MAX_THREADS}], got {threads}")
     return set_cpu_threads(threads)

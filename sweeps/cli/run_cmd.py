@@ -109,6 +109,7 @@ def run_command(
                 "states": outcome.counts,
                 "interrupted": outcome.interrupted,
                 "best": outcome.best,
+                "reused": outcome.reused,
                 "storage": mask_secrets(stores.storage),
                 "tracking_uri": None if no_track else mask_secrets(stores.tracking_uri),
                 "mlflow_experiment_id": outcome.mlflow_experiment_id,
@@ -118,6 +119,11 @@ def run_command(
     else:
         counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.counts.items()))
         click.echo(f"study {outcome.study}: {counts}")
+        if outcome.reused:
+            click.echo(
+                f"{outcome.reused} trial(s) repeated an earlier trial's configuration and took"
+                " its result instead of training again (column reused_from)"
+            )
         if outcome.best:
             click.echo(format_table(outcome.best, BEST_COLUMNS))
         click.echo(where_results_are(stores, outcome))

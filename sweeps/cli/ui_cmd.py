@@ -90,10 +90,10 @@ def ui_command(
 
     stores = resolve_stores(home, storage, tracking_uri)
     stores.check_files(write=False, storage=False)
-    if stores.tracking_uri.startswith(("http://", "https://")):
-        from tracking.server import check_reachable
+    from tracking.server import check_reachable
 
-        check_reachable(stores.tracking_uri)  # a server that is down is an error, not advice
+    check_reachable(stores.tracking_uri)  # a store that is down is an error, not a hang
+    if stores.tracking_uri.startswith(("http://", "https://")):
         shown = mask_secrets(stores.tracking_uri)
         click.echo(f"the MLflow server at {shown} serves the UI itself; open it")
         return

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.services import free_port
-from tests.sweeps.cli_helpers import assert_usage_error, invoke
+from tests.sweeps.cli_helpers import assert_usage_error, invoke, invoke_json
 from tests.sweeps.study_helpers import cli_env, run_cli
 
 BAD_VALUES = [
@@ -57,6 +57,8 @@ def studied_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _damage(path: Path, kind: str) -> None:
     for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         extra.unlink(missing_ok=True)  # the checkpointed file alone
+    if kind == "none":
+        return
     if kind == "random":
         path.write_bytes(os.urandom(8192))
     elif kind == "truncated":
@@ -183,3 +185,72 @@ def test_bad_names_and_urls_are_one_line(tmp_path: Path, args: list[str], fragme
     result = invoke("run", *args, "--create-only", "--home", str(home))
     assert_usage_error(result, fragment)
     assert "pw@" not in result.stderr and not home.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "fragment"),
+    [
+        ("train", ["--seed", "4294967296"], "seed must be in [0, 4294967295]"),
+        ("train", ["--seed", "-1"], "seed must be in [0, 4294967295]"),
+        ("train", ["--lr", "1e308"], "lr must be a finite number in (0, 1e+06]"),
+        ("train", ["--epochs", "99999999999999999999"], "epochs must be in [1, 10000000]"),
+        ("train", ["--num-inputs", "99999999999999999999"], "num_inputs must be <"),
+        ("train", ["--n-train", "999999999999"], "n_train must be <"),
+        ("train", ["--threads", "99999999999999999999"], "--threads must be in [1, 4096]"),
+        ("train", ["--penalty", "none", "--lambda", "3"], "no effect without a penalty"),
+        ("run", ["--study", "s", "--repeats", "99999999999999999999"], "--repeats must be in"),
+        ("run", ["--study", "s", "--trials", "99999999999999999999"], "--trials must be in"),
+    ],
+)
+def test_out_of_range_counts_sizes_and_names_are_one_line(
+    tmp_path: Path, command: str, args: list[str], fragment: str
+) -> None:
+    """Values Python takes but the trainer cannot (a 2**64 seed, a 10**20 size, a float32
+    overflow), counts that would run for ever, a name that would split the error line."""
+    home = tmp_path / "home"
+    result = invoke(
+        command, *args, "--home", str(home), *(["--no-track"] if command != "trials" else [])
+    )
+    assert_usage_error(result, fragment)
+    assert not home.exists()
+
+
+def test_a_python_task_calling_sys_exit_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "exits_task.py").write_text("import sys\ndef build(seed):\n    sys.exit(3)\n")
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", "--task", "python:exits_task:build", "--no-track")
+    assert_usage_error(result, "python:exits_task:build raised SystemExit: 3")
+
+
+def test_a_tracking_database_that_is_down_stops_ui_at_once(tmp_path: Path) -> None:
+    uri = f"postgresql://sweeps:pa ss@127.0.0.1:{free_port()}/mlflow"
+    result = invoke("ui", "--home", str(tmp_path), "--tracking-uri", uri)
+    assert_usage_error(result, "is unreachable")
+    assert "pa ss" not in result.stderr
+
+
+def test_a_name_with_a_line_break_keeps_the_error_on_one_line(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    invoke_json("run", "--study", "s", "--create-only", "--no-track", "--home", home)
+    assert_usage_error(invoke("trials", "--study", "a\nb", "--home", home), "'a\\nb'")
+    assert_usage_error(invoke("best", "--study", "a\rb", "--home", home), "'a\\rb'")
+
+
+@pytest.mark.slow
+def test_damaged_pages_past_the_schema_are_one_line(tmp_path: Path, studied_home: Path) -> None:
+    """Pages the up-front check does not read (it reads the header and the schema): the
+    database fails beneath the command, which says so in one line."""
+    home = tmp_path / "home"
+    shutil.copytree(studied_home, home)
+    path = home / "sweeps.db"
+    _damage(path, "none")  # checkpointed file alone
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[3 * page : 11 * page] = os.urandom(8 * page)
+    path.write_bytes(bytes(data))
+    done = run_cli("trials", "--study", "s", env=cli_env(home))  # reads every trial's rows
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-1500:]
+    assert lines[0].startswith("sweeps: error:"), lines

@@ -17,8 +17,8 @@ TABLE_PREFIX = "sweeps_"
 VERSION_TABLE = "sweeps_alembic_version"
 # The newest migration; a test checks it against the Alembic scripts, so queries can tell
 # "at head" from the version table without importing Alembic.
-HEAD_REVISION = "0003"
-KNOWN_REVISIONS = ("0001", "0002", "0003")
+HEAD_REVISION = "0004"
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004")
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -101,5 +101,7 @@ class TrialRow(Base):
     duration_s: Mapped[float] = mapped_column(sa.Double)
     mlflow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
     error: Mapped[str | None] = mapped_column(sa.Text)  # since revision 0002
+    # The earlier trial an identical configuration took its result from; since 0004.
+    reused_from: Mapped[int | None] = mapped_column(sa.Integer)
     params: Mapped[str] = mapped_column(sa.Text)  # TrialRecord.params as JSON text
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

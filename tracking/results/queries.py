@@ -35,6 +35,7 @@ TRIAL_COLUMNS = (
     TrialRow.seed,
     TrialRow.mlflow_run_id,
     TrialRow.error,
+    TrialRow.reused_from,
 )
 BEST_COLUMNS = (
     StudyRow.name.label("study"),

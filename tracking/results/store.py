@@ -152,6 +152,20 @@ class ResultsStore:
             return False
 
     @_database_errors
+    def reused_count(self, study: str) -> int:
+        """How many of the study's trials took an earlier trial's result (0 if none yet)."""
+        if not self._has_schema():
+            return 0
+        with Session(self._engine) as session:
+            query = (
+                sa.select(sa.func.count())
+                .select_from(TrialRow)
+                .join(StudyRow, StudyRow.id == TrialRow.study_id)
+                .where(StudyRow.name == study, TrialRow.reused_from.is_not(None))
+            )
+            return int(session.execute(query).scalar_one())
+
+    @_database_errors
     def find_study_uid(self, name: str) -> str | None:
         """`study_uid`, or None where the study (or the schema) does not exist yet."""
         if not self._has_schema():
@@ -409,6 +423,7 @@ def _trial_values(rec: TrialRecord) -> dict[str, Any]:
         "duration_s": float(rec.duration_s),
         "mlflow_run_id": rec.mlflow_run_id,
         "error": rec.error,
+        "reused_from": rec.reused_from,
         "params": json.dumps(params, sort_keys=True),
     }
 

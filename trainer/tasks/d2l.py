@@ -20,9 +20,10 @@ from trainer.tasks.base import Split, Task, resolve_options, squared_loss
 NAME = "d2l-synthetic"
 
 OPTIONS: dict[str, OptionSpec] = {
-    "n_train": OptionSpec(int, 20, 1, "training examples"),
-    "n_test": OptionSpec(int, 100, 1, "test examples"),
-    "num_inputs": OptionSpec(int, 200, 1, "input dimension"),
+    # The maxima keep the generated data in memory (exclusive bounds).
+    "n_train": OptionSpec(int, 20, 1, "training examples", maximum=10**7),
+    "n_test": OptionSpec(int, 100, 1, "test examples", maximum=10**7),
+    "num_inputs": OptionSpec(int, 200, 1, "input dimension", maximum=10**6),
     "noise": OptionSpec(float, 0.01, 0.0, "std of the label noise"),
     **MODEL_OPTIONS,  # `--model mlp` swaps the book's linreg for trainer.models' MLP
 }

@@ -43,7 +43,7 @@ def _import(module: str) -> object:
         if e.name is not None and (module == e.name or module.startswith(e.name + ".")):
             raise TaskError(f"no module named {module!r} (task python:{module}:...)") from None
         raise TaskError(f"module {module!r} failed to import: {e}") from None
-    except Exception as e:  # the user's module raised while importing: one line, no traceback
+    except (Exception, SystemExit) as e:  # raised while importing: one line, no traceback
         raise TaskError(f"module {module!r} failed to import: {type(e).__name__}: {e}") from None
 
 
@@ -60,7 +60,7 @@ def build(name: str, options: Mapping[str, TaskOption], data_seed: int) -> Task:
         raise TaskError(f"module {module_name!r} has no function {function_name!r}")
     try:
         task = function(data_seed)
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # a task's sys.exit() must not end sweeps
         raise TaskError(f"{name} raised {type(e).__name__}: {e}") from None
     if not isinstance(task, Task):
         raise TaskError(f"{name} returned {type(task).__name__}, not a trainer.tasks.Task")
