@@ -308,7 +308,7 @@ def _parent_params(cfg: SweepConfig | None, study: str) -> tuple[dict[str, objec
     }
     description = (
         f"sweeps study `{study}`: {cfg.base.task}, penalties"
-        f" {params['penalties']}, λ in [{cfg.lambda_min:g}, {cfg.lambda_max:g}] (log), "
+        f" {params['penalties']}, λ from {cfg.lambda_min:g} to {cfg.lambda_max:g} (log), "
         f"{cfg.sampler.value} sampler, {cfg.pruner.value} pruner, {cfg.base.epochs} epochs."
         " Each child run is one trial; this run holds the λ figure, the trials table and"
         " Optuna's plots when the study ends, and the best trial (tags sweeps.best_*)."

@@ -122,7 +122,7 @@ def _scale_and_label(loss_ax: Axes, norm_ax: Axes) -> None:
     if loss_ax.lines:  # every value drawn is > 0
         loss_ax.set_yscale("log")
     loss_ax.set_ylabel("data loss (no penalty)")
-    loss_ax.set_title("train (solid, o) and test (dashed, x) loss")
+    loss_ax.set_title("train (solid, filled) and test (dashed, hollow) loss")
     norm_ax.set_ylabel("‖w‖₂")
     norm_ax.set_title("‖w‖₂ of the penalized weights")
 

@@ -163,7 +163,7 @@ def where_results_are(stores: Stores, outcome: RunOutcome) -> str:
         tracking = []
         if stores.tracking_uri != f"sqlite:///{stores.home / 'mlflow.db'}":
             tracking = ["--tracking-uri", shlex.quote(mask_secrets(stores.tracking_uri))]
-        lines.append(f"open:    sweeps ui {' '.join([*home, *tracking])}")
+        lines.append(f"open:    sweeps ui {' '.join([*home, *tracking])} --study {study}")
     return "\n".join(lines)
 
 

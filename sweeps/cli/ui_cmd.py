@@ -75,11 +75,13 @@ def ui_env(tracking_uri: str) -> dict[str, str]:
 )
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 @click.option("--allowed-hosts", help="Host headers MLflow accepts when exposed (e.g. a DNS name).")
+@click.option("--study", help="Print the link to this study's runs.")
 @store_options
 def ui_command(
     host: str,
     port: int,
     allowed_hosts: str | None,
+    study: str | None,
     home: str,
     storage: str | None,
     tracking_uri: str | None,
@@ -106,17 +108,38 @@ def ui_command(
             " prefer an SSH tunnel or a reverse proxy with auth",
             err=True,
         )
+    path = "" if study is None else study_path(stores.tracking_uri, study)
     env = {**os.environ, **ui_env(stores.tracking_uri)}
     args = ui_args(host, port, stores.artifact_root, allowed_hosts)
     stores.make_home()
-    raise SystemExit(serve(args, env, host, port, stores.home / UI_LOG))
+    raise SystemExit(serve(args, env, host, port, stores.home / UI_LOG, path))
+
+
+def study_path(tracking_uri: str, study: str) -> str:
+    """The UI's path to the study's runs, in its model-training view: MLflow's UI opens
+    every experiment in its GenAI view unless the link says otherwise (its view is a
+    per-browser setting; the experiment's kind tag does not override it)."""
+    from sweeps.errors import UsageError
+    from sweeps.recording import quiet_mlflow
+
+    quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient(tracking_uri).get_experiment_by_name(study)
+    if found is None:
+        raise UsageError(
+            f"no MLflow experiment for study {study!r} in {mask_secrets(tracking_uri)}"
+        )
+    return f"/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
 
 
 UI_LOG = "mlflow-ui.log"  # under --home: the server's own output, out of the terminal
 STARTUP_TIMEOUT_S = 180.0  # a first start on a busy machine takes ~30 s
 
 
-def serve(args: list[str], env: dict[str, str], host: str, port: int, log: Path) -> int:
+def serve(
+    args: list[str], env: dict[str, str], host: str, port: int, log: Path, path: str = ""
+) -> int:
     """Run `mlflow server` until it ends or Ctrl-C / SIGTERM; say where it serves once it
     answers, not before. Returns the exit code for `sweeps ui`."""
     from sweeps.errors import StorageError
@@ -135,7 +158,10 @@ def serve(args: list[str], env: dict[str, str], host: str, port: int, log: Path)
                 f"mlflow server exited with code {proc.returncode} before serving"
                 f" ({last}); its log: {log}"
             )
-        click.echo(f"MLflow UI on http://{host}:{port}  (Ctrl-C to stop; log {log})", err=True)
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(
+            f"MLflow UI on http://{shown}:{port}{path}  (Ctrl-C to stop; log {log})", err=True
+        )
         return proc.wait()
     except KeyboardInterrupt:
         return 0

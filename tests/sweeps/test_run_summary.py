@@ -25,7 +25,7 @@ def test_a_run_ends_with_its_stores_and_the_commands_that_read_them(tmp_path: Pa
     assert tail[0].startswith(f"stores:  sqlite:///{home / 'sweeps.db'} (Optuna, results);")
     assert f"sqlite:///{home / 'mlflow.db'} (MLflow experiment" in tail[0]
     assert tail[1] == f"query:   sweeps best --study sum --home {home}"
-    assert tail[2] == f"open:    sweeps ui --home {home}"
+    assert tail[2] == f"open:    sweeps ui --home {home} --study sum"
     again = run_cli(*args, "--quiet", "--json", env=cli_env(home))
     doc = json.loads(again.stdout)
     parent = MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_run(doc["mlflow_parent_run_id"])

@@ -65,6 +65,7 @@ def _missing(reason: str) -> NoReturn:
 @dataclass(frozen=True)
 class Served:
     base_url: str
+    study_url: str  # what `sweeps ui --study` prints: the study's runs
     trials: list[dict[str, Any]]  # `sweeps trials --json`
 
 
@@ -79,6 +80,17 @@ def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, timeout_s:
         except OSError:
             time.sleep(0.3)
     raise AssertionError(f"sweeps ui did not serve in {timeout_s}s: {log.read_text()[-2000:]}")
+
+
+def _printed_url(log: Path, timeout_s: float) -> str:
+    """The link `sweeps ui` prints once the server answers."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = re.search(r"^MLflow UI on (\S+)", log.read_text(), re.MULTILINE)
+        if found:
+            return found.group(1)
+        time.sleep(0.2)
+    raise AssertionError(f"sweeps ui printed no link: {log.read_text()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +109,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         # its own session: `sweeps ui` execs `mlflow server`, which starts workers; killing
         # the group at teardown ends them all
         proc = subprocess.Popen(
-            sweeps_cmd("ui", "--home", str(home), "--port", str(port)),
+            sweeps_cmd("ui", "--home", str(home), "--port", str(port), "--study", STUDY),
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -106,7 +118,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(proc, base_url, log, timeout_s=90)
-        yield Served(base_url, json.loads(listed.stdout))
+        printed = _printed_url(log, timeout_s=30)
+        assert printed.startswith(f"{base_url}/#/experiments/"), printed
+        yield Served(base_url, printed, json.loads(listed.stdout))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -156,20 +170,16 @@ def _shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
-def _open_experiment(page: Page, base_url: str) -> None:
-    """Home page → the study's experiment, by clicking, straight onto its runs: the
-    experiment says it is model training (mlflow.experimentKind), so no mode toggle."""
+def _open_experiment(page: Page, study_url: str) -> None:
+    """The link `sweeps ui --study` prints opens the study's runs in the model-training
+    view: no mode toggle, no GenAI overview."""
     from playwright.sync_api import expect
 
     # "load", then wait for elements: the UI polls, so "networkidle" never comes
-    page.goto(f"{base_url}/#/experiments", wait_until="load")
-    experiment = page.get_by_role("link", name=STUDY, exact=True).first
-    expect(experiment).to_be_visible()
-    _shot(page, "01-experiments")
-    experiment.click()
-    expect(page).to_have_url(re.compile(r"#/experiments/\d+"))
+    page.goto(study_url, wait_until="load")
+    expect(page).to_have_url(re.compile(r"#/experiments/\d+/runs"))
     expect(page.get_by_text(f"{TRIALS + 1} matching runs")).to_be_visible()
-    expect(page.get_by_text("Model training", exact=True)).to_have_count(0)
+    _shot(page, "01-study-runs")
 
 
 def _expand_parent(page: Page, served: Served) -> str:
@@ -249,7 +259,7 @@ def _see_parent(page: Page, base_url: str, parent_href: str) -> None:
     tags, the λ figure among its artifacts."""
     from playwright.sync_api import expect
 
-    page.goto(f"{base_url}/{parent_href}", wait_until="load")
+    page.goto(f"{base_url}/{parent_href}?workflowType=machine_learning", wait_until="load")
     expect(page.get_by_role("heading", name=STUDY, exact=True)).to_be_visible()
     params = page.get_by_role("row").filter(has=page.get_by_text("penalties", exact=True))
     expect(params).to_contain_text("l2,weight_decay")
@@ -264,7 +274,7 @@ def _see_parent(page: Page, base_url: str, parent_href: str) -> None:
 
 def test_mlflow_ui_shows_the_study(served: Served, page: Page) -> None:
     assert len(served.trials) == TRIALS
-    _open_experiment(page, served.base_url)
+    _open_experiment(page, served.study_url)
     parent_href = _expand_parent(page, served)
     trial = _open_child(page, served, parent_href)
     _see_w_norm_chart(page)
