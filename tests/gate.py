@@ -7,7 +7,8 @@ depends on the machine and on what else runs on it, a held trial does not.
 The hold point is the model build (`Task.make_model`), which runs inside training, after
 the trial was asked (Optuna says RUNNING and the worker beats for it). Every build takes
 the next ticket, unique across processes: the launcher's pre-flight check of a study
-builds once (ticket 0 for `sweeps run`), then a sequential trial builds once per repeat,
+builds once (ticket 0 for `sweeps run`; the Task contract check's build takes no ticket),
+then a sequential trial builds once per repeat,
 and a stacked round (`--batch`) once per seed. A build waits while the gate is held for
 every build (`Gate.hold()`) or for its ticket (`Gate.hold(n)`); while it waits, the file
 `waiting.N` exists. The files live in the directory named by SWEEPS_TEST_GATE.
@@ -25,6 +26,7 @@ from torch import nn
 
 from trainer.models import ModelSpec, make_model_factory
 from trainer.tasks import Split, Task, squared_loss
+from trainer.tasks.python_task import CHECK_SEED
 
 ENV = "SWEEPS_TEST_GATE"
 SPEC = "python:tests.gate:build"
@@ -46,7 +48,8 @@ def _gated(make_model: Callable[[torch.Generator], nn.Module]) -> Callable[..., 
     directory = Path(os.environ[ENV])
 
     def make(gen: torch.Generator) -> nn.Module:
-        _pass(directory, _ticket(directory))
+        if gen.initial_seed() != CHECK_SEED:  # the contract check builds a model too
+            _pass(directory, _ticket(directory))
         return make_model(gen)
 
     return make

@@ -49,7 +49,7 @@ def test_one_thread_unless_told() -> None:
 def test_bad_thread_count_is_one_line_exit_2(tmp_path: Path, command: str) -> None:
     extra = ["--study", "s"] if command != "train" else []
     result = invoke(command, *extra, "--threads", "0", "--home", str(tmp_path / "h"))
-    assert_usage_error(result, "--threads must be >= 1, got 0")
+    assert_usage_error(result, "--threads must be in [1, 4096], got 0")
 
 
 @pytest.mark.parametrize("threads", [None, 2])
