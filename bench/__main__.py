@@ -176,11 +176,21 @@ def main() -> None:
         action="store_true",
         help="Instead: torch threads 1 vs all cores, quiet and busy (bench/threads.py).",
     )
+    parser.add_argument(
+        "--tracking",
+        action="store_true",
+        help="Instead: ms per trial logged to MLflow, bulk vs client (bench/tracking.py).",
+    )
     args = parser.parse_args()
     if args.threads:
         from bench import threads
 
         threads.main(["--repeats", str(args.repeats)])
+        return
+    if args.tracking:
+        from bench import tracking
+
+        tracking.main(["--repeats", str(args.repeats)])
         return
     kinds = [k for k in args.kinds.split(",") if k]
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -422,24 +420,3 @@ def test_unknown_schema_revision_falls_back(tmp_path: Path) -> None:
         assert run.data.metrics["val_loss"] == record("future", 0, epochs=5).final["val_loss"]
     finally:
         engine.dispose()
-
-
-@pytest.mark.slow
-def test_bulk_cost(pair: Pair) -> None:
-    """Not a pass/fail check: per-trial cost of log_trials (64 trials) vs log_run each."""
-    study, fast_parent, slow_parent = study_parents(pair)
-    recs = [record(study, n, epochs=100) for n in range(64)]
-    fast_ms, slow_ms = [], []
-    for _ in range(3):
-        start = time.perf_counter()
-        pair.fast.tracker.log_trials(fast_parent, recs)
-        fast_ms.append((time.perf_counter() - start) * 1000 / len(recs))
-    start = time.perf_counter()
-    for rec in recs:
-        pair.slow.tracker.log_run(slow_parent.experiment_id, rec, slow_parent.run_id)
-    slow_ms.append((time.perf_counter() - start) * 1000 / len(recs))
-    print(
-        f"\n{pair.backend}: 64 trials x 100 epochs + weights: log_trials "
-        f"{statistics.median(fast_ms):.2f} ms/trial (best {min(fast_ms):.2f}), "
-        f"log_run each {slow_ms[0]:.1f} ms/trial"
-    )

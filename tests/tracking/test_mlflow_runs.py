@@ -11,8 +11,6 @@ os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 import csv
 import io
 import json
-import statistics
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -377,20 +375,3 @@ def test_unusable_store_path_is_tracking_error(tmp_path: Path) -> None:
     tracker = MlflowTracker(f"sqlite:///{tmp_path}/a-file/mlflow.db", tmp_path / "art")
     with pytest.raises(TrackingError, match="cannot get or create the experiment"):
         tracker.ensure_experiment("demo")
-
-
-@pytest.mark.slow
-def test_log_trial_cost(store: Store, parent: ParentRef) -> None:
-    """Not a pass/fail check: prints the per-trial cost of logging a 100-epoch trial."""
-    study = study_of(store, parent)
-    blob = weights_bytes()[1]
-    durations_ms = []
-    for number in range(20):
-        rec = record(study, number, epochs=100, weights=blob)
-        start = time.perf_counter()
-        store.tracker.log_trial(parent, rec)
-        durations_ms.append((time.perf_counter() - start) * 1000)
-    print(
-        f"\nlog_trial, 100 epochs + weights: median {statistics.median(durations_ms):.1f} ms, "
-        f"min {min(durations_ms):.1f} ms, max {max(durations_ms):.1f} ms over 20 trials"
-    )
