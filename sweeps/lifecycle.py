@@ -57,6 +57,7 @@ from sweeps import killpoints
 from sweeps._optuna import Told, fenced
 from sweeps.ask_view import AskView
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
+from sweeps.errors import SweepsError
 from sweeps.pruning import PruningView
 from sweeps.recording import RECORD_ATTR, keep, repair_info
 from sweeps.reports import Report, Reports
@@ -79,6 +80,13 @@ OPTUNA_STATE = {
     TrialState.PRUNED: optuna.trial.TrialState.PRUNED,
     TrialState.FAIL: optuna.trial.TrialState.FAIL,
 }
+
+
+SAME_FAILURES = 3  # rounds in a row failing with one error stop the study
+
+
+class StudyStopped(SweepsError):
+    """Rounds kept failing with the same error; the study stops (exit 2, one line)."""
 
 
 REUSED_ATTR = "sweeps.reused_from"  # user attribute: the trial whose result it took
@@ -143,6 +151,7 @@ class RoundOptimizer:
     _heartbeat: _Heartbeat | None = field(init=False)
     _complete: dict[tuple[tuple[str, Any], ...], FrozenTrial] = field(default_factory=dict)
     reused: int = 0  # trials that took an identical earlier trial's result (`_reuse`)
+    _failed_rounds: list[str] = field(default_factory=list)  # errors of the rounds in a row
 
     def __post_init__(self) -> None:
         # Reports exist for the pruner: without one, no checkpoint reads or writes anything.
@@ -289,7 +298,16 @@ class RoundOptimizer:
         except Exception as e:  # the untrained trials of the round fail; the study goes on
             error = f"{type(e).__name__}: {e}"
             self._finish([self._outcome(s, error) for s in slots], slots)
+            self._failed_rounds.append(error)
+            recent = self._failed_rounds[-SAME_FAILURES:]
+            if len(recent) == SAME_FAILURES and len(set(recent)) == 1:
+                # A systematic fault (a bug, a full disk, a device gone) would fail every
+                # trial for ever: stop with it once it has repeated, its trials recorded.
+                raise StudyStopped(
+                    f"stopped: {SAME_FAILURES} rounds in a row failed with {error}"
+                ) from e
             return
+        self._failed_rounds.clear()
         recs = [reused.get(i) or self._conclude(slot) for i, slot in enumerate(slots)]
         killpoints.passing("trained")
         self._finish(recs, slots)

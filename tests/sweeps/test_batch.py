@@ -153,3 +153,34 @@ def test_a_failing_round_fails_its_trials_and_the_study_goes_on(
     assert states == ["FAIL"] * 3 + ["COMPLETE"] * 3
     errors = {t.user_attrs["sweeps.record"]["error"] for t in trials if t.state.name == "FAIL"}
     assert errors == {"RuntimeError: injected: CUDA out of memory"}
+
+
+@pytest.mark.parametrize("batch", ["1", "2"])
+def test_rounds_failing_alike_stop_the_study(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: str
+) -> None:
+    """A fault that fails every round (a bug, a device gone) stops the study after
+    SAME_FAILURES rounds, its trials recorded FAIL, instead of failing every trial."""
+    import optuna
+    from click.testing import CliRunner
+
+    import sweeps.lifecycle
+    from sweeps.cli import cli
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected: device lost")
+
+    monkeypatch.setattr(sweeps.lifecycle, "train_batch", broken)
+    monkeypatch.setattr(sweeps.lifecycle, "train", broken)
+    home = tmp_path / "h"
+    args = ["run", "--home", str(home), "--study", "s", "--penalties", "l2", "--epochs", "3"]
+    result = CliRunner().invoke(
+        cli, [*args, "--trials", "20", "--batch", batch, "--no-track", "--quiet"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "sweeps: error: stopped: 3 rounds in a row failed with RuntimeError: injected: device lost"
+    ]
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{home / 'sweeps.db'}").trials
+    assert len(trials) == sweeps.lifecycle.SAME_FAILURES * int(batch)
+    assert {t.state.name for t in trials} == {"FAIL"}
