@@ -44,10 +44,6 @@ class TrialState(StrEnum):
     RUNNING = "RUNNING"
     WAITING = "WAITING"
 
-    @property
-    def finished(self) -> bool:
-        return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
 
 class History(StrEnum):
     """Which epochs of a trial's curves become MLflow metric rows (`--history`)."""

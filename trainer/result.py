@@ -43,10 +43,6 @@ class TrialResult:
         """Each metric at the last recorded epoch (None when no epoch finished)."""
         return {m: (self.history[m][-1] if self.history.get(m) else None) for m in METRICS}
 
-    @property
-    def objective(self) -> float | None:
-        return self.final["val_loss"]
-
     def summary(self) -> dict[str, Any]:
         """The config and final metrics under user-facing names (`sweeps train --json`)."""
         params = self.config.as_params()

@@ -14,6 +14,7 @@ from sweeps.cli.options import (
     threads_option,
     training_flags,
 )
+from sweeps.cli.query_cmd import BEST_COLUMNS as QUERY_BEST_COLUMNS
 from sweeps.config import PrunerKind, SamplerKind
 from sweeps.errors import mask_secrets
 from tracking.records import History
@@ -24,16 +25,8 @@ if TYPE_CHECKING:
 
 SAMPLERS = [s.value for s in SamplerKind]
 PRUNERS = [p.value for p in PrunerKind]
-BEST_COLUMNS = [
-    "penalty",
-    "lambda",
-    "l1_ratio",
-    "value",
-    "train_loss",
-    "test_loss",
-    "w_norm",
-    "trial_number",
-]
+# The best table of `sweeps best`, less what a run's own summary needs not repeat.
+BEST_COLUMNS = [c for c in QUERY_BEST_COLUMNS if c not in ("study", "mlflow_run_id")]
 
 
 @click.command("run")

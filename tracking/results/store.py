@@ -65,11 +65,6 @@ class ResultsStore:
         """The SQLAlchemy engine, for callers that run their own SQL."""
         return self._engine
 
-    @property
-    def display_url(self) -> str:
-        """The database URL with its password masked."""
-        return self._engine.url.render_as_string(hide_password=True)
-
     @_database_errors
     def ensure_schema(self) -> None:
         """Create or upgrade the results tables to the newest revision.
