@@ -131,9 +131,12 @@ def test_ui_on_other_loopback_names_does_not_warn(home: Path, host: str) -> None
     assert "warning" not in served.stderr
 
 
-def test_a_store_password_reaches_the_server_only_through_its_environment(home: Path) -> None:
+def test_a_store_password_reaches_the_server_only_through_its_environment(
+    home: Path, postgres_url: str
+) -> None:
     """Not on a command line, which every user of the machine can read in `ps`."""
-    uri = "postgresql+psycopg://sweeps:s3cr/et@127.0.0.1:9/mlflow"
+    # A fresh test database (trust authentication ignores the password).
+    uri = sa.make_url(postgres_url).set(password="s3cr/et").render_as_string(hide_password=False)
     served = _start_ui(home, "--port", str(free_port()), "--tracking-uri", uri)
     assert not any("s3cr" in arg for arg in served.argv), served.argv
     assert "s3cr" not in served.stderr
