@@ -103,8 +103,6 @@ class TrialConfig:
             raise ConfigError("l1_ratio applies only to the elastic_net penalty")
         if not _finite(self.lr) or self.lr <= 0 or self.lr > MAX_LR:
             raise ConfigError(f"lr must be a finite number in (0, {MAX_LR:g}], got {self.lr}")
-        if self.penalty is Penalty.NONE and self.lambda_ != 0:
-            raise ConfigError(f"lambda {self.lambda_:g} has no effect without a penalty")
         for name in ("seed", "data_seed"):
             seed = getattr(self, name)
             if seed is not None and not 0 <= seed <= MAX_SEED:

@@ -29,12 +29,15 @@ from sweeps.errors import mask_secrets
 @store_options
 def train_command(no_track: bool, as_json: bool, threads: int | None, **kwargs: Any) -> None:
     """Train one configuration and print its final metrics."""
+    from sweeps.errors import UsageError
     from sweeps.single import run_single
-    from trainer.config import TrialConfig
+    from trainer.config import Penalty, TrialConfig
 
     stores = {k: kwargs.pop(k) for k in ("home", "storage", "tracking_uri")}
     task_options = collect_task_options(kwargs)
     cfg = TrialConfig(task_options=task_options, **kwargs)
+    if cfg.penalty is Penalty.NONE and cfg.lambda_ != 0:  # typed, and it would be ignored
+        raise UsageError(f"--lambda {cfg.lambda_:g} has no effect with --penalty none")
     apply_threads(threads)
     outcome = run_single(cfg, track=not no_track, **stores)
     summary = outcome.summary

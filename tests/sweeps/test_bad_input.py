@@ -197,7 +197,7 @@ def test_bad_names_and_urls_are_one_line(tmp_path: Path, args: list[str], fragme
         ("train", ["--num-inputs", "99999999999999999999"], "num_inputs must be <"),
         ("train", ["--n-train", "999999999999"], "n_train must be <"),
         ("train", ["--threads", "99999999999999999999"], "--threads must be in [1, 4096]"),
-        ("train", ["--penalty", "none", "--lambda", "3"], "no effect without a penalty"),
+        ("train", ["--penalty", "none", "--lambda", "3"], "has no effect with --penalty none"),
         ("run", ["--study", "s", "--repeats", "99999999999999999999"], "--repeats must be in"),
         ("run", ["--study", "s", "--trials", "99999999999999999999"], "--trials must be in"),
     ],

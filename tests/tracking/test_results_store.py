@@ -38,6 +38,7 @@ TRIAL_KEYS = [
     "seed",
     "mlflow_run_id",
     "error",
+    "reused_from",
 ]
 
 
