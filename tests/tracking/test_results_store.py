@@ -157,6 +157,7 @@ def test_trials_rows_keep_full_precision(store: ResultsStore) -> None:
         "seed": 7,
         "mlflow_run_id": "run-0",
         "error": None,
+        "reused_from": None,
     }
     assert (rows[5]["state"], rows[5]["value"], rows[5]["error"]) == ("FAIL", None, "boom")
     assert store.trial_numbers("demo") == {
