@@ -101,6 +101,10 @@ def write_atomically(path: str, text: str) -> None:
     target = Path(path)
     if not target.parent.is_dir():
         raise UsageError(f"directory {str(target.parent)!r} does not exist")
+    if target.exists() and not target.is_file():
+        # Renaming over a device or a FIFO would replace it (as root, /dev/full itself):
+        # -o names a file; redirect stdout to write anywhere else.
+        raise UsageError(f"-o {path!r} is not a regular file; redirect the output instead")
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     except OSError as e:

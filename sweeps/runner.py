@@ -76,10 +76,10 @@ def run_study(
     preflight(cfg)
     check_reachable(stores.storage)  # before the recorder creates the home for artifacts
     recorder = Recorder(stores, cfg.study, track=track)  # refuses an unreachable store
+    recorder.refuse_foreign_experiment()  # before the storage's tables are created
     if stores.uses_home:
         stores.make_home()
     storage = open_storage(stores.storage)
-    recorder.refuse_foreign_experiment()
     study = create_or_load(cfg, storage)
     recorder.attach(cfg, study)
     _handle_lost_trials(study, storage, recorder)

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from sweeps.errors import StorageError, mask_secrets
 from tracking.db import engine_options, use_wal
+from tracking.secrets import register_url
 
 if TYPE_CHECKING:
     import optuna
@@ -61,6 +62,9 @@ def _sqlite_path(url: str) -> Path | None:
 
 def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> Stores:
     """Apply defaults under HOME and validate both URLs. Creates nothing."""
+    for url in (storage, tracking_uri):
+        if url:
+            register_url(url)  # its password is masked wherever it shows up
     home_path = Path(home).expanduser().resolve()
     storage_url = normalize_storage_url(
         storage or f"sqlite:///{home_path / 'sweeps.db'}", home_path

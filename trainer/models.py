@@ -61,13 +61,18 @@ def model_spec(opts: Mapping[str, TaskOption], given: Mapping[str, TaskOption]) 
     return ModelSpec("mlp", parse_hidden(str(opts["hidden"])), str(opts["activation"]))
 
 
+MAX_WIDTH = 100_000  # a layer's width: far past a tabular MLP, short of an allocation error
+
+
 def parse_hidden(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(part) for part in text.split(","))
     except ValueError:
         widths = ()
-    if not widths or min(widths) < 1:
-        raise TaskError(f"--hidden needs comma-separated widths >= 1, e.g. 64,32; got {text!r}")
+    if not widths or min(widths) < 1 or max(widths) > MAX_WIDTH:
+        raise TaskError(
+            f"--hidden needs comma-separated widths in [1, {MAX_WIDTH}], e.g. 64,32; got {text!r}"
+        )
     return widths
 
 

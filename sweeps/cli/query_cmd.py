@@ -3,6 +3,7 @@ MLflow, so they answer in well under a second."""
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -175,10 +176,15 @@ def export_command(
     storage: str | None,
 ) -> None:
     """Export a study's trials as CSV or JSON (same column names as everywhere)."""
+    from sweeps.errors import UsageError
     from sweeps.queries import list_trials, render_export, write_atomically
 
     text = render_export(list_trials(_stores(home, storage), study), fmt)
     if output:
         write_atomically(output, text)
-    else:
+        return
+    try:
         click.echo(text, nl=False)
+        sys.stdout.flush()
+    except OSError as e:  # a full disk or /dev/full: not a silent success
+        raise UsageError(f"cannot write the export to standard output: {e.strerror}") from None

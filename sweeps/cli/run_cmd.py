@@ -15,7 +15,7 @@ from sweeps.cli.options import (
     training_flags,
 )
 from sweeps.cli.query_cmd import BEST_COLUMNS as QUERY_BEST_COLUMNS
-from sweeps.config import PrunerKind, SamplerKind
+from sweeps.config import MAX_COUNTS, PrunerKind, SamplerKind
 from sweeps.errors import mask_secrets
 from tracking.records import History
 
@@ -197,8 +197,9 @@ def worker_command(
     from sweeps.runner import run_worker
     from sweeps.storage import resolve_stores
 
-    if trials is not None and trials <= 0:
-        raise UsageError(f"--trials must be >= 1, got {trials}")
+    most = MAX_COUNTS["trials"]
+    if trials is not None and not 1 <= trials <= most:
+        raise UsageError(f"--trials must be in [1, {most}], got {trials}")
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout must be > 0 seconds, got {timeout}")
     if batch is not None and batch <= 0:

@@ -144,7 +144,6 @@ def serve(
     answers, not before. Returns the exit code for `sweeps ui`."""
     from sweeps.errors import StorageError
 
-    click.echo(f"starting the MLflow UI on http://{host}:{port} ...", err=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
             args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.services import free_port
 from tests.sweeps.cli_helpers import assert_usage_error, invoke, invoke_json
-from tests.sweeps.study_helpers import cli_env, run_cli
+from tests.sweeps.study_helpers import cli_env, run_cli, sweeps_cmd
 
 BAD_VALUES = [
     ("--lambda-max", "inf"),
@@ -254,3 +255,29 @@ def test_damaged_pages_past_the_schema_are_one_line(tmp_path: Path, studied_home
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-1500:]
     assert lines[0].startswith("sweeps: error:"), lines
+
+
+def test_more_bounds_from_the_second_adversarial_pass(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    invoke_json("run", "--study", "s", "--create-only", "--no-track", "--home", home)
+    worker = ["worker", "--study", "s", "--no-track", "--home", home, "--trials"]
+    assert_usage_error(invoke(*worker, str(2**64)), "--trials must be in [1, 10000000]")
+    mlp = ["--model", "mlp", "--no-track", "--home", home, "--hidden"]
+    assert_usage_error(invoke("train", *mlp, str(2**64)), "widths in [1, 100000]")
+    assert_usage_error(invoke("train", *mlp, "64,100000000000"), "widths in [1, 100000]")
+
+
+def test_export_refuses_to_replace_a_device_and_reports_a_full_stdout(tmp_path: Path) -> None:
+    """Renaming over /dev/full would replace the device (as root); writing to it fails."""
+    home = str(tmp_path / "home")
+    invoke_json(
+        "run", "--study", "s", "--trials", "1", "--epochs", "2", "--no-track", "--home", home
+    )
+    args = ["export", "--study", "s", "--format", "csv", "--home", home]
+    assert_usage_error(invoke(*args, "-o", "/dev/full"), "is not a regular file")
+    assert Path("/dev/full").is_char_device()
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            sweeps_cmd(*args), stdout=full, stderr=subprocess.PIPE, text=True, check=False
+        )
+    assert done.returncode == 2 and "cannot write the export" in done.stderr

@@ -9,7 +9,7 @@ import string
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tracking.secrets import mask_secrets
+from tracking.secrets import mask_secrets, register_url
 
 # Anything a password may hold except quotes and line breaks (which end a URL in a
 # message); spaces included.
@@ -35,6 +35,7 @@ keys = st.sampled_from(["password", "PASSWORD", "passwd", "pwd", "token", "api_k
 @example("postgresql", "u", "pa ss", "h", "", "db", "refused")
 @example("postgresql", "u", "tab\there", "h", ":5432", "db", "refused")
 @example("http", "u", "nb\u00a0sp@x", "h", "", "db", "")
+@example("postgresql", "postgres", "Zq9/p@s:s?w d\tx", "127.0.0.1", ":1", "x", "refused")
 @given(schemes, names, userinfo_passwords, names, ports, names, reasons)
 def test_a_userinfo_password_is_masked_whatever_it_holds(
     scheme: str, user: str, password: str, host: str, port: str, db: str, reason: str
@@ -63,3 +64,11 @@ def test_a_libpq_keyword_password_is_masked(host: str, value: str) -> None:
 @given(st.text(string.printable.replace("@", "").replace("=", ""), max_size=60))
 def test_text_without_secrets_is_left_alone(text: str) -> None:
     assert mask_secrets(text) == text
+
+
+def test_a_registered_password_is_masked_where_a_driver_quotes_a_piece_of_it() -> None:
+    """An unencoded `@` makes a driver take part of the password for the host, and quote
+    it in its own message, which no URL pattern can recognise."""
+    register_url("postgresql://postgres:hunter@2024@127.0.0.1:1/db")
+    message = "failed to resolve host '2024@127.0.0.1': Name or service not known"
+    assert "2024" not in mask_secrets(message) and "***@127.0.0.1" in mask_secrets(message)

@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
@@ -162,7 +163,13 @@ class ResultsStore:
 
     @_database_errors
     def find_study_uid(self, name: str) -> str | None:
-        """`study_uid`, or None where the study (or the schema) does not exist yet."""
+        """`study_uid`, or None where the study (or the schema) does not exist yet; an
+        SQLite file that does not exist, or is empty, is not written by asking."""
+        url = self._engine.url
+        if url.get_backend_name() == "sqlite":
+            path = Path(url.database or "")
+            if not path.is_file() or path.stat().st_size == 0:  # opening one would write
+                return None
         if not self._has_schema():
             return None
         try:
