@@ -171,7 +171,8 @@ class Recorder:
         if self.mlflow is None or self.parent is None or not done:
             return
         best = min(done, key=lambda r: r.value if r.value is not None else math.inf)
-        if self._best is not None and self._best <= (best.value or math.inf):
+        value = best.value if best.value is not None else math.inf
+        if self._best is not None and self._best <= value:
             return
         self._best = best.value
         try:
