@@ -144,13 +144,15 @@ def serve(
     answers, not before. Returns the exit code for `sweeps ui`."""
     from sweeps.errors import StorageError
 
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    # SIGTERM (a service manager, `kill`) ends the server too, as Ctrl-C does.
+    # SIGTERM (a service manager, `kill`) ends the server too, as Ctrl-C does: handled
+    # from before the server exists, so no signal can leave it running on its own.
     signal.signal(signal.SIGTERM, _interrupt)
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         if not _wait_until_serving(proc, host, port):
             last = _last_line(log)
             raise StorageError(
@@ -165,7 +167,8 @@ def serve(
     except KeyboardInterrupt:
         return 0
     finally:
-        _stop(proc)
+        if proc is not None:
+            _stop(proc)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

@@ -59,14 +59,22 @@ def _start_ui(home: Path, *args: str, timeout_s: float = 60) -> Served:
             if servers:
                 argv = _proc_strings(servers[0], "cmdline")
                 environ = dict(s.split("=", 1) for s in _proc_strings(servers[0], "environ"))
+                server = servers[0]
                 break
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, f"no mlflow server within {timeout_s}s"
             time.sleep(0.01)
     finally:
-        proc.terminate()
+        proc.terminate()  # `sweeps ui` stops its server on SIGTERM
         _, stderr = proc.communicate(timeout=60)
+    assert _gone(server), "sweeps ui left its server running"
     return Served(argv, environ, stderr)
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only its zombie."""
+    status = Path(f"/proc/{pid}/status")
+    return not status.exists() or "zombie" in status.read_text()
 
 
 @pytest.fixture
