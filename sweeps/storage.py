@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from sweeps.errors import StorageError, mask_secrets
-from tracking.db import engine_options, use_wal
+from tracking.db import connect_error, engine_options, use_wal
 from tracking.secrets import register_url
 
 if TYPE_CHECKING:
@@ -121,15 +121,9 @@ def check_reachable(url: str) -> None:
     """Fail fast with one line when a server is down or refuses us."""
     if url.startswith("sqlite"):
         return
-    engine = sa.create_engine(url, **engine_options(url))
-    try:
-        with engine.connect():
-            pass
-    except sa.exc.SQLAlchemyError as e:
-        reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
-        raise StorageError(f"cannot reach storage {mask_secrets(url)}: {reason}") from None
-    finally:
-        engine.dispose()
+    reason = connect_error(url)
+    if reason is not None:
+        raise StorageError(f"cannot reach storage {mask_secrets(url)}: {reason}")
 
 
 def heartbeat_interval() -> int:

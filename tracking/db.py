@@ -17,6 +17,19 @@ def engine_options(url: str) -> dict[str, Any]:
     return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
 
 
+def connect_error(url: str) -> str | None:
+    """Why a database server does not take a connection (the driver's first line), or
+    None when it does: one try, within `engine_options`' connect timeout."""
+    engine = sa.create_engine(url, **engine_options(url))
+    try:
+        with engine.connect():
+            return None
+    except sa.exc.SQLAlchemyError as e:
+        return str(getattr(e, "orig", e)).strip().splitlines()[0]
+    finally:
+        engine.dispose()
+
+
 def use_wal(engine: sa.Engine) -> None:
     """SQLite in WAL mode with synchronous=NORMAL.
 

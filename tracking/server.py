@@ -21,7 +21,7 @@ def check_reachable(tracking_uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> No
     connection for about two minutes before it raises; here it is one try. SQLite files are
     checked by `tracking.store_files`."""
     if tracking_uri.startswith("postgresql"):
-        _check_database(tracking_uri, timeout_s)
+        _check_database(tracking_uri)
         return
     if not tracking_uri.startswith(("http://", "https://")):
         return
@@ -38,17 +38,11 @@ def check_reachable(tracking_uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> No
         )
 
 
-def _check_database(uri: str, timeout_s: float) -> None:
-    import sqlalchemy as sa
+def _check_database(uri: str) -> None:
+    from tracking.db import connect_error
 
-    engine = sa.create_engine(uri, connect_args={"connect_timeout": max(1, int(timeout_s))})
-    try:
-        with engine.connect():
-            pass
-    except sa.exc.SQLAlchemyError as e:
-        reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
+    reason = connect_error(uri)
+    if reason is not None:
         raise TrackingError(
             f"MLflow store {mask_secrets(uri)} is unreachable: {mask_secrets(reason)}"
-        ) from None
-    finally:
-        engine.dispose()
+        )
