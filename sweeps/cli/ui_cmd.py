@@ -149,10 +149,22 @@ def serve(
     signal.signal(signal.SIGTERM, _interrupt)
     proc: subprocess.Popen[bytes] | None = None
     try:
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        # SIGTERM waits while the server is being started: raised inside Popen, it would
+        # leave a started server that `proc` does not name yet. The server itself starts
+        # with it unblocked.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            with log.open("ab") as out:
+                proc = subprocess.Popen(
+                    args,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=_unblock_sigterm,
+                )
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         if not _wait_until_serving(proc, host, port):
             last = _last_line(log)
             raise StorageError(
@@ -169,6 +181,10 @@ def serve(
     finally:
         if proc is not None:
             _stop(proc)
+
+
+def _unblock_sigterm() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
