@@ -2,13 +2,14 @@
 
 Everything goes through an injected (or lazily created) `MlflowClient`; MLflow's fluent
 API and its process-global active run are never touched, so workers, threads and tests
-cannot step on each other. Importing mlflow takes seconds: only this module imports it,
+cannot step on each other. Importing mlflow is slow: only the tracking modules import it,
 and only when tracking is on.
 
 A trial is logged after it ended. Into a SQL tracking store (SQLite, PostgreSQL) finished
-trials are written straight into MLflow's tables, many in one transaction
-(`tracking.mlflow_bulk`: ~10 ms instead of ~130-170 ms a trial). Otherwise (an MLflow server, an
-untested MLflow schema) each goes in as few round trips as MLflow allows: create_run (with
+trials are written straight into MLflow's tables, many in one transaction, where the fenced
+`tracking._mlflow_sql` says that is safe: MLflow's per-call ORM work would otherwise cost
+more than the batched training it records. Otherwise (an MLflow server, an untested MLflow,
+SWEEPS_MLFLOW_PUBLIC=1) each goes in as few round trips as MLflow allows: create_run (with
 every tag), log_batch (params and the whole metric history; more calls only past MLflow's
 per-call limits), one log_artifacts, set_terminated. What a trial's run holds (name, tags,
 params, metrics, files) is decided in `tracking.mlflow_specs`, the same for both paths.
@@ -21,23 +22,23 @@ import hashlib
 import logging
 import math
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from tracking._mlflow_sql import RunWriter, open_bulk_writer
 from tracking.errors import TrackingError
 from tracking.figures import lambda_figure
-from tracking.mlflow_bulk import BulkRunWriter, open_bulk_writer
-from tracking.mlflow_rows import RunSpec
 from tracking.mlflow_specs import (
     HISTORY_FILE,
     MAX_PARAM_VALUE_LENGTH,
+    RunSpec,
     read_history_csv,
     tag_dict,
     tag_value,
@@ -45,7 +46,7 @@ from tracking.mlflow_specs import (
     trials_csv,
 )
 from tracking.mlflow_store import creating_store, seed_sqlite_store
-from tracking.records import EVERY_EPOCH, HistoryPolicy, TrialRecord, TrialState
+from tracking.records import EVERY_EPOCH, HistoryPolicy, TrialRecord, TrialState, now_ms
 from tracking.secrets import mask_secrets
 
 logger = logging.getLogger(__name__)
@@ -91,8 +92,8 @@ class MlflowTracker:
         client: the client to use; by default one is created for `tracking_uri` on first use
             (a new SQLite store is copied from a template: `tracking.mlflow_store`).
         bulk: write finished runs straight into a SQL store's tables where that is safe
-            (`tracking.mlflow_bulk`, decided once per tracker); False logs every run through
-            the client, as against an MLflow server.
+            (`tracking._mlflow_sql`, decided once per tracker); False logs every run
+            through the client, as against an MLflow server.
     """
 
     def __init__(
@@ -107,7 +108,7 @@ class MlflowTracker:
         self._artifact_root = artifact_root
         self._client = client
         self._try_bulk = bulk
-        self._bulk_writer: BulkRunWriter | None = None
+        self._bulk_writer: RunWriter | None = None
 
     def ensure_experiment(self, study: str, uid: str | None = None) -> str:
         """Returns the id of the study's experiment (named `study`), creating it if needed.
@@ -238,10 +239,9 @@ class MlflowTracker:
             }
             if best.mlflow_run_id:
                 tags["sweeps.best_run_id"] = best.mlflow_run_id
-            now_ms = int(time.time() * 1000)
             client.log_batch(
                 parent.run_id,
-                metrics=[Metric("best_value", best.value, now_ms, finished)],
+                metrics=[Metric("best_value", best.value, now_ms(), finished)],
                 tags=[RunTag(key, tag_value(value)) for key, value in tags.items()],
                 synchronous=True,
             )
@@ -415,15 +415,25 @@ class MlflowTracker:
         with self._errors(f"cannot tag run {run_id}"):
             self._mlflow().set_tag(run_id, "sweeps.state", tag_value(state), synchronous=True)
 
-    def _bulk(self) -> BulkRunWriter | None:
+    def _bulk(self) -> RunWriter | None:
         if self._try_bulk and self._bulk_writer is None:
             self._bulk_writer = open_bulk_writer(self._tracking_uri)
             self._try_bulk = self._bulk_writer is not None
         return self._bulk_writer
 
+    def writes_in_bulk(self, experiment_id: str) -> bool:
+        """Whether this experiment's runs go straight into the SQL store, never through
+        MlflowClient: a tested SQL store, and artifacts on a local path."""
+        if self._bulk() is None:
+            return False
+        location = urlparse(self._mlflow().get_experiment(experiment_id).artifact_location)
+        if location.scheme == "file":
+            return location.netloc in ("", "localhost")
+        return location.scheme == "" and Path(location.path).is_absolute()
+
     def _mlflow(self) -> MlflowClient:
         if self._client is None:
-            seed_sqlite_store(self._tracking_uri)  # a new store in ~1 ms, not MLflow's ~1 s
+            seed_sqlite_store(self._tracking_uri)  # a copy: MLflow's migrations run once
             with creating_store(self._tracking_uri):  # the client opens (creates) the store
                 self._client = MlflowClient(tracking_uri=self._tracking_uri)
         return self._client

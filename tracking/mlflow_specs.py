@@ -1,8 +1,8 @@
 """A finished trial as MLflow sees it: run name, tags, params, metric points, files.
 
 Pure functions of a TrialRecord, shared by both ways of logging it (`MlflowTracker`'s client
-path and `tracking.mlflow_bulk`), so the two cannot drift apart. Every string that reaches
-MLflow passes `mask_secrets` and MLflow's length limits here.
+path and the bulk writer in `tracking._mlflow_sql`), so the two cannot drift apart. Every
+string that reaches MLflow passes `mask_secrets` and MLflow's length limits here.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from mlflow.entities import Param
 
-from tracking.mlflow_rows import MetricPoint, RunSpec
 from tracking.records import (
     ACCURACY_METRICS,
     EVERY_EPOCH,
@@ -35,6 +35,27 @@ from tracking.secrets import mask_secrets
 MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
 MAX_ERROR_TAG_LENGTH = 500
+
+MetricPoint = tuple[str, float, int, int]  # key, value, timestamp (epoch ms), step
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One finished run, as MlflowClient would be asked to log it.
+
+    `status` is FINISHED, KILLED or FAILED; `metrics` are (key, value, timestamp, step)
+    tuples, cheaper to build than mlflow Metric objects; `files` maps artifact file names
+    (no folders) to their contents; times are epoch milliseconds.
+    """
+
+    run_name: str
+    status: str
+    start_time_ms: int
+    end_time_ms: int
+    tags: Mapping[str, str]
+    params: Sequence[Param]
+    metrics: Sequence[MetricPoint]
+    files: Mapping[str, bytes]
 
 
 def trial_run_name(rec: TrialRecord) -> str:

@@ -1,14 +1,16 @@
 """A new SQLite MLflow store starts as a copy of an empty one.
 
-Creating an SQLite store, MLflow runs its ~60 Alembic migrations one by one: ~1 s here,
-paid by every new SWEEPS_HOME (every test, every benchmark run, a user's first study). For
-one MLflow version the result is always the same empty schema, so the first store made on a
-machine is also kept, empty, as a template in the user's cache (`SWEEPS_CACHE`, default
-`$XDG_CACHE_HOME/sweeps`), one file per MLflow version, and later new stores are copies of
-it (~1 ms). The template holds no experiment: MLflow creates its default experiment, with
-the new store's own artifact location, when the copy is first opened, and it checks the
-copy's schema revision then as for any store. Whatever goes wrong here (a read-only cache,
-a full disk) falls back to MLflow creating the store itself.
+Creating an SQLite store, MLflow runs its whole Alembic history one migration at a time,
+a cost every new SWEEPS_HOME would pay (every test, every benchmark run, a user's first
+study). For one MLflow version the result is always the same empty schema, so the first
+store made on a machine is also kept, empty, as a template in the user's cache
+(`SWEEPS_CACHE`, default `$XDG_CACHE_HOME/sweeps`), one file per MLflow version, and later
+new stores are copies of it. The template holds no experiment: MLflow creates its default
+experiment, with the new store's own artifact location, when the copy is first opened, and
+it checks the copy's schema revision then as for any store. Building the template uses
+MLflow's store class directly, so it lives in the fence (`tracking._mlflow_sql.template`).
+Whatever goes wrong here (a read-only cache, a full disk, an MLflow without that class, or
+SWEEPS_MLFLOW_PUBLIC=1) falls back to MLflow creating the store itself.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
 from mlflow.version import VERSION as MLFLOW_VERSION
+
+from tracking._mlflow_sql import forced_public, warn_once
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +48,22 @@ def template_path() -> Path:
 def seed_sqlite_store(tracking_uri: str) -> bool:
     """Creates the SQLite store at `tracking_uri` from the template if it does not exist yet.
 
-    Returns whether it did; False for any other URI, an existing file, or a failure (then
-    MLflow creates the store as usual when it is opened)."""
+    Returns whether it did; False for any other URI, an existing file, the public path
+    forced, or a failure (then MLflow creates the store as usual when it is opened)."""
     url = sa.make_url(tracking_uri)
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return False
     target = Path(url.database).expanduser()
-    if target.exists() or not target.parent.is_dir():
+    if target.exists() or not target.parent.is_dir() or forced_public():
         return False
     try:
         template = template_path()
         if not template.exists():
             _build_template(template)
         _copy_new(template, target)
+    except ImportError as e:  # a private name gone in another MLflow
+        warn_once("the store template", str(e))
+        return False
     except (OSError, sqlite3.Error, sa.exc.SQLAlchemyError, MlflowException) as e:
         logger.debug("no MLflow store template (%s); MLflow creates the store", e)
         return False
@@ -64,16 +71,12 @@ def seed_sqlite_store(tracking_uri: str) -> bool:
 
 
 def _build_template(path: Path) -> None:
-    """MLflow creates an empty store; its default experiment is dropped (see above)."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from tracking._mlflow_sql.template import build_template
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".building-") as tmp:
         db = Path(tmp) / "store.db"
-        store = SqlAlchemyStore(f"sqlite:///{db}", Path(tmp).as_uri())  # type: ignore[no-untyped-call]
-        store.engine.dispose()
-        with _connect(db) as conn:
-            conn.execute("DELETE FROM experiments")
+        build_template(db, Path(tmp).as_uri())
         # Another process building the same template at once is harmless: same content.
         os.replace(db, path)
 

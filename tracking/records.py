@@ -7,6 +7,7 @@ output and CSV headers.
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -33,6 +34,11 @@ TRIAL_COLUMNS = (
     "error",  # why a trial is not COMPLETE: `pruned at epoch k`, `diverged at epoch k`, ...
     "reused_from",  # the earlier trial of the same configuration whose result it took
 )
+
+
+def now_ms() -> int:
+    """Epoch milliseconds: the unit of a record's times, as MLflow keeps them."""
+    return int(time.time() * 1000)
 
 
 class TrialState(StrEnum):

@@ -1,20 +1,17 @@
-"""Fast path: many finished runs written straight into MLflow's SQL tables in one transaction.
+"""Many finished runs written straight into MLflow's SQL tables in one transaction.
 
-Why: a finished 100-epoch trial logged through `MlflowClient` into MLflow's SQL store cost
-~200 ms, almost all of it CPU inside MLflow's SQLAlchemy ORM (measured on SQLite):
-`log_batch` of 500 metric points ~150 ms (ORM flush + `_update_latest_metrics_if_necessary`),
-`create_run` ~15 ms, `log_artifacts` ~13 ms, `set_terminated` ~9 ms. Training the same
-trial costs a few ms when 64 trials train as one batched model, so that machinery was the
-whole cost. A finished run needs none of it: every row is known up front
-(`tracking.mlflow_rows` builds them). So the rows go in with SQLAlchemy Core bulk inserts
-into MLflow's own tables (runs, tags, params, metrics, latest_metrics), filled as
-`SqlAlchemyStore.create_run`, `log_batch` and `set_terminated` fill them, and the artifact
-files go straight into each run's local artifact directory.
+Why: logging a finished run through `MlflowClient` into a SQL store spends nearly all its
+time in MLflow's ORM (a flush per call, latest-metric bookkeeping per point), far more than
+a batched round's training (README, "Scale"). A finished run needs none of it: every row is
+known up front (`rows` builds them). So the rows go in with bulk inserts into MLflow's own
+tables (runs, tags, params, metrics, latest_metrics), filled as `SqlAlchemyStore.create_run`,
+`log_batch` and `set_terminated` fill them, and the artifact files go straight into each
+run's local artifact directory.
 
-This writes another program's schema, so it runs only where that is known to be right: a
-`sqlite` or `postgresql` tracking URI whose `alembic_version` is in TESTED_SCHEMA_REVISIONS,
-and an experiment whose artifact location is a local path. Otherwise `open_bulk_writer` or
-`BulkRunWriter.log_runs` answer None and the caller logs through `MlflowClient`.
+This writes another program's schema, so it is used only where that is known to be right
+(the package's `open_bulk_writer`: a SQLite or PostgreSQL store at a tested schema revision)
+and for an experiment whose artifact location is a local path; otherwise
+`BulkRunWriter.log_runs` answers None and the caller logs through `MlflowClient`.
 
 Failure semantics: the artifact files are written first, into run directories that did not
 exist; then all rows of all runs are committed in one transaction, so a crash leaves at most
@@ -54,17 +51,12 @@ from mlflow.store.tracking.dbmodels.models import (
 from mlflow.utils.file_utils import local_file_uri_to_path
 from mlflow.utils.uri import append_to_uri_path
 
-from tracking.mlflow_rows import COLUMNS, Row, RunSpec, run_rows
+from tracking._mlflow_sql.rows import COLUMNS, Row, run_rows
+from tracking.mlflow_specs import RunSpec
 
 logger = logging.getLogger(__name__)
 
-# MLflow schema revisions whose tables this module was checked against (tests/tracking/
-# test_mlflow_bulk.py compares every client-visible field with MlflowClient's own logging).
-# dc11669786a5: the head of MLflow 3.17.2. Add a revision only after those tests pass on it.
-TESTED_SCHEMA_REVISIONS = frozenset({"dc11669786a5"})
-SQL_BACKENDS = frozenset({"sqlite", "postgresql"})
 ARTIFACTS_FOLDER = "artifacts"  # SqlAlchemyStore.ARTIFACTS_FOLDER_NAME
-SQLITE_BUSY_TIMEOUT_MS = 20_000  # what MLflow's own sessions wait for a locked SQLite file
 TABLES = (SqlRun, SqlTag, SqlParam, SqlMetric, SqlLatestMetric)  # runs first: foreign keys
 
 
@@ -106,7 +98,7 @@ class BulkRunWriter:
     """Writes finished runs into one MLflow SQL store; one engine for the writer's life.
 
     Args:
-        engine: an engine on a store whose schema revision is tested (see `open_bulk_writer`).
+        engine: an engine on a store whose schema revision is tested (`open_bulk_writer`).
         new_run_id: makes run ids; tests inject a duplicate to make the transaction fail.
     """
 
@@ -178,71 +170,6 @@ class BulkRunWriter:
         )
 
 
-def open_bulk_writer(tracking_uri: str) -> BulkRunWriter | None:
-    """A writer for `tracking_uri`, or None where the fast path does not apply: not a
-    SQLite/PostgreSQL URI (e.g. an http(s) server, which bears the ORM cost itself), or a
-    store whose MLflow schema revision is not in TESTED_SCHEMA_REVISIONS (or unreadable)."""
-    try:
-        url = sa.make_url(tracking_uri)
-    except sa.exc.ArgumentError:
-        return None
-    if url.get_backend_name() not in SQL_BACKENDS:
-        return None
-    try:
-        engine = _create_engine(url)
-    except ImportError:  # no driver for the URI here: MlflowClient will say so
-        return None
-    revision = schema_revision(engine)
-    if revision not in TESTED_SCHEMA_REVISIONS:
-        if revision is not None:
-            logger.info("MLflow schema %s is untested here: logging runs one by one", revision)
-        engine.dispose()
-        return None
-    if url.get_backend_name() == "sqlite":
-        _try_wal(engine)
-    return BulkRunWriter(engine)
-
-
-def schema_revision(engine: sa.Engine) -> str | None:
-    """The store's MLflow schema revision (its alembic_version), None if it has none."""
-    try:
-        with engine.connect() as conn:
-            version = conn.execute(sa.text("SELECT version_num FROM alembic_version"))
-            revision = version.scalar_one_or_none()
-    except sa.exc.SQLAlchemyError:
-        return None
-    return None if revision is None else str(revision)
-
-
-def _create_engine(url: sa.URL) -> sa.Engine:
-    engine = sa.create_engine(url, pool_pre_ping=True)
-    if url.get_backend_name() == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # As MLflow's own sessions: enforce run_uuid foreign keys, wait for a locked file.
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA foreign_keys = ON")
-    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.close()
-
-
-def _try_wal(engine: sa.Engine) -> None:
-    # WAL lets the MLflow UI and other workers read while a batch commits, and a commit costs
-    # one sync instead of a rollback journal's several. It persists in the file; it fails on
-    # a busy file or an in-memory database, and the rollback journal still works then.
-    try:
-        with engine.connect() as conn:
-            mode = conn.exec_driver_sql("PRAGMA journal_mode = WAL").scalar()
-    except sa.exc.OperationalError as e:
-        logger.debug("SQLite WAL not enabled: %s", e)
-        return
-    if str(mode).lower() != "wal":
-        logger.debug("SQLite journal mode stays %s", mode)
-
-
 def _is_local(location: str) -> bool:
     parsed = urlparse(location)
     if parsed.scheme == "file":
@@ -289,8 +216,8 @@ def _insert(conn: sa.Connection, runs: Sequence[_RunRows]) -> None:
 
 
 def _copy(conn: sa.Connection, table: sa.Table, rows: Sequence[Row]) -> None:
-    # psycopg's executemany sends one INSERT per row, ~70 us each: 35 ms per trial. COPY
-    # streams the rows, in the same transaction.
+    # psycopg's executemany sends one INSERT, one round trip, per row; COPY streams the
+    # rows, in the same transaction.
     quote = conn.dialect.identifier_preparer.quote
     columns = ", ".join(quote(c) for c in COLUMNS[table.name])
     sql = f"COPY {conn.dialect.identifier_preparer.format_table(table)} ({columns}) FROM STDIN"

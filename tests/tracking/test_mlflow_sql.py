@@ -1,4 +1,4 @@
-"""The bulk fast path (tracking.mlflow_bulk) against MLflow's own client path.
+"""The bulk fast path (tracking._mlflow_sql) against MLflow's own client path.
 
 Every record set is logged twice, into two fresh stores of the same backend: through
 `log_trials` (one SQL transaction) and through the per-run MlflowClient calls
@@ -23,16 +23,11 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.tracking.records import trial_record
+from tracking._mlflow_sql import open_bulk_writer
+from tracking._mlflow_sql.bulk import BulkRunWriter, new_run_id
 from tracking.errors import TrackingError
-from tracking.mlflow_bulk import (
-    TESTED_SCHEMA_REVISIONS,
-    BulkRunWriter,
-    new_run_id,
-    open_bulk_writer,
-    schema_revision,
-)
-from tracking.mlflow_rows import RunSpec
 from tracking.mlflow_runs import MlflowTracker, ParentRef
+from tracking.mlflow_specs import RunSpec
 from tracking.records import ACCURACY_METRICS, METRICS, TrialRecord, TrialState
 
 HOSTILE_STUDY = 'it\'s "quoted" ../../escape; DROP TABLE runs; -- λ→∞ %s %(x)s'
@@ -302,7 +297,7 @@ def artifact_dir(s: Side, experiment_id: str) -> Path:
 
 def writer(s: Side, new_id: Callable[[], str] = new_run_id) -> BulkRunWriter:
     opened = open_bulk_writer(s.uri)
-    assert opened is not None
+    assert isinstance(opened, BulkRunWriter)
     return BulkRunWriter(opened.engine, new_id)
 
 
@@ -399,24 +394,3 @@ def test_remote_artifact_location_falls_back(pair: Pair) -> None:
 def test_no_fast_path_for_servers_or_other_uris() -> None:
     for uri in ("http://127.0.0.1:1", "https://mlflow.example", "file:///tmp/mlruns", "databricks"):
         assert open_bulk_writer(uri) is None
-
-
-def test_unknown_schema_revision_falls_back(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(tracking_uri=uri)
-    tracker = MlflowTracker(uri, tmp_path / "art", client)
-    experiment_id = tracker.ensure_experiment("future")  # MLflow creates the store
-    parent = tracker.create_parent_run(experiment_id, "future")
-    engine = sa.create_engine(uri)
-    try:
-        assert schema_revision(engine) in TESTED_SCHEMA_REVISIONS
-        with engine.begin() as conn:
-            conn.execute(sa.text("UPDATE alembic_version SET version_num = 'f00000000000'"))
-        assert open_bulk_writer(uri) is None
-        # This client verified the schema when it opened the store, so its path still works.
-        (run_id,) = tracker.log_trials(parent, [record("future", 0, epochs=5)])
-        run = client.get_run(run_id)
-        assert run.info.status == "FINISHED"
-        assert run.data.metrics["val_loss"] == record("future", 0, epochs=5).final["val_loss"]
-    finally:
-        engine.dispose()

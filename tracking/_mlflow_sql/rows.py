@@ -1,22 +1,23 @@
 """The rows MLflow's SQL store holds for one finished run, built without MLflow's ORM.
 
-`tracking.mlflow_bulk` inserts them; they are what `SqlAlchemyStore.create_run`,
-`log_batch` and `set_terminated` would leave in the runs, tags, params, metrics and
-latest_metrics tables for the same run (tests/tracking/test_mlflow_bulk.py compares the two
-through MlflowClient).
+`bulk` inserts them; they are what `SqlAlchemyStore.create_run`, `log_batch` and
+`set_terminated` would leave in the runs, tags, params, metrics and latest_metrics tables
+for the same run (tests/tracking/test_mlflow_sql.py compares the two through MlflowClient).
+MLflow's own validators check them, so what MLflow refuses is refused here too.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from mlflow.entities import Param
 from mlflow.utils.validation import _validate_metric, _validate_param
+
+from tracking.mlflow_specs import MetricPoint, RunSpec
+from tracking.records import now_ms
 
 # What MlflowClient.create_run stores for a run created without these tags.
 DEFAULT_USER = "unknown"
@@ -24,8 +25,8 @@ RUN_NAME_TAG = "mlflow.runName"
 USER_TAG = "mlflow.user"
 # SQL has no inf: SqlAlchemyStore.sanitize_metric_value stores ±inf as ±max double.
 MAX_DOUBLE = 1.7976931348623157e308
-# Rows go to the DBAPI's executemany as tuples in these column orders: SQLAlchemy's
-# per-row bind processing of Core inserts alone cost ~25 us a row, 12 ms per trial.
+# Rows go to the DBAPI's executemany as tuples in these column orders, which spares
+# SQLAlchemy's per-row bind processing of Core inserts.
 COLUMNS = {
     "runs": (
         "run_uuid",
@@ -49,27 +50,7 @@ COLUMNS = {
     "latest_metrics": ("key", "value", "timestamp", "step", "is_nan", "run_uuid"),
 }
 
-MetricPoint = tuple[str, float, int, int]  # key, value, timestamp (epoch ms), step
 Row = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One finished run, as MlflowClient would be asked to log it.
-
-    `status` is FINISHED, KILLED or FAILED; `metrics` are (key, value, timestamp, step)
-    tuples, not mlflow Metric objects, which cost ~1 us each to build; `files` maps artifact
-    file names (no folders) to their contents; times are epoch milliseconds.
-    """
-
-    run_name: str
-    status: str
-    start_time_ms: int
-    end_time_ms: int
-    tags: Mapping[str, str]
-    params: Sequence[Param]
-    metrics: Sequence[MetricPoint]
-    files: Mapping[str, bytes]
 
 
 def run_rows(
@@ -95,7 +76,7 @@ def _run_row(
 ) -> Row:
     """The runs row create_run writes, as set_terminated leaves it."""
     # MlflowClient.create_run and set_terminated read a 0 time as "now".
-    now_ms = _now_ms()
+    now = now_ms()
     values = {
         "run_uuid": run_id,
         "name": spec.run_name,
@@ -104,8 +85,8 @@ def _run_row(
         "entry_point_name": "",
         "user_id": tags.get(USER_TAG, DEFAULT_USER),
         "status": spec.status,
-        "start_time": spec.start_time_ms or now_ms,
-        "end_time": spec.end_time_ms or now_ms,
+        "start_time": spec.start_time_ms or now,
+        "end_time": spec.end_time_ms or now,
         "deleted_time": None,
         "source_version": "",
         "lifecycle_stage": "active",
@@ -148,10 +129,9 @@ def _checked_param(key: str, value: str, index: int) -> Param:
 
 
 def _check_metrics(points: Sequence[MetricPoint]) -> None:
-    """log_batch's checks. Checking every point cost ~40 us each (MLflow validates the
-    name anew each time); the types are fixed by MetricPoint, so one point per key is
-    checked, once per process for a key seen valid before, and every point only for a
-    negative timestamp, which MLflow refuses."""
+    """log_batch's checks. MLflow validates the name anew for every point; the types are
+    fixed by MetricPoint, so one point per key is checked, once per process for a key seen
+    valid before, and every point only for a negative timestamp, which MLflow refuses."""
     first: dict[str, MetricPoint] = {}
     for point in points:
         first.setdefault(point[0], point)
@@ -173,7 +153,3 @@ def _sanitize(value: float) -> tuple[bool, float]:
     if math.isinf(value):
         return False, MAX_DOUBLE if value > 0 else -MAX_DOUBLE
     return False, value
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

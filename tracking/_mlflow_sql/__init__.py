@@ -1,0 +1,115 @@
+"""The fence around MLflow's private names: code here writes MLflow's SQL tables directly.
+
+A finished run needs none of MLflow's per-call ORM machinery (every row is known up front),
+so `bulk` inserts many finished runs into MLflow's own tables in one transaction, and
+`template` builds the empty store that new SQLite stores are copied from. Both rest on
+names MLflow does not promise to keep (its SQLAlchemy models and store, its validators and
+URI helpers), so this package imports none of them itself: its submodules are imported
+lazily, only for a store whose schema revision their tests were run against, and the caller
+falls back to MLflow's public `MlflowClient` otherwise, or when SWEEPS_MLFLOW_PUBLIC=1
+forces it. A fallback is announced once, at WARNING level, with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import sqlalchemy as sa
+
+from tracking.db import use_wal
+
+if TYPE_CHECKING:
+    from tracking.mlflow_specs import RunSpec
+
+FORCE_PUBLIC_ENV = "SWEEPS_MLFLOW_PUBLIC"
+# MLflow schema revisions whose tables `bulk` was checked against (tests/tracking/
+# test_mlflow_sql.py compares every client-visible field with MlflowClient's own logging).
+# dc11669786a5: the head of MLflow 3.17.2. Add a revision only after those tests pass on it.
+TESTED_SCHEMA_REVISIONS = frozenset({"dc11669786a5"})
+SQL_BACKENDS = frozenset({"sqlite", "postgresql"})
+SQLITE_BUSY_TIMEOUT_MS = 20_000  # what MLflow's own sessions wait for a locked SQLite file
+
+_logger = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+class RunWriter(Protocol):
+    """Writes finished runs into an MLflow SQL store (`bulk.BulkRunWriter`)."""
+
+    def log_runs(self, experiment_id: str, specs: Sequence[RunSpec]) -> list[str] | None:
+        """The new runs' ids in order, all logged or none; None, having written nothing,
+        when the runs must go through MlflowClient instead."""
+        ...
+
+
+def forced_public() -> bool:
+    return os.environ.get(FORCE_PUBLIC_ENV) == "1"
+
+
+def open_bulk_writer(tracking_uri: str) -> RunWriter | None:
+    """A writer for `tracking_uri`, or None for the MlflowClient path: public path forced,
+    not a SQLite/PostgreSQL URI (e.g. an http(s) server, which bears the ORM cost itself),
+    a store whose schema revision is untested (warned once) or unreadable, or an MLflow
+    without the private names `bulk` imports (warned once)."""
+    if forced_public():
+        return None
+    try:
+        url = sa.make_url(tracking_uri)
+    except sa.exc.ArgumentError:
+        return None
+    if url.get_backend_name() not in SQL_BACKENDS:
+        return None
+    try:
+        engine = _create_engine(url)
+    except ImportError:  # no driver for the URI here: MlflowClient will say so
+        return None
+    revision = schema_revision(engine)
+    if revision not in TESTED_SCHEMA_REVISIONS:
+        if revision is not None:  # None: no store yet, or not MLflow's
+            warn_once("bulk", f"MLflow's schema revision {revision} is untested here")
+        engine.dispose()
+        return None
+    try:
+        from tracking._mlflow_sql.bulk import BulkRunWriter
+    except ImportError as e:  # a private name gone in another MLflow
+        warn_once("bulk", str(e))
+        engine.dispose()
+        return None
+    use_wal(engine)
+    return BulkRunWriter(engine)
+
+
+def schema_revision(engine: sa.Engine) -> str | None:
+    """The store's MLflow schema revision (its alembic_version), None if it has none."""
+    try:
+        with engine.connect() as conn:
+            version = conn.execute(sa.text("SELECT version_num FROM alembic_version"))
+            revision = version.scalar_one_or_none()
+    except sa.exc.SQLAlchemyError:
+        return None
+    return None if revision is None else str(revision)
+
+
+def warn_once(what: str, reason: str) -> None:
+    """One WARNING per process and `what`: MLflow's public API is used instead of `what`."""
+    if what not in _warned:
+        _warned.add(what)
+        _logger.warning("sweeps: MLflow's public API replaces %s (slower): %s", what, reason)
+
+
+def _create_engine(url: sa.URL) -> sa.Engine:
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    if url.get_backend_name() == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # As MLflow's own sessions: enforce run_uuid foreign keys, wait for a locked file.
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
