@@ -34,6 +34,22 @@ TRIAL_COLUMNS = (
     "error",  # why a trial is not COMPLETE: `pruned at epoch k`, `diverged at epoch k`, ...
     "reused_from",  # the earlier trial of the same configuration whose result it took
 )
+# The best trial of a (study, penalty): `sweeps best`, `sweeps compare`, a run's summary.
+BEST_COLUMNS = (
+    "study",
+    "penalty",
+    "lambda",
+    "l1_ratio",
+    "value",
+    "train_loss",
+    "val_loss",
+    "test_loss",
+    "w_norm",
+    "val_accuracy",
+    "test_accuracy",
+    "trial_number",
+    "mlflow_run_id",
+)
 
 
 def now_ms() -> int:

@@ -4,53 +4,36 @@ MLflow, so they answer in well under a second."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from sweeps.cli.base import echo_json, format_table, storage_options
 from sweeps.cli.options import PENALTIES
+from tracking.records import ACCURACY_METRICS, BEST_COLUMNS, TRIAL_COLUMNS
 
 if TYPE_CHECKING:
     from sweeps.storage import Stores
 
-BEST_COLUMNS = [
-    "study",
-    "penalty",
-    "lambda",
-    "l1_ratio",
-    "value",
-    "train_loss",
-    "test_loss",
-    "w_norm",
-    "trial_number",
-    "mlflow_run_id",
-]
 STUDY_COLUMNS = ["study", "task", "trials", "complete", "pruned", "failed", "best_value", "created"]
-TRIAL_TABLE = [
-    "number",
-    "state",
-    "penalty",
-    "lambda",
-    "l1_ratio",
-    "value",
-    "train_loss",
-    "test_loss",
-    "w_norm",
-    "duration_s",
-    "device",
-    "mlflow_run_id",
-    "error",
-]
-# Shown after w_norm, and only when some row has them: regression tasks have no accuracy.
-ACCURACY_COLUMNS = ["val_accuracy", "test_accuracy"]
+# Left out of the tables so that they fit a terminal; --json and export have every column.
+NOT_IN_TABLES = frozenset({"val_loss", "penalty_value", "train_accuracy", "reused_from"})
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    if any(row.get(c) is not None for row in rows for c in ACCURACY_COLUMNS):
-        at = columns.index("w_norm") + 1
-        columns = columns[:at] + ACCURACY_COLUMNS + columns[at:]
-    return format_table(rows, columns)
+def table_columns(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """`columns` as a table shows them: less NOT_IN_TABLES, and less the accuracies when no
+    row has one (regression tasks have none)."""
+    return [
+        c
+        for c in columns
+        if c not in NOT_IN_TABLES
+        and (c not in ACCURACY_METRICS or any(row.get(c) is not None for row in rows))
+    ]
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    return format_table(rows, table_columns(columns, rows))
 
 
 def _stores(home: str, storage: str | None) -> Stores:
@@ -93,7 +76,7 @@ def trials_command(study: str, as_json: bool, home: str, storage: str | None) ->
     if as_json:
         echo_json(rows)
     else:
-        click.echo(_table(rows, TRIAL_TABLE) if rows else f"study {study!r} has no trials")
+        click.echo(_table(rows, TRIAL_COLUMNS) if rows else f"study {study!r} has no trials")
 
 
 @click.command("best")

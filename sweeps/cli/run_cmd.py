@@ -14,10 +14,10 @@ from sweeps.cli.options import (
     threads_option,
     training_flags,
 )
-from sweeps.cli.query_cmd import BEST_COLUMNS as QUERY_BEST_COLUMNS
+from sweeps.cli.query_cmd import table_columns
 from sweeps.config import MAX_COUNTS, PrunerKind, SamplerKind
 from sweeps.errors import mask_secrets
-from tracking.records import History
+from tracking.records import BEST_COLUMNS, History
 
 if TYPE_CHECKING:
     from sweeps.runner import RunOutcome
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 SAMPLERS = [s.value for s in SamplerKind]
 PRUNERS = [p.value for p in PrunerKind]
-# The best table of `sweeps best`, less what a run's own summary needs not repeat.
-BEST_COLUMNS = [c for c in QUERY_BEST_COLUMNS if c not in ("study", "mlflow_run_id")]
+# Columns of `sweeps best` that a run's own summary needs not repeat.
+NOT_IN_SUMMARY = ("study", "mlflow_run_id")
 
 
 @click.command("run")
@@ -118,7 +118,8 @@ def run_command(
                 " its result instead of training again (column reused_from)"
             )
         if outcome.best:
-            click.echo(format_table(outcome.best, BEST_COLUMNS))
+            shown = table_columns(BEST_COLUMNS, outcome.best)
+            click.echo(format_table(outcome.best, [c for c in shown if c not in NOT_IN_SUMMARY]))
         click.echo(where_results_are(stores, outcome))
     if outcome.interrupted:
         click.echo("sweeps: interrupted; completed trials are kept", err=True)

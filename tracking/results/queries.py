@@ -9,49 +9,31 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from tracking.errors import UnknownStudyError
-from tracking.records import TrialState
+from tracking.records import BEST_COLUMNS, TRIAL_COLUMNS, TrialState
 from tracking.results.models import StudyRow, TrialRow
 
 COMPLETE = TrialState.COMPLETE.value
-TRIAL_COLUMNS = (
-    TrialRow.number,
-    TrialRow.state,
-    TrialRow.penalty,
-    TrialRow.lambda_.label("lambda"),
-    TrialRow.l1_ratio,
-    TrialRow.value,
-    TrialRow.train_loss,
-    TrialRow.val_loss,
-    TrialRow.test_loss,
-    TrialRow.w_norm,
-    TrialRow.penalty_value,
-    TrialRow.train_accuracy,
-    TrialRow.val_accuracy,
-    TrialRow.test_accuracy,
-    TrialRow.duration_s,
-    TrialRow.device,
-    TrialRow.lr,
-    TrialRow.epochs,
-    TrialRow.seed,
-    TrialRow.mlflow_run_id,
-    TrialRow.error,
-    TrialRow.reused_from,
-)
-BEST_COLUMNS = (
-    StudyRow.name.label("study"),
-    TrialRow.penalty,
-    TrialRow.lambda_.label("lambda"),
-    TrialRow.l1_ratio,
-    TrialRow.value,
-    TrialRow.train_loss,
-    TrialRow.val_loss,
-    TrialRow.test_loss,
-    TrialRow.w_norm,
-    TrialRow.val_accuracy,
-    TrialRow.test_accuracy,
-    TrialRow.number.label("trial_number"),
-    TrialRow.mlflow_run_id,
-)
+# Stored configuration a record is rebuilt from, beside TRIAL_COLUMNS (sweeps.recording).
+CONFIG_COLUMNS = ("lr", "epochs", "seed")
+# Names that are not a TrialRow attribute of the same name.
+_SOURCES: dict[str, Any] = {
+    "lambda": TrialRow.lambda_,
+    "study": StudyRow.name,
+    "trial_number": TrialRow.number,
+}
+
+
+def _selected(names: Sequence[str]) -> tuple[sa.ColumnElement[Any], ...]:
+    """The SQL columns behind `names`, each labelled with its name."""
+    return tuple(
+        (_SOURCES[name] if name in _SOURCES else getattr(TrialRow, name)).label(name)
+        for name in names
+    )
+
+
+_AT = TRIAL_COLUMNS.index("device") + 1  # the configuration beside the device, as stored
+TRIAL_SELECT = _selected((*TRIAL_COLUMNS[:_AT], *CONFIG_COLUMNS, *TRIAL_COLUMNS[_AT:]))
+BEST_SELECT = _selected(BEST_COLUMNS)
 
 
 def summary_query() -> sa.Select[Any]:
@@ -103,7 +85,7 @@ def best_rows(
         partition_by=(t.study_id, t.penalty), order_by=(t.value, t.number)
     )
     ranked = (
-        sa.select(*BEST_COLUMNS, rank.label("rank"))
+        sa.select(*BEST_SELECT, rank.label("rank"))
         .join(StudyRow, StudyRow.id == t.study_id)
         .where(t.study_id.in_(study_ids), t.state == COMPLETE, t.value.is_not(None))
     )

@@ -20,7 +20,7 @@ from tracking.results.engine import database_errors, make_engine
 from tracking.results.migrate import current_revision, upgrade_engine
 from tracking.results.models import HEAD_REVISION, StudyRow, TrialRow, utc_now
 from tracking.results.queries import (
-    TRIAL_COLUMNS,
+    TRIAL_SELECT,
     best_rows,
     find_study,
     find_study_id,
@@ -321,7 +321,7 @@ class ResultsStore:
         with Session(self._engine) as session:
             study_id = self._readable_study_id(session, study)
             query = (
-                sa.select(*TRIAL_COLUMNS)
+                sa.select(*TRIAL_SELECT)
                 .where(TrialRow.study_id == study_id)
                 .order_by(TrialRow.number)
             )
