@@ -54,7 +54,7 @@ import torch
 from optuna.trial import FrozenTrial
 
 from sweeps import killpoints
-from sweeps._optuna import Told, fenced
+from sweeps._optuna import Told, fenced, preview
 from sweeps.ask_view import AskView
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.errors import SweepsError
@@ -72,8 +72,10 @@ if TYPE_CHECKING:
     from sweeps._optuna.beat import BulkHeartbeat
     from sweeps._optuna.read import TrialCache
     from sweeps._optuna.tell import BulkTeller
+    from sweeps.recording import RecordingProcess
 
-_COMPLETE = (optuna.trial.TrialState.COMPLETE,)
+TrialStateKind = optuna.trial.TrialState
+_COMPLETE = (TrialStateKind.COMPLETE,)
 VAL_LOSS = METRICS.index("val_loss")  # the objective's column of the trainer's metrics
 OPTUNA_STATE = {
     TrialState.COMPLETE: optuna.trial.TrialState.COMPLETE,
@@ -101,6 +103,10 @@ def _user_attrs(rec: TrialRecord) -> dict[str, object]:
     return attrs
 
 
+def _told(rec: TrialRecord, slot: _Slot) -> Told:
+    return Told(slot.trial, OPTUNA_STATE[rec.state], rec.value, _user_attrs(rec))
+
+
 def _config_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     """A trial's searched parameters as a key: the rest of its config is the study's."""
     return tuple(sorted(params.items()))
@@ -117,6 +123,16 @@ class _Member:
     slot: int
     repeat: int
     cfg: TrialConfig
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A round handed to the recording process, not yet told; `previews` are its trials
+    as they will be told."""
+
+    recs: list[TrialRecord]
+    slots: list[_Slot]
+    previews: list[FrozenTrial]
 
 
 @dataclass
@@ -142,6 +158,10 @@ class RoundOptimizer:
     record: Callable[[list[TrialRecord]], list[TrialRecord]]
     on_trial: Callable[[FrozenTrial], None] = lambda _trial: None
     weights: bool = True  # serialize each trial's weights into its record (MLflow keeps them)
+    # Where a round is written while the next one trains (`_finish`), and what the study
+    # process does with a round once it is written (the parent run's best trial).
+    background: Callable[[], RecordingProcess | None] = lambda: None
+    on_recorded: Callable[[list[TrialRecord]], None] = lambda _recs: None
     _reporting: bool = field(init=False)
     _space: SweepConfig = field(init=False)
     _reports: Reports = field(init=False)
@@ -152,6 +172,8 @@ class RoundOptimizer:
     _complete: dict[tuple[tuple[str, Any], ...], FrozenTrial] = field(default_factory=dict)
     reused: int = 0  # trials that took an identical earlier trial's result (`_reuse`)
     _failed_rounds: list[str] = field(default_factory=list)  # errors of the rounds in a row
+    _writing: RecordingProcess | None = None  # the recording process, when overlapping
+    _pending: _Pending | None = None  # the round it is writing
 
     def __post_init__(self) -> None:
         # Reports exist for the pruner: without one, no checkpoint reads or writes anything.
@@ -170,21 +192,40 @@ class RoundOptimizer:
     def optimize(self, n_trials: int) -> None:
         deadline = None if self.sweep.timeout is None else time.monotonic() + self.sweep.timeout
         done = 0
-        while done < n_trials and (deadline is None or time.monotonic() < deadline):
-            k = min(self.sweep.batch, n_trials - done, self._grid_left())
-            if k <= 0:
-                return  # the grid sampler ran every point
-            optuna.storages.fail_stale_trials(self.study)  # as optimize() does per trial
-            pruning = PruningView(self.study, self._completed if self._cache else None)
-            slots, beaten = self._ask_round(k, pruning)
-            killpoints.passing("asked")
-            with self._beating(slots, beaten):
-                self._round(slots, pruning)
-            done += k
+        if self._overlapping(n_trials):
+            self._writing = self.background()
+        try:
+            while done < n_trials and (deadline is None or time.monotonic() < deadline):
+                k = min(self.sweep.batch, n_trials - done, self._grid_left())
+                if k <= 0:
+                    return  # the grid sampler ran every point
+                optuna.storages.fail_stale_trials(self.study)  # as optimize() does per trial
+                pruning = PruningView(self.study, self._completed if self._cache else None)
+                slots, beaten = self._ask_round(k, pruning)
+                killpoints.passing("asked")
+                with self._beating(slots, beaten):
+                    self._round(slots, pruning)
+                done += k
+        finally:
+            if self._writing is not None:
+                with self._beating([], beaten=False):
+                    self._settle()
+                self._writing.close()
+                self._writing = None
+
+    def _overlapping(self, n_trials: int) -> bool:
+        """Whether rounds are written while the next trains: more than one round, each
+        of many trials, told in bulk and planned from this process's trials (which
+        include the written-but-untold round, `_known`)."""
+        k = self.sweep.batch
+        return 1 < k < n_trials and self._teller is not None and self._cache is not None
 
     @contextmanager
     def _beating(self, slots: list[_Slot], beaten: bool) -> Iterator[None]:
-        if self._heartbeat is None:
+        """Beats for `slots` and for the round being written, until told."""
+        if self._pending is not None:
+            slots, beaten = slots + self._pending.slots, False
+        if self._heartbeat is None or not slots:
             yield
             return
         with self._heartbeat.beating([s.trial for s in slots], beaten):
@@ -214,12 +255,12 @@ class RoundOptimizer:
         if self._cache is None or self._asker is None or not isinstance(sampler, RoundSampler):
             return None
         self._cache.refresh()
-        if self._cache.waiting or sampler.plan(self._cache.finished(), k) != k:
+        if self._cache.waiting or sampler.plan(self._known(), k) != k:
             return None
         slots = self._ask_planned(sampler.take(), pruning)
         # The pruner starts from the completed trials the round was planned with, as
         # Optuna's optimize() prunes a trial against the snapshot its sampler read.
-        completed = self._cache.finished(_COMPLETE)
+        completed = self._known(_COMPLETE)
         pruning.use(completed)
         self._index_complete(completed)
         return slots
@@ -233,7 +274,18 @@ class RoundOptimizer:
     def _completed(self) -> list[FrozenTrial]:
         assert self._cache is not None
         self._cache.refresh()
-        return self._cache.finished(_COMPLETE)
+        return self._known(_COMPLETE)
+
+    def _known(
+        self, states: tuple[optuna.trial.TrialState, ...] | None = None
+    ) -> list[FrozenTrial]:
+        """The finished trials `_cache` knows, and the round being written as it will be
+        told: the next round is planned with its results, as if it were told already."""
+        assert self._cache is not None
+        known = self._cache.finished() if states is None else self._cache.finished(states)
+        if self._pending is not None:
+            known += [t for t in self._pending.previews if states is None or t.state in states]
+        return known
 
     def _ask_each(self, k: int, pruning: PruningView) -> list[_Slot]:
         """Asks k trials through `study.ask()`; while that takes long, those asked so far
@@ -424,14 +476,45 @@ class RoundOptimizer:
 
     def _finish(self, recs: list[TrialRecord], slots: list[_Slot]) -> None:
         """Record the round in one call (MLflow and results rows), then tell Optuna (in
-        one transaction where `sweeps._optuna.tell` may write the storage)."""
+        one transaction where `sweeps._optuna.tell` may write the storage).
+
+        With a recording process the round is handed to it, and told once it is written:
+        when the next round has trained (`_settle`), or when the loop ends.
+        """
         self._reports.flush()  # a told trial's reports must be in the storage
-        recorded = self.record(recs)
+        if self._writing is not None:
+            self._settle()
+            self._writing.submit(recs)
+            told = [_told(rec, slot) for rec, slot in zip(recs, slots, strict=True)]
+            self._pending = _Pending(recs, slots, [preview(t) for t in told])
+            return
+        self._tell(self.record(recs), slots)
+
+    def _settle(self) -> None:
+        """Tell the round the recording process was writing, once it is written. Ctrl-C
+        while waiting still tells it (it is being written whatever we do), then stops."""
+        pending, self._pending = self._pending, None
+        if pending is None or self._writing is None:
+            return
+        try:
+            run_ids = self._writing.result()
+        except KeyboardInterrupt:
+            self._tell_written(pending, self._writing.result())
+            raise
+        self._tell_written(pending, run_ids)
+
+    def _tell_written(self, pending: _Pending, run_ids: list[str | None]) -> None:
+        recorded = [
+            dataclasses.replace(rec, mlflow_run_id=run_id)
+            for rec, run_id in zip(pending.recs, run_ids, strict=True)
+        ]
+        self.on_recorded(recorded)
+        self._tell(recorded, pending.slots)
+
+    def _tell(self, recorded: list[TrialRecord], slots: list[_Slot]) -> None:
+        """Optuna learns the round's states and values (after it is recorded)."""
         if self._teller is not None:
-            told = [
-                Told(slot.trial, OPTUNA_STATE[rec.state], rec.value, _user_attrs(rec))
-                for rec, slot in zip(recorded, slots, strict=True)
-            ]
+            told = [_told(rec, slot) for rec, slot in zip(recorded, slots, strict=True)]
             ended = self._teller.tell(self.study, told)
             killpoints.passing("told")
             if self._cache is not None:

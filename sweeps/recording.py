@@ -5,6 +5,7 @@ MLflow is optional per process (`track=False`) and imported only when on (~2.5 s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sweeps import killpoints
 from sweeps.config import SweepConfig
-from sweeps.errors import mask_secrets
+from sweeps.errors import SweepsError, mask_secrets
 from sweeps.storage import Stores
 from tracking.records import (
     EVERY_EPOCH,
@@ -154,14 +155,28 @@ class Recorder:
     def record_many(self, recs: list[TrialRecord]) -> list[TrialRecord]:
         """MLflow first (to learn the run ids), then the results rows. Never raises for
         MLflow: a lost MLflow write is reported and left for `sweeps check --repair`."""
+        recs = self.write(recs)
+        self._show_best(recs)
+        return recs
+
+    def write(self, recs: list[TrialRecord]) -> list[TrialRecord]:
+        """`record_many`'s writes without showing the best: what a `RecordingProcess`
+        does for the process that trained the trials (which then calls `show_best`)."""
         if self.mlflow is not None and self.parent is not None:
             history = self.cfg.history_policy if self.cfg is not None else EVERY_EPOCH
             recs = self._log(self.mlflow, self.parent, recs, history)
             killpoints.passing("logged")
         self.results.record_trials(recs)
         killpoints.passing("recorded")
-        self._show_best(recs)
         return recs
+
+    def show_best(self, recs: list[TrialRecord]) -> None:
+        self._show_best(recs)
+
+    def background(self) -> RecordingProcess | None:
+        """A process writing this recorder's rounds while the next one trains, where one
+        can be had safely (`RecordingProcess.start`), else None."""
+        return RecordingProcess.start(self)
 
     def _show_best(self, recs: list[TrialRecord]) -> None:
         """The parent run shows the best trial as it improves (this process's view; the
@@ -383,3 +398,146 @@ def record_from_trial(
         mlflow_run_id=kept.get("mlflow_run_id"),
         reused_from=kept.get("reused_from"),
     )
+
+
+# --- recording beside training -------------------------------------------------------
+
+
+RECORDING_ENV = "SWEEPS_RECORDING_PROCESS"  # "0": record every round in the study process
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class RecordingLost(SweepsError):
+    """The recording process died (killed, out of memory): the rounds it had not finished
+    stay RUNNING in Optuna, and a resume heals and retries them."""
+
+    exit_code = 1
+
+
+class RecordingFailed(SweepsError):
+    """Writing a round failed in the recording process (as `record_many` would have
+    raised in the study process)."""
+
+
+class RecordingProcess:
+    """Writes a round's MLflow runs and results rows in a child process, while the study
+    process asks and trains the next round.
+
+    Why: on the CPU the writes of a tracked round cost more than training it, and two
+    cores are common; a thread would hold the same interpreter lock as training. The
+    child is forked (the imports are already paid) before any round's heartbeat thread
+    runs, opens its own database connections (one must not cross a fork), and dies with
+    its parent (PR_SET_PDEATHSIG), so a killed worker is killed whole and never leaves a
+    writer behind to race a resume's healing. The order of one trial's writes is kept:
+    MLflow, results row, then — in the study process, once the child has answered —
+    Optuna's tell. Linux only; `SWEEPS_RECORDING_PROCESS=0` turns it off.
+    """
+
+    def __init__(self, process: Any, conn: Any) -> None:
+        self._process = process
+        self._conn = conn
+
+    @classmethod
+    def start(cls, recorder: Recorder) -> RecordingProcess | None:
+        """A child for `recorder`'s rounds; None where its writes could not all go
+        straight into MLflow's SQL store (the child never opens an MlflowClient, whose
+        cached engines were made before the fork) or the child could not die with us."""
+        if os.environ.get(RECORDING_ENV) == "0" or not sys.platform.startswith("linux"):
+            return None
+        if recorder.mlflow is None or recorder.parent is None or _prctl() is None:
+            return None
+        if not recorder.mlflow.writes_in_bulk(recorder.parent.experiment_id):
+            return None
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=_serve,
+            args=(recorder, theirs, ours, os.getpid()),
+            name="sweeps-recording",
+            daemon=True,
+        )
+        sys.stderr.flush()  # nothing buffered may be written twice
+        process.start()
+        theirs.close()
+        return cls(process, ours)
+
+    def submit(self, recs: list[TrialRecord]) -> None:
+        """Start writing `recs`; `result` waits for it."""
+        try:
+            self._conn.send(recs)
+        except OSError as e:
+            raise self._lost() from e
+
+    def result(self) -> list[str | None]:
+        """The MLflow run ids of the submitted round, once it is written."""
+        try:
+            while not self._conn.poll(0.2):
+                if not self._process.is_alive():
+                    raise self._lost()
+            kind, payload = self._conn.recv()
+        except (EOFError, OSError) as e:
+            raise self._lost() from e
+        if kind == "error":
+            raise RecordingFailed(payload)
+        ids: list[str | None] = payload
+        return ids
+
+    def close(self) -> None:
+        """Let the child finish what it has and exit."""
+        with contextlib.suppress(OSError):
+            self._conn.send(None)
+        self._process.join(timeout=60)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._conn.close()
+
+    def _lost(self) -> RecordingLost:
+        self._process.join(timeout=5)
+        code = self._process.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
+        return RecordingLost(
+            f"the recording process died ({how}); the trials it was writing stay RUNNING "
+            "and a resume retries them"
+        )
+
+
+def _prctl() -> Callable[..., int] | None:
+    import ctypes
+
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+def _serve(recorder: Recorder, conn: Any, parents: Any, parent_pid: int) -> None:
+    """The recording process: write each round received, answer its run ids."""
+    import signal
+
+    parents.close()
+    prctl = _prctl()
+    if prctl is None or prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        return
+    # Ctrl-C reaches the whole process group: the parent records the interrupted round
+    # and tells this process to finish; the writes in hand are not cut short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    writer = Recorder(recorder.stores, recorder.study, track=True)
+    writer.parent, writer.cfg = recorder.parent, recorder.cfg
+    try:
+        while (recs := conn.recv()) is not None:
+            try:
+                done = writer.write(recs)
+            except Exception as e:
+                conn.send(("error", mask_secrets(f"{type(e).__name__}: {e}")))
+            else:
+                conn.send(("ok", [rec.mlflow_run_id for rec in done]))
+    except EOFError:
+        pass
+    finally:
+        writer.close()

@@ -42,7 +42,7 @@ class SweepsGroup(click.Group):
         except click.ClickException as e:
             fail(_click_message(e), e.exit_code if e.exit_code != 1 else EXIT_USAGE)
         except (SweepsError, TrainerError, TrackingError) as e:
-            fail(str(e))
+            fail(str(e), getattr(e, "exit_code", EXIT_USAGE))
         except (KeyboardInterrupt, click.exceptions.Abort):
             fail("interrupted", EXIT_INTERRUPTED)
         except Exception as e:

@@ -1,0 +1,131 @@
+"""Rounds written by the recording process while the next round trains
+(`sweeps.recording.RecordingProcess`): the same study as rounds written in turn, and a
+child that never outlives its worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeps.config import PrunerKind, SweepConfig
+from sweeps.recording import RECORDING_ENV, RecordingProcess
+from sweeps.runner import run_study
+from sweeps.storage import resolve_stores
+from tests.gate import SPEC, Gate
+from tests.sweeps.study_helpers import cli_env, load, run_cli, sweeps_cmd
+from trainer import Penalty, TrialConfig
+
+pytestmark = pytest.mark.slow
+
+
+def _study(home: Path, monkeypatch: pytest.MonkeyPatch, overlap: bool) -> list[Any]:
+    """A tracked TPE study in rounds of 4 with pruning; how many recording processes ran."""
+    monkeypatch.setenv(RECORDING_ENV, "1" if overlap else "0")
+    started: list[Any] = []
+    start = RecordingProcess.start
+
+    def spy(recorder: Any) -> RecordingProcess | None:
+        process = start(recorder)
+        started.append(process)
+        return process
+
+    monkeypatch.setattr(RecordingProcess, "start", spy)
+    cfg = SweepConfig(
+        study="s",
+        base=TrialConfig(epochs=6),
+        penalties=(Penalty.NONE, Penalty.L2, Penalty.WEIGHT_DECAY),
+        trials=16,
+        batch=4,
+        pruner=PrunerKind.MEDIAN,
+        report_every=2,
+    )
+    stores = resolve_stores(str(home), None, None)
+    outcome = run_study(cfg, stores, quiet=True)
+    assert sum(outcome.counts.values()) == 16
+    return [p for p in started if p is not None]
+
+
+def _trials(home: Path) -> list[tuple[Any, ...]]:
+    study = load("s", f"sqlite:///{home / 'sweeps.db'}")
+    return [(t.number, t.state, t.params, t.values, t.intermediate_values) for t in study.trials]
+
+
+def _runs(home: Path) -> dict[int, tuple[str, dict[str, float]]]:
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("s")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], "tags.`sweeps.role` = 'trial'")
+    metrics = {"train_loss", "val_loss", "test_loss", "w_norm", "value"}
+    return {
+        int(r.data.tags["sweeps.trial_number"]): (
+            r.info.status,
+            {k: v for k, v in r.data.metrics.items() if k in metrics},
+        )
+        for r in runs
+    }
+
+
+def test_overlapped_rounds_make_the_study_rounds_in_turn_make(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each round is planned with the results of the one being written, so the proposals,
+    pruning decisions, values and MLflow runs are those of rounds written in turn."""
+    overlapped, in_turn = tmp_path / "overlapped", tmp_path / "in_turn"
+    assert len(_study(overlapped, monkeypatch, overlap=True)) == 1
+    assert _study(in_turn, monkeypatch, overlap=False) == []
+    assert _trials(overlapped) == _trials(in_turn)
+    runs = _runs(overlapped)
+    assert runs == _runs(in_turn) and sorted(runs) == list(range(16))
+    done = run_cli("check", "--study", "s", env=cli_env(overlapped))
+    assert done.returncode == 0 and "consistent" in done.stdout, done.stdout + done.stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent has not reaped it
+
+
+def test_the_recording_process_dies_with_its_worker(tmp_path: Path) -> None:
+    """A worker killed whole leaves no writer behind to race a resume's healing."""
+    gate = Gate(tmp_path / "gate")
+    gate.hold(2)  # builds: 0 the pre-flight check, 1 round 1, 2 round 2
+    env = cli_env(tmp_path / "h", **gate.env)
+    args = ["--study", "g", "--task", SPEC, "--penalties", "none,l2", "--epochs", "2"]
+    proc = subprocess.Popen(
+        sweeps_cmd("run", *args, "--trials", "6", "--batch", "2", "--quiet"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        gate.wait_until_held()  # round 1 is with the recording process, round 2 held
+        children = _children(proc.pid)
+        assert len(children) == 1, children
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 60  # only against a hang: it dies with its parent
+        while _alive(children[0]):
+            assert time.monotonic() < deadline, "the recording process outlived its worker"
+            time.sleep(0.05)
+    finally:
+        gate.release()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
