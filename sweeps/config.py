@@ -16,6 +16,7 @@ from sweeps.errors import UsageError
 from tracking.records import History, HistoryPolicy
 from trainer.config import Penalty, TaskOption, TrialConfig, parse_enum
 from trainer.errors import ConfigError
+from trainer.task_options import option_names
 
 
 class SamplerKind(StrEnum):
@@ -53,22 +54,7 @@ _SWEEP_KEYS = {
     "report_every",
     "history",
 }
-TASK_OPTION_KEYS = {
-    "n_train",
-    "n_test",
-    "num_inputs",
-    "noise",
-    "train_csv",
-    "test_csv",
-    "target",
-    "val_fraction",
-    "test_fraction",
-    "standardize",
-    "classification",
-    "model",
-    "hidden",
-    "activation",
-}
+TASK_OPTION_KEYS = frozenset(option_names())
 
 
 # Upper bounds of the counts: far past any real study, short of what overflows or would

@@ -18,8 +18,7 @@ E = TypeVar("E", bound=StrEnum)
 class OptionSpec:
     """One task option: its type, default and bounds (checked by tasks.base.resolve_options).
 
-    Here rather than in trainer.tasks so that trainer.models, which the tasks import, can
-    declare its options without importing the tasks (a cycle for `import trainer.models`).
+    Declared in trainer.task_options, which imports no torch, for the tasks and the CLI.
     """
 
     kind: type
@@ -28,6 +27,7 @@ class OptionSpec:
     help: str = ""
     choices: tuple[str, ...] | None = None
     maximum: float | None = None  # exclusive
+    path: bool = False  # a file: the CLI makes it absolute, so a study's workers find it
 
 
 # Bounds that keep a value inside what the trainer can compute with, refused up front

@@ -23,24 +23,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainer.config import OptionSpec, TaskOption
+from trainer.config import TaskOption
 from trainer.errors import TaskError
+from trainer.task_options import ACTIVATIONS as ACTIVATION_NAMES
 
 ModelFactory = Callable[[torch.Generator], nn.Module]
 
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": F.relu,
-    "tanh": torch.tanh,
-    "gelu": F.gelu,
-}
-MODELS = ("linear", "mlp")
-
-# The model options every tabular task accepts (`--model`, `--hidden`, `--activation`).
-MODEL_OPTIONS: dict[str, OptionSpec] = {
-    "model": OptionSpec(str, "linear", help="linear or mlp", choices=MODELS),
-    "hidden": OptionSpec(str, "64", help="mlp hidden widths, e.g. 64,32"),
-    "activation": OptionSpec(str, "relu", help="mlp activation", choices=tuple(ACTIVATIONS)),
-}
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = dict(
+    zip(ACTIVATION_NAMES, (F.relu, torch.tanh, F.gelu), strict=True)
+)
 
 
 @dataclass(frozen=True)

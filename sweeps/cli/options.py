@@ -7,58 +7,59 @@ from typing import Any, TypeVar
 
 import click
 
-from trainer.config import Optimizer, Penalty, TaskOption
+from trainer.config import Optimizer, OptionSpec, Penalty, TaskOption
+from trainer.task_options import TASK_OPTIONS, option_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 PENALTIES = [p.value for p in Penalty]
 OPTIMIZERS = [o.value for o in Optimizer]
 
-# Task option name → (flag, click type, help). Options a task does not have are refused by
-# the task (trainer.tasks), so every flag can sit on every command.
-TASK_OPTION_FLAGS: dict[str, tuple[str, Any, str]] = {
-    "n_train": ("--n-train", int, "Training examples (d2l-synthetic: 20)."),
-    "n_test": ("--n-test", int, "Test examples (d2l-synthetic: 100)."),
-    "num_inputs": ("--num-inputs", int, "Input dimension (d2l-synthetic: 200)."),
-    "noise": ("--noise", float, "Label noise std (d2l-synthetic: 0.01)."),
-    # resolve_path: a study stores an absolute path, so its workers find the file.
-    "train_csv": (
-        "--train-csv",
-        click.Path(dir_okay=False, resolve_path=True),
-        "csv: the training table (header line; numeric features).",
-    ),
-    "test_csv": (
-        "--test-csv",
-        click.Path(dir_okay=False, resolve_path=True),
-        "csv: a separate test table [split from --train-csv].",
-    ),
-    "target": ("--target", str, "csv: the column to predict."),
-    "val_fraction": ("--val-fraction", float, "csv: share of rows for validation [0.2]."),
-    "test_fraction": ("--test-fraction", float, "csv: share of rows for test [0.2]."),
-    "standardize": (
-        "--standardize/--no-standardize",
-        bool,
-        "csv: scale features by training statistics [standardize].",
-    ),
-    "classification": ("--classification", bool, "csv: the target holds class labels."),
-    "model": ("--model", click.Choice(["linear", "mlp"]), "Model family [linear]."),
-    "hidden": ("--hidden", str, "mlp hidden widths, e.g. 64,32 [64]."),
-    "activation": ("--activation", click.Choice(["relu", "tanh", "gelu"]), "mlp [relu]."),
-}
+
+def _task_option_flag(name: str, spec: OptionSpec, tasks: list[str]) -> Callable[[F], F]:
+    """The flag of one task option, help and type taken from its spec; unset, it is None
+    and stays out of the task options, so a task's own default applies."""
+    dash = name.replace("_", "-")
+    owners = "" if len(tasks) == len(TASK_OPTIONS) else f"{', '.join(tasks)}: "
+    shown = dash if spec.kind is bool else spec.default
+    default = f" [{shown}]" if spec.default not in ("", False) else ""
+    help_text = f"{owners}{spec.help[:1].upper() if not owners else spec.help[:1]}"
+    help_text += f"{spec.help[1:]}{default}."
+    if spec.kind is bool:
+        flag = f"--{dash}/--no-{dash}" if spec.default else f"--{dash}"
+        return click.option(flag, name, is_flag=True, default=None, help=help_text)
+    kind: Any = spec.kind
+    if spec.path:  # absolute: a study stores it, and its workers may run elsewhere
+        kind = click.Path(dir_okay=False, resolve_path=True)
+    elif spec.choices is not None:
+        kind = click.Choice(spec.choices)
+    return click.option(f"--{dash}", name, type=kind, default=None, help=help_text)
+
+
+def _task_option_flags() -> list[Callable[[F], F]]:
+    """Every built-in task's options as flags: each task-specific one, then those all tasks
+    share. A task refuses options it does not have, so every flag can sit on every command."""
+    tasks: dict[str, list[str]] = {}
+    for task, specs in TASK_OPTIONS.items():
+        for name in specs:
+            tasks.setdefault(name, []).append(task)
+    names = sorted(option_names(), key=lambda n: len(tasks[n]) == len(TASK_OPTIONS))
+    specs = {n: s for options in reversed(TASK_OPTIONS.values()) for n, s in options.items()}
+    return [_task_option_flag(name, specs[name], tasks[name]) for name in names]
+
+
+TASK_OPTION_FLAGS = _task_option_flags()
 
 
 def task_option_flags(f: F) -> F:
-    for name, (flag, kind, help_text) in reversed(TASK_OPTION_FLAGS.items()):
-        if kind is bool:  # default None: an unset flag stays out of the task options
-            f = click.option(flag, name, is_flag=True, default=None, help=help_text)(f)
-        else:
-            f = click.option(flag, name, type=kind, default=None, help=help_text)(f)
+    for option in reversed(TASK_OPTION_FLAGS):
+        f = option(f)
     return f
 
 
 def collect_task_options(kwargs: dict[str, Any]) -> tuple[tuple[str, TaskOption], ...]:
     """Pop the task-option flags out of a command's kwargs; keep only those given."""
-    given = {name: kwargs.pop(name) for name in TASK_OPTION_FLAGS}
+    given = {name: kwargs.pop(name) for name in option_names()}
     return tuple((k, v) for k, v in given.items() if v is not None)
 
 

@@ -27,12 +27,6 @@ TASKS: dict[str, TaskBuilder] = {
     bundled.DIGITS: bundled.build_digits,
     csv_task.NAME: csv_task.build,
 }
-TASK_OPTIONS: dict[str, dict[str, OptionSpec]] = {
-    d2l.NAME: d2l.OPTIONS,
-    bundled.DIABETES: bundled.OPTIONS,
-    bundled.DIGITS: bundled.OPTIONS,
-    csv_task.NAME: csv_task.OPTIONS,
-}
 
 
 def check_task(name: str) -> None:
@@ -53,7 +47,6 @@ def load_task(cfg: TrialConfig) -> Task:
 
 __all__ = [
     "TASKS",
-    "TASK_OPTIONS",
     "OptionSpec",
     "PerSampleLoss",
     "Split",

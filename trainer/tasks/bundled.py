@@ -15,16 +15,16 @@ from collections.abc import Mapping
 
 import torch
 
+from trainer import task_options
 from trainer.config import TaskOption
-from trainer.models import MODEL_OPTIONS
 from trainer.tasks.base import Task, resolve_options
 from trainer.tasks.tabular import Table, split_rows, tabular_task
 
-DIABETES = "diabetes"
-DIGITS = "digits"
+DIABETES = task_options.DIABETES
+DIGITS = task_options.DIGITS
 VAL_FRACTION = 0.2
 TEST_FRACTION = 0.2
-OPTIONS = dict(MODEL_OPTIONS)
+OPTIONS = task_options.MODEL_OPTIONS
 
 
 @functools.cache

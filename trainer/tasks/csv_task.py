@@ -19,24 +19,14 @@ from pathlib import Path
 
 import torch
 
-from trainer.config import OptionSpec, TaskOption
+from trainer import task_options
+from trainer.config import TaskOption
 from trainer.errors import TaskError
-from trainer.models import MODEL_OPTIONS
 from trainer.tasks.base import Split, Task, resolve_options
 from trainer.tasks.tabular import split_rows, tabular_task
 
-NAME = "csv"
-
-OPTIONS: dict[str, OptionSpec] = {
-    "train_csv": OptionSpec(str, "", help="the training table (CSV with a header)"),
-    "test_csv": OptionSpec(str, "", help="a separate test table; else the file is split"),
-    "target": OptionSpec(str, "", help="the column to predict"),
-    "val_fraction": OptionSpec(float, 0.2, 0.0, "share of training rows for validation", None, 1),
-    "test_fraction": OptionSpec(float, 0.2, 0.0, "share of rows for test, without --test-csv"),
-    "standardize": OptionSpec(bool, True, help="scale features by training statistics"),
-    "classification": OptionSpec(bool, False, help="cross-entropy on the target's labels"),
-    **MODEL_OPTIONS,
-}
+NAME = task_options.CSV
+OPTIONS = task_options.CSV_OPTIONS
 
 Rows = list[list[str]]
 

@@ -12,21 +12,14 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from trainer.config import OptionSpec, TaskOption
-from trainer.models import MODEL_OPTIONS, make_model_factory, model_spec
+from trainer import task_options
+from trainer.config import TaskOption
+from trainer.models import make_model_factory, model_spec
 from trainer.seeding import stream_generator
 from trainer.tasks.base import Split, Task, resolve_options, squared_loss
 
-NAME = "d2l-synthetic"
-
-OPTIONS: dict[str, OptionSpec] = {
-    # The maxima keep the generated data in memory (exclusive bounds).
-    "n_train": OptionSpec(int, 20, 1, "training examples", maximum=10**7),
-    "n_test": OptionSpec(int, 100, 1, "test examples", maximum=10**7),
-    "num_inputs": OptionSpec(int, 200, 1, "input dimension", maximum=10**6),
-    "noise": OptionSpec(float, 0.01, 0.0, "std of the label noise"),
-    **MODEL_OPTIONS,  # `--model mlp` swaps the book's linreg for trainer.models' MLP
-}
+NAME = task_options.D2L
+OPTIONS = task_options.D2L_OPTIONS
 
 TRUE_W = 0.01
 TRUE_B = 0.05
