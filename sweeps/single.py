@@ -38,7 +38,7 @@ def run_single(
     stores = resolve_stores(home, storage, tracking_uri) if track else None
     if stores is not None:
         stores.check_files(write=True, storage=False)
-    from sweeps.lifecycle import now_ms
+    from tracking.records import now_ms
 
     started = now_ms()
     result = train(cfg, task, device=device)

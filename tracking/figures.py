@@ -91,7 +91,7 @@ def png_bytes(fig: Figure) -> bytes:
 
     Log axes get plain decade labels ("1e-5", "0.1", "100") and no minor ticks: matplotlib's
     default typesets every decade label with mathtext and builds a tick object per minor
-    tick, which was half of the drawing time (~0.35 → ~0.17 s for the λ figure). Margins are
+    tick, which was half of the drawing time. Margins are
     the caller's: fitting the figure to its contents ("tight") takes a second drawing pass.
     """
     for ax in fig.axes:

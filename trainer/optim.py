@@ -1,8 +1,8 @@
 """Minimal SGD / Adam / AdamW with torch.optim's update rules.
 
 Why not torch.optim: constructing the first torch.optim optimizer in a process imports
-torch._dynamo (~3 s on the reference machine, paid by every worker and every `sweeps
-train`), and its per-step dispatch costs more than the d2l model's whole step. These
+torch._dynamo, seconds paid by every worker and every `sweeps train`, and its per-step
+dispatch costs more than the d2l model's whole step. These
 classes implement the same single-tensor formulas (tests compare them to torch.optim) and
 take `weight_decay` per parameter group, so only the penalized group decays.
 """

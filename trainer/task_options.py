@@ -33,9 +33,7 @@ CSV_OPTIONS: dict[str, OptionSpec] = {
     "train_csv": OptionSpec(
         str, "", help="the training table (header; numeric features)", path=True
     ),
-    "test_csv": OptionSpec(
-        str, "", help="a test table; else the file is split", path=True
-    ),
+    "test_csv": OptionSpec(str, "", help="a test table; else the file is split", path=True),
     "target": OptionSpec(str, "", help="the column to predict"),
     "val_fraction": OptionSpec(float, 0.2, 0.0, "share of training rows for validation", None, 1),
     "test_fraction": OptionSpec(float, 0.2, 0.0, "share of rows for test, without --test-csv"),

@@ -55,7 +55,7 @@ def ui_args(
 def ui_env(tracking_uri: str) -> dict[str, str]:
     """The environment `mlflow server` gets beside ours: the store (its
     `--backend-store-uri` option reads this variable), no telemetry, no job runner (the
-    huey consumers serve GenAI jobs, not a UI over runs: ~10 processes and ~1 GB less),
+    huey consumers serve GenAI jobs, not a UI over runs, and take processes and memory),
     no deprecation warnings from MLflow's dependencies."""
     return {
         "MLFLOW_BACKEND_STORE_URI": tracking_uri,

@@ -1,7 +1,7 @@
 """Schema versions of the results tables: a cheap check, and Alembic upgrades under a lock.
 
-Alembic is imported only when an upgrade actually runs (~0.7 s), so query commands on an
-up-to-date store never pay for it.
+Alembic is slow to import, so it is imported only when an upgrade actually runs: query
+commands on an up-to-date store never pay for it.
 """
 
 from __future__ import annotations
