@@ -79,10 +79,10 @@ def run_study(
     recorder.refuse_foreign_experiment()  # before the storage's tables are created
     if stores.uses_home:
         stores.make_home()
-    storage = open_storage(stores.storage)
+    storage = open_storage(stores.storage, recorder.stale_trial_callback)
     study = create_or_load(cfg, storage)
     recorder.attach(cfg, study)
-    _handle_lost_trials(study, storage, recorder)
+    fail_lost_trials(study, storage)  # recorded, then retried: see run_worker
     outcome = RunOutcome(cfg.study, cfg.trials)
     reused_before = recorder.results.reused_count(cfg.study)
     progress = Progress(total=0 if create_only else cfg.trials, quiet=quiet)
@@ -99,7 +99,7 @@ def run_study(
         progress.close()
         if not create_only:
             recorder.finish(study)
-    outcome.counts = count_states(study)
+    outcome.counts = count_states(study, storage)
     outcome.reused = recorder.results.reused_count(cfg.study) - reused_before
     outcome.best = recorder.results.best(cfg.study)
     if recorder.parent is not None:
@@ -125,16 +125,24 @@ def run_worker(
 ) -> dict[str, int]:
     """`sweeps worker`: join an existing study from any shell or machine."""
     quiet_optuna()
-    storage = open_storage(stores.storage)
     index = os.getpid() if worker_index is None else worker_index
-    study, cfg = load_existing(study_name, storage, index)
+    # First, so that the storage's stale-trial callback records a trial before its retry.
+    recorder = Recorder(stores, study_name, track=track)
+    try:
+        storage = open_storage(stores.storage, recorder.stale_trial_callback)
+        study, cfg = load_existing(study_name, storage, index)
+    except BaseException:
+        recorder.close()
+        raise
     if timeout is not None:
         cfg = replace(cfg, timeout=timeout)
     if batch is not None:
         cfg = replace(cfg, batch=batch)
-    recorder = Recorder(stores, study_name, track=track)
     recorder.attach(cfg, study)
-    _handle_lost_trials(study, storage, recorder)
+    # Trials failed for a lost worker are recorded (the storage's callback), then retried;
+    # those lost already (including any that never got a heartbeat, which Optuna never
+    # fails) are failed now.
+    fail_lost_trials(study, storage)
     n = trials if trials is not None else cfg.trials
     progress = Progress(total=n, quiet=quiet)
     try:
@@ -144,18 +152,7 @@ def run_worker(
         if summarize:  # refresh the parent run's figure with what the study has now
             recorder.finish(study)
         recorder.close()
-    return count_states(study)
-
-
-def _handle_lost_trials(
-    study: optuna.Study, storage: optuna.storages.RDBStorage, recorder: Recorder
-) -> None:
-    """Trials failed for a lost worker are recorded, then retried; those lost already
-    (including any that never got a heartbeat, which Optuna never fails) are failed now."""
-    retry = storage.heartbeat_stale_trial_callback
-    if retry is not None:
-        storage.heartbeat_stale_trial_callback = recorder.stale_trial_callback(retry)
-    fail_lost_trials(study, storage)
+    return count_states(study, storage)
 
 
 # Frozen again here: the CLI imports MLflow and opens the stores after run_study began.
@@ -179,6 +176,8 @@ def _optimize(
         recorder.record_many,
         progress.update,
         weights=recorder.mlflow is not None,
+        background=recorder.background,
+        on_recorded=recorder.show_best,
     )
     rounds.optimize(n_trials)
 
@@ -263,9 +262,13 @@ def _wait(procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
             p.kill()
 
 
-def count_states(study: optuna.Study) -> dict[str, int]:
-    """Trials per state name: one query where the storage allows, else every trial read."""
-    counts = fenced(study, "counting a study's trials", lambda e: _state_counts(e, study))
+def count_states(
+    study: optuna.Study, storage: optuna.storages.BaseStorage | None = None
+) -> dict[str, int]:
+    """Trials per state name: one query where the storage (`study`'s, built on `storage`)
+    allows, else every trial read."""
+    what = "counting a study's trials"
+    counts = fenced(study, what, lambda e: _state_counts(e, study), storage)
     if counts is not None:
         return counts
     counts = {}

@@ -64,6 +64,25 @@ class Space:
         return dims
 
 
+class GridSampler(optuna.samplers.BruteForceSampler):
+    """Optuna's BruteForceSampler, without its stop at the end of the grid.
+
+    BruteForceSampler ends an exhausted grid with `Study.stop()`, which Optuna allows only
+    inside `optimize`: under ask-and-tell, `tell` stores the trial and then raises. The
+    rounds here stop asking when the grid's points are all finished (`sweeps.space.grid_size`),
+    so the sampler has nothing to stop.
+    """
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        return None
+
+
 class RoundSampler(optuna.samplers.BaseSampler):
     """Wraps the study's sampler; `plan(trials, k)` makes the next k asks one round."""
 

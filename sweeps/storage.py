@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from tracking.secrets import register_url
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
 
 # Heartbeat: a RUNNING trial whose worker stopped beating for 2 intervals is failed by the
 # next worker that starts a trial, and retried with the same parameters.
@@ -138,8 +140,14 @@ def heartbeat_interval() -> int:
     return value
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's RDBStorage with heartbeat and retry of heartbeat-stale trials.
+StaleTrialCallback = Callable[["optuna.Study", "FrozenTrial"], None]
+
+
+def open_storage(
+    url: str, on_stale: Callable[[StaleTrialCallback], StaleTrialCallback] | None = None
+) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage with heartbeat and retry of heartbeat-stale trials; `on_stale`
+    wraps the retry (e.g. to record a stale trial before it is retried).
 
     Several processes creating the schema at once can collide on PostgreSQL; the loser
     retries and finds the tables made.
@@ -148,6 +156,10 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 
     check_reachable(url)
     interval = heartbeat_interval()
+    retry: StaleTrialCallback = optuna.storages.RetryHeartbeatStaleTrialCallback(
+        max_retry=MAX_RETRIES
+    )
+    callback = retry if on_stale is None else on_stale(retry)
     last: Exception | None = None
     for attempt in range(5):
         try:
@@ -156,9 +168,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                 engine_kwargs=engine_options(url),
                 heartbeat_interval=interval,
                 grace_period=2 * interval,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=MAX_RETRIES
-                ),
+                heartbeat_stale_trial_callback=callback,
             )
             if url.startswith("sqlite"):
                 use_wal(storage.engine)

@@ -9,7 +9,7 @@ import optuna
 
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.errors import UsageError
-from sweeps.sampling import RoundSampler, Space
+from sweeps.sampling import GridSampler, RoundSampler, Space
 from sweeps.space import suggest
 
 SPACE_ATTR = "sweeps.space"
@@ -39,7 +39,7 @@ def make_sampler(cfg: SweepConfig, worker: int | None = None) -> optuna.samplers
     if cfg.sampler is SamplerKind.RANDOM:
         return optuna.samplers.RandomSampler(seed=seed)
     if cfg.sampler is SamplerKind.GRID:
-        return optuna.samplers.BruteForceSampler(seed=seed)
+        return GridSampler(seed=seed)
     if cfg.sampler is SamplerKind.CMAES:
         # CMA-ES cannot model the categorical penalty; it samples that one independently.
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)

@@ -12,7 +12,7 @@ import torch
 
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.lifecycle import Checkpoints, RoundOptimizer
-from sweeps.pruning import PruningView
+from sweeps.pruning import PruningView, SnapshotPruner
 from sweeps.reports import Reports
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load, quiet_optuna
@@ -64,10 +64,12 @@ def test_view_decides_as_should_prune(
     study = make_study(storage_url, optuna.pruners.MedianPruner(n_startup_trials=2))
     running = study.ask()
     running.report(value, 1)
+    expected = running.should_prune()  # before the view's pruner is installed
     view = PruningView(study)
     if refreshed:  # the batched path; sequential trials use the sampler's snapshot
         view.refresh()
-    assert view(running) is running.should_prune()
+    assert isinstance(study.pruner, SnapshotPruner)
+    assert view(running) is expected
 
 
 @pytest.mark.parametrize("value", [0.5, 50.0])
@@ -78,7 +80,9 @@ def test_other_pruners_are_asked_as_usual(
     study = make_study(f"sqlite:///{tmp_path / 'p.db'}", pruner)
     running = study.ask()
     running.report(value, 1)
-    assert PruningView(study)(running) is running.should_prune()
+    expected = running.should_prune()
+    assert PruningView(study)(running) is expected
+    assert study.pruner is pruner  # asked as it is
 
 
 def test_checkpoints_read_the_trials_at_most_once(
