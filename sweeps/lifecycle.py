@@ -39,7 +39,6 @@ Optuna's public API instead, with the same rows as the result.
 from __future__ import annotations
 
 import dataclasses
-import io
 import threading
 import time
 from collections import defaultdict
@@ -59,11 +58,11 @@ from sweeps.ask_view import AskView
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.errors import SweepsError
 from sweeps.pruning import PruningView
-from sweeps.recording import RECORD_ATTR, keep, repair_info
+from sweeps.recording import RECORD_ATTR, keep, repair_info, serialize_weights
 from sweeps.reports import Report, Reports
 from sweeps.sampling import RoundSampler
 from sweeps.space import grid_size, suggest
-from tracking.records import TrialRecord, TrialState
+from tracking.records import TrialRecord, TrialState, now_ms
 from trainer import METRICS, Task, TrainStatus, TrialConfig, TrialResult, train
 from trainer.batched import batch_key, train_batch
 
@@ -110,10 +109,6 @@ def _told(rec: TrialRecord, slot: _Slot) -> Told:
 def _config_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     """A trial's searched parameters as a key: the rest of its config is the study's."""
     return tuple(sorted(params.items()))
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -174,6 +169,7 @@ class RoundOptimizer:
     _failed_rounds: list[str] = field(default_factory=list)  # errors of the rounds in a row
     _writing: RecordingProcess | None = None  # the recording process, when overlapping
     _pending: _Pending | None = None  # the round it is writing
+    _weights: dict[int, Mapping[str, torch.Tensor]] = field(default_factory=dict)  # for it
 
     def __post_init__(self) -> None:
         # Reports exist for the pruner: without one, no checkpoint reads or writes anything.
@@ -463,6 +459,9 @@ class RoundOptimizer:
         results: Sequence[TrialResult] = (),
     ) -> TrialRecord:
         number = slot.trial.number
+        if self.weights and self._writing is not None and results and results[0].state_dict:
+            # The recording process serializes them (`_finish`), off the training process.
+            self._weights[number] = results[0].state_dict
         return build_record(
             self.sweep.study,
             number,
@@ -471,7 +470,7 @@ class RoundOptimizer:
             state,
             slot.started_ms,
             error,
-            weights=self.weights,
+            weights=self.weights and self._writing is None,
         )
 
     def _finish(self, recs: list[TrialRecord], slots: list[_Slot]) -> None:
@@ -484,7 +483,8 @@ class RoundOptimizer:
         self._reports.flush()  # a told trial's reports must be in the storage
         if self._writing is not None:
             self._settle()
-            self._writing.submit(recs)
+            weights = [self._weights.pop(slot.trial.number, None) for slot in slots]
+            self._writing.submit(recs, weights)
             told = [_told(rec, slot) for rec, slot in zip(recs, slots, strict=True)]
             self._pending = _Pending(recs, slots, [preview(t) for t in told])
             return
@@ -666,12 +666,6 @@ def _mean_accuracy(results: list[TrialResult]) -> dict[str, float]:
     if not scored:
         return {}
     return {k: sum(a[k] for a in scored) / len(scored) for k in scored[0]}
-
-
-def serialize_weights(state_dict: Mapping[str, torch.Tensor]) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(dict(state_dict), buffer)
-    return buffer.getvalue()
 
 
 # --- the storage's side: fenced writers, heartbeats ----------------------------------

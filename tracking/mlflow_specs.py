@@ -135,10 +135,16 @@ def _trial_tags(parent_run_id: str | None, rec: TrialRecord) -> dict[str, str]:
 
 
 def _trial_params(rec: TrialRecord) -> list[Param]:
+    # A number cannot hold a secret; anything else (a task option naming a URL) is masked.
     return [
-        Param(key, mask_secrets(str(value))[:MAX_PARAM_VALUE_LENGTH])
-        for key, value in rec.params.items()
+        Param(key, _param_text(value)[:MAX_PARAM_VALUE_LENGTH]) for key, value in rec.params.items()
     ]
+
+
+def _param_text(value: object) -> str:
+    if value is None or isinstance(value, bool | int | float):
+        return str(value)
+    return mask_secrets(str(value))
 
 
 def _trial_metrics(rec: TrialRecord, history: HistoryPolicy) -> list[MetricPoint]:

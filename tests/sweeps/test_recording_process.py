@@ -10,8 +10,10 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from sweeps.config import PrunerKind, SweepConfig
@@ -57,7 +59,7 @@ def _trials(home: Path) -> list[tuple[Any, ...]]:
     return [(t.number, t.state, t.params, t.values, t.intermediate_values) for t in study.trials]
 
 
-def _runs(home: Path) -> dict[int, tuple[str, dict[str, float]]]:
+def _runs(home: Path) -> dict[int, tuple[str, dict[str, float], dict[str, list[float]]]]:
     client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("s")
     assert experiment is not None
@@ -67,9 +69,20 @@ def _runs(home: Path) -> dict[int, tuple[str, dict[str, float]]]:
         int(r.data.tags["sweeps.trial_number"]): (
             r.info.status,
             {k: v for k, v in r.data.metrics.items() if k in metrics},
+            _weights(r.info.artifact_uri),
         )
         for r in runs
     }
+
+
+def _weights(artifact_uri: str) -> dict[str, list[float]]:
+    """The run's model_state_dict.pt, as torch.load reads it ({} for a trial that took
+    an earlier one's result: it trained no model)."""
+    path = Path(urlparse(artifact_uri).path) / "model_state_dict.pt"
+    if not path.exists():
+        return {}
+    state = torch.load(path, weights_only=True)
+    return {k: v.flatten().tolist() for k, v in state.items()}
 
 
 def test_overlapped_rounds_make_the_study_rounds_in_turn_make(
@@ -83,6 +96,7 @@ def test_overlapped_rounds_make_the_study_rounds_in_turn_make(
     assert _trials(overlapped) == _trials(in_turn)
     runs = _runs(overlapped)
     assert runs == _runs(in_turn) and sorted(runs) == list(range(16))
+    assert sum(bool(weights) for _, _, weights in runs.values()) >= 8  # serialized there
     done = run_cli("check", "--study", "s", env=cli_env(overlapped))
     assert done.returncode == 0 and "consistent" in done.stdout, done.stdout + done.stderr
 
