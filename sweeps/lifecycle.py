@@ -11,7 +11,7 @@ beats for the round's trials, the timeout is checked, an exhausted grid stops th
    across rounds (`sweeps._optuna.read`); the K trials are created in one transaction
    (`sweeps._optuna.ask`), with their first heartbeat. Otherwise (other samplers, a round
    of one, enqueued trials to pop first) each trial is asked through `study.ask()`, the
-   study read once for the round (`sweeps.ask_view`).
+   study read once for the round (`sweeps._optuna.ask_view`).
 2. Train (`_round`). K = 1: the trial's repeats train one after another with
    `trainer.train`, exactly as `sweeps train` trains them. K > 1: the round trains as
    one stacked model (`trainer.batched`); configs that cannot share a stack
@@ -53,8 +53,8 @@ import torch
 from optuna.trial import FrozenTrial
 
 from sweeps import killpoints
-from sweeps._optuna import Told, fenced, preview
-from sweeps.ask_view import AskView
+from sweeps._optuna import Told, fenced, preview, storage_of, trial_ids
+from sweeps._optuna.ask_view import AskView
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.errors import SweepsError
 from sweeps.pruning import PruningView
@@ -301,7 +301,7 @@ class RoundOptimizer:
             for _ in range(k):
                 slots.append(self._ask(pruning, view))
                 if heartbeat and time.monotonic() - last_beat > heartbeat.interval / 2:
-                    heartbeat.beat([slot.trial._trial_id for slot in slots])
+                    heartbeat.beat(trial_ids([s.trial for s in slots]))
                     last_beat = time.monotonic()
         pruning.use(view.completed())
         self._index_complete(view.completed())
@@ -527,14 +527,7 @@ class RoundOptimizer:
             if rec.reused_from is not None:
                 slot.trial.set_user_attr(REUSED_ATTR, rec.reused_from)
             value = rec.value if rec.state is TrialState.COMPLETE else None
-            try:
-                frozen = self.study.tell(slot.trial, value, state=OPTUNA_STATE[rec.state])
-            except RuntimeError as e:
-                # BruteForceSampler ends an exhausted grid with Study.stop(), which Optuna
-                # allows only inside optimize(); tell() stored the trial before that raised.
-                if "Study.stop" not in str(e):
-                    raise
-                frozen = self.study._storage.get_trial(slot.trial._trial_id)
+            frozen = self.study.tell(slot.trial, value, state=OPTUNA_STATE[rec.state])
             killpoints.passing("told")
             self.on_trial(frozen)
 
@@ -710,7 +703,7 @@ class _Heartbeat:
     @classmethod
     def of(cls, study: optuna.Study) -> _Heartbeat | None:
         """None when the storage has no heartbeat."""
-        storage = study._storage  # the study's own storage object; no public getter
+        storage = storage_of(study)
         interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
         record: Callable[[int], None] | None = getattr(storage, "record_heartbeat", None)
         if interval is None or record is None:
@@ -729,7 +722,7 @@ class _Heartbeat:
     def beating(self, trials: list[optuna.Trial], beaten: bool) -> Iterator[None]:
         """Beat for every trial of the round until it is told (optimize() beats for one),
         from now, or after an interval when they were `beaten` as they were created."""
-        ids = [trial._trial_id for trial in trials]
+        ids = trial_ids(trials)
         stop = threading.Event()
 
         def beat() -> None:

@@ -14,7 +14,6 @@ FAIL. tests/sweeps/test_bulk_tell.py reads both ways back through Optuna and com
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -23,7 +22,7 @@ import sqlalchemy as sa
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeps._optuna import Told
+from sweeps._optuna import Told, told_values
 
 _TRIALS = models.TrialModel.__table__
 _VALUES = models.TrialValueModel
@@ -38,7 +37,7 @@ class BulkTeller:
 
     def tell(self, study: optuna.Study, told: Sequence[Told]) -> list[FrozenTrial]:
         """Returns each trial as told (the trial's own frozen copy, updated)."""
-        values = [_values(t) for t in told]
+        values = [told_values(t) for t in told]
         for t, v in zip(told, values, strict=True):
             study.sampler.after_trial(study, t.trial._cached_frozen_trial, t.state, v)
         now = datetime.now(UTC).replace(tzinfo=None)  # Optuna stores naive UTC
@@ -48,18 +47,6 @@ class BulkTeller:
             _write(conn, [(t, v) for t, v in pairs if t.trial._trial_id in running], now)
         local = now.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)  # as Optuna reads it
         return [_as_told(t, v, local, t.trial._trial_id in running) for t, v in pairs]
-
-
-def _values(t: Told) -> list[float] | None:
-    if t.state is TrialState.COMPLETE:
-        assert t.value is not None and not math.isnan(t.value)
-        return [float(t.value)]
-    if t.state is TrialState.PRUNED:
-        frozen = t.trial._cached_frozen_trial
-        last = frozen.last_step
-        if last is not None and not math.isnan(frozen.intermediate_values[last]):
-            return [float(frozen.intermediate_values[last])]
-    return None
 
 
 def _lock_running(conn: sa.Connection, trial_ids: list[int]) -> set[int]:
