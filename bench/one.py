@@ -80,14 +80,19 @@ def _peer(args: argparse.Namespace, home: Path, storage: str) -> float:
 
 
 def _sweeps(args: argparse.Namespace, home: Path, storage: str) -> float:
-    import tracking.mlflow_runs  # noqa: F401 (MLflow's import off the clock, as for the peer)
-    from sweeps.config import PrunerKind, SweepConfig
     from sweeps.recording import quiet_mlflow
+    from sweeps.study import quiet_optuna
+
+    # This process's settings, as the `sweeps` command makes them (MLflow's before its import).
+    quiet_mlflow()
+    quiet_optuna()
+    import tracking.mlflow_runs  # noqa: F401 (MLflow's import off the clock, as for the peer)
+    from sweeps.cli.heap import study_heap
+    from sweeps.config import PrunerKind, SweepConfig
     from sweeps.runner import run_study
     from sweeps.storage import resolve_stores
     from trainer import Penalty, TrialConfig
 
-    quiet_mlflow()
     scale = args.kind.startswith("scale-")
     cfg = SweepConfig(
         study="bench",
@@ -100,8 +105,10 @@ def _sweeps(args: argparse.Namespace, home: Path, storage: str) -> float:
         pruner=PrunerKind.NONE if args.kind == "unpruned" or scale else PrunerKind.MEDIAN,
     )
     stores = resolve_stores(str(home), storage, None)
+    track = args.kind != "scale-untracked"
     started = time.perf_counter()
-    run_study(cfg, stores, quiet=True, track=args.kind != "scale-untracked")
+    with study_heap(track=track):  # as `sweeps run` runs it
+        run_study(cfg, stores, quiet=True, track=track)
     return time.perf_counter() - started
 
 

@@ -2,10 +2,10 @@
 
 Each finished Optuna trial must have exactly one results row and one MLflow child run, in
 the same state, no MLflow run may be left RUNNING, and no trial may stay RUNNING after its
-worker is lost (`sweeps.lost`). `repair` fixes what it can: lost trials are failed and
-retried as Optuna retries heartbeat-stale ones, missing rows are rebuilt from the record
-kept on the Optuna trial, states follow Optuna, missing MLflow runs are created (without
-history), orphaned RUNNING runs are closed.
+worker is lost (`sweeps.storage.lost_trials`). `repair` fixes what it can: lost trials are
+failed and retried as Optuna retries heartbeat-stale ones, missing rows are rebuilt from the
+record kept on the Optuna trial, states follow Optuna, missing MLflow runs are created
+(without history), orphaned RUNNING runs are closed.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from sweeps.lost import fail_trial, lost_trials
 from sweeps.recording import Recorder, record_from_trial
-from sweeps.storage import Stores, open_storage
-from sweeps.study import CONFIG_ATTR, config_from_stored, quiet_optuna
+from sweeps.storage import Stores, fail_trial, lost_trials, open_storage
+from sweeps.study import CONFIG_ATTR, config_from_stored
 from tracking.records import RUN_STATUS, TrialRecord, TrialState
 
 if TYPE_CHECKING:
@@ -46,7 +45,6 @@ class CheckReport:
 def check_study(
     name: str, stores: Stores, *, repair: bool = False, track: bool = True
 ) -> CheckReport:
-    quiet_optuna()
     storage = open_storage(stores.storage)
     try:
         study = optuna.load_study(study_name=name, storage=storage)

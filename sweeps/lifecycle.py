@@ -57,11 +57,9 @@ from sweeps._optuna import Told, fenced, preview, storage_of, trial_ids
 from sweeps._optuna.ask_view import AskView
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.errors import SweepsError
-from sweeps.pruning import PruningView
+from sweeps.pruning import PruningView, Report, Reports
 from sweeps.recording import RECORD_ATTR, keep, repair_info, serialize_weights
-from sweeps.reports import Report, Reports
-from sweeps.sampling import RoundSampler
-from sweeps.space import grid_size, suggest
+from sweeps.sampling import RoundSampler, grid_size, suggest
 from tracking.records import TrialRecord, TrialState, now_ms
 from trainer import METRICS, Task, TrainStatus, TrialConfig, TrialResult, train
 from trainer.batched import batch_key, train_batch
@@ -289,7 +287,8 @@ class RoundOptimizer:
 
         Asking thousands of trials (TPE, K in the thousands on a GPU) can outlast the grace
         period, and a trial without any heartbeat for that long counts as lost
-        (`sweeps.lost`). Beating every half interval keeps the cost at zero for a quick ask.
+        (`sweeps.storage.lost_trials`). Beating every half interval keeps the cost at zero
+        for a quick ask.
         """
         heartbeat = self._heartbeat
         slots: list[_Slot] = []
@@ -539,7 +538,7 @@ class RoundOptimizer:
 class Checkpoints:
     """Reports the validation loss to Optuna every `every` epochs and asks about pruning.
 
-    Each report ends up as a storage row (`sweeps.reports`), so reporting every epoch would
+    Each report ends up as a storage row (`sweeps.pruning.Reports`), so reporting every epoch would
     cost more than training the d2l model; the last epoch is not reported (nothing left to
     prune). A batched round adds a checkpoint's reports of all its trials at once
     (`report`), then asks (`decide`).

@@ -67,9 +67,10 @@ def draw_optuna_plots(study: optuna.Study) -> dict[str, Figure]:
 
 
 def _make_room(figure: Figure, axes: list[Axes]) -> None:
-    """Fixed margins instead of a second, "tight" drawing pass (~0.1 s a plot): room on the
-    right for the history plot's legend, which Optuna puts outside the axes; category names
-    (penalties) slanted and smaller, so that they neither overlap nor leave the figure."""
+    """Fixed margins instead of a second, "tight" drawing pass (which draws every plot
+    twice): room on the right for the history plot's legend, which Optuna puts outside the
+    axes; category names (penalties) slanted and smaller, so that they neither overlap nor
+    leave the figure."""
     if axes[0].get_legend() is not None:
         width, height = figure.get_size_inches()
         figure.set_size_inches(width * 1.4, height)

@@ -1,6 +1,7 @@
 """The sweep's side of tracking: one MLflow child run and one results row per trial.
 
-MLflow is optional per process (`track=False`) and imported only when on (~2.5 s).
+MLflow is optional per process (`track=False`) and imported only when on: a study that is
+not tracked should not wait for MLflow to load (the README has the figures).
 """
 
 from __future__ import annotations
@@ -41,28 +42,33 @@ EXPERIMENT_ATTR = "mlflow_experiment_id"
 
 
 def quiet_mlflow() -> None:
-    """MLflow decides on telemetry when imported: say no before the first import. This
+    """Settles, for the whole process, what MLflow prints; for an entry point (the `sweeps`
+    command, a benchmark, the tests) to call before MLflow's first import, library code
+    never calls it.
+
+    MLflow decides on telemetry when imported: say no before the first import. This
     network refuses it anyway, and progress bars on artifact uploads are noise. With an
-    MLflow server, ending a run writes its URL to stdout, which would corrupt `--json`."""
+    MLflow server, ending a run writes its URL to stdout, which would corrupt `--json`.
+    "Creating initial MLflow database tables..." and friends are not for our users: MLflow
+    sets its loggers' level from MLFLOW_LOGGING_LEVEL when imported, and they are set here
+    too for an MLflow imported already.
+    """
+    import logging
+
     for key, value in (
         ("MLFLOW_DISABLE_TELEMETRY", "true"),
         ("DO_NOT_TRACK", "true"),
         ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
         ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true"),
+        ("MLFLOW_LOGGING_LEVEL", "WARNING"),
     ):
         os.environ.setdefault(key, value)
-
-
-def make_tracker(stores: Stores) -> MlflowTracker:
-    quiet_mlflow()
-    import logging
-
-    from tracking.mlflow_runs import MlflowTracker
-
-    # "Creating initial MLflow database tables..." and friends are not for our users.
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
+
+def make_tracker(stores: Stores) -> MlflowTracker:
+    from tracking.mlflow_runs import MlflowTracker
     from tracking.server import check_reachable
 
     check_reachable(stores.tracking_uri)
@@ -373,7 +379,7 @@ def record_from_trial(
     if params is None and cfg is not None:
         from optuna.trial import FixedTrial
 
-        from sweeps.space import suggest
+        from sweeps.sampling import suggest
 
         params = suggest(FixedTrial(trial.params), cfg).as_params()
     if params is None:

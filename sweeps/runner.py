@@ -1,4 +1,10 @@
-"""Running a study: in this process, or in N local `sweeps worker` processes."""
+"""The library's entry points: a study (`run_study`), a worker joining one (`run_worker`),
+and one training run outside any study (`run_single`, `sweeps train`).
+
+A study runs in this process or in N local `sweeps worker` processes. These functions
+change nothing process-wide (logging, warning filters, the environment, the collector):
+that is the caller's to decide, as the `sweeps` command does at its entry point.
+"""
 
 from __future__ import annotations
 
@@ -17,14 +23,27 @@ from optuna.trial import TrialState
 
 from sweeps._optuna import fenced
 from sweeps.config import SweepConfig
-from sweeps.heap import frozen_heap
-from sweeps.lifecycle import RoundOptimizer
-from sweeps.lost import fail_lost_trials
+from sweeps.lifecycle import RoundOptimizer, build_record
 from sweeps.progress import Progress
-from sweeps.recording import Recorder
-from sweeps.storage import Stores, check_reachable, open_storage
-from sweeps.study import check_space, create_or_load, load_existing, quiet_optuna
-from trainer import check_config, load_task, resolve_device
+from sweeps.recording import Recorder, make_tracker
+from sweeps.storage import (
+    Stores,
+    check_reachable,
+    fail_lost_trials,
+    open_storage,
+    resolve_stores,
+)
+from sweeps.study import check_space, create_or_load, load_existing
+from tracking import records
+from trainer import (
+    TrainStatus,
+    TrialConfig,
+    TrialResult,
+    check_config,
+    load_task,
+    resolve_device,
+    train,
+)
 from trainer.devices import device_label
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -62,7 +81,6 @@ def shares(total: int, workers: int) -> list[int]:
     return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
 
 
-@frozen_heap()
 def run_study(
     cfg: SweepConfig,
     stores: Stores,
@@ -72,7 +90,6 @@ def run_study(
     create_only: bool = False,
 ) -> RunOutcome:
     """Create or resume the study and run `cfg.trials` more trials (none with create_only)."""
-    quiet_optuna()
     preflight(cfg)
     check_reachable(stores.storage)  # before the recorder creates the home for artifacts
     recorder = Recorder(stores, cfg.study, track=track)  # refuses an unreachable store
@@ -109,7 +126,6 @@ def run_study(
     return outcome
 
 
-@frozen_heap()
 def run_worker(
     study_name: str,
     stores: Stores,
@@ -124,7 +140,6 @@ def run_worker(
     worker_index: int | None = None,
 ) -> dict[str, int]:
     """`sweeps worker`: join an existing study from any shell or machine."""
-    quiet_optuna()
     index = os.getpid() if worker_index is None else worker_index
     # First, so that the storage's stale-trial callback records a trial before its retry.
     recorder = Recorder(stores, study_name, track=track)
@@ -155,8 +170,6 @@ def run_worker(
     return count_states(study, storage)
 
 
-# Frozen again here: the CLI imports MLflow and opens the stores after run_study began.
-@frozen_heap()
 def _optimize(
     study: optuna.Study,
     cfg: SweepConfig,
@@ -281,3 +294,45 @@ def _state_counts(engine: sa.Engine, study: optuna.Study) -> dict[str, int]:
     from sweeps._optuna.read import state_counts
 
     return state_counts(engine, study)
+
+
+# Runs of `sweeps train` share one MLflow experiment, apart from the studies' experiments.
+TRAIN_EXPERIMENT = "sweeps-train"
+
+
+@dataclass(frozen=True)
+class SingleOutcome:
+    summary: dict[str, Any]
+    stores: Stores | None = None  # where it was tracked
+
+
+def run_single(
+    cfg: TrialConfig,
+    *,
+    track: bool,
+    home: str,
+    storage: str | None,
+    tracking_uri: str | None,
+) -> SingleOutcome:
+    """Validate everything (device, task, scope, store URLs) before any work, train, track."""
+    device = resolve_device(cfg.device)
+    task = check_config(cfg)
+    stores = resolve_stores(home, storage, tracking_uri) if track else None
+    if stores is not None:
+        stores.check_files(write=True, storage=False)
+    started = records.now_ms()
+    result = train(cfg, task, device=device)
+    summary = result.summary()
+    summary["mlflow_run_id"] = None
+    if stores is not None:
+        summary["mlflow_run_id"] = _track(stores, result, started)
+    return SingleOutcome(summary, stores)
+
+
+def _track(stores: Stores, result: TrialResult, started_ms: int) -> str:
+    completed = result.status is TrainStatus.COMPLETED
+    state = records.TrialState.COMPLETE if completed else records.TrialState.FAIL
+    error = f"diverged at epoch {result.diverged_epoch}" if result.diverged_epoch else None
+    rec = build_record(TRAIN_EXPERIMENT, 0, result.config, [result], state, started_ms, error)
+    tracker = make_tracker(stores)
+    return tracker.log_run(tracker.ensure_experiment(TRAIN_EXPERIMENT), rec)

@@ -1,5 +1,13 @@
-"""A round's proposals from one model of the history: `RoundSampler`.
+"""The search space and its samplers: `suggest`, the grid, and `RoundSampler`.
 
+`suggest` is the one place that turns an Optuna trial into a TrialConfig. λ is suggested
+only when the penalty is not `none` (a conditional space) and `l1_ratio` only for
+elastic_net. Under the grid sampler λ and l1_ratio come from fixed log-spaced / linear
+grids as categorical choices, so Optuna's BruteForceSampler (`GridSampler`) can enumerate
+the conditional space exactly (Optuna's own GridSampler cannot express conditional
+parameters).
+
+`RoundSampler` draws a round's proposals from one model of the history.
 Optuna's TPE fits its Parzen estimators to the whole history on every ask, and with the
 constant liar it also reads every running trial each time: asking a round of K trials fits
 K models, each costlier as the history grows. A `--batch K` round instead fits one model
@@ -34,7 +42,8 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 from scipy.special import ndtr, ndtri
 
-from trainer.config import Penalty
+from sweeps.config import SamplerKind, SweepConfig
+from trainer.config import Penalty, TrialConfig
 
 CANDIDATES = 24  # draws per proposal, as Optuna's n_ei_candidates
 # Components of one Parzen estimator at most: past this, evenly spaced order statistics of
@@ -44,11 +53,44 @@ MAX_COMPONENTS = 128
 GRID_POINTS = 1024  # where a density evaluated at many points is interpolated
 STARTUP_TRIALS = 10  # finished trials before the model is used, as Optuna's TPE
 _FIXED_PARAMS = "fixed_params"  # system attr of an enqueued trial (Study.enqueue_trial)
+L1_RATIO_GRID = (0.25, 0.5, 0.75)
+
+
+def lambda_grid(cfg: SweepConfig) -> list[float]:
+    """`grid_points` values log-spaced over [lambda_min, lambda_max], ends included."""
+    lo, hi, n = math.log10(cfg.lambda_min), math.log10(cfg.lambda_max), cfg.grid_points
+    if n == 1:
+        return [cfg.lambda_min]
+    return [10 ** (lo + (hi - lo) * i / (n - 1)) for i in range(n)]
+
+
+def suggest(trial: optuna.trial.BaseTrial, cfg: SweepConfig) -> TrialConfig:
+    """Sample penalty, λ and l1_ratio; everything else comes from the study's base config."""
+    penalty = Penalty(trial.suggest_categorical("penalty", [p.value for p in cfg.penalties]))
+    lam, l1_ratio = 0.0, None
+    grid = cfg.sampler is SamplerKind.GRID
+    if penalty is not Penalty.NONE:
+        if grid:
+            lam = float(trial.suggest_categorical("lambda", lambda_grid(cfg)))
+        else:
+            lam = trial.suggest_float("lambda", cfg.lambda_min, cfg.lambda_max, log=True)
+    if penalty is Penalty.ELASTIC_NET:
+        if grid:
+            l1_ratio = float(trial.suggest_categorical("l1_ratio", list(L1_RATIO_GRID)))
+        else:
+            l1_ratio = trial.suggest_float("l1_ratio", 0.0, 1.0)
+    return cfg.base.replace(penalty=penalty, lambda_=lam, l1_ratio=l1_ratio)
+
+
+def grid_size(cfg: SweepConfig) -> int:
+    """How many distinct points the grid sampler has."""
+    per = {Penalty.NONE: 1, Penalty.ELASTIC_NET: cfg.grid_points * len(L1_RATIO_GRID)}
+    return sum(per.get(p, cfg.grid_points) for p in cfg.penalties)
 
 
 @dataclass(frozen=True)
 class Space:
-    """The searched space (sweeps.space.suggest): penalty, then λ and l1_ratio as it says."""
+    """The searched space (`suggest`): penalty, then λ and l1_ratio as it says."""
 
     penalties: tuple[str, ...]
     lambda_min: float
@@ -69,7 +111,7 @@ class GridSampler(optuna.samplers.BruteForceSampler):
 
     BruteForceSampler ends an exhausted grid with `Study.stop()`, which Optuna allows only
     inside `optimize`: under ask-and-tell, `tell` stores the trial and then raises. The
-    rounds here stop asking when the grid's points are all finished (`sweeps.space.grid_size`),
+    rounds here stop asking when the grid's points are all finished (`grid_size`),
     so the sampler has nothing to stop.
     """
 
@@ -303,10 +345,15 @@ def _params(penalty: str, values: dict[str, float], space: Space) -> dict[str, A
 
 __all__ = [
     "CANDIDATES",
+    "L1_RATIO_GRID",
     "MAX_COMPONENTS",
     "STARTUP_TRIALS",
+    "GridSampler",
     "Parzen",
     "RoundSampler",
     "Space",
+    "grid_size",
+    "lambda_grid",
     "propose",
+    "suggest",
 ]

@@ -9,15 +9,18 @@ import optuna
 
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.errors import UsageError
-from sweeps.sampling import GridSampler, RoundSampler, Space
-from sweeps.space import suggest
+from sweeps.sampling import GridSampler, RoundSampler, Space, suggest
 
+# Keys of the study's user attributes, stored in existing studies: never renamed.
 SPACE_ATTR = "sweeps.space"
 CONFIG_ATTR = "sweeps.config"
 
 
 def quiet_optuna() -> None:
-    """Optuna logs every trial at INFO and failures with a traceback; we print our own."""
+    """Settles, for the whole process, what Optuna prints; for an entry point (the `sweeps`
+    command, a benchmark, the tests) to call, library code never calls it.
+
+    Optuna logs every trial at INFO and failures with a traceback; we print our own."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")

@@ -18,9 +18,19 @@ import sqlalchemy as sa
 import torch
 
 from sweeps.recording import quiet_mlflow
+from sweeps.study import quiet_optuna
 
+# The test process is an entry point of its own: it settles what the `sweeps` command
+# settles for itself, since the library leaves the process alone.
 torch.set_num_threads(1)  # tiny models run fastest on one thread
 quiet_mlflow()  # before any test imports mlflow: no telemetry, no progress bars
+
+
+@pytest.fixture(autouse=True)
+def _quiet_optuna() -> None:
+    """No log line or warning per trial from tests that call the library. Per test: pytest
+    restores the warning filters after each one."""
+    quiet_optuna()
 
 
 @pytest.fixture(scope="session", autouse=True)

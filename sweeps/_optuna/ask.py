@@ -2,15 +2,16 @@
 store for each, written for all of them at once.
 
 `Study.ask` creates a trial in one ORM session and reads it back, and each suggested
-parameter is another session: ~12 ms a trial here, most of a `--batch` round's cost. When
-a round's parameters are known before it is asked (`sweeps.sampling.RoundSampler.plan`),
-one transaction inserts the K trials (RUNNING, started now), numbers them as Optuna does
-(the count of the study's trials created before each, under the same lock on the study's
-row that Optuna's `_create_new_trial` takes, so numbers stay unique among concurrent
-workers) and inserts their parameters (internal representation and distribution JSON).
-The `optuna.Trial` objects are then built from what was written instead of read back,
-with the attributes `Trial.__init__` sets (tests/sweeps/test_bulk_ask.py compares them
-with a real one, so a change in Optuna fails a test rather than a study).
+parameter is another session: for a `--batch` round, several sessions per trial before any
+of them trains (the README has the figures). When a round's parameters are known before it
+is asked (`sweeps.sampling.RoundSampler.plan`), one transaction inserts the K trials
+(RUNNING, started now), numbers them as Optuna does (the count of the study's trials created
+before each, under the same lock on the study's row that Optuna's `_create_new_trial` takes,
+so numbers stay unique among concurrent workers) and inserts their parameters (internal
+representation and distribution JSON). The `optuna.Trial` objects are then built from what
+was written instead of read back, with the attributes `Trial.__init__` sets
+(tests/sweeps/test_bulk_ask.py compares them with a real one, so a change in Optuna fails a
+test rather than a study).
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
 """A study's finished trials across rounds, each read from the storage at most once.
 
-Optuna's `_CachedStorage` keeps the finished trials it read, but the trials a round
-creates and tells through `sweeps._optuna.ask` and `.tell` bypass it, so every round read
-the previous round's trials back through the ORM (a few tenths of a millisecond each, on
-every round). `TrialCache` is told the trials this process ended (`add`); once a round,
-one Core query lists the study's trials above the highest trial id below which every
-trial is known finished, and only the finished ones it does not know (other workers')
-are read, through the storage. Finished trials do not change, so nothing known is read
-again; running and waiting trials are listed, never kept.
+Optuna's `_CachedStorage` keeps the finished trials it read, but the trials a round creates
+and tells through `sweeps._optuna.ask` and `.tell` bypass it, so every round would read the
+previous round's trials back through the ORM, one by one. `TrialCache` is told the trials
+this process ended (`add`); once a round, one Core query lists the study's trials above the
+highest trial id below which every trial is known finished, and only the finished ones it
+does not know (other workers') are read, through the storage. Finished trials do not change,
+so nothing known is read again; running and waiting trials are listed, never kept.
 """
 
 from __future__ import annotations

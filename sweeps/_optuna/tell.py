@@ -2,13 +2,14 @@
 store for each, written for all of them at once.
 
 `Study.tell` reads the trial back and opens an ORM session per trial, and each user
-attribute is another; a round of K trials paid ~3K sessions. Here one transaction writes
-every told trial's value (`trial_values`), user attributes (`trial_user_attributes`) and
-state with its completion time (`trials`), only for trials still RUNNING (one that another
-worker failed meanwhile is left as it is, as Optuna refuses to tell it), after the
-sampler's `after_trial`, as `Study.tell` calls it. The values follow Optuna's rules: a
-COMPLETE trial's objective; a PRUNED trial's last reported value unless NaN; none for
-FAIL. tests/sweeps/test_bulk_tell.py reads both ways back through Optuna and compares.
+attribute is another: a round of K trials would pay several sessions per trial. Here one
+transaction writes every told trial's value (`trial_values`), user attributes
+(`trial_user_attributes`) and state with its completion time (`trials`), only for trials
+still RUNNING (one that another worker failed meanwhile is left as it is, as Optuna refuses
+to tell it), after the sampler's `after_trial`, as `Study.tell` calls it. The values follow
+Optuna's rules: a COMPLETE trial's objective; a PRUNED trial's last reported value unless
+NaN; none for FAIL. tests/sweeps/test_bulk_tell.py reads both ways back through Optuna and
+compares.
 """
 
 from __future__ import annotations

@@ -28,7 +28,12 @@ def check_command(
     Exit 0 when consistent (after --repair), 1 when problems remain.
     """
     from sweeps.check import check_study
+    from sweeps.recording import quiet_mlflow
     from sweeps.storage import resolve_stores
+    from sweeps.study import quiet_optuna
+
+    quiet_mlflow()  # this process's settings, before MLflow's first import
+    quiet_optuna()
 
     stores = resolve_stores(home, storage, tracking_uri)
     stores.check_files(write=repair, tracking=not no_track)

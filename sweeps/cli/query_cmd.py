@@ -1,5 +1,6 @@
-"""Query commands: studies, trials, best, compare, export. They import neither torch nor
-MLflow, so they answer in well under a second."""
+"""Query commands: studies, trials, best, compare, export (over `sweeps.lookup`). They import
+neither torch nor MLflow: a question about a study should not wait for training or
+tracking code to load."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def _stores(home: str, storage: str | None) -> Stores:
 @storage_options
 def studies_command(as_json: bool, home: str, storage: str | None) -> None:
     """List the studies in the storage."""
-    from sweeps.queries import list_studies
+    from sweeps.lookup import list_studies
 
     rows = list_studies(_stores(home, storage))
     if as_json:
@@ -70,7 +71,7 @@ def _minute(iso: str) -> str:
 @storage_options
 def trials_command(study: str, as_json: bool, home: str, storage: str | None) -> None:
     """Every trial of a study with its state, λ and losses."""
-    from sweeps.queries import list_trials
+    from sweeps.lookup import list_trials
 
     rows = list_trials(_stores(home, storage), study)
     if as_json:
@@ -96,7 +97,7 @@ def best_command(
     --json prints a list of the same rows, one object per penalty.
     """
     from sweeps.errors import UsageError
-    from sweeps.queries import best
+    from sweeps.lookup import best
 
     stores = _stores(home, storage)
     rows = best(stores, study, penalty)
@@ -115,7 +116,7 @@ def best_command(
 
 def _unfinished(stores: Stores, study: str, penalty: str | None) -> str:
     """Why there is no best: e.g. ` (3 pruned, 1 failed)`; empty when it has no trials."""
-    from sweeps.queries import list_trials
+    from sweeps.lookup import list_trials
 
     counts: dict[str, int] = {}
     for row in list_trials(stores, study):
@@ -137,7 +138,7 @@ def compare_command(
     storage: str | None,
 ) -> None:
     """Best λ and losses per study × penalty."""
-    from sweeps.queries import compare
+    from sweeps.lookup import compare
 
     rows = compare(_stores(home, storage), studies)
     if as_json:
@@ -160,7 +161,7 @@ def export_command(
 ) -> None:
     """Export a study's trials as CSV or JSON (same column names as everywhere)."""
     from sweeps.errors import UsageError
-    from sweeps.queries import list_trials, render_export, write_atomically
+    from sweeps.lookup import list_trials, render_export, write_atomically
 
     text = render_export(list_trials(_stores(home, storage), study), fmt)
     if output:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -93,7 +94,8 @@ def run_command(
     stores = resolve_stores(home, storage, tracking_uri)
     stores.check_files(write=True, tracking=not no_track)
     apply_threads(threads)
-    outcome = run_study(cfg, stores, track=not no_track, quiet=quiet, create_only=create_only)
+    with study_process(track=not no_track):
+        outcome = run_study(cfg, stores, track=not no_track, quiet=quiet, create_only=create_only)
     if as_json:
         echo_json(
             {
@@ -213,20 +215,34 @@ def worker_command(
 
         resolve_device(device)
     try:
-        counts = run_worker(
-            study,
-            stores,
-            trials=trials,
-            device=device,
-            track=not no_track,
-            timeout=timeout,
-            batch=batch,
-            quiet=quiet,
-            summarize=not no_summary,
-            worker_index=worker_index,
-        )
+        with study_process(track=not no_track):
+            counts = run_worker(
+                study,
+                stores,
+                trials=trials,
+                device=device,
+                track=not no_track,
+                timeout=timeout,
+                batch=batch,
+                quiet=quiet,
+                summarize=not no_summary,
+                worker_index=worker_index,
+            )
     except KeyboardInterrupt:
         click.echo("sweeps: interrupted; completed trials are kept", err=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
     if not quiet:
         click.echo(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+
+
+def study_process(*, track: bool) -> AbstractContextManager[None]:
+    """What a process that runs trials settles for itself, here and not in the library:
+    Optuna and MLflow quiet (MLflow's settings before its first import), then the heap
+    frozen once everything the study lives with is imported (`sweeps.cli.heap`)."""
+    from sweeps.cli.heap import study_heap
+    from sweeps.recording import quiet_mlflow
+    from sweeps.study import quiet_optuna
+
+    quiet_mlflow()
+    quiet_optuna()
+    return study_heap(track=track)

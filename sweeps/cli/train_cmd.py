@@ -30,7 +30,10 @@ from sweeps.errors import mask_secrets
 def train_command(no_track: bool, as_json: bool, threads: int | None, **kwargs: Any) -> None:
     """Train one configuration and print its final metrics."""
     from sweeps.errors import UsageError
-    from sweeps.single import run_single
+    from sweeps.recording import quiet_mlflow
+    from sweeps.runner import run_single
+
+    quiet_mlflow()  # this process's settings, before MLflow's first import
     from trainer.config import Penalty, TrialConfig
 
     stores = {k: kwargs.pop(k) for k in ("home", "storage", "tracking_uri")}

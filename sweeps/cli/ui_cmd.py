@@ -108,8 +108,8 @@ def ui_command(
             " prefer an SSH tunnel or a reverse proxy with auth",
             err=True,
         )
+    env = {**os.environ, **ui_env(stores.tracking_uri)}  # before this process quiets MLflow
     path = "" if study is None else study_path(stores.tracking_uri, study)
-    env = {**os.environ, **ui_env(stores.tracking_uri)}
     args = ui_args(host, port, stores.artifact_root, allowed_hosts)
     stores.make_home()
     raise SystemExit(serve(args, env, host, port, stores.home / UI_LOG, path))

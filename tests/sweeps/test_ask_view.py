@@ -12,8 +12,7 @@ import torch
 from sweeps.config import SweepConfig
 from sweeps.lifecycle import RoundOptimizer
 from sweeps.pruning import PruningView
-from sweeps.sampling import RoundSampler
-from sweeps.space import suggest
+from sweeps.sampling import RoundSampler, suggest
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load
 from trainer import load_task

@@ -13,7 +13,7 @@ from optuna.trial import FixedTrial, TrialState
 from sweeps._optuna.ask import TRIAL_ATTRIBUTES, BulkAsker
 from sweeps.config import SweepConfig
 from sweeps.lifecycle import _bulk_asker, _fenced
-from sweeps.space import suggest
+from sweeps.sampling import suggest
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load, quiet_optuna
 from tests.sweeps.study_helpers import sweep_study

@@ -7,7 +7,7 @@ import pytest
 
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig, load_toml
 from sweeps.errors import UsageError
-from sweeps.space import grid_size, lambda_grid, suggest
+from sweeps.sampling import grid_size, lambda_grid, suggest
 from trainer import Penalty
 
 

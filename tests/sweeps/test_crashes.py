@@ -18,8 +18,7 @@ import optuna
 import pytest
 
 from sweeps import killpoints
-from sweeps.lost import lost_trials
-from sweeps.storage import open_storage
+from sweeps.storage import lost_trials, open_storage
 from tests.sweeps.study_helpers import cli_env, run_cli
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from sweeps._optuna.ask import BulkAsker
 from sweeps._optuna.beat import BulkHeartbeat
 from sweeps._optuna.read import TrialCache, state_counts
 from sweeps.config import SweepConfig
-from sweeps.space import suggest
+from sweeps.sampling import suggest
 from tests.sweeps.study_helpers import sweep_study
 from trainer import Penalty
 

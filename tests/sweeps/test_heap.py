@@ -1,13 +1,29 @@
-"""`frozen_heap`: the collector skips what was alive before a study, and only during it."""
+"""The heap is frozen by the commands that run studies, never by the library.
+
+`frozen_heap`: the collector skips what was alive before the block, and only during it.
+`sweeps run` / `sweeps worker` import torch, Optuna and MLflow first and train inside the
+frozen heap, with Optuna and MLflow quieted; `run_study` itself leaves all of that alone.
+"""
 
 from __future__ import annotations
 
 import gc
+import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import optuna
 import pytest
 
-from sweeps.heap import frozen_heap
+import sweeps.lifecycle
+from sweeps.cli.heap import frozen_heap
+from sweeps.config import SweepConfig
+from sweeps.runner import run_study
+from sweeps.storage import resolve_stores
+from tests.sweeps.cli_helpers import invoke
+from trainer import TrialConfig
 
 
 @pytest.fixture(autouse=True)
@@ -29,3 +45,51 @@ def test_a_callers_freeze_is_left_alone() -> None:
     with frozen_heap():
         pass
     assert gc.get_freeze_count() > 0
+
+
+class _Seen:
+    """What the process looked like each time a trial trained."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.frozen: list[int] = []
+        self.mlflow_loaded: list[bool] = []
+        self.optuna_verbosity: list[int] = []
+        real = sweeps.lifecycle.train
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            self.frozen.append(gc.get_freeze_count())
+            self.mlflow_loaded.append("mlflow" in sys.modules)
+            self.optuna_verbosity.append(optuna.logging.get_verbosity())
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(sweeps.lifecycle, "train", spy)
+
+
+def test_the_run_command_trains_with_the_heap_frozen_after_mlflow_is_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _Seen(monkeypatch)
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    home = str(tmp_path / "h")
+    args = ["run", "--home", home, "--study", "s", "--trials", "2", "--epochs", "2", "--quiet"]
+    assert invoke(*args).exit_code == 0
+    assert len(seen.frozen) == 2 and min(seen.frozen) > 0
+    assert all(seen.mlflow_loaded)  # imported before the freeze, so frozen with the rest
+    assert set(seen.optuna_verbosity) == {optuna.logging.ERROR}
+    assert os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"  # keeps --json clean
+    assert gc.get_freeze_count() == 0
+
+
+def test_the_library_leaves_the_heap_and_optunas_logging_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _Seen(monkeypatch)
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        cfg = SweepConfig(study="s", base=TrialConfig(epochs=2), trials=2)
+        outcome = run_study(cfg, resolve_stores(str(tmp_path), None, None), track=False, quiet=True)
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    assert outcome.counts == {"COMPLETE": 2}
+    assert seen.frozen == [0, 0]
+    assert set(seen.optuna_verbosity) == {optuna.logging.INFO}

@@ -21,9 +21,8 @@ from optuna.trial import TrialState
 from sweeps._optuna import FORCE_PUBLIC_ENV
 from sweeps.config import SweepConfig
 from sweeps.lifecycle import RoundOptimizer
-from sweeps.lost import lost_trials
 from sweeps.pruning import PruningView
-from sweeps.storage import open_storage
+from sweeps.storage import lost_trials, open_storage
 from sweeps.study import create_or_load
 from tests.sweeps.study_helpers import cli_env, load, run_cli
 from tracking.results import ResultsStore

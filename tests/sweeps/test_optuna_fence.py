@@ -24,11 +24,9 @@ from sweeps._optuna import (
     trial_id,
 )
 from sweeps._optuna.ask_view import AskView
-from sweeps.lost import fail_lost_trials, lost_trials
-from sweeps.pruning import PruningView
-from sweeps.reports import Reports
+from sweeps.pruning import PruningView, Reports
 from sweeps.sampling import GridSampler
-from sweeps.storage import open_storage
+from sweeps.storage import fail_lost_trials, lost_trials, open_storage
 from sweeps.study import quiet_optuna
 
 

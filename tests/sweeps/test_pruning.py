@@ -12,8 +12,7 @@ import torch
 
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.lifecycle import Checkpoints, RoundOptimizer
-from sweeps.pruning import PruningView, SnapshotPruner
-from sweeps.reports import Reports
+from sweeps.pruning import PruningView, Reports, SnapshotPruner
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load, quiet_optuna
 from trainer import TrialConfig, load_task

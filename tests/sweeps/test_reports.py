@@ -9,8 +9,8 @@ import optuna
 import pytest
 
 import sweeps._optuna
-from sweeps import reports
-from sweeps.reports import Reports
+from sweeps import pruning
+from sweeps.pruning import Reports
 from sweeps.storage import open_storage
 from sweeps.study import quiet_optuna
 
@@ -86,7 +86,7 @@ def test_reports_waiting_too_long_are_written_without_a_flush(
     study: optuna.Study, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A long trial's curve reaches the storage (and a dashboard) within FLUSH_AFTER_S."""
-    monkeypatch.setattr(reports, "FLUSH_AFTER_S", 0.0)
+    monkeypatch.setattr(pruning, "FLUSH_AFTER_S", 0.0)
     trial = study.ask()
     Reports.of(study).add([(trial, 1, 5.0)])
     assert _stored(study, trial) == {1: "5.0"}

@@ -23,8 +23,8 @@ from sweeps.sampling import (
     RoundSampler,
     Space,
     propose,
+    suggest,
 )
-from sweeps.space import suggest
 from sweeps.study import make_sampler
 from tests.sweeps.cli_helpers import invoke
 from tests.sweeps.study_helpers import grid_test_loss

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
-from typing import Any
 
 import pytest
 from optuna.trial import FrozenTrial
 
-import sweeps.lifecycle
 from sweeps.config import SweepConfig
 from sweeps.progress import Progress
 from sweeps.runner import RunOutcome, run_study
@@ -21,21 +18,6 @@ CFG = SweepConfig(study="s", base=TrialConfig(epochs=2), trials=3)
 
 def _run(home: Path, *, quiet: bool = True) -> RunOutcome:
     return run_study(CFG, resolve_stores(str(home), None, None), track=False, quiet=quiet)
-
-
-def test_trials_train_with_the_heap_frozen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    gc.unfreeze()
-    frozen_while_training: list[int] = []
-    real = sweeps.lifecycle.train
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        frozen_while_training.append(gc.get_freeze_count())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sweeps.lifecycle, "train", spy)
-    assert _run(tmp_path).counts == {"COMPLETE": 3}
-    assert len(frozen_while_training) == 3 and min(frozen_while_training) > 0
-    assert gc.get_freeze_count() == 0
 
 
 @pytest.mark.parametrize("quiet", [True, False])

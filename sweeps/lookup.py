@@ -1,4 +1,8 @@
-"""Read-only questions about studies, answered from the results tables (no torch, no MLflow)."""
+"""Read-only lookups: studies, trials, best, compare, export.
+
+Answered from the results tables, plus Optuna's for trials still running; torch and MLflow
+are never imported: a question about a study should not wait for loading them.
+"""
 
 from __future__ import annotations
 
@@ -60,7 +64,6 @@ def list_trials(stores: Stores, study: str) -> list[dict[str, Any]]:
 def _unfinished(storage: str, study: str) -> list[dict[str, Any]]:
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         loaded = optuna.load_study(study_name=study, storage=storage)
     except KeyError:
