@@ -59,9 +59,11 @@ def _trials(home: Path) -> list[tuple[Any, ...]]:
     return [(t.number, t.state, t.params, t.values, t.intermediate_values) for t in study.trials]
 
 
-def _runs(home: Path) -> dict[int, tuple[str, dict[str, float], dict[str, list[float]]]]:
+def _runs_of(
+    home: Path, study: str = "s"
+) -> dict[int, tuple[str, dict[str, float], dict[str, list[float]]]]:
     client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("s")
+    experiment = client.get_experiment_by_name(study)
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id], "tags.`sweeps.role` = 'trial'")
     metrics = {"train_loss", "val_loss", "test_loss", "w_norm", "value"}
@@ -94,8 +96,8 @@ def test_overlapped_rounds_make_the_study_rounds_in_turn_make(
     assert len(_study(overlapped, monkeypatch, overlap=True)) == 1
     assert _study(in_turn, monkeypatch, overlap=False) == []
     assert _trials(overlapped) == _trials(in_turn)
-    runs = _runs(overlapped)
-    assert runs == _runs(in_turn) and sorted(runs) == list(range(16))
+    runs = _runs_of(overlapped)
+    assert runs == _runs_of(in_turn) and sorted(runs) == list(range(16))
     assert sum(bool(weights) for _, _, weights in runs.values()) >= 8  # serialized there
     done = run_cli("check", "--study", "s", env=cli_env(overlapped))
     assert done.returncode == 0 and "consistent" in done.stdout, done.stdout + done.stderr
@@ -143,3 +145,35 @@ def test_the_recording_process_dies_with_its_worker(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_ctrl_c_tells_the_written_round_and_fails_the_interrupted_one(tmp_path: Path) -> None:
+    gate = Gate(tmp_path / "gate")
+    gate.hold(2)  # round 2 held in training while round 1 is with the recording process
+    home = tmp_path / "h"
+    env = cli_env(home, **gate.env)
+    args = ["--study", "i", "--task", SPEC, "--penalties", "none,l2", "--epochs", "2"]
+    proc = subprocess.Popen(
+        sweeps_cmd("run", *args, "--trials", "6", "--batch", "2", "--quiet"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        gate.wait_until_held()
+        proc.send_signal(signal.SIGINT)  # the recording process ignores it: it finishes
+        _, err = proc.communicate(timeout=120)
+    finally:
+        gate.release()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    study = load("i", f"sqlite:///{home / 'sweeps.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]  # no third round started
+    runs = {n: status for n, (status, _, _) in _runs_of(home, "i").items()}
+    assert runs == {0: "FINISHED", 1: "FINISHED", 2: "FAILED", 3: "FAILED"}
+    done = run_cli("check", "--study", "i", env=cli_env(home))
+    assert done.returncode == 0 and "consistent" in done.stdout, done.stdout + done.stderr

@@ -382,6 +382,21 @@ def test_artifact_write_failure_logs_no_run(pair: Pair) -> None:
     assert [r.info.run_id for r in s.client.search_runs([experiment_id])] == [parent.run_id]
 
 
+def test_a_run_directory_in_the_way_leaves_no_run_nor_directory_of_ours(pair: Pair) -> None:
+    """Files are written by several threads (ARTIFACT_WRITERS): one run failing leaves
+    none of the batch's directories, only the one that was there already."""
+    s = pair.fast
+    experiment_id = s.tracker.ensure_experiment(f"inway-{next(_names)}")
+    ids = [new_run_id() for _ in range(6)]
+    in_the_way = artifact_dir(s, experiment_id) / ids[4]
+    in_the_way.mkdir(parents=True)
+    bulk = writer(s, iter(ids).__next__)
+    with pytest.raises(FileExistsError):
+        bulk.log_runs(experiment_id, [spec(n) for n in range(6)])
+    assert run_rows(bulk.engine, ids) == dict.fromkeys(RUN_TABLES, 0)
+    assert list(artifact_dir(s, experiment_id).iterdir()) == [in_the_way]
+
+
 def test_remote_artifact_location_falls_back(pair: Pair) -> None:
     s = pair.fast
     experiment_id = s.client.create_experiment(
