@@ -10,6 +10,7 @@ import optuna
 import pytest
 from optuna.trial import FixedTrial, TrialState
 
+from sweeps._optuna import storage_of, trial_id
 from sweeps._optuna.ask import TRIAL_ATTRIBUTES, BulkAsker
 from sweeps.config import SweepConfig
 from sweeps.lifecycle import _bulk_asker, _fenced
@@ -59,9 +60,9 @@ def test_bulk_ask_reads_back_as_optuna_asks(study: optuna.Study) -> None:
     ours = asker.ask(study, _planned(PROPOSALS))
     theirs = [_public(study, p) for p in PROPOSALS]
     assert [t.number for t in ours + theirs] == list(range(6))
-    again = optuna.load_study(study_name="asked", storage=study._storage)
+    again = optuna.load_study(study_name="asked", storage=storage_of(study))
     for mine, plain in zip(ours, theirs, strict=True):
-        a, b = (again._storage.get_trial(t._trial_id) for t in (mine, plain))
+        a, b = (storage_of(again).get_trial(trial_id(t)) for t in (mine, plain))
         assert (a.state, a.params, a.distributions) == (b.state, b.params, b.distributions)
         assert (a.user_attrs, a.intermediate_values, a.values) == ({}, {}, None)
         assert a.state is TrialState.RUNNING and a.datetime_complete is None
@@ -79,7 +80,7 @@ def test_bulk_ask_reads_back_as_optuna_asks(study: optuna.Study) -> None:
     # They behave as Optuna's own: reports, tell.
     ours[0].report(1.5, 2)
     study.tell(ours[0], 0.25)
-    assert again._storage.get_trial(ours[0]._trial_id).values == [0.25]
+    assert storage_of(again).get_trial(trial_id(ours[0])).values == [0.25]
 
 
 def test_concurrent_rounds_number_trials_uniquely(storage_url: str) -> None:

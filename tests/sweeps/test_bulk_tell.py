@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeps._optuna import FORCE_PUBLIC_ENV, Told, rdb_backend
+from sweeps._optuna import FORCE_PUBLIC_ENV, Told, rdb_backend, storage_of, trial_id
 from sweeps._optuna.tell import BulkTeller
 from sweeps.config import SweepConfig
 from sweeps.lifecycle import _bulk_teller, _fenced
@@ -46,8 +46,8 @@ def _asked(study: optuna.Study, reports: dict[int, float]) -> optuna.Trial:
 
 def _read(study: optuna.Study, trial: optuna.Trial) -> dict[str, Any]:
     """What a fresh Optuna reads back (repr: NaN equals NaN)."""
-    again = optuna.load_study(study_name=study.study_name, storage=study._storage)
-    frozen = again._storage.get_trial(trial._trial_id)
+    again = optuna.load_study(study_name=study.study_name, storage=storage_of(study))
+    frozen = storage_of(again).get_trial(trial_id(trial))
     return {
         "state": frozen.state,
         "values": repr(frozen.values),
@@ -75,7 +75,7 @@ def test_bulk_tell_reads_back_as_optuna_tells(study: optuna.Study) -> None:
     for mine, plain, frozen in zip(ours, theirs, got, strict=True):
         assert _read(study, mine) == _read(study, plain)
         # What the caller gets back is what the storage now holds.
-        stored = study._storage.get_trial(mine._trial_id)
+        stored = storage_of(study).get_trial(trial_id(mine))
         assert (frozen.state, repr(frozen.values), frozen.user_attrs) == (
             stored.state,
             repr(stored.values),
@@ -88,7 +88,7 @@ def test_a_trial_ended_elsewhere_is_left_as_it_is(study: optuna.Study) -> None:
     teller = _fenced(study, "test", _bulk_teller)
     assert teller is not None
     lost, kept = _asked(study, {}), _asked(study, {})
-    study._storage.set_trial_state_values(lost._trial_id, TrialState.FAIL)  # e.g. stale
+    storage_of(study).set_trial_state_values(trial_id(lost), TrialState.FAIL)  # e.g. stale
     got = teller.tell(
         study,
         [Told(t, TrialState.COMPLETE, 1.0, {"sweeps.record": RECORD}) for t in (lost, kept)],

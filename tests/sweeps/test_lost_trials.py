@@ -18,7 +18,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from sweeps._optuna import FORCE_PUBLIC_ENV
+from sweeps._optuna import FORCE_PUBLIC_ENV, trial_id
 from sweeps.config import SweepConfig
 from sweeps.lifecycle import RoundOptimizer
 from sweeps.pruning import PruningView
@@ -132,7 +132,7 @@ def test_a_long_ask_round_beats_for_the_trials_asked_so_far(
     assert not beaten_at_ask  # asked one by one: the round beats from the start
     with storage.engine.connect() as conn:
         beaten = set(conn.execute(sa.text("SELECT trial_id FROM trial_heartbeats")).scalars())
-    ids = [slot.trial._trial_id for slot in slots]
+    ids = [trial_id(slot.trial) for slot in slots]
     assert ids[0] in beaten and len(beaten & set(ids)) >= 2  # asked > 0.5 s before the end
     monkeypatch.delenv(FORCE_PUBLIC_ENV)  # lost trials are found in Optuna's tables only
     assert lost_trials(study, storage) == []

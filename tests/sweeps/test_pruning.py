@@ -10,6 +10,7 @@ import optuna
 import pytest
 import torch
 
+from sweeps._optuna import storage_of, trial_id
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.lifecycle import Checkpoints, RoundOptimizer
 from sweeps.pruning import PruningView, Reports, SnapshotPruner
@@ -44,7 +45,7 @@ def make_study() -> Iterator[MakeStudy]:
 def _count_reads(study: optuna.Study, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the storage's reads of all trials (what the median pruner asks for)."""
     reads: list[int] = []
-    storage = study._storage
+    storage = storage_of(study)
     real: Callable[..., Any] = storage.get_all_trials
 
     def counting(*args: Any, **kwargs: Any) -> Any:
@@ -100,7 +101,7 @@ def test_checkpoints_read_the_trials_at_most_once(
     assert checkpoints.pruned_at == epoch == 3
     assert len(reads) <= 1
     checkpoints.reports.flush()  # as the round does before telling the trial
-    stored = study._storage.get_trial(running._trial_id).intermediate_values
+    stored = storage_of(study).get_trial(trial_id(running)).intermediate_values
     assert stored == {1: 50.0, 2: 100.0, 3: 150.0}  # every checkpoint still reported
 
 
