@@ -8,7 +8,10 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from subprocess import Popen
 from typing import Any
 from urllib.parse import urlparse
 
@@ -118,20 +121,34 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited; only its parent has not reaped it
 
 
-def test_the_recording_process_dies_with_its_worker(tmp_path: Path) -> None:
-    """A worker killed whole leaves no writer behind to race a resume's healing."""
+@contextmanager
+def _second_round_held(tmp_path: Path, study: str) -> Iterator[tuple[Popen[str], Path]]:
+    """`sweeps run` of a tracked study in rounds of 2, its second round held in training
+    (the gate) while the first is with the recording process; killed afterwards if alive."""
     gate = Gate(tmp_path / "gate")
     gate.hold(2)  # builds: 0 the pre-flight check, 1 round 1, 2 round 2
-    env = cli_env(tmp_path / "h", **gate.env)
-    args = ["--study", "g", "--task", SPEC, "--penalties", "none,l2", "--epochs", "2"]
+    home = tmp_path / "h"
+    args = ["--study", study, "--task", SPEC, "--penalties", "none,l2", "--epochs", "2"]
     proc = subprocess.Popen(
         sweeps_cmd("run", *args, "--trials", "6", "--batch", "2", "--quiet"),
-        env=env,
-        stdout=subprocess.DEVNULL,
+        env=cli_env(home, **gate.env),
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        text=True,
     )
     try:
-        gate.wait_until_held()  # round 1 is with the recording process, round 2 held
+        gate.wait_until_held()
+        yield proc, home
+    finally:
+        gate.release()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def test_the_recording_process_dies_with_its_worker(tmp_path: Path) -> None:
+    """A worker killed whole leaves no writer behind to race a resume's healing."""
+    with _second_round_held(tmp_path, "g") as (proc, _):
         children = _children(proc.pid)
         assert len(children) == 1, children
         os.kill(proc.pid, signal.SIGKILL)
@@ -140,35 +157,12 @@ def test_the_recording_process_dies_with_its_worker(tmp_path: Path) -> None:
         while _alive(children[0]):
             assert time.monotonic() < deadline, "the recording process outlived its worker"
             time.sleep(0.05)
-    finally:
-        gate.release()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_ctrl_c_tells_the_written_round_and_fails_the_interrupted_one(tmp_path: Path) -> None:
-    gate = Gate(tmp_path / "gate")
-    gate.hold(2)  # round 2 held in training while round 1 is with the recording process
-    home = tmp_path / "h"
-    env = cli_env(home, **gate.env)
-    args = ["--study", "i", "--task", SPEC, "--penalties", "none,l2", "--epochs", "2"]
-    proc = subprocess.Popen(
-        sweeps_cmd("run", *args, "--trials", "6", "--batch", "2", "--quiet"),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        gate.wait_until_held()
+    with _second_round_held(tmp_path, "i") as (proc, home):
         proc.send_signal(signal.SIGINT)  # the recording process ignores it: it finishes
         _, err = proc.communicate(timeout=120)
-    finally:
-        gate.release()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     study = load("i", f"sqlite:///{home / 'sweeps.db'}")
     states = [t.state.name for t in study.trials]
