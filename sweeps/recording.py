@@ -23,7 +23,6 @@ from tracking.records import (
     FINAL_METRICS,
     METRICS,
     RUN_STATUS,
-    History,
     HistoryPolicy,
     StudyRecord,
     TrialRecord,
@@ -38,6 +37,10 @@ if TYPE_CHECKING:
     from tracking.mlflow_runs import MlflowTracker, ParentRef
 
 PARENT_ATTR = "mlflow_parent_run_id"
+# A round of this many trials or more keeps its trials' files in one archive on the parent
+# run (`MlflowTracker.log_trials`): per trial, its files are five filesystem entries, which
+# on a slow disk cost more than training it in a stack. Smaller rounds keep them per run.
+ARCHIVE_FROM = 64
 EXPERIMENT_ATTR = "mlflow_experiment_id"
 
 
@@ -210,7 +213,7 @@ class Recorder:
     ) -> list[TrialRecord]:
         """One bulk write for the whole round (one transaction into a SQL store)."""
         try:
-            run_ids = mlflow.log_trials(parent, recs, history)
+            run_ids = mlflow.log_trials(parent, recs, history, archive=len(recs) >= ARCHIVE_FROM)
         except Exception as e:  # the trials themselves are fine; keep them in Optuna and SQL
             numbers = ", ".join(str(rec.number) for rec in recs)
             warn(f"MLflow logging failed for trial(s) {numbers}: {e}")
@@ -261,8 +264,9 @@ class Recorder:
 
     def _complete_best_curves(self) -> None:
         """The best trial of each penalty shows every epoch as metrics, whatever --history
-        thinned (the other trials keep theirs in history.csv)."""
-        if self.mlflow is None or self.cfg is None or self.cfg.history is History.EPOCHS:
+        thinned, and has its own files, wherever its round archived them (the other trials
+        keep theirs in history.csv, or in their round's archive)."""
+        if self.mlflow is None or self.cfg is None:
             return
         run_ids = [row["mlflow_run_id"] for row in self.results.best(self.study)]
         try:

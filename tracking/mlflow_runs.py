@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -36,10 +36,15 @@ from tracking._mlflow_sql import RunWriter, open_bulk_writer
 from tracking.errors import TrackingError
 from tracking.figures import lambda_figure
 from tracking.mlflow_specs import (
+    ARCHIVE_TAG,
     HISTORY_FILE,
     MAX_PARAM_VALUE_LENGTH,
+    Attached,
     RunSpec,
+    archive_path,
+    archived_files,
     read_history_csv,
+    round_archive,
     tag_dict,
     tag_value,
     trial_spec,
@@ -252,16 +257,25 @@ class MlflowTracker:
         parent: ParentRef,
         recs: Sequence[TrialRecord],
         history: HistoryPolicy = EVERY_EPOCH,
+        *,
+        archive: bool = False,
     ) -> list[str]:
         """Logs finished trials as child runs of `parent`; returns their run ids in order.
         `history` says which epochs become metric rows (all are in `history.csv`).
+        `archive`: the trials' files go, as one zip, to the parent run
+        (`mlflow_specs.round_archive`; each run tagged with its path), not to their runs.
 
         Into a SQL tracking store this is one transaction: all trials are logged or none.
         Otherwise each is logged as by `log_trial`, and a failure leaves those before it
         logged and the failing one FAILED.
         """
-        specs = [trial_spec(rec, parent.run_id, history) for rec in recs]
-        return self._log_specs(parent.experiment_id, specs, recs)
+        if not archive or len(recs) < 2:
+            specs = [trial_spec(rec, parent.run_id, history) for rec in recs]
+            return self._log_specs(parent.experiment_id, specs, recs)
+        path = archive_path(recs)
+        specs = [trial_spec(rec, parent.run_id, history, path) for rec in recs]
+        attached = Attached(parent.run_id, path, round_archive(recs))
+        return self._log_specs(parent.experiment_id, specs, recs, attached)
 
     def log_trial(self, parent: ParentRef, rec: TrialRecord) -> str:
         """Logs one finished trial as a child run of `parent`; returns the run id."""
@@ -278,14 +292,22 @@ class MlflowTracker:
         return self._log_specs(experiment_id, [trial_spec(rec, parent_run_id)], [rec])[0]
 
     def _log_specs(
-        self, experiment_id: str, specs: Sequence[RunSpec], recs: Sequence[TrialRecord]
+        self,
+        experiment_id: str,
+        specs: Sequence[RunSpec],
+        recs: Sequence[TrialRecord],
+        attached: Attached | None = None,
     ) -> list[str]:
         writer = self._bulk()
         if writer is not None and specs:
             with self._errors(f"cannot log {_trials_label(recs)}"):
-                run_ids = writer.log_runs(experiment_id, specs)
+                run_ids = writer.log_runs(experiment_id, specs, attached)
             if run_ids is not None:
                 return run_ids
+        if attached is not None:  # first, so that no run names an archive not there
+            folder, _, name = attached.path.rpartition("/")
+            with self._errors(f"cannot log the archive of {_trials_label(recs)}"):
+                self._log_files(attached.run_id, {name: attached.data}, folder or None)
         return [
             self._log_with_client(experiment_id, spec, rec.number)
             for spec, rec in zip(specs, recs, strict=True)
@@ -337,34 +359,65 @@ class MlflowTracker:
             client.set_terminated(parent.run_id, "FINISHED")
 
     def complete_curves(self, run_ids: Sequence[str]) -> list[str]:
-        """Logs every epoch of these trial runs' curves as metrics, from their history.csv,
-        where `--history` logged fewer; returns the runs that got points."""
+        """Completes these trial runs (the best ones): every epoch of their curves as
+        metrics where `--history` logged fewer, from their history.csv, and their own
+        copy of their files where those went to a round's archive. Returns the runs that
+        got anything."""
         completed = []
+        archives: dict[tuple[str, str], bytes] = {}  # a round's archive, read once
         with self._errors("cannot complete the best trials' curves"):
             client = self._mlflow()
             for run_id in run_ids:
-                points = self._missing_points(client, run_id)
+                run = client.get_run(run_id)
+                files = self._archived(client, run, archives)
+                if files:
+                    self._log_files(run_id, files)
+                points = self._missing_points(client, run, files.get(HISTORY_FILE))
                 for metrics, _ in _batches(points, []):
                     client.log_batch(run_id, metrics=metrics, synchronous=True)
-                if points:
+                if points or files:
                     completed.append(run_id)
         return completed
 
     @staticmethod
-    def _missing_points(client: MlflowClient, run_id: str) -> list[Metric]:
+    def _archived(
+        client: MlflowClient, run: Run, archives: dict[tuple[str, str], bytes]
+    ) -> dict[str, bytes]:
+        """The run's files from its round's archive, if they are there and not yet in the
+        run itself."""
+        tags = run.data.tags
+        path, parent = tags.get(ARCHIVE_TAG), tags.get("mlflow.parentRunId")
+        if path is None or parent is None:
+            return {}
+        if any(a.path == HISTORY_FILE for a in client.list_artifacts(run.info.run_id)):
+            return {}  # copied by an earlier end of the study
+        if (parent, path) not in archives:
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    local = client.download_artifacts(parent, path, tmp)
+                except (MlflowException, OSError):
+                    return {}  # the archive is gone: the run keeps its metrics
+                archives[(parent, path)] = Path(local).read_bytes()
+        return archived_files(archives[(parent, path)], int(tags["sweeps.trial_number"]))
+
+    @staticmethod
+    def _missing_points(client: MlflowClient, run: Run, history: bytes | None) -> list[Metric]:
+        run_id = run.info.run_id
         logged = {m.step for m in client.get_metric_history(run_id, "val_loss")}
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = client.download_artifacts(run_id, HISTORY_FILE, tmp)
-            except (MlflowException, OSError):
-                return []  # a run without one (logged by an older sweeps, or a repair)
-            history = read_history_csv(Path(path).read_bytes())
-        info = client.get_run(run_id).info
-        epochs = max(len(values) for values in history.values())
+        if history is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    path = client.download_artifacts(run_id, HISTORY_FILE, tmp)
+                except (MlflowException, OSError):
+                    return []  # a run without one (logged by an older sweeps, or a repair)
+                history = Path(path).read_bytes()
+        curves = read_history_csv(history)
+        info = run.info
+        epochs = max(len(values) for values in curves.values())
         span_ms = max((info.end_time or info.start_time) - info.start_time, 0)
         return [
             Metric(name, value, info.start_time + span_ms * step // max(epochs, 1), step)
-            for name, values in history.items()
+            for name, values in curves.items()
             for step, value in enumerate(values, start=1)
             if step not in logged
         ]
@@ -445,11 +498,13 @@ class MlflowTracker:
         digest = hashlib.sha256(study.encode()).hexdigest()[:16]
         return (self._artifact_root.resolve() / digest).as_uri()
 
-    def _log_files(self, run_id: str, files: Mapping[str, bytes]) -> None:
+    def _log_files(
+        self, run_id: str, files: Mapping[str, bytes], folder: str | None = None
+    ) -> None:
         with tempfile.TemporaryDirectory(prefix="sweeps-artifacts-") as tmp:
             for name, data in files.items():
                 (Path(tmp) / name).write_bytes(data)
-            self._mlflow().log_artifacts(run_id, tmp)
+            self._mlflow().log_artifacts(run_id, tmp, folder)
 
     def _fail_quietly(self, run_id: str) -> None:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,16 @@ class RunSpec:
     files: Mapping[str, bytes]
 
 
+@dataclass(frozen=True)
+class Attached:
+    """A file written with a batch of runs into an existing run's artifacts (a round's
+    archive on the parent run), and removed with them if they fail."""
+
+    run_id: str
+    path: str  # relative to the run's artifact folder, `/`-separated
+    data: bytes
+
+
 def trial_run_name(rec: TrialRecord) -> str:
     """A run name that reads well in a run list, e.g. `#12 l2 λ=3.16`."""
     name = f"#{rec.number} {rec.penalty}"
@@ -95,11 +106,18 @@ def trials_csv(records: Sequence[TrialRecord]) -> bytes:
 
 
 HISTORY_FILE = "history.csv"  # every trial's whole per-epoch history, whatever the policy
+ARCHIVE_TAG = "sweeps.archive"  # on a trial's run: its files' archive on the parent run
+ARCHIVE_FOLDER = "rounds"  # the parent run's folder of round archives
 
 
 def trial_spec(
-    rec: TrialRecord, parent_run_id: str | None, history: HistoryPolicy = EVERY_EPOCH
+    rec: TrialRecord,
+    parent_run_id: str | None,
+    history: HistoryPolicy = EVERY_EPOCH,
+    archive: str | None = None,
 ) -> RunSpec:
+    """`archive`: the path, among the parent run's artifacts, of the round's archive that
+    holds this trial's files (`round_archive`); the run then has none of its own."""
     status = RUN_STATUS.get(rec.state)
     if status is None:
         raise ValueError(f"trial {rec.number} is {rec.state}: only finished trials are logged")
@@ -108,14 +126,16 @@ def trial_spec(
         status=status,
         start_time_ms=rec.start_time_ms,
         end_time_ms=rec.end_time_ms,
-        tags=tag_dict(_trial_tags(parent_run_id, rec)),
+        tags=tag_dict(_trial_tags(parent_run_id, rec, archive)),
         params=_trial_params(rec),
         metrics=_trial_metrics(rec, history),
-        files=_trial_files(rec),
+        files={} if archive else trial_files(rec),
     )
 
 
-def _trial_tags(parent_run_id: str | None, rec: TrialRecord) -> dict[str, str]:
+def _trial_tags(
+    parent_run_id: str | None, rec: TrialRecord, archive: str | None = None
+) -> dict[str, str]:
     tags = {
         "sweeps.study": rec.study,
         "sweeps.trial_number": str(rec.number),
@@ -131,6 +151,8 @@ def _trial_tags(parent_run_id: str | None, rec: TrialRecord) -> dict[str, str]:
         tags["sweeps.error"] = mask_secrets(rec.error)[:MAX_ERROR_TAG_LENGTH]
     if rec.reused_from is not None:
         tags["sweeps.reused_from"] = str(rec.reused_from)
+    if archive is not None:
+        tags[ARCHIVE_TAG] = archive
     return tags
 
 
@@ -177,7 +199,8 @@ def _trial_metrics(rec: TrialRecord, history: HistoryPolicy) -> list[MetricPoint
     return metrics
 
 
-def _trial_files(rec: TrialRecord) -> dict[str, bytes]:
+def trial_files(rec: TrialRecord) -> dict[str, bytes]:
+    """A trial's artifact files: config.json, history.csv, model_state_dict.pt."""
     config = {key: _json_value(value) for key, value in rec.params.items()}
     config |= {"study": rec.study, "number": rec.number, "state": rec.state.value}
     files = {"config.json": json.dumps(config, indent=2, default=str).encode()}
@@ -235,3 +258,40 @@ def _float_or_none(value: Any) -> float | None:
         return None if value is None else float(value)
     except (TypeError, ValueError):
         return None
+
+
+# --- a round's files in one archive ----------------------------------------------------
+#
+# A trial's three files cost five filesystem entries (its run folder, `artifacts`, the
+# files), which on a slow disk take longer than training it in a stack; a round of many
+# trials keeps them in one zip on the parent run instead, `trials/<number>/<file>` holding
+# exactly what the trial's own run would have held.
+
+
+def archive_path(recs: Sequence[TrialRecord]) -> str:
+    """Where a round's archive goes among the parent run's artifacts (trial numbers are
+    unique in a study, so no two rounds share a name)."""
+    numbers = sorted(rec.number for rec in recs)
+    return f"{ARCHIVE_FOLDER}/trials-{numbers[0]:06d}-{numbers[-1]:06d}.zip"
+
+
+def round_archive(recs: Sequence[TrialRecord]) -> bytes:
+    """The round's trials' files (`trial_files`) in one zip, stored uncompressed: the
+    weights do not compress and the histories are small."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for rec in recs:
+            for name, data in trial_files(rec).items():
+                archive.writestr(f"trials/{rec.number}/{name}", data)
+    return buffer.getvalue()
+
+
+def archived_files(data: bytes, number: int) -> dict[str, bytes]:
+    """Trial `number`'s files from a round's archive."""
+    prefix = f"trials/{number}/"
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {
+            name.removeprefix(prefix): archive.read(name)
+            for name in archive.namelist()
+            if name.startswith(prefix)
+        }

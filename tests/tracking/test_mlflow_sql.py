@@ -27,7 +27,7 @@ from tracking._mlflow_sql import open_bulk_writer
 from tracking._mlflow_sql.bulk import BulkRunWriter, new_run_id
 from tracking.errors import TrackingError
 from tracking.mlflow_runs import MlflowTracker, ParentRef
-from tracking.mlflow_specs import RunSpec
+from tracking.mlflow_specs import Attached, RunSpec
 from tracking.records import ACCURACY_METRICS, METRICS, TrialRecord, TrialState
 
 HOSTILE_STUDY = 'it\'s "quoted" ../../escape; DROP TABLE runs; -- λ→∞ %s %(x)s'
@@ -315,6 +315,22 @@ def test_duplicate_key_in_the_transaction_leaves_nothing(pair: Pair) -> None:
     assert not root.exists() or list(root.iterdir()) == []
     assert s.client.get_run(existing).info.status == "RUNNING"  # untouched
     assert [r.info.run_id for r in s.client.search_runs([experiment_id])] == [existing]
+
+
+def test_a_failed_batch_removes_its_attached_archive(pair: Pair) -> None:
+    s = pair.fast
+    experiment_id = s.tracker.ensure_experiment(f"att-{next(_names)}")
+    parent = s.client.create_run(experiment_id)
+    ids = iter([new_run_id(), parent.info.run_id])  # the second run collides (its folder)
+    bulk = writer(s, lambda: next(ids))
+    attached = Attached(parent.info.run_id, "rounds/trials-000000-000001.zip", b"zip")
+    with pytest.raises(FileExistsError):
+        bulk.log_runs(experiment_id, [spec(0), spec(1)], attached)
+    folder = Path(unquote(urlparse(parent.info.artifact_uri).path))
+    assert not (folder / "rounds" / "trials-000000-000001.zip").exists()
+    # and with the runs logged, the archive is there
+    logged = writer(s).log_runs(experiment_id, [spec(0), spec(1)], attached)
+    assert logged is not None and (folder / attached.path).read_bytes() == b"zip"
 
 
 POISON_TRIGGER = {

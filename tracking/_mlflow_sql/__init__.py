@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from tracking.db import use_wal
 
 if TYPE_CHECKING:
-    from tracking.mlflow_specs import RunSpec
+    from tracking.mlflow_specs import Attached, RunSpec
 
 FORCE_PUBLIC_ENV = "SWEEPS_MLFLOW_PUBLIC"
 # MLflow schema revisions whose tables `bulk` was checked against (tests/tracking/
@@ -39,9 +39,12 @@ _warned: set[str] = set()
 class RunWriter(Protocol):
     """Writes finished runs into an MLflow SQL store (`bulk.BulkRunWriter`)."""
 
-    def log_runs(self, experiment_id: str, specs: Sequence[RunSpec]) -> list[str] | None:
-        """The new runs' ids in order, all logged or none; None, having written nothing,
-        when the runs must go through MlflowClient instead."""
+    def log_runs(
+        self, experiment_id: str, specs: Sequence[RunSpec], attached: Attached | None = None
+    ) -> list[str] | None:
+        """The new runs' ids in order, all logged or none (`attached`, a file for an
+        existing run, with them); None, having written nothing, when the runs must go
+        through MlflowClient instead."""
         ...
 
 

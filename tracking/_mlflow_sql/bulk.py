@@ -53,7 +53,7 @@ from mlflow.utils.file_utils import local_file_uri_to_path
 from mlflow.utils.uri import append_to_uri_path
 
 from tracking._mlflow_sql.rows import COLUMNS, Row, run_rows
-from tracking.mlflow_specs import RunSpec
+from tracking.mlflow_specs import Attached, RunSpec
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,9 @@ class BulkRunWriter:
     def engine(self) -> sa.Engine:
         return self._engine
 
-    def log_runs(self, experiment_id: str, specs: Sequence[RunSpec]) -> list[str] | None:
+    def log_runs(
+        self, experiment_id: str, specs: Sequence[RunSpec], attached: Attached | None = None
+    ) -> list[str] | None:
         """Logs `specs` as runs of the experiment, all or none; returns their ids in order.
 
         None, having written nothing, when the experiment's artifact location is not a local
@@ -125,6 +127,8 @@ class BulkRunWriter:
             runs = [self._rows(experiment_id, where, spec) for spec in specs]
             created: list[Path] = []
             try:
+                if attached is not None:
+                    created.append(self._attach(attached))
                 _write_all_artifacts(runs, created)
                 with self._engine.begin() as conn:
                     _insert(conn, runs)
@@ -132,6 +136,23 @@ class BulkRunWriter:
                 _remove(created)
                 raise
             return [run.run_id for run in runs]
+
+    def _attach(self, attached: Attached) -> Path:
+        """Writes `attached` into its run's local artifact folder; a file already there is
+        not replaced (exclusive create)."""
+        table = SqlRun.__table__
+        query = sa.select(table.c.artifact_uri).where(table.c.run_uuid == attached.run_id)
+        with self._engine.connect() as conn:
+            uri = conn.execute(query).scalar_one_or_none()
+        if uri is None or not _is_local(uri):
+            raise MlflowException(
+                f"run {attached.run_id} has no local artifact folder", RESOURCE_DOES_NOT_EXIST
+            )
+        path = _local_path(str(uri)).joinpath(*attached.path.split("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "xb") as f:
+            f.write(attached.data)
+        return path
 
     def _artifact_location(self, experiment_id: str) -> str:
         """The experiment's artifact location; refused as SqlAlchemyStore.create_run does."""
@@ -215,6 +236,8 @@ def _write_all_artifacts(runs: Sequence[_RunRows], created: list[Path]) -> None:
 
 
 def _write_artifacts(run: _RunRows, created: list[Path]) -> None:
+    if not run.files:
+        return  # as MlflowClient: a run's folder exists once it has a file
     # exist_ok=False: a run directory that is already there is not ours to fill or remove.
     os.mkdir(run.run_dir)
     created.append(run.run_dir)
@@ -265,10 +288,14 @@ def _insert_sql(dialect: sa.Dialect, table: sa.Table) -> str:
     )
 
 
-def _remove(run_dirs: Sequence[Path]) -> None:
-    for run_dir in run_dirs:
+def _remove(paths: Sequence[Path]) -> None:
+    """Removes what a failed batch wrote: run folders, and an attached file."""
+    for run_dir in paths:
         try:
-            shutil.rmtree(run_dir)
+            if run_dir.is_dir():
+                shutil.rmtree(run_dir)
+            else:
+                run_dir.unlink()
         except OSError as e:  # the error that brought us here matters more
             logger.warning("could not remove the artifacts of an unlogged run %s: %s", run_dir, e)
 
