@@ -477,7 +477,7 @@ class RecordingProcess:
         """Start writing `recs`, each with its `weights` (a state_dict, serialized there);
         `result` waits for it."""
         # As numpy arrays: a tensor pickles ~25x slower.
-        arrays = [None if w is None else {k: v.numpy() for k, v in w.items()} for w in weights]
+        arrays = [None if w is None else {k: _array(v) for k, v in w.items()} for w in weights]
         try:
             self._conn.send((recs, arrays))
         except OSError as e:
@@ -572,7 +572,18 @@ def serialize_weights(state_dict: Mapping[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+def _array(tensor: Any) -> Any:
+    """A CPU tensor as a numpy array; one numpy has no dtype for (bfloat16) stays."""
+    try:
+        return tensor.detach().cpu().numpy()
+    except TypeError:
+        return tensor
+
+
 def _serialized(arrays: Mapping[str, Any]) -> bytes:
+    import numpy as np
     import torch
 
-    return serialize_weights({k: torch.from_numpy(v) for k, v in arrays.items()})
+    return serialize_weights(
+        {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in arrays.items()}
+    )
