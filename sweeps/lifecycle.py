@@ -26,9 +26,13 @@ beats for the round's trials, the timeout is checked, an exhausted grid stops th
      - pruning → PRUNED with the history so far;
      - Ctrl-C → FAIL ("interrupted"), recorded, then the interrupt propagates.
 4. Record (`_finish` → the `record` callable, `sweeps.recording.Recorder.record_many`):
-   MLflow child runs and results rows of the whole round, in bulk.
-5. Tell (`_finish`): Optuna learns the round's states and values in one transaction
-   (`sweeps._optuna.tell`), with the record kept on each trial for repair
+   MLflow child runs and results rows of the whole round, in bulk. A tracked study of
+   several rounds hands each round to a recording process instead
+   (`sweeps.recording.RecordingProcess`), which writes it while the next round trains;
+   the next round is planned with its results as they will be told (`_known`).
+5. Tell (`_tell`, once the round is recorded: at once, or when the recording process
+   has written it, `_settle`): Optuna learns the round's states and values in one
+   transaction (`sweeps._optuna.tell`), with the record kept on each trial for repair
    (`sweeps.recording.repair_info`).
 
 Either way each trial is its own Optuna trial, MLflow child run and results row. Where
@@ -71,8 +75,7 @@ if TYPE_CHECKING:
     from sweeps._optuna.tell import BulkTeller
     from sweeps.recording import RecordingProcess
 
-TrialStateKind = optuna.trial.TrialState
-_COMPLETE = (TrialStateKind.COMPLETE,)
+_COMPLETE = (optuna.trial.TrialState.COMPLETE,)
 VAL_LOSS = METRICS.index("val_loss")  # the objective's column of the trainer's metrics
 OPTUNA_STATE = {
     TrialState.COMPLETE: optuna.trial.TrialState.COMPLETE,
