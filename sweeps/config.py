@@ -89,9 +89,10 @@ class SweepConfig:
     repeats: int = 1
     grid_points: int = 8  # λ values per penalty for --sampler grid
     report_every: int | None = None  # epochs between pruning reports; None → epochs // 10
-    # Metric rows per trial in MLflow: checkpoints keep a 10,000-trial study's stores small
-    # (README, "Metric history"); every epoch is in each run's history.csv all the same.
-    history: History = History.CHECKPOINTS
+    # Metric rows per trial in MLflow (README, "Metric history"): checkpoints, or final values
+    # in rounds large enough that writing them outweighs training; every epoch is in each
+    # trial's history.csv all the same, and the best trials get their whole curves.
+    history: History = History.AUTO
 
     def __post_init__(self) -> None:
         if not self.study.strip():
@@ -128,7 +129,7 @@ class SweepConfig:
 
     @property
     def history_policy(self) -> HistoryPolicy:
-        return HistoryPolicy(self.history, self.checkpoint_every)
+        return HistoryPolicy.resolve(self.history, self.checkpoint_every, self.batch)
 
     @property
     def checkpoint_every(self) -> int:

@@ -21,6 +21,7 @@ from sweeps.storage import Stores
 from tracking.records import (
     EVERY_EPOCH,
     FINAL_METRICS,
+    LARGE_ROUND,
     METRICS,
     RUN_STATUS,
     HistoryPolicy,
@@ -37,10 +38,7 @@ if TYPE_CHECKING:
     from tracking.mlflow_runs import MlflowTracker, ParentRef
 
 PARENT_ATTR = "mlflow_parent_run_id"
-# A round of this many trials or more keeps its trials' files in one archive on the parent
-# run (`MlflowTracker.log_trials`): per trial, its files are five filesystem entries, which
-# on a slow disk cost more than training it in a stack. Smaller rounds keep them per run.
-ARCHIVE_FROM = 64
+ARCHIVE_FROM = LARGE_ROUND  # rounds this large keep their trials' files in one archive
 EXPERIMENT_ATTR = "mlflow_experiment_id"
 
 

@@ -73,6 +73,15 @@ class History(StrEnum):
     EPOCHS = "epochs"  # every epoch
     CHECKPOINTS = "checkpoints"  # every pruning checkpoint and the last epoch
     FINAL = "final"  # the last epoch only
+    AUTO = "auto"  # CHECKPOINTS, or FINAL in rounds of LARGE_ROUND trials or more
+
+
+# A round of this many trials or more is logged for scale: its trials' files go to one
+# archive on the parent run (`MlflowTracker.log_trials`), and `--history auto` keeps only
+# their final values as metric rows. Per trial, five filesystem entries and ~60 metric
+# rows cost more to write than training it in such a stack; the best trials still get
+# their files and whole curves when the study ends.
+LARGE_ROUND = 64
 
 
 @dataclass(frozen=True)
@@ -81,8 +90,15 @@ class HistoryPolicy:
     per-epoch history is kept as the run's `history.csv` artifact, and the study's best
     trials get their full curves as metrics when the study ends (`sweeps.recording`)."""
 
-    kind: History = History.EPOCHS
+    kind: History = History.EPOCHS  # never AUTO: see `resolve`
     every: int = 1
+
+    @classmethod
+    def resolve(cls, kind: History, every: int, batch: int) -> HistoryPolicy:
+        """The policy `kind` means for rounds of `batch` trials (AUTO decided here)."""
+        if kind is History.AUTO:
+            kind = History.FINAL if batch >= LARGE_ROUND else History.CHECKPOINTS
+        return cls(kind, every)
 
     def logs(self, epoch: int, epochs: int) -> bool:
         """Whether epoch `epoch` (from 1) of a trial that ran `epochs` becomes metric rows."""

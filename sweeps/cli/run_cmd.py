@@ -56,7 +56,8 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
     "--history",
     type=click.Choice([h.value for h in History]),
     help="Epochs logged as MLflow metrics: every epoch, every pruning checkpoint, or the"
-    " final one; each run's history.csv holds them all [checkpoints].",
+    " final one; each trial's history.csv holds them all [auto: checkpoints, or final"
+    " in rounds of 64 or more].",
 )
 @click.option(
     "--create-only", is_flag=True, help="Create the study for `sweeps worker`s; run none."

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.sweeps.cli_helpers import invoke_json
 from tracking.mlflow_specs import HISTORY_FILE, history_csv, read_history_csv
-from tracking.records import METRICS
+from tracking.records import LARGE_ROUND, METRICS, History, HistoryPolicy
 
 EPOCHS = 20
 EVERY = 4  # --report-every: the checkpoints
@@ -25,6 +25,7 @@ EVERY = 4  # --report-every: the checkpoints
         ("epochs", set(range(1, EPOCHS + 1))),
         ("checkpoints", set(range(EVERY, EPOCHS + 1, EVERY))),
         ("final", {EPOCHS}),
+        ("auto", set(range(EVERY, EPOCHS + 1, EVERY))),  # rounds of one: checkpoints
     ],
 )
 def test_history_policy(tmp_path: Path, history: str, thinned: set[int]) -> None:
@@ -94,3 +95,11 @@ def test_optuna_plots_go_log_when_values_span_decades(scale: str, values: list[f
     for figure in figures.values():
         objective = [ax for ax in figure.axes if ax.get_ylabel() == "Objective Value"]
         assert objective and {ax.get_yscale() for ax in objective} == {scale}
+
+
+def test_auto_history_is_final_values_in_large_rounds_only() -> None:
+    resolve = HistoryPolicy.resolve
+    assert resolve(History.AUTO, 4, 1) == HistoryPolicy(History.CHECKPOINTS, 4)
+    assert resolve(History.AUTO, 4, LARGE_ROUND - 1) == HistoryPolicy(History.CHECKPOINTS, 4)
+    assert resolve(History.AUTO, 4, LARGE_ROUND) == HistoryPolicy(History.FINAL, 4)
+    assert resolve(History.EPOCHS, 4, LARGE_ROUND) == HistoryPolicy(History.EPOCHS, 4)

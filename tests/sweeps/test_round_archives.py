@@ -1,5 +1,6 @@
 """A tracked study in rounds of 64 or more: each round's trial files in one archive on the
-parent run, the best trial of each penalty with its own files, `sweeps check` consistent."""
+parent run, final values only as metrics (`--history auto`), the best trial of each
+penalty with its own files and whole curves, `sweeps check` consistent."""
 
 from __future__ import annotations
 
@@ -50,5 +51,11 @@ def test_rounds_archive_their_files_and_the_best_trials_keep_theirs(tmp_path: Pa
             assert last == pytest.approx(val_loss[number], rel=1e-6, nan_ok=True)
         own = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert own == (set(files) if run.info.run_id in best_runs else set())
+        # --history auto: final values only in rounds this large; the best: whole curves
+        steps = {m.step for m in client.get_metric_history(run.info.run_id, "val_loss")}
+        if run.info.run_id in best_runs:
+            assert steps == {1, 2, 3, 4}
+        else:
+            assert len(steps) == 1
     check = run_cli("check", "--study", "a", env=env)
     assert check.returncode == 0 and "consistent" in check.stdout, check.stdout + check.stderr
