@@ -170,6 +170,7 @@ class RoundOptimizer:
     _failed_rounds: list[str] = field(default_factory=list)  # errors of the rounds in a row
     _writing: RecordingProcess | None = None  # the recording process, when overlapping
     _pending: _Pending | None = None  # the round it is writing
+    _stale_checked: float | None = None  # when `_fail_stale` last looked (monotonic)
     _weights: dict[int, Mapping[str, torch.Tensor]] = field(default_factory=dict)  # for it
 
     def __post_init__(self) -> None:
@@ -196,7 +197,7 @@ class RoundOptimizer:
                 k = min(self.sweep.batch, n_trials - done, self._grid_left())
                 if k <= 0:
                     return  # the grid sampler ran every point
-                optuna.storages.fail_stale_trials(self.study)  # as optimize() does per trial
+                self._fail_stale()
                 pruning = PruningView(self.study, self._completed if self._cache else None)
                 slots, beaten = self._ask_round(k, pruning)
                 killpoints.passing("asked")
@@ -209,6 +210,18 @@ class RoundOptimizer:
                     self._settle()
                 self._writing.close()
                 self._writing = None
+
+    def _fail_stale(self) -> None:
+        """Fail (and so retry) the trials of dead workers, as optimize() does before each
+        trial; at most once a heartbeat interval, since a trial goes stale only after
+        two without a beat, and the check reads every RUNNING trial of the study."""
+        if self._heartbeat is None:
+            return  # a storage without heartbeats has no stale trials
+        now = time.monotonic()
+        if self._stale_checked is not None and now - self._stale_checked < self._heartbeat.interval:
+            return
+        self._stale_checked = now
+        optuna.storages.fail_stale_trials(self.study)
 
     def _overlapping(self, n_trials: int) -> bool:
         """Whether rounds are written while the next trains: more than one round, each
