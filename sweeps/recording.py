@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from tracking.mlflow_runs import MlflowTracker, ParentRef
 
 PARENT_ATTR = "mlflow_parent_run_id"
-ARCHIVE_FROM = LARGE_ROUND  # rounds this large keep their trials' files in one archive
 EXPERIMENT_ATTR = "mlflow_experiment_id"
 
 
@@ -163,7 +162,7 @@ class Recorder:
         """MLflow first (to learn the run ids), then the results rows. Never raises for
         MLflow: a lost MLflow write is reported and left for `sweeps check --repair`."""
         recs = self.write(recs)
-        self._show_best(recs)
+        self.show_best(recs)
         return recs
 
     def write(self, recs: list[TrialRecord]) -> list[TrialRecord]:
@@ -177,15 +176,12 @@ class Recorder:
         killpoints.passing("recorded")
         return recs
 
-    def show_best(self, recs: list[TrialRecord]) -> None:
-        self._show_best(recs)
-
     def background(self) -> RecordingProcess | None:
         """A process writing this recorder's rounds while the next one trains, where one
         can be had safely (`RecordingProcess.start`), else None."""
         return RecordingProcess.start(self)
 
-    def _show_best(self, recs: list[TrialRecord]) -> None:
+    def show_best(self, recs: list[TrialRecord]) -> None:
         """The parent run shows the best trial as it improves (this process's view; the
         parent keeps the better of several workers')."""
         self._finished += len(recs)
@@ -211,7 +207,7 @@ class Recorder:
     ) -> list[TrialRecord]:
         """One bulk write for the whole round (one transaction into a SQL store)."""
         try:
-            run_ids = mlflow.log_trials(parent, recs, history, archive=len(recs) >= ARCHIVE_FROM)
+            run_ids = mlflow.log_trials(parent, recs, history, archive=len(recs) >= LARGE_ROUND)
         except Exception as e:  # the trials themselves are fine; keep them in Optuna and SQL
             numbers = ", ".join(str(rec.number) for rec in recs)
             warn(f"MLflow logging failed for trial(s) {numbers}: {e}")

@@ -26,7 +26,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
@@ -38,11 +37,12 @@ from tracking.figures import lambda_figure
 from tracking.mlflow_specs import (
     ARCHIVE_TAG,
     HISTORY_FILE,
-    MAX_PARAM_VALUE_LENGTH,
     Attached,
     RunSpec,
     archive_path,
     archived_files,
+    is_local_location,
+    params_of,
     read_history_csv,
     round_archive,
     tag_dict,
@@ -217,11 +217,7 @@ class MlflowTracker:
         with self._errors(f"cannot create the parent run of {study!r}"):
             client = self._mlflow()
             run = client.create_run(experiment_id, tags=tag_dict(tags), run_name=tag_value(study))
-            logged = [
-                Param(key, mask_secrets(str(value))[:MAX_PARAM_VALUE_LENGTH])
-                for key, value in params.items()
-            ]
-            for _, batch in _batches([], logged):
+            for _, batch in _batches([], params_of(params)):
                 client.log_batch(run.info.run_id, params=batch, synchronous=True)
         return ParentRef(experiment_id=experiment_id, run_id=run.info.run_id)
 
@@ -479,10 +475,7 @@ class MlflowTracker:
         MlflowClient: a tested SQL store, and artifacts on a local path."""
         if self._bulk() is None:
             return False
-        location = urlparse(self._mlflow().get_experiment(experiment_id).artifact_location)
-        if location.scheme == "file":
-            return location.netloc in ("", "localhost")
-        return location.scheme == "" and Path(location.path).is_absolute()
+        return is_local_location(self._mlflow().get_experiment(experiment_id).artifact_location)
 
     def _mlflow(self) -> MlflowClient:
         if self._client is None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 from mlflow.entities import Param
@@ -157,9 +159,14 @@ def _trial_tags(
 
 
 def _trial_params(rec: TrialRecord) -> list[Param]:
-    # A number cannot hold a secret; anything else (a task option naming a URL) is masked.
+    return params_of(rec.params)
+
+
+def params_of(values: Mapping[str, object]) -> list[Param]:
+    """MLflow params of `values`, masked and cut to MLflow's length. A number cannot hold a
+    secret; anything else (a task option naming a URL) is masked."""
     return [
-        Param(key, _param_text(value)[:MAX_PARAM_VALUE_LENGTH]) for key, value in rec.params.items()
+        Param(key, _param_text(value)[:MAX_PARAM_VALUE_LENGTH]) for key, value in values.items()
     ]
 
 
@@ -251,6 +258,15 @@ def tag_value(value: str) -> str:
 
 def tag_dict(tags: Mapping[str, str]) -> dict[str, str]:
     return {key: tag_value(value) for key, value in tags.items()}
+
+
+def is_local_location(location: str) -> bool:
+    """Whether an artifact location or URI is a path on this machine (where the bulk writer
+    writes files itself)."""
+    parsed = urlparse(location)
+    if parsed.scheme == "file":
+        return parsed.netloc in ("", "localhost")
+    return parsed.scheme == "" and os.path.isabs(location)
 
 
 def _float_or_none(value: Any) -> float | None:

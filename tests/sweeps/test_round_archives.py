@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeps.recording import ARCHIVE_FROM
 from tests.sweeps.study_helpers import cli_env, run_cli
 from tracking.mlflow_specs import ARCHIVE_TAG, HISTORY_FILE, archived_files, read_history_csv
+from tracking.records import LARGE_ROUND
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def test_rounds_archive_their_files_and_the_best_trials_keep_theirs(tmp_path: Path) -> None:
     home = tmp_path / "h"
     env = cli_env(home)
-    k = ARCHIVE_FROM
+    k = LARGE_ROUND
     args = ["--study", "a", "--penalties", "none,l2", "--epochs", "4", "--quiet"]
     done = run_cli("run", *args, "--trials", str(2 * k), "--batch", str(k), env=env)
     assert done.returncode == 0, done.stderr

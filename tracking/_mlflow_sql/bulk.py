@@ -31,7 +31,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
@@ -53,7 +52,7 @@ from mlflow.utils.file_utils import local_file_uri_to_path
 from mlflow.utils.uri import append_to_uri_path
 
 from tracking._mlflow_sql.rows import COLUMNS, Row, run_rows
-from tracking.mlflow_specs import Attached, RunSpec
+from tracking.mlflow_specs import Attached, RunSpec, is_local_location
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +120,7 @@ class BulkRunWriter:
         """
         with _as_mlflow_errors():
             location = self._artifact_location(experiment_id)
-            if not _is_local(location):
+            if not is_local_location(location):
                 return None
             where = _RunPaths.of(location)
             runs = [self._rows(experiment_id, where, spec) for spec in specs]
@@ -144,7 +143,7 @@ class BulkRunWriter:
         query = sa.select(table.c.artifact_uri).where(table.c.run_uuid == attached.run_id)
         with self._engine.connect() as conn:
             uri = conn.execute(query).scalar_one_or_none()
-        if uri is None or not _is_local(uri):
+        if uri is None or not is_local_location(uri):
             raise MlflowException(
                 f"run {attached.run_id} has no local artifact folder", RESOURCE_DOES_NOT_EXIST
             )
@@ -191,13 +190,6 @@ class BulkRunWriter:
         )
 
 
-def _is_local(location: str) -> bool:
-    parsed = urlparse(location)
-    if parsed.scheme == "file":
-        return parsed.netloc in ("", "localhost")
-    return parsed.scheme == "" and os.path.isabs(location)
-
-
 def _file_name(name: str) -> str:
     if Path(name).name != name or name in ("", ".", ".."):
         raise ValueError(f"not a file name for an artifact: {name!r}")
@@ -222,6 +214,7 @@ ARTIFACT_WRITERS = 4
 def _write_all_artifacts(runs: Sequence[_RunRows], created: list[Path]) -> None:
     """Every run's files; `created` gets each run directory made (for `_remove`), also
     when a write fails (the first failure is raised once all writes have ended)."""
+    runs = [run for run in runs if run.files]  # as MlflowClient: no folder without a file
     if not runs:
         return
     for parent in {run.run_dir.parent for run in runs}:
@@ -236,8 +229,6 @@ def _write_all_artifacts(runs: Sequence[_RunRows], created: list[Path]) -> None:
 
 
 def _write_artifacts(run: _RunRows, created: list[Path]) -> None:
-    if not run.files:
-        return  # as MlflowClient: a run's folder exists once it has a file
     # exist_ok=False: a run directory that is already there is not ours to fill or remove.
     os.mkdir(run.run_dir)
     created.append(run.run_dir)
