@@ -87,19 +87,16 @@ def study_id(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
 
 def trial_id(trial: optuna.Trial) -> int:
     """The trial's id in its study's storage (Optuna's `Trial` keeps it privately)."""
-    known = _private(trial, "_trial_id", "reading a trial's id")
-    if known is not None:
-        return int(known)
-    storage = trial.storage
-    return storage.get_trial_id_from_study_id_trial_number(
-        study_id(trial.study, storage), trial.number
-    )
+    return frozen_trial_id(trial, trial.study, trial.storage)
 
 
 def frozen_trial_id(
-    trial: optuna.trial.FrozenTrial, study: optuna.Study, storage: optuna.storages.BaseStorage
+    trial: optuna.Trial | optuna.trial.FrozenTrial,
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
 ) -> int:
-    """The id of `study`'s `trial` in `storage` (a FrozenTrial keeps it privately)."""
+    """The id of `study`'s `trial` in `storage` (a Trial and a FrozenTrial keep it
+    privately)."""
     known = _private(trial, "_trial_id", "reading a trial's id")
     if known is not None:
         return int(known)
