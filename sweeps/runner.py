@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from sweeps._optuna import fenced
 from sweeps.config import SweepConfig
-from sweeps.lifecycle import RoundOptimizer, build_record
+from sweeps.lifecycle import RoundOptimizer, build_record, conclude
 from sweeps.progress import Progress
 from sweeps.recording import Recorder, make_tracker
 from sweeps.storage import (
@@ -36,7 +36,6 @@ from sweeps.storage import (
 from sweeps.study import check_space, create_or_load, load_existing
 from tracking import records
 from trainer import (
-    TrainStatus,
     TrialConfig,
     TrialResult,
     check_config,
@@ -330,9 +329,7 @@ def run_single(
 
 
 def _track(stores: Stores, result: TrialResult, started_ms: int) -> str:
-    completed = result.status is TrainStatus.COMPLETED
-    state = records.TrialState.COMPLETE if completed else records.TrialState.FAIL
-    error = f"diverged at epoch {result.diverged_epoch}" if result.diverged_epoch else None
+    state, error = conclude([result], pruned_at=None)  # the study's rule: diverged is PRUNED
     rec = build_record(TRAIN_EXPERIMENT, 0, result.config, [result], state, started_ms, error)
     tracker = make_tracker(stores)
     return tracker.log_run(tracker.ensure_experiment(TRAIN_EXPERIMENT), rec)

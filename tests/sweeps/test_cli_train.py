@@ -87,6 +87,22 @@ def test_divergence_exits_1_with_status() -> None:
     assert "diverged at epoch" in result.stderr
 
 
+def test_a_tracked_diverged_run_ends_as_a_diverged_trial_does(tmp_path: Path) -> None:
+    """One rule for divergence (`sweeps.lifecycle.conclude`): PRUNED, its run KILLED."""
+    from mlflow.tracking import MlflowClient
+
+    home = tmp_path / "h"
+    result = invoke("train", "--lr", "5", "--epochs", "50", "--home", str(home), "--json")
+    assert result.exit_code == 1
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sweeps-train")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["sweeps.state"] == "PRUNED"
+    assert run.data.tags["sweeps.error"].startswith("diverged at epoch")
+
+
 def test_help_everywhere() -> None:
     assert invoke("--help").exit_code == 0
     assert "--penalize" in invoke("train", "--help").stdout
