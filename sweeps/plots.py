@@ -6,11 +6,13 @@ import math
 import warnings
 
 import optuna
+import sqlalchemy as sa
 from matplotlib.axes import Axes
 from matplotlib.category import StrCategoryConverter
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
+from sweeps._optuna import fenced
 from tracking.figures import png_bytes
 
 
@@ -19,10 +21,22 @@ def optuna_plots(study: optuna.Study) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
 
     plots = {}
-    for name, figure in draw_optuna_plots(study).items():
+    for name, figure in draw_optuna_plots(_read_once(study)).items():
         plots[name] = png_bytes(figure)
         plt.close(figure)
     return plots
+
+
+def _read_once(study: optuna.Study) -> optuna.Study:
+    """The study with its trials read in one go: Optuna's plots read them three times,
+    twice deep-copied, through the ORM (~0.3 ms a trial; 0.03 ms here)."""
+
+    def make(engine: sa.Engine) -> optuna.Study:
+        from sweeps._optuna.read import Snapshot
+
+        return Snapshot(engine, study)
+
+    return fenced(study, "reading a study's trials", make) or study
 
 
 # Past this ratio of the largest to the smallest objective value, a linear axis puts every

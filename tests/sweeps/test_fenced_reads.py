@@ -4,16 +4,17 @@ reads and writes: the trial cache, the state counts and the bulk heartbeat."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import optuna
 import pytest
 import sqlalchemy as sa
 from optuna.storages._rdb import models
-from optuna.trial import FixedTrial, TrialState
+from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
 from sweeps._optuna.ask import BulkAsker
 from sweeps._optuna.beat import BulkHeartbeat
-from sweeps._optuna.read import TrialCache, state_counts
+from sweeps._optuna.read import TrialCache, read_trials, state_counts
 from sweeps.config import SweepConfig
 from sweeps.sampling import suggest
 from tests.sweeps.study_helpers import sweep_study
@@ -45,7 +46,9 @@ def _reread(study: optuna.Study, numbers: list[int]) -> list[str]:
     return [repr(t) for t in fresh.get_trials(deepcopy=False) if t.number in numbers]
 
 
-def test_the_cache_sees_what_others_finish_and_reads_nothing_twice(study: optuna.Study) -> None:
+def test_the_cache_sees_what_others_finish_and_reads_nothing_twice(
+    study: optuna.Study, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = TrialCache(_engine(study), study)
     other = optuna.load_study(study_name=study.study_name, storage=study._storage._backend)  # type: ignore[attr-defined]
     running = other.ask()  # another worker's trial, still running below the next ones
@@ -57,36 +60,31 @@ def test_the_cache_sees_what_others_finish_and_reads_nothing_twice(study: optuna
     assert [t.number for t in cache.finished((TrialState.COMPLETE,))] == done[:2]
 
     reads: list[int] = []
-    real = study._storage.get_trial
 
-    def counted(trial_id: int) -> optuna.trial.FrozenTrial:
-        reads.append(trial_id)
-        return real(trial_id)
+    def counted(engine: sa.Engine, study_id: int, **kwargs: Any) -> list[FrozenTrial]:
+        reads.extend(kwargs["ids"])
+        return read_trials(engine, study_id, **kwargs)
 
-    study._storage.get_trial = counted  # type: ignore[method-assign]
-    try:
-        other.tell(running, 2.0)  # the trial below the known ones finishes
-        cache.refresh()
-        cache.refresh()
-    finally:
-        del study._storage.get_trial
+    monkeypatch.setattr("sweeps._optuna.read.read_trials", counted)
+    other.tell(running, 2.0)  # the trial below the known ones finishes
+    cache.refresh()
+    cache.refresh()
     assert reads == [running._trial_id]
     assert [t.number for t in cache.finished()] == sorted([running.number, *done])
 
 
 def test_the_cache_keeps_what_this_process_told_without_reading_it(
-    study: optuna.Study,
+    study: optuna.Study, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = TrialCache(_engine(study), study)
     own = study.ask()
     suggest(own, CFG)
     frozen = study.tell(own, 0.25)
     cache.add([frozen])
-    study._storage.get_trial = lambda trial_id: pytest.fail("read a known trial")  # type: ignore[method-assign]
-    try:
-        cache.refresh()
-    finally:
-        del study._storage.get_trial
+    monkeypatch.setattr(
+        "sweeps._optuna.read.read_trials", lambda *a, **k: pytest.fail("read a known trial")
+    )
+    cache.refresh()
     assert cache.finished() == [frozen]
 
 
