@@ -107,8 +107,8 @@ def _sweeps(args: argparse.Namespace, home: Path, storage: str) -> float:
     stores = resolve_stores(str(home), storage, None)
     track = args.kind != "scale-untracked"
     started = time.perf_counter()
-    with study_heap(track=track):  # as `sweeps run` runs it
-        run_study(cfg, stores, quiet=True, track=track)
+    with study_heap(track=track) as ready:  # as `sweeps run` runs it
+        run_study(cfg, stores, quiet=True, track=track, on_ready=ready)
     return time.perf_counter() - started
 
 

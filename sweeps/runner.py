@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -87,8 +88,11 @@ def run_study(
     track: bool = True,
     quiet: bool = False,
     create_only: bool = False,
+    on_ready: Callable[[], None] = lambda: None,
 ) -> RunOutcome:
-    """Create or resume the study and run `cfg.trials` more trials (none with create_only)."""
+    """Create or resume the study and run `cfg.trials` more trials (none with create_only).
+    `on_ready` is called once the stores are open and the study loaded, before the first
+    trial (the CLI freezes the heap there)."""
     preflight(cfg)
     check_reachable(stores.storage)  # before the recorder creates the home for artifacts
     recorder = Recorder(stores, cfg.study, track=track)  # refuses an unreachable store
@@ -106,6 +110,7 @@ def run_study(
         if create_only:
             pass
         elif cfg.workers == 1:
+            on_ready()
             _optimize(study, cfg, recorder, cfg.trials, worker_devices(cfg)[0], progress)
         else:
             outcome.failed_workers = _run_processes(study, cfg, stores, progress, track)
@@ -137,8 +142,10 @@ def run_worker(
     quiet: bool = False,
     summarize: bool = True,
     worker_index: int | None = None,
+    on_ready: Callable[[], None] = lambda: None,
 ) -> dict[str, int]:
-    """`sweeps worker`: join an existing study from any shell or machine."""
+    """`sweeps worker`: join an existing study from any shell or machine (`on_ready`: as
+    in `run_study`)."""
     index = os.getpid() if worker_index is None else worker_index
     # First, so that the storage's stale-trial callback records a trial before its retry.
     recorder = Recorder(stores, study_name, track=track)
@@ -160,6 +167,7 @@ def run_worker(
     n = trials if trials is not None else cfg.trials
     progress = Progress(total=n, quiet=quiet)
     try:
+        on_ready()
         _optimize(study, cfg, recorder, n, device or cfg.base.device, progress)
     finally:
         progress.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -95,8 +96,15 @@ def run_command(
     stores = resolve_stores(home, storage, tracking_uri)
     stores.check_files(write=True, tracking=not no_track)
     apply_threads(threads)
-    with study_process(track=not no_track):
-        outcome = run_study(cfg, stores, track=not no_track, quiet=quiet, create_only=create_only)
+    with study_process(track=not no_track) as ready:
+        outcome = run_study(
+            cfg,
+            stores,
+            track=not no_track,
+            quiet=quiet,
+            create_only=create_only,
+            on_ready=ready,
+        )
     if as_json:
         echo_json(
             {
@@ -216,7 +224,7 @@ def worker_command(
 
         resolve_device(device)
     try:
-        with study_process(track=not no_track):
+        with study_process(track=not no_track) as ready:
             counts = run_worker(
                 study,
                 stores,
@@ -228,6 +236,7 @@ def worker_command(
                 quiet=quiet,
                 summarize=not no_summary,
                 worker_index=worker_index,
+                on_ready=ready,
             )
     except KeyboardInterrupt:
         click.echo("sweeps: interrupted; completed trials are kept", err=True)
@@ -236,10 +245,11 @@ def worker_command(
         click.echo(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
 
 
-def study_process(*, track: bool) -> AbstractContextManager[None]:
+def study_process(*, track: bool) -> AbstractContextManager[Callable[[], None]]:
     """What a process that runs trials settles for itself, here and not in the library:
     Optuna and MLflow quiet (MLflow's settings before its first import), then the heap
-    frozen once everything the study lives with is imported (`sweeps.cli.heap`)."""
+    frozen once everything the study lives with is imported, and again by the call the
+    block gets, once the study's stores are open (`sweeps.cli.heap`)."""
     from sweeps.cli.heap import study_heap
     from sweeps.recording import quiet_mlflow
     from sweeps.study import quiet_optuna

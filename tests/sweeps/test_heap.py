@@ -50,13 +50,23 @@ def test_a_callers_freeze_is_left_alone() -> None:
 class _Seen:
     """What the process looked like each time a trial trained."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
         self.frozen: list[int] = []
+        self.freezes: list[list[str]] = []  # each trial's: the freezes before it
         self.mlflow_loaded: list[bool] = []
         self.optuna_verbosity: list[int] = []
         real = sweeps.lifecycle.train
+        freezes: list[str] = []
+        real_freeze = gc.freeze
+
+        def freeze() -> None:
+            freezes.append("stores open" if (home / "sweeps.db").exists() else "before")
+            real_freeze()
+
+        monkeypatch.setattr(gc, "freeze", freeze)
 
         def spy(*args: Any, **kwargs: Any) -> Any:
+            self.freezes.append(list(freezes))
             self.frozen.append(gc.get_freeze_count())
             self.mlflow_loaded.append("mlflow" in sys.modules)
             self.optuna_verbosity.append(optuna.logging.get_verbosity())
@@ -68,12 +78,14 @@ class _Seen:
 def test_the_run_command_trains_with_the_heap_frozen_after_mlflow_is_imported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen = _Seen(monkeypatch)
+    seen = _Seen(monkeypatch, tmp_path / "h")
     monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
     home = str(tmp_path / "h")
     args = ["run", "--home", home, "--study", "s", "--trials", "2", "--epochs", "2", "--quiet"]
     assert invoke(*args).exit_code == 0
     assert len(seen.frozen) == 2 and min(seen.frozen) > 0
+    # Frozen after the imports, and again once the stores were open, before any trial.
+    assert seen.freezes == [["before", "stores open"]] * 2
     assert all(seen.mlflow_loaded)  # imported before the freeze, so frozen with the rest
     assert set(seen.optuna_verbosity) == {optuna.logging.ERROR}
     assert os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"  # keeps --json clean
@@ -83,7 +95,7 @@ def test_the_run_command_trains_with_the_heap_frozen_after_mlflow_is_imported(
 def test_the_library_leaves_the_heap_and_optunas_logging_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen = _Seen(monkeypatch)
+    seen = _Seen(monkeypatch, tmp_path)
     optuna.logging.set_verbosity(optuna.logging.INFO)
     try:
         cfg = SweepConfig(study="s", base=TrialConfig(epochs=2), trials=2)
@@ -91,5 +103,5 @@ def test_the_library_leaves_the_heap_and_optunas_logging_alone(
     finally:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
     assert outcome.counts == {"COMPLETE": 2}
-    assert seen.frozen == [0, 0]
+    assert seen.frozen == [0, 0] and seen.freezes == [[], []]
     assert set(seen.optuna_verbosity) == {optuna.logging.INFO}
