@@ -72,7 +72,7 @@ if TYPE_CHECKING:
     from sweeps._optuna.ask import BulkAsker
     from sweeps._optuna.beat import BulkHeartbeat
     from sweeps._optuna.read import TrialCache
-    from sweeps._optuna.tell import BulkTeller
+    from sweeps._optuna.tell import BulkTeller, TellRow, Written
     from sweeps.recording import RecordingProcess
 
 _COMPLETE = (optuna.trial.TrialState.COMPLETE,)
@@ -123,11 +123,13 @@ class _Member:
 
 @dataclass(frozen=True)
 class _Pending:
-    """A round handed to the recording process, not yet told; `previews` are its trials
-    as they will be told."""
+    """A round handed to the recording process, which writes it and then tells Optuna
+    its `rows`; `previews` are its trials as they will be told."""
 
     recs: list[TrialRecord]
     slots: list[_Slot]
+    told: list[Told]
+    rows: list[TellRow]
     previews: list[FrozenTrial]
 
 
@@ -499,43 +501,50 @@ class RoundOptimizer:
         if self._writing is not None:
             self._settle()
             weights = [self._weights.pop(slot.trial.number, None) for slot in slots]
-            self._writing.submit(recs, weights)
             told = [_told(rec, slot) for rec, slot in zip(recs, slots, strict=True)]
-            self._pending = _Pending(recs, slots, [preview(t) for t in told])
+            assert self._teller is not None  # `_overlapping`
+            rows = self._teller.ended(self.study, told)
+            self._writing.submit(recs, weights, rows)
+            self._pending = _Pending(recs, slots, told, rows, [preview(t) for t in told])
             return
         self._tell(self.record(recs), slots)
 
     def _settle(self) -> None:
-        """Tell the round the recording process was writing, once it is written. Ctrl-C
-        while waiting still tells it (it is being written whatever we do), then stops."""
+        """Wait for the round the recording process is writing and telling. Ctrl-C while
+        waiting still waits (it is being written whatever we do), then stops."""
         pending, self._pending = self._pending, None
         if pending is None or self._writing is None:
             return
         try:
-            run_ids = self._writing.result()
+            written = self._writing.result()
         except KeyboardInterrupt:
-            self._tell_written(pending, self._writing.result())
+            self._told_written(pending, *self._writing.result())
             raise
-        self._tell_written(pending, run_ids)
+        self._told_written(pending, *written)
 
-    def _tell_written(self, pending: _Pending, run_ids: list[str | None]) -> None:
-        recorded = [
-            dataclasses.replace(rec, mlflow_run_id=run_id)
-            for rec, run_id in zip(pending.recs, run_ids, strict=True)
-        ]
-        self.on_recorded(recorded)
-        self._tell(recorded, pending.slots)
+    def _told_written(self, pending: _Pending, run_ids: list[str | None], told: Written) -> None:
+        self.on_recorded(
+            [
+                dataclasses.replace(rec, mlflow_run_id=run_id)
+                for rec, run_id in zip(pending.recs, run_ids, strict=True)
+            ]
+        )
+        assert self._teller is not None
+        self._learn(self._teller.as_told(pending.told, pending.rows, told))
+
+    def _learn(self, ended: list[FrozenTrial]) -> None:
+        """This process's view of trials once they are told."""
+        killpoints.passing("told")
+        if self._cache is not None:
+            self._cache.add(ended)
+        for frozen in ended:
+            self.on_trial(frozen)
 
     def _tell(self, recorded: list[TrialRecord], slots: list[_Slot]) -> None:
         """Optuna learns the round's states and values (after it is recorded)."""
         if self._teller is not None:
             told = [_told(rec, slot) for rec, slot in zip(recorded, slots, strict=True)]
-            ended = self._teller.tell(self.study, told)
-            killpoints.passing("told")
-            if self._cache is not None:
-                self._cache.add(ended)
-            for frozen in ended:
-                self.on_trial(frozen)
+            self._learn(self._teller.tell(self.study, told))
             return
         for rec, slot in zip(recorded, slots, strict=True):
             keep(slot.trial, rec)

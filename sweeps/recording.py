@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+    from sweeps._optuna.tell import BulkTeller, TellRow, Written
     from tracking.mlflow_runs import MlflowTracker, ParentRef
 
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -424,8 +425,8 @@ class RecordingFailed(SweepsError):
 
 
 class RecordingProcess:
-    """Writes a round's MLflow runs and results rows in a child process, while the study
-    process asks and trains the next round.
+    """Writes a round's MLflow runs and results rows in a child process, then tells
+    Optuna the round's ends, while the study process asks and trains the next round.
 
     Why: on the CPU the writes of a tracked round cost more than training it, and two
     cores are common; a thread would hold the same interpreter lock as training. The
@@ -433,8 +434,8 @@ class RecordingProcess:
     runs, opens its own database connections (one must not cross a fork), and dies with
     its parent (PR_SET_PDEATHSIG), so a killed worker is killed whole and never leaves a
     writer behind to race a resume's healing. The order of one trial's writes is kept:
-    MLflow, results row, then — in the study process, once the child has answered —
-    Optuna's tell. Linux only; `SWEEPS_RECORDING_PROCESS=0` turns it off.
+    MLflow, results row, Optuna's tell (the rows the study process decided, its sampler
+    told: `sweeps._optuna.tell`). Linux only; `SWEEPS_RECORDING_PROCESS=0` turns it off.
     """
 
     def __init__(self, process: Any, conn: Any) -> None:
@@ -467,18 +468,24 @@ class RecordingProcess:
         theirs.close()
         return cls(process, ours)
 
-    def submit(self, recs: list[TrialRecord], weights: Sequence[Mapping[str, Any] | None]) -> None:
-        """Start writing `recs`, each with its `weights` (a state_dict, serialized there);
-        `result` waits for it."""
+    def submit(
+        self,
+        recs: list[TrialRecord],
+        weights: Sequence[Mapping[str, Any] | None],
+        tell: Sequence[TellRow],
+    ) -> None:
+        """Start writing `recs`, each with its `weights` (a state_dict, serialized there),
+        then telling Optuna `tell`; `result` waits for it."""
         # As numpy arrays: a tensor pickles ~25x slower.
         arrays = [None if w is None else {k: _array(v) for k, v in w.items()} for w in weights]
         try:
-            self._conn.send((recs, arrays))
+            self._conn.send((recs, arrays, tell))
         except OSError as e:
             raise self._lost() from e
 
-    def result(self) -> list[str | None]:
-        """The MLflow run ids of the submitted round, once it is written."""
+    def result(self) -> tuple[list[str | None], Written]:
+        """The MLflow run ids of the submitted round and what its tell wrote, once both
+        are done."""
         try:
             while not self._conn.poll(0.2):
                 if not self._process.is_alive():
@@ -488,8 +495,8 @@ class RecordingProcess:
             raise self._lost() from e
         if kind == "error":
             raise RecordingFailed(payload)
-        ids: list[str | None] = payload
-        return ids
+        ids, written = payload
+        return ids, written
 
     def close(self) -> None:
         """Let the child finish what it has and exit."""
@@ -536,23 +543,42 @@ def _serve(recorder: Recorder, conn: Any, parents: Any, parent_pid: int) -> None
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     writer = Recorder(recorder.stores, recorder.study, track=True)
     writer.parent, writer.cfg = recorder.parent, recorder.cfg
+    teller = _teller(recorder.stores.storage)
     try:
         while (message := conn.recv()) is not None:
-            recs, weights = message
+            recs, weights, tell = message
             try:
                 recs = [
                     rec if w is None else dataclasses.replace(rec, weights=_serialized(w))
                     for rec, w in zip(recs, weights, strict=True)
                 ]
                 done = writer.write(recs)
+                written = teller.write(tell)
             except Exception as e:
                 conn.send(("error", mask_secrets(f"{type(e).__name__}: {e}")))
             else:
-                conn.send(("ok", [rec.mlflow_run_id for rec in done]))
+                conn.send(("ok", ([rec.mlflow_run_id for rec in done], written)))
     except EOFError:
         pass
     finally:
         writer.close()
+        teller.close()
+
+
+def _teller(url: str) -> BulkTeller:
+    """The recording process's own connection to Optuna's tables (the study process
+    checked their schema before it started this one)."""
+    import sqlalchemy as sa
+
+    from sweeps._optuna.tell import BulkTeller
+    from tracking.db import engine_options, immediate_transactions, use_wal
+
+    engine = sa.create_engine(url, **engine_options(url))
+    use_wal(engine)
+    # The tell reads which trials are still RUNNING, then writes: on SQLite it must hold
+    # the write lock from the start, or the study process's writes in between fail it.
+    immediate_transactions(engine)
+    return BulkTeller(engine)
 
 
 def serialize_weights(state_dict: Mapping[str, Any]) -> bytes:

@@ -28,16 +28,18 @@ class BulkHeartbeat:
         if not trial_ids:
             return
         with self._engine.begin() as conn:
-            now = conn.execute(sa.select(sa.func.now())).scalar_one()
+            now = conn.execute(sa.select(sa.func.now())).scalar_one()  # reads no table
+            # Written before anything is read: on SQLite, a transaction that reads and then
+            # writes fails at once ("database is locked", whatever the busy timeout) when
+            # another process committed in between (a recording process telling a round).
+            conn.execute(
+                sa.update(_BEATS).where(_BEATS.c.trial_id.in_(trial_ids)).values(heartbeat=now)
+            )
             known = set(
                 conn.execute(
                     sa.select(_BEATS.c.trial_id).where(_BEATS.c.trial_id.in_(trial_ids))
                 ).scalars()
             )
-            if known:
-                conn.execute(
-                    sa.update(_BEATS).where(_BEATS.c.trial_id.in_(known)).values(heartbeat=now)
-                )
             new = [{"trial_id": i, "heartbeat": now} for i in trial_ids if i not in known]
             if new:
                 conn.execute(sa.insert(_BEATS), new)

@@ -10,13 +10,19 @@ to tell it), after the sampler's `after_trial`, as `Study.tell` calls it. The va
 Optuna's rules: a COMPLETE trial's objective; a PRUNED trial's last reported value unless
 NaN; none for FAIL. tests/sweeps/test_bulk_tell.py reads both ways back through Optuna and
 compares.
+
+A tell comes in three steps, so that a recording process can write what the study process
+decided: `BulkTeller.ended` (the sampler told, the values computed: `TellRow`s, which
+pickle), `.write` (the transaction, wherever it runs), `.as_told` (the trials as told).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import optuna
 import sqlalchemy as sa
@@ -30,24 +36,68 @@ _VALUES = models.TrialValueModel
 _ATTRS = models.TrialUserAttributeModel.__table__
 
 
+@dataclass(frozen=True)
+class TellRow:
+    """One trial's end as the storage keeps it."""
+
+    trial_id: int
+    state: TrialState
+    values: list[float] | None
+    user_attrs: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Written:
+    """What `BulkTeller.write` wrote: the trials it told (those still RUNNING), when."""
+
+    trial_ids: frozenset[int]
+    completed: datetime  # naive UTC, as stored
+
+
 class BulkTeller:
     """Tells many trials of one study in one transaction (see above)."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
 
+    def close(self) -> None:
+        """Close the connections of an engine made for this teller alone."""
+        self._engine.dispose()
+
     def tell(self, study: optuna.Study, told: Sequence[Told]) -> list[FrozenTrial]:
         """Returns each trial as told (the trial's own frozen copy, updated)."""
-        values = [told_values(t) for t in told]
-        for t, v in zip(told, values, strict=True):
-            study.sampler.after_trial(study, t.trial._cached_frozen_trial, t.state, v)
+        rows = self.ended(study, told)
+        return self.as_told(told, rows, self.write(rows))
+
+    @staticmethod
+    def ended(study: optuna.Study, told: Sequence[Told]) -> list[TellRow]:
+        """The rows to write for `told`, the sampler told first (as `Study.tell` does)."""
+        rows = []
+        for t in told:
+            values = told_values(t)
+            study.sampler.after_trial(study, t.trial._cached_frozen_trial, t.state, values)
+            rows.append(TellRow(t.trial._trial_id, t.state, values, t.user_attrs))
+        return rows
+
+    def write(self, rows: Sequence[TellRow]) -> Written:
+        """One transaction: the rows of the trials still RUNNING."""
         now = datetime.now(UTC).replace(tzinfo=None)  # Optuna stores naive UTC
-        pairs = list(zip(told, values, strict=True))
         with self._engine.begin() as conn:
-            running = _lock_running(conn, [t.trial._trial_id for t in told])
-            _write(conn, [(t, v) for t, v in pairs if t.trial._trial_id in running], now)
-        local = now.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)  # as Optuna reads it
-        return [_as_told(t, v, local, t.trial._trial_id in running) for t, v in pairs]
+            running = _lock_running(conn, [row.trial_id for row in rows])
+            _write(conn, [row for row in rows if row.trial_id in running], now)
+        return Written(frozenset(running), now)
+
+    @staticmethod
+    def as_told(
+        told: Sequence[Told], rows: Sequence[TellRow], written: Written
+    ) -> list[FrozenTrial]:
+        """Each trial as `written` left it: the trial's own frozen copy, updated, or what
+        the storage has where another worker ended it first."""
+        local = written.completed.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
+        return [
+            _as_told(t, row, local, row.trial_id in written.trial_ids)
+            for t, row in zip(told, rows, strict=True)
+        ]
 
 
 def _lock_running(conn: sa.Connection, trial_ids: list[int]) -> set[int]:
@@ -60,14 +110,14 @@ def _lock_running(conn: sa.Connection, trial_ids: list[int]) -> set[int]:
     return set(conn.execute(query).scalars())
 
 
-def _write(conn: sa.Connection, live: list[tuple[Told, list[float] | None]], now: datetime) -> None:
+def _write(conn: sa.Connection, live: list[TellRow], now: datetime) -> None:
     value_rows = []
-    for t, values in live:
-        for objective, value in enumerate(values or ()):
+    for row in live:
+        for objective, value in enumerate(row.values or ()):
             stored, value_type = _VALUES.value_to_stored_repr(value)
             value_rows.append(
                 {
-                    "trial_id": t.trial._trial_id,
+                    "trial_id": row.trial_id,
                     "objective": objective,
                     "value": stored,
                     "value_type": value_type,
@@ -76,9 +126,9 @@ def _write(conn: sa.Connection, live: list[tuple[Told, list[float] | None]], now
     if value_rows:
         conn.execute(sa.insert(_VALUES.__table__), value_rows)
     attr_rows = [
-        {"trial_id": t.trial._trial_id, "key": key, "value_json": json.dumps(value)}
-        for t, _ in live
-        for key, value in t.user_attrs.items()
+        {"trial_id": row.trial_id, "key": key, "value_json": json.dumps(value)}
+        for row in live
+        for key, value in row.user_attrs.items()
     ]
     if attr_rows:  # replaced, as set_trial_user_attr upserts
         conn.execute(
@@ -93,16 +143,16 @@ def _write(conn: sa.Connection, live: list[tuple[Told, list[float] | None]], now
             sa.update(_TRIALS)
             .where(_TRIALS.c.trial_id == sa.bindparam("id"))
             .values(state=sa.bindparam("new_state"), datetime_complete=now),
-            [{"id": t.trial._trial_id, "new_state": t.state} for t, _ in live],
+            [{"id": row.trial_id, "new_state": row.state} for row in live],
         )
 
 
-def _as_told(t: Told, values: list[float] | None, completed: datetime, stored: bool) -> FrozenTrial:
+def _as_told(t: Told, row: TellRow, completed: datetime, stored: bool) -> FrozenTrial:
     frozen = t.trial._cached_frozen_trial
     if not stored:  # another worker ended it first: what the storage has
         return t.trial.study._storage.get_trial(t.trial._trial_id)
     frozen.state = t.state
-    frozen.values = values
+    frozen.values = row.values
     frozen.datetime_complete = completed
     frozen.user_attrs = {**frozen.user_attrs, **t.user_attrs}
     return frozen
