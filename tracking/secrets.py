@@ -46,10 +46,27 @@ def register_url(url: str) -> None:
     for piece in (password, *password.split("@")):
         if len(piece) >= MIN_KNOWN:
             _KNOWN.add(piece)
+    _MASKED.clear()  # what was masked before may hold this password
+
+
+# Texts already masked: a study masks the same few texts (task names, devices, option
+# values) for every trial it logs. Bounded; emptied when a password becomes known.
+_MASKED: dict[str, str] = {}
+_MASKED_MAX = 4096
 
 
 def mask_secrets(text: str) -> str:
     """`text` with every URL password and `password=`-like value replaced by ***."""
+    masked = _MASKED.get(text)
+    if masked is None:
+        masked = _mask(text)
+        if len(_MASKED) >= _MASKED_MAX:
+            _MASKED.clear()
+        _MASKED[text] = masked
+    return masked
+
+
+def _mask(text: str) -> str:
     for known in sorted(_KNOWN, key=len, reverse=True):
         text = text.replace(known, MASK)
     text = _SPACED.sub(lambda m: f"{m.group('head')}{MASK}@", text)

@@ -72,3 +72,12 @@ def test_a_registered_password_is_masked_where_a_driver_quotes_a_piece_of_it() -
     register_url("postgresql://postgres:hunter@2024@127.0.0.1:1/db")
     message = "failed to resolve host '2024@127.0.0.1': Name or service not known"
     assert "2024" not in mask_secrets(message) and "***@127.0.0.1" in mask_secrets(message)
+
+
+def test_a_text_masked_before_a_password_was_known_is_masked_after() -> None:
+    """Masked texts are remembered (a study masks the same few for every trial); learning
+    a password forgets them."""
+    text = "connect failed for swordfish-0xC0FFEE at db.example"
+    assert mask_secrets(text) == text
+    register_url("postgresql://app:swordfish-0xC0FFEE@db.example:5432/sweeps")
+    assert "swordfish" not in mask_secrets(text)
