@@ -43,11 +43,11 @@ Optuna's public API instead, with the same rows as the result.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -83,6 +83,8 @@ OPTUNA_STATE = {
     TrialState.FAIL: optuna.trial.TrialState.FAIL,
 }
 
+
+_logger = logging.getLogger("sweeps")
 
 SAME_FAILURES = 3  # rounds in a row failing with one error stop the study
 
@@ -167,6 +169,7 @@ class RoundOptimizer:
     _asker: BulkAsker | None = field(init=False)
     _cache: TrialCache | None = field(init=False)
     _heartbeat: _Heartbeat | None = field(init=False)
+    _beats: _Beats | None = field(init=False)  # beats for the trials in flight
     _complete: dict[tuple[tuple[str, Any], ...], FrozenTrial] = field(default_factory=dict)
     reused: int = 0  # trials that took an identical earlier trial's result (`_reuse`)
     _failed_rounds: list[str] = field(default_factory=list)  # errors of the rounds in a row
@@ -183,6 +186,7 @@ class RoundOptimizer:
         self._space = dataclasses.replace(self.sweep, base=base)
         self._reports = Reports.of(self.study)
         self._heartbeat = _Heartbeat.of(self.study)
+        self._beats = None if self._heartbeat is None else _Beats(self._heartbeat)
         self._teller = _fenced(self.study, "telling a round's trials", _bulk_teller)
         self._asker = _fenced(self.study, "asking a round's trials", _bulk_asker)
         self._cache = _fenced(
@@ -203,15 +207,19 @@ class RoundOptimizer:
                 pruning = PruningView(self.study, self._completed if self._cache else None)
                 slots, beaten = self._ask_round(k, pruning)
                 killpoints.passing("asked")
-                with self._beating(slots, beaten):
-                    self._round(slots, pruning)
+                if self._beats is not None:
+                    self._beats.watch(trial_ids([s.trial for s in slots]), beaten)
+                self._round(slots, pruning)
                 done += k
         finally:
-            if self._writing is not None:
-                with self._beating([], beaten=False):
+            try:
+                if self._writing is not None:
                     self._settle()
-                self._writing.close()
-                self._writing = None
+                    self._writing.close()
+                    self._writing = None
+            finally:
+                if self._beats is not None:
+                    self._beats.close()
 
     def _fail_stale(self) -> None:
         """Fail (and so retry) the trials of dead workers, as optimize() does before each
@@ -231,17 +239,6 @@ class RoundOptimizer:
         include the written-but-untold round, `_known`)."""
         k = self.sweep.batch
         return 1 < k < n_trials and self._teller is not None and self._cache is not None
-
-    @contextmanager
-    def _beating(self, slots: list[_Slot], beaten: bool) -> Iterator[None]:
-        """Beats for `slots` and for the round being written, until told."""
-        if self._pending is not None:
-            slots, beaten = slots + self._pending.slots, False
-        if self._heartbeat is None or not slots:
-            yield
-            return
-        with self._heartbeat.beating([s.trial for s in slots], beaten):
-            yield
 
     def _grid_left(self) -> int:
         """BruteForceSampler stops `optimize` when the grid is exhausted; ask/tell must ask."""
@@ -530,11 +527,13 @@ class RoundOptimizer:
             ]
         )
         assert self._teller is not None
-        self._learn(self._teller.as_told(pending.told, pending.rows, told))
+        self._learn(self._teller.as_told(pending.told, pending.rows, told), pending.slots)
 
-    def _learn(self, ended: list[FrozenTrial]) -> None:
-        """This process's view of trials once they are told."""
+    def _learn(self, ended: list[FrozenTrial], slots: list[_Slot]) -> None:
+        """This process's view of the slots' trials once they are told (`ended`)."""
         killpoints.passing("told")
+        if self._beats is not None:
+            self._beats.forget(trial_ids([s.trial for s in slots]))
         if self._cache is not None:
             self._cache.add(ended)
         for frozen in ended:
@@ -544,7 +543,7 @@ class RoundOptimizer:
         """Optuna learns the round's states and values (after it is recorded)."""
         if self._teller is not None:
             told = [_told(rec, slot) for rec, slot in zip(recorded, slots, strict=True)]
-            self._learn(self._teller.tell(self.study, told))
+            self._learn(self._teller.tell(self.study, told), slots)
             return
         for rec, slot in zip(recorded, slots, strict=True):
             keep(slot.trial, rec)
@@ -553,6 +552,8 @@ class RoundOptimizer:
             value = rec.value if rec.state is TrialState.COMPLETE else None
             frozen = self.study.tell(slot.trial, value, state=OPTUNA_STATE[rec.state])
             killpoints.passing("told")
+            if self._beats is not None:
+                self._beats.forget(trial_ids([slot.trial]))
             self.on_trial(frozen)
 
 
@@ -742,28 +743,59 @@ class _Heartbeat:
 
         return cls(float(interval), each)
 
-    @contextmanager
-    def beating(self, trials: list[optuna.Trial], beaten: bool) -> Iterator[None]:
-        """Beat for every trial of the round until it is told (optimize() beats for one),
-        from now, or after an interval when they were `beaten` as they were created."""
-        ids = trial_ids(trials)
-        stop = threading.Event()
 
-        def beat() -> None:
-            if beaten and stop.wait(self.interval):
+class _Beats:
+    """One thread beating, every heartbeat interval, for the trials in flight: the round
+    training and the round being written, from when they are asked (`watch`) until they
+    are told (`forget`). One thread for the whole loop rather than one a round: starting
+    and joining a thread, and the beat it owed at once, cost the round's training ~10 ms.
+    """
+
+    def __init__(self, heartbeat: _Heartbeat) -> None:
+        self._heartbeat = heartbeat
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    def watch(self, trial_ids: Iterable[int], beaten: bool) -> None:
+        """Beat for these trials from now on: at once, unless they were `beaten` as they
+        were created (then within an interval)."""
+        with self._lock:
+            self._ids.update(trial_ids)
+        if not beaten:
+            self._wake.set()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="sweeps-heartbeat", daemon=True)
+            self._thread.start()
+
+    def forget(self, trial_ids: Iterable[int]) -> None:
+        """Told trials need no more beats."""
+        with self._lock:
+            self._ids.difference_update(trial_ids)
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._heartbeat.interval)
+            self._wake.clear()
+            if self._closing:
                 return
-            while True:
-                self.beat(ids)
-                if stop.wait(self.interval):
-                    return
-
-        thread = threading.Thread(target=beat, name="sweeps-heartbeat", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+            with self._lock:
+                ids = sorted(self._ids)
+            if not ids:
+                continue
+            try:
+                self._heartbeat.beat(ids)
+            except Exception as e:  # a lost beat or two is survivable; a dead thread is not
+                _logger.warning("sweeps: a heartbeat failed (retried next interval): %s", e)
 
 
 def _bulk_heartbeat(engine: sa.Engine) -> BulkHeartbeat:
