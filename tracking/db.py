@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -77,3 +78,34 @@ def immediate_transactions(engine: sa.Engine) -> None:
     sa.event.listen(engine, "connect", on_connect)
     sa.event.listen(engine, "begin", on_begin)
     engine.dispose()
+
+
+def insert_rows(
+    conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert `rows` (tuples of plain values, in `columns` order) in the connection's
+    transaction, below SQLAlchemy: its executemany builds a parameter dict per row, which
+    for thousands of rows costs more than the database's insert. psycopg sends
+    executemany one row per round trip, so there the rows are streamed with COPY."""
+    if not rows:
+        return
+    preparer = conn.dialect.identifier_preparer
+    names = ", ".join(preparer.quote(c) for c in columns)
+    if conn.dialect.driver == "psycopg":
+        sql = f"COPY {preparer.format_table(table)} ({names}) FROM STDIN"
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        cursor: Any = conn.connection.cursor()
+        try:
+            with cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except dbapi_error as e:  # as SQLAlchemy would have wrapped it: IntegrityError, ...
+            raise sa.exc.DBAPIError.instance(sql, None, e, dbapi_error, dialect=conn.dialect) from e
+        finally:
+            cursor.close()
+        return
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"  # sqlite3; psycopg2 and friends
+    marks = ", ".join([mark] * len(columns))
+    conn.exec_driver_sql(
+        f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES ({marks})", rows
+    )

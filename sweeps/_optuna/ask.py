@@ -26,6 +26,8 @@ from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
+from tracking.db import insert_rows
+
 _STUDIES = models.StudyModel.__table__
 _TRIALS = models.TrialModel.__table__
 _PARAMS = models.TrialParamModel.__table__
@@ -70,7 +72,7 @@ class BulkAsker:
             _lock_study(conn, study_id)
             ids = _insert_trials(conn, study_id, len(planned), started)
             numbers = _number(conn, study_id, ids)
-            conn.execute(sa.insert(_PARAMS), _param_rows(ids, planned))
+            insert_rows(conn, _PARAMS, _PARAM_COLUMNS, _param_rows(ids, planned))
             if heartbeat:
                 now = conn.execute(sa.select(sa.func.now())).scalar_one()
                 conn.execute(sa.insert(_BEATS), [{"trial_id": i, "heartbeat": now} for i in ids])
@@ -129,28 +131,32 @@ def _number(conn: sa.Connection, study_id: int, ids: list[int]) -> dict[int, int
         for position, trial_id in enumerate(later)
         if trial_id in new
     }
-    conn.execute(
-        sa.update(_TRIALS)
-        .where(_TRIALS.c.trial_id == sa.bindparam("id"))
-        .values(number=sa.bindparam("n")),
-        [{"id": trial_id, "n": number} for trial_id, number in numbers.items()],
+    quote = conn.dialect.identifier_preparer.quote
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(  # plain integers: below SQLAlchemy's per-row parameter dicts
+        f"UPDATE {quote(_TRIALS.name)} SET {quote('number')} = {mark} "
+        f"WHERE {quote('trial_id')} = {mark}",
+        [(number, trial_id) for trial_id, number in numbers.items()],
     )
     return numbers
 
 
+_PARAM_COLUMNS = ("trial_id", "param_name", "param_value", "distribution_json")
+
+
 def _param_rows(
     ids: list[int], planned: Sequence[tuple[Params, Distributions]]
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "trial_id": trial_id,
-            "param_name": name,
-            "param_value": dists[name].to_internal_repr(value),
-            "distribution_json": distribution_to_json(dists[name]),
-        }
-        for trial_id, (params, dists) in zip(ids, planned, strict=True)
-        for name, value in params.items()
-    ]
+) -> list[tuple[int, str, float, str]]:
+    as_json: dict[BaseDistribution, str] = {}  # a round's trials share a few distributions
+    rows = []
+    for trial_id, (params, dists) in zip(ids, planned, strict=True):
+        for name, value in params.items():
+            dist = dists[name]
+            text = as_json.get(dist)
+            if text is None:
+                text = as_json[dist] = distribution_to_json(dist)
+            rows.append((trial_id, name, dist.to_internal_repr(value), text))
+    return rows
 
 
 def _as_trial(study: optuna.Study, frozen: FrozenTrial) -> optuna.Trial:

@@ -30,7 +30,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
@@ -52,6 +51,7 @@ from mlflow.utils.file_utils import local_file_uri_to_path
 from mlflow.utils.uri import append_to_uri_path
 
 from tracking._mlflow_sql.rows import COLUMNS, Row, run_rows
+from tracking.db import insert_rows
 from tracking.mlflow_specs import Attached, RunSpec, is_local_location
 
 logger = logging.getLogger(__name__)
@@ -243,40 +243,7 @@ def _insert(conn: sa.Connection, runs: Sequence[_RunRows]) -> None:
     for model in TABLES:
         table = model.__table__
         rows = [row for run in runs for row in run.rows[table.name]]
-        if not rows:
-            continue
-        if conn.dialect.driver == "psycopg":
-            _copy(conn, table, rows)
-        else:
-            conn.exec_driver_sql(_insert_sql(conn.dialect, table), rows)
-
-
-def _copy(conn: sa.Connection, table: sa.Table, rows: Sequence[Row]) -> None:
-    # psycopg's executemany sends one INSERT, one round trip, per row; COPY streams the
-    # rows, in the same transaction.
-    quote = conn.dialect.identifier_preparer.quote
-    columns = ", ".join(quote(c) for c in COLUMNS[table.name])
-    sql = f"COPY {conn.dialect.identifier_preparer.format_table(table)} ({columns}) FROM STDIN"
-    dbapi_error = conn.dialect.loaded_dbapi.Error
-    cursor: Any = conn.connection.cursor()
-    try:
-        with cursor.copy(sql) as copy:
-            for row in rows:
-                copy.write_row(row)
-    except dbapi_error as e:  # as SQLAlchemy would have wrapped it: IntegrityError, ...
-        raise sa.exc.DBAPIError.instance(sql, None, e, dbapi_error, dialect=conn.dialect) from e
-    finally:
-        cursor.close()
-
-
-def _insert_sql(dialect: sa.Dialect, table: sa.Table) -> str:
-    quote = dialect.identifier_preparer.quote
-    columns = COLUMNS[table.name]
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"  # sqlite3; psycopg and friends
-    return (
-        f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "
-        f"({', '.join(quote(c) for c in columns)}) VALUES ({', '.join([mark] * len(columns))})"
-    )
+        insert_rows(conn, table, COLUMNS[table.name], rows)
 
 
 def _remove(paths: Sequence[Path]) -> None:
