@@ -81,14 +81,23 @@ def immediate_transactions(engine: sa.Engine) -> None:
 
 
 def insert_rows(
-    conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    conn: sa.Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    convert: bool = False,
 ) -> None:
-    """Insert `rows` (tuples of plain values, in `columns` order) in the connection's
-    transaction, below SQLAlchemy: its executemany builds a parameter dict per row, which
-    for thousands of rows costs more than the database's insert. psycopg sends
-    executemany one row per round trip, so there the rows are streamed with COPY."""
+    """Insert `rows` (tuples in `columns` order) in the connection's transaction, below
+    SQLAlchemy: its executemany builds a parameter dict per row, which for thousands of
+    rows costs more than the database's insert. The values go to the driver as they are,
+    or with `convert` through their columns' types first (what SQLAlchemy would do to a
+    datetime or an enum). psycopg sends executemany one row per round trip, so there the
+    rows are streamed with COPY."""
     if not rows:
         return
+    if convert:
+        rows = _converted(conn.dialect, table, columns, rows)
     preparer = conn.dialect.identifier_preparer
     names = ", ".join(preparer.quote(c) for c in columns)
     if conn.dialect.driver == "psycopg":
@@ -104,8 +113,49 @@ def insert_rows(
         finally:
             cursor.close()
         return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"  # sqlite3; psycopg2 and friends
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"  # sqlite3; psycopg and friends
     marks = ", ".join([mark] * len(columns))
     conn.exec_driver_sql(
         f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES ({marks})", rows
     )
+
+
+def update_rows(
+    conn: sa.Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    key: str,
+    rows: Sequence[Sequence[Any]],
+    *,
+    convert: bool = False,
+) -> None:
+    """`UPDATE table SET columns WHERE key = ...` once per row (tuples: the new values in
+    `columns` order, then the key), below SQLAlchemy as `insert_rows` is."""
+    if not rows:
+        return
+    if convert:
+        rows = _converted(conn.dialect, table, [*columns, key], rows)
+    quote = conn.dialect.identifier_preparer.quote
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sets = ", ".join(f"{quote(c)} = {mark}" for c in columns)
+    sql = f"UPDATE {conn.dialect.identifier_preparer.format_table(table)} SET {sets} "
+    conn.exec_driver_sql(sql + f"WHERE {quote(key)} = {mark}", rows)
+
+
+def _converted(
+    dialect: sa.Dialect, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> list[tuple[Any, ...]]:
+    processors = [
+        (i, process)
+        for i, name in enumerate(columns)
+        if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+    ]
+    if not processors:
+        return [tuple(row) for row in rows]
+    converted = []
+    for row in rows:
+        values = list(row)
+        for i, process in processors:
+            values[i] = process(values[i])
+        converted.append(tuple(values))
+    return converted

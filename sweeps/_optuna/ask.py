@@ -26,7 +26,7 @@ from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
-from tracking.db import insert_rows
+from tracking.db import insert_rows, update_rows
 
 _STUDIES = models.StudyModel.__table__
 _TRIALS = models.TrialModel.__table__
@@ -131,13 +131,7 @@ def _number(conn: sa.Connection, study_id: int, ids: list[int]) -> dict[int, int
         for position, trial_id in enumerate(later)
         if trial_id in new
     }
-    quote = conn.dialect.identifier_preparer.quote
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    conn.exec_driver_sql(  # plain integers: below SQLAlchemy's per-row parameter dicts
-        f"UPDATE {quote(_TRIALS.name)} SET {quote('number')} = {mark} "
-        f"WHERE {quote('trial_id')} = {mark}",
-        [(number, trial_id) for trial_id, number in numbers.items()],
-    )
+    update_rows(conn, _TRIALS, ["number"], "trial_id", [(n, i) for i, n in numbers.items()])
     return numbers
 
 

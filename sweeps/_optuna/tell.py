@@ -30,6 +30,7 @@ from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeps._optuna import Told, told_values
+from tracking.db import insert_rows, update_rows
 
 _TRIALS = models.TrialModel.__table__
 _VALUES = models.TrialValueModel
@@ -111,40 +112,38 @@ def _lock_running(conn: sa.Connection, trial_ids: list[int]) -> set[int]:
 
 
 def _write(conn: sa.Connection, live: list[TellRow], now: datetime) -> None:
-    value_rows = []
-    for row in live:
-        for objective, value in enumerate(row.values or ()):
-            stored, value_type = _VALUES.value_to_stored_repr(value)
-            value_rows.append(
-                {
-                    "trial_id": row.trial_id,
-                    "objective": objective,
-                    "value": stored,
-                    "value_type": value_type,
-                }
-            )
-    if value_rows:
-        conn.execute(sa.insert(_VALUES.__table__), value_rows)
+    # Below SQLAlchemy's per-row parameter dicts (`tracking.db`), through the columns' types.
+    value_rows = [
+        (row.trial_id, objective, *_VALUES.value_to_stored_repr(value))
+        for row in live
+        for objective, value in enumerate(row.values or ())
+    ]
+    insert_rows(conn, _VALUES.__table__, _VALUE_COLUMNS, value_rows, convert=True)
     attr_rows = [
-        {"trial_id": row.trial_id, "key": key, "value_json": json.dumps(value)}
+        (row.trial_id, key, json.dumps(value))
         for row in live
         for key, value in row.user_attrs.items()
     ]
     if attr_rows:  # replaced, as set_trial_user_attr upserts
         conn.execute(
             sa.delete(_ATTRS).where(
-                _ATTRS.c.trial_id.in_({row["trial_id"] for row in attr_rows}),
-                _ATTRS.c.key.in_({row["key"] for row in attr_rows}),
+                _ATTRS.c.trial_id.in_({trial_id for trial_id, _, _ in attr_rows}),
+                _ATTRS.c.key.in_({key for _, key, _ in attr_rows}),
             )
         )
-        conn.execute(sa.insert(_ATTRS), attr_rows)
-    if live:
-        conn.execute(
-            sa.update(_TRIALS)
-            .where(_TRIALS.c.trial_id == sa.bindparam("id"))
-            .values(state=sa.bindparam("new_state"), datetime_complete=now),
-            [{"id": row.trial_id, "new_state": row.state} for row in live],
-        )
+        insert_rows(conn, _ATTRS, _ATTR_COLUMNS, attr_rows)
+    update_rows(
+        conn,
+        _TRIALS,
+        ["state", "datetime_complete"],
+        "trial_id",
+        [(row.state, now, row.trial_id) for row in live],
+        convert=True,
+    )
+
+
+_VALUE_COLUMNS = ("trial_id", "objective", "value", "value_type")
+_ATTR_COLUMNS = ("trial_id", "key", "value_json")
 
 
 def _as_told(t: Told, row: TellRow, completed: datetime, stored: bool) -> FrozenTrial:

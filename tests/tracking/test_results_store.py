@@ -110,6 +110,37 @@ def test_record_trials_writes_a_round_in_one_go_each_row_once(store: ResultsStor
     assert count_rows(store, "demo") == 3
 
 
+def test_a_round_writes_the_rows_one_trial_at_a_time_writes(store: ResultsStore) -> None:
+    """`record_trials` writes below the ORM, column by column: every column of its rows
+    equals what `record_trial` (through the ORM) writes for the same record."""
+    store.register_study(study())
+    store.register_study(study("other"))
+    final = {
+        "train_loss": 1e-300,
+        "val_loss": math.inf,
+        "test_loss": 2.5,
+        "w_norm": 0.1,
+        "penalty_value": 0.0,
+        "train_accuracy": 0.5,
+        "val_accuracy": 0.25,
+        "test_accuracy": 1.0,
+    }
+    first = trial("demo", 0, "elastic_net", 1e-5, 0.125, error="RuntimeError", reused_from=3)
+    recs = [
+        replace(first, final=final),
+        replace(trial("demo", 1, value=None, state=TrialState.PRUNED), device="cuda:1"),
+    ]
+    for rec in recs:
+        store.record_trial(replace(rec, study="other"))
+    assert store.record_trials(recs) == [True, True]
+
+    def rows(name: str) -> list[dict[str, object]]:
+        return [{k: v for k, v in row.items() if k != "study"} for row in store.trials(name)]
+
+    assert rows("demo") == rows("other")
+    assert rows("demo")[0]["val_loss"] == math.inf and rows("demo")[0]["reused_from"] == 3
+
+
 def test_record_trial_needs_a_registered_study(store: ResultsStore) -> None:
     with pytest.raises(UnknownStudyError, match="no study named 'ghost'"):
         store.record_trial(trial("ghost", 0))

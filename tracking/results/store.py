@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tracking.db import insert_rows
 from tracking.errors import TrackingError, UnknownStudyError
 from tracking.records import FINAL_METRICS, StudyRecord, TrialRecord, TrialState
 from tracking.results.engine import database_errors, make_engine
@@ -274,13 +275,12 @@ class ResultsStore:
             written = [key not in existing for key in keys]
             now = utc_now()
             rows = [
-                {"study_id": key[0], "number": key[1], "created_at": now, **_trial_values(rec)}
+                (key[0], key[1], now, *_trial_values(rec).values())
                 for key, rec, new in zip(keys, recs, written, strict=True)
                 if new
             ]
-            try:
-                if rows:  # ORM bulk INSERT: one executemany, no objects per row
-                    session.execute(sa.insert(TrialRow), rows)
+            try:  # below the ORM: one executemany of plain tuples
+                insert_rows(session.connection(), _TRIALS, _TRIAL_COLUMNS, rows, convert=True)
                 session.commit()
             except IntegrityError:  # another process wrote one meanwhile: one by one
                 session.rollback()
@@ -406,6 +406,31 @@ def _study_row(rec: StudyRecord) -> StudyRow:
         mlflow_experiment_id=rec.mlflow_experiment_id,
         mlflow_parent_run_id=rec.mlflow_parent_run_id,
     )
+
+
+# The columns `record_trials` writes, in order: the key, then `_trial_values`' (by column
+# name: the model's attribute `lambda_` is the column `lambda`).
+_TRIALS: sa.Table = TrialRow.__table__  # type: ignore[assignment]
+_TRIAL_COLUMNS = (
+    "study_id",
+    "number",
+    "created_at",
+    "state",
+    "penalty",
+    "lambda",
+    "l1_ratio",
+    "lr",
+    "epochs",
+    "seed",
+    "device",
+    *FINAL_METRICS,
+    "value",
+    "duration_s",
+    "mlflow_run_id",
+    "error",
+    "reused_from",
+    "params",
+)
 
 
 def _trial_values(rec: TrialRecord) -> dict[str, Any]:
