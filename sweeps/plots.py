@@ -34,7 +34,7 @@ def _read_once(study: optuna.Study) -> optuna.Study:
     def make(engine: sa.Engine) -> optuna.Study:
         from sweeps._optuna.read import Snapshot
 
-        return Snapshot(engine, study)
+        return Snapshot(engine, study, user_attrs=False)  # the plots read none
 
     return fenced(study, "reading a study's trials", make) or study
 

@@ -98,17 +98,19 @@ def read_trials(
     *,
     states: Collection[TrialState] | None = None,
     ids: Collection[int] | None = None,
+    user_attrs: bool = True,
 ) -> list[FrozenTrial]:
     """The study's trials (in `states`, with these `ids`, where given), by id, exactly as
-    the storage's `get_all_trials` builds them (see above)."""
+    the storage's `get_all_trials` builds them (see above); without their user attributes
+    where the reader has no use for them (a study's are its records: most of the read)."""
     if ids is None:
-        return _read(engine, study_id, states, None)
+        return _read(engine, study_id, states, None, user_attrs)
     # In chunks: databases bound the parameters of one statement (SQLite once at 999).
     chosen = sorted(ids)
     return [
         trial
         for i in range(0, len(chosen), _CHUNK)
-        for trial in _read(engine, study_id, states, chosen[i : i + _CHUNK])
+        for trial in _read(engine, study_id, states, chosen[i : i + _CHUNK], user_attrs)
     ]
 
 
@@ -120,6 +122,7 @@ def _read(
     study_id: int,
     states: Collection[TrialState] | None,
     ids: list[int] | None,
+    user_attrs: bool,
 ) -> list[FrozenTrial]:
     where = [_TRIALS.c.study_id == study_id]
     if states is not None:
@@ -155,7 +158,7 @@ def _read(
         params = children(_PARAMS, "param_name", "param_value", "distribution_json")
         values = children(_VALUES.__table__, "objective", "value", "value_type")
         steps = children(_STEPS.__table__, "step", "intermediate_value", "intermediate_value_type")
-        user = children(_USER, "key", "value_json")
+        user = children(_USER, "key", "value_json") if user_attrs else {}
         system = children(_SYSTEM, "key", "value_json")
     trials = []
     for trial_id, number, state, start, complete in heads:
@@ -209,13 +212,14 @@ def _local(utc: datetime | None) -> datetime | None:
 
 class Snapshot(optuna.Study):
     """`study` with every trial read once, in bulk (`read_trials`): its `get_trials`
-    answers from that read, without copies whatever `deepcopy` says. For readers that
-    only look, several times over, such as Optuna's plots (which ask for deep copies of
-    every trial); the study's other methods reach the storage as usual."""
+    answers from that read, without copies whatever `deepcopy` says, and without the
+    trials' user attributes unless asked. For readers that only look, several times over,
+    such as Optuna's plots (which ask for deep copies of every trial and never read user
+    attributes); the study's other methods reach the storage as usual."""
 
-    def __init__(self, engine: sa.Engine, study: optuna.Study) -> None:
+    def __init__(self, engine: sa.Engine, study: optuna.Study, *, user_attrs: bool) -> None:
         super().__init__(study.study_name, study._storage, study.sampler, study.pruner)
-        self._read = read_trials(engine, self._study_id)
+        self._read = read_trials(engine, self._study_id, user_attrs=user_attrs)
 
     def get_trials(
         self, deepcopy: bool = True, states: Container[TrialState] | None = None

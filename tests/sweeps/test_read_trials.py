@@ -3,6 +3,7 @@ rows: every state, value kind, distribution and attribute, on SQLite and Postgre
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 import optuna
 import pytest
 import sqlalchemy as sa
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from sweeps._optuna.read import Snapshot, read_trials
 from sweeps.plots import draw_optuna_plots
@@ -114,13 +115,25 @@ def test_chosen_ids_past_one_statements_parameters(
     assert [t._trial_id for t in got] == ids
 
 
+def _without_user_attrs(trial: FrozenTrial) -> FrozenTrial:
+    trial = copy.deepcopy(trial)
+    trial.user_attrs = {}
+    return trial
+
+
 def test_a_snapshot_plots_what_the_study_plots(storage_url: str) -> None:
     study = optuna.create_study(storage=storage_url, sampler=optuna.samplers.RandomSampler(0))
     _every_kind(study)
-    snapshot = Snapshot(_engine(study), study)
-    assert repr(snapshot.get_trials()) == repr(study.get_trials())  # repr: NaN == NaN
+    whole = Snapshot(_engine(study), study, user_attrs=True)
+    assert repr(whole.get_trials()) == repr(study.get_trials())  # repr: NaN == NaN
+    snapshot = Snapshot(_engine(study), study, user_attrs=False)
+    assert [t.user_attrs for t in snapshot.get_trials()] == [{}] * len(study.trials)
+    assert any(t.user_attrs for t in study.trials)
+    assert repr(snapshot.get_trials()) == repr([_without_user_attrs(t) for t in study.trials])
     complete = (TrialState.COMPLETE,)
-    assert snapshot.get_trials(states=complete) == study.get_trials(states=complete)
+    assert snapshot.get_trials(states=complete) == [
+        _without_user_attrs(t) for t in study.get_trials(states=complete)
+    ]
 
     def drawn(s: optuna.Study) -> list[list[object]]:
         figures = draw_optuna_plots(s)
