@@ -519,7 +519,7 @@ class RoundOptimizer:
             raise
         self._told_written(pending, *written)
 
-    def _told_written(self, pending: _Pending, run_ids: list[str | None], told: Written) -> None:
+    def _told_written(self, pending: _Pending, run_ids: list[str | None], written: Written) -> None:
         self.on_recorded(
             [
                 dataclasses.replace(rec, mlflow_run_id=run_id)
@@ -527,7 +527,7 @@ class RoundOptimizer:
             ]
         )
         assert self._teller is not None
-        self._learn(self._teller.as_told(pending.told, pending.rows, told), pending.slots)
+        self._learn(self._teller.as_told(pending.told, pending.rows, written), pending.slots)
 
     def _learn(self, ended: list[FrozenTrial], slots: list[_Slot]) -> None:
         """This process's view of the slots' trials once they are told (`ended`)."""
@@ -776,11 +776,16 @@ class _Beats:
             self._ids.difference_update(trial_ids)
 
     def close(self) -> None:
+        """Stop beating (the loop ended); a later `watch` starts again."""
         self._closing = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._closing = False
+        self._wake.clear()
+        with self._lock:
+            self._ids.clear()
 
     def _run(self) -> None:
         while True:

@@ -66,3 +66,17 @@ def test_a_failed_beat_leaves_the_thread_beating(caplog: pytest.LogCaptureFixtur
     finally:
         beats.close()
     assert "a heartbeat failed" in caplog.text
+
+
+def test_beating_starts_again_after_a_close() -> None:
+    """A study loop run twice (`RoundOptimizer.optimize`) beats both times."""
+    seen = _Recorded()
+    beats = _Beats(_Heartbeat(HOUR, seen.beat))
+    beats.watch([1], beaten=False)
+    assert seen.beats.get(timeout=WAIT) == [1]
+    beats.close()
+    try:
+        beats.watch([2], beaten=False)  # the first loop's trials were forgotten with it
+        assert seen.beats.get(timeout=WAIT) == [2]
+    finally:
+        beats.close()
