@@ -23,6 +23,7 @@ from sweeps.config import PrunerKind, SweepConfig
 from sweeps.recording import RECORDING_ENV, RecordingProcess
 from sweeps.runner import run_study
 from sweeps.storage import resolve_stores
+from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.gate import SPEC, Gate
 from tests.sweeps.study_helpers import cli_env, load, run_cli, sweeps_cmd
 from trainer import Penalty, TrialConfig
@@ -30,8 +31,11 @@ from trainer import Penalty, TrialConfig
 pytestmark = pytest.mark.slow
 
 
-def _study(home: Path, monkeypatch: pytest.MonkeyPatch, overlap: bool) -> list[Any]:
-    """A tracked TPE study in rounds of 4 with pruning; how many recording processes ran."""
+def _study(
+    home: Path, monkeypatch: pytest.MonkeyPatch, overlap: bool, storage: str | None = None
+) -> list[Any]:
+    """A tracked TPE study in rounds of 4 with pruning, in `storage` (SQLite in `home`
+    when None); how many recording processes ran."""
     monkeypatch.setenv(RECORDING_ENV, "1" if overlap else "0")
     started: list[Any] = []
     start = RecordingProcess.start
@@ -51,14 +55,14 @@ def _study(home: Path, monkeypatch: pytest.MonkeyPatch, overlap: bool) -> list[A
         pruner=PrunerKind.MEDIAN,
         report_every=2,
     )
-    stores = resolve_stores(str(home), None, None)
+    stores = resolve_stores(str(home), storage, None)
     outcome = run_study(cfg, stores, quiet=True)
     assert sum(outcome.counts.values()) == 16
     return [p for p in started if p is not None]
 
 
-def _trials(home: Path) -> list[tuple[Any, ...]]:
-    study = load("s", f"sqlite:///{home / 'sweeps.db'}")
+def _trials(storage: str) -> list[tuple[Any, ...]]:
+    study = load("s", storage)
     return [(t.number, t.state, t.params, t.values, t.intermediate_values) for t in study.trials]
 
 
@@ -90,19 +94,39 @@ def _weights(artifact_uri: str) -> dict[str, list[float]]:
     return {k: v.flatten().tolist() for k, v in state.items()}
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def two_storages(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str | None]]:
+    """Where the overlapped and the in-turn study keep Optuna and the results: each its
+    own SQLite file (None: in its home), or each its own PostgreSQL database."""
+    if request.param == "sqlite":
+        yield [None, None]
+        return
+    made = [create_postgres_database() for _ in range(2)]
+    try:
+        yield [url for url, _ in made]
+    finally:
+        for url, admin in made:
+            drop_postgres_database(url, admin)
+
+
 def test_overlapped_rounds_make_the_study_rounds_in_turn_make(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, two_storages: list[str | None]
 ) -> None:
     """Each round is planned with the results of the one being written, so the proposals,
-    pruning decisions, values and MLflow runs are those of rounds written in turn."""
+    pruning decisions, values and MLflow runs are those of rounds written in turn; the
+    recording process tells Optuna through its own connection, on either database."""
     overlapped, in_turn = tmp_path / "overlapped", tmp_path / "in_turn"
-    assert len(_study(overlapped, monkeypatch, overlap=True)) == 1
-    assert _study(in_turn, monkeypatch, overlap=False) == []
-    assert _trials(overlapped) == _trials(in_turn)
+    storages = [
+        url or f"sqlite:///{home / 'sweeps.db'}"
+        for url, home in zip(two_storages, (overlapped, in_turn), strict=True)
+    ]
+    assert len(_study(overlapped, monkeypatch, overlap=True, storage=two_storages[0])) == 1
+    assert _study(in_turn, monkeypatch, overlap=False, storage=two_storages[1]) == []
+    assert _trials(storages[0]) == _trials(storages[1])
     runs = _runs_of(overlapped)
     assert runs == _runs_of(in_turn) and sorted(runs) == list(range(16))
     assert sum(bool(weights) for _, _, weights in runs.values()) >= 8  # serialized there
-    done = run_cli("check", "--study", "s", env=cli_env(overlapped))
+    done = run_cli("check", "--study", "s", env=cli_env(overlapped, storages[0]))
     assert done.returncode == 0 and "consistent" in done.stdout, done.stdout + done.stderr
 
 
