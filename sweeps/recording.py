@@ -568,17 +568,14 @@ def _serve(recorder: Recorder, conn: Any, parents: Any, parent_pid: int) -> None
 def _teller(url: str) -> BulkTeller:
     """The recording process's own connection to Optuna's tables (the study process
     checked their schema before it started this one)."""
-    import sqlalchemy as sa
-
     from sweeps._optuna.tell import BulkTeller
-    from tracking.db import engine_options, immediate_transactions, use_wal
+    from tracking.results.engine import make_engine
 
-    engine = sa.create_engine(url, **engine_options(url))
-    use_wal(engine)
-    # The tell reads which trials are still RUNNING, then writes: on SQLite it must hold
-    # the write lock from the start, or the study process's writes in between fail it.
-    immediate_transactions(engine)
-    return BulkTeller(engine)
+    # The results store's engine settings, which the same database needs here: the tell
+    # reads which trials are still RUNNING, then writes, so on SQLite it must hold the
+    # write lock from the start (immediate transactions), or the study process's writes
+    # in between fail it.
+    return BulkTeller(make_engine(url))
 
 
 def serialize_weights(state_dict: Mapping[str, Any]) -> bytes:

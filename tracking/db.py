@@ -113,8 +113,7 @@ def insert_rows(
         finally:
             cursor.close()
         return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"  # sqlite3; psycopg and friends
-    marks = ", ".join([mark] * len(columns))
+    marks = ", ".join([_mark(conn.dialect)] * len(columns))
     conn.exec_driver_sql(
         f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES ({marks})", rows
     )
@@ -136,10 +135,15 @@ def update_rows(
     if convert:
         rows = _converted(conn.dialect, table, [*columns, key], rows)
     quote = conn.dialect.identifier_preparer.quote
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    mark = _mark(conn.dialect)
     sets = ", ".join(f"{quote(c)} = {mark}" for c in columns)
     sql = f"UPDATE {conn.dialect.identifier_preparer.format_table(table)} SET {sets} "
     conn.exec_driver_sql(sql + f"WHERE {quote(key)} = {mark}", rows)
+
+
+def _mark(dialect: sa.Dialect) -> str:
+    """The driver's placeholder for one value: sqlite3's `?`, psycopg's and friends' `%s`."""
+    return "?" if dialect.paramstyle == "qmark" else "%s"
 
 
 def _converted(

@@ -20,7 +20,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import optuna
@@ -146,6 +146,12 @@ def fenced(
     except ImportError as e:  # a private name gone in another Optuna
         warn_once(what, str(e))
         return None
+
+
+def as_read_back(utc: datetime) -> datetime:
+    """A time as Optuna's RDB storage gives it back: it stores naive UTC and reads it as
+    naive local time."""
+    return utc.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeps._optuna import as_read_back
 from tracking.db import insert_rows, update_rows
 
 _STUDIES = models.StudyModel.__table__
@@ -76,7 +77,7 @@ class BulkAsker:
             if heartbeat:
                 now = conn.execute(sa.select(sa.func.now())).scalar_one()
                 conn.execute(sa.insert(_BEATS), [{"trial_id": i, "heartbeat": now} for i in ids])
-        local = started.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)  # as read back
+        local = as_read_back(started)
         trials = []
         for trial_id, (params, dists) in zip(ids, planned, strict=True):
             frozen = FrozenTrial(

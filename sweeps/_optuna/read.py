@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Collection, Container, Iterable
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -29,6 +28,8 @@ import sqlalchemy as sa
 from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
+
+from sweeps._optuna import as_read_back
 
 _TRIALS = models.TrialModel.__table__
 _PARAMS = models.TrialParamModel.__table__
@@ -170,8 +171,8 @@ def _read(
                 state=state,
                 value=None,
                 values=_objective_values(objective_values) if objective_values else None,
-                datetime_start=_local(start),
-                datetime_complete=_local(complete),
+                datetime_start=None if start is None else as_read_back(start),
+                datetime_complete=None if complete is None else as_read_back(complete),
                 params={
                     name: dists[name].to_external_repr(value)
                     for _, name, value, _ in params.get(trial_id, ())
@@ -201,13 +202,6 @@ def _objective_values(rows: list[tuple[Any, ...]]) -> list[float]:
     for _, objective, value, kind in rows:
         values[objective] = _VALUES.stored_repr_to_value(value, kind)
     return values
-
-
-def _local(utc: datetime | None) -> datetime | None:
-    """Optuna stores naive UTC and reads it back as naive local time."""
-    if utc is None:
-        return None
-    return utc.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
 
 
 class Snapshot(optuna.Study):

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeps._optuna import Told, told_values
+from sweeps._optuna import Told, as_read_back, told_values
 from tracking.db import insert_rows, update_rows
 
 _TRIALS = models.TrialModel.__table__
@@ -94,7 +94,7 @@ class BulkTeller:
     ) -> list[FrozenTrial]:
         """Each trial as `written` left it: the trial's own frozen copy, updated, or what
         the storage has where another worker ended it first."""
-        local = written.completed.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
+        local = as_read_back(written.completed)
         return [
             _as_told(t, row, local, row.trial_id in written.trial_ids)
             for t, row in zip(told, rows, strict=True)
