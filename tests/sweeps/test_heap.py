@@ -2,7 +2,8 @@
 
 `frozen_heap`: the collector skips what was alive before the block, and only during it.
 `sweeps run` / `sweeps worker` import torch, Optuna and MLflow first and train inside the
-frozen heap, with Optuna and MLflow quieted; `run_study` itself leaves all of that alone.
+frozen heap, with rarer young collections and Optuna and MLflow quieted; `run_study` itself
+leaves all of that alone.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import optuna
 import pytest
 
 import sweeps.lifecycle
-from sweeps.cli.heap import frozen_heap
+from sweeps.cli.heap import STUDY_THRESHOLDS, frozen_heap
 from sweeps.config import SweepConfig
 from sweeps.runner import run_study
 from sweeps.storage import resolve_stores
@@ -55,6 +56,7 @@ class _Seen:
         self.freezes: list[list[str]] = []  # each trial's: the freezes before it
         self.mlflow_loaded: list[bool] = []
         self.optuna_verbosity: list[int] = []
+        self.thresholds: list[tuple[int, int, int]] = []
         real = sweeps.lifecycle.train
         freezes: list[str] = []
         real_freeze = gc.freeze
@@ -70,6 +72,7 @@ class _Seen:
             self.frozen.append(gc.get_freeze_count())
             self.mlflow_loaded.append("mlflow" in sys.modules)
             self.optuna_verbosity.append(optuna.logging.get_verbosity())
+            self.thresholds.append(gc.get_threshold())
             return real(*args, **kwargs)
 
         monkeypatch.setattr(sweeps.lifecycle, "train", spy)
@@ -80,6 +83,8 @@ def test_the_run_command_trains_with_the_heap_frozen_after_mlflow_is_imported(
 ) -> None:
     seen = _Seen(monkeypatch, tmp_path / "h")
     monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    before = gc.get_threshold()
+    assert before != STUDY_THRESHOLDS
     home = str(tmp_path / "h")
     args = ["run", "--home", home, "--study", "s", "--trials", "2", "--epochs", "2", "--quiet"]
     assert invoke(*args).exit_code == 0
@@ -90,6 +95,9 @@ def test_the_run_command_trains_with_the_heap_frozen_after_mlflow_is_imported(
     assert set(seen.optuna_verbosity) == {optuna.logging.ERROR}
     assert os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"  # keeps --json clean
     assert gc.get_freeze_count() == 0
+    # Young collections rarer while the study runs; the process's own thresholds after.
+    assert seen.thresholds == [STUDY_THRESHOLDS] * 2
+    assert gc.get_threshold() == before
 
 
 def test_the_library_leaves_the_heap_and_optunas_logging_alone(
@@ -104,4 +112,5 @@ def test_the_library_leaves_the_heap_and_optunas_logging_alone(
         optuna.logging.set_verbosity(optuna.logging.ERROR)
     assert outcome.counts == {"COMPLETE": 2}
     assert seen.frozen == [0, 0] and seen.freezes == [[], []]
+    assert seen.thresholds == [gc.get_threshold()] * 2
     assert set(seen.optuna_verbosity) == {optuna.logging.INFO}
