@@ -134,12 +134,13 @@ class RoundSampler(optuna.samplers.BaseSampler):
         self._rng = np.random.default_rng(seed)
         self._queue: list[dict[str, Any]] = []
         self._planned: dict[int, dict[str, Any]] = {}  # trial number → its proposal
+        self._features = Features(space)  # the history as the model reads it
 
     def plan(self, trials: Sequence[FrozenTrial], k: int) -> int:
         """Proposals for the next `k` asks from one model of `trials` (the round's snapshot
         of the study); returns how many were planned (0 for a round of one: the inner
         sampler decides)."""
-        self._queue = propose(trials, self._space, k, self._rng) if k > 1 else []
+        self._queue = propose(trials, self._space, k, self._rng, self._features) if k > 1 else []
         return len(self._queue)
 
     def take(self) -> list[dict[str, Any]]:
@@ -194,44 +195,141 @@ class RoundSampler(optuna.samplers.BaseSampler):
 
 
 def propose(
-    trials: Sequence[FrozenTrial], space: Space, k: int, rng: np.random.Generator
+    trials: Sequence[FrozenTrial],
+    space: Space,
+    k: int,
+    rng: np.random.Generator,
+    features: Features | None = None,
 ) -> list[dict[str, Any]]:
     """k proposals (parameter dicts as `suggest` asks for them) from one TPE fit; before
     STARTUP_TRIALS trials of this space finished, from the prior (uniform penalty,
-    log-uniform λ, uniform l1_ratio), as TPE starts with random trials."""
-    observed = [t for t in trials if _in_space(t, space)]
-    if len(observed) < STARTUP_TRIALS:
+    log-uniform λ, uniform l1_ratio), as TPE starts with random trials. `features`: what
+    earlier rounds read of the same trials (`Features`)."""
+    history = (features or Features(space)).history(trials)
+    if history.size < STARTUP_TRIALS:
         return [_random(space, rng) for _ in range(k)]
-    ranked = sorted(observed, key=_loss)
-    n_good = min(math.ceil(len(ranked) / 10), 25)
+    ranked = np.argsort(history.loss, kind="stable")  # pruned trials last, ties in order
+    n_good = min(math.ceil(history.size / 10), 25)
     good, rest = ranked[:n_good], ranked[n_good:]
     penalties = list(space.penalties)
-    good_counts = _counts(good, penalties) + 1.0  # +1: the prior
-    rest_counts = _counts(rest, penalties) + 1.0
+    n_penalties = len(penalties)
+    good_counts = np.bincount(history.penalty[good], minlength=n_penalties) + 1.0  # +1: prior
+    rest_counts = np.bincount(history.penalty[rest], minlength=n_penalties) + 1.0
     # Every proposal's candidates at once: penalty from the good counts, then its branch.
     n = k * CANDIDATES
-    choice = rng.choice(len(penalties), size=n, p=good_counts / good_counts.sum())
+    choice = rng.choice(n_penalties, size=n, p=good_counts / good_counts.sum())
     values: dict[str, np.ndarray] = {}
     branch_score = np.zeros(n)
     for index, penalty in enumerate(penalties):
         rows = np.flatnonzero(choice == index)
         for name, bounds in space.dims(penalty).items():
-            good_kde = Parzen.fit(_values(good, penalty, name), bounds)
-            rest_kde = Parzen.fit(_values(rest, penalty, name), bounds)
+            good_kde = Parzen.fit(history.values(good, index, name), bounds)
+            rest_kde = Parzen.fit(history.values(rest, index, name), bounds)
             drawn = good_kde.sample(rng, rows.size)
             values.setdefault(name, np.full(n, np.nan))[rows] = drawn
             branch_score[rows] += good_kde.log_pdf(drawn) - rest_kde.log_pdf(drawn)
-    proposals = []
+    # Each proposal is its best candidate by branch score plus its penalty's term, and the
+    # penalty's term changes as the round goes (earlier proposals count as "rest"); it is
+    # the same for all candidates of a penalty, so each proposal's best candidate of each
+    # penalty is found at once, and only the choice among penalties is made in turn.
+    block = np.where(choice == np.arange(n_penalties)[:, None], branch_score, -np.inf)
+    block = block.reshape(n_penalties, k, CANDIDATES)
+    best_of = block.argmax(axis=2)  # (penalty, proposal): the first best candidate
+    best_score = np.take_along_axis(block, best_of[:, :, None], axis=2)[:, :, 0].T.tolist()
+    first = (best_of + np.arange(k)[None, :] * CANDIDATES).T.tolist()
     log_good = np.log(good_counts / good_counts.sum())
+    proposals = []
     for j in range(k):
-        own = slice(j * CANDIDATES, (j + 1) * CANDIDATES)
-        # The penalty's term uses the round so far: earlier proposals count as "rest".
-        ratio = log_good - np.log(rest_counts / rest_counts.sum())
-        best = j * CANDIDATES + int(np.argmax(branch_score[own] + ratio[choice[own]]))
-        penalty = penalties[choice[best]]
-        rest_counts[choice[best]] += 1.0
-        proposals.append(_params(penalty, {n: v[best] for n, v in values.items()}, space))
+        ratio = (log_good - np.log(rest_counts / rest_counts.sum())).tolist()
+        scores, candidates = best_score[j], first[j]
+        # As one argmax over all the proposal's candidates: the highest, the first if tied.
+        c = max(
+            (c for c in range(n_penalties) if scores[c] != -math.inf),
+            key=lambda c: (scores[c] + ratio[c], -candidates[c]),
+        )
+        best = candidates[c]
+        rest_counts[c] += 1.0
+        proposals.append(_params(penalties[c], {n: v[best] for n, v in values.items()}, space))
     return proposals
+
+
+@dataclass(frozen=True)
+class _History:
+    """The finished trials a space can model, in order, as arrays (`Features`)."""
+
+    penalty: np.ndarray  # each one's penalty, as its index in the space
+    loss: np.ndarray  # for ranking (`_loss`)
+    params: dict[str, np.ndarray]  # in the model's coordinates (log λ); NaN off its branch
+
+    @property
+    def size(self) -> int:
+        return int(self.penalty.size)
+
+    def values(self, rows: np.ndarray, penalty: int, name: str) -> np.ndarray:
+        """`name` of the trials at `rows` (in that order) that have this penalty."""
+        return np.asarray(self.params[name][rows[self.penalty[rows] == penalty]])
+
+
+_Row = tuple[float, ...]  # penalty index, loss, then each of `Features.names`
+
+
+class Features:
+    """Reads each finished trial's row of the model's `_History` once per process.
+
+    A round's model is fitted to the whole history, and reading every trial's state,
+    value and parameters again each round would cost more than the fit once the history
+    is in the thousands (~5 µs a trial). A finished trial never changes, and the study's
+    trials arrive as the same objects round after round (`sweeps._optuna.read.TrialCache`),
+    so each is read when first seen; a trial object seen in another state is read again.
+    """
+
+    def __init__(self, space: Space) -> None:
+        self._index = {p: i for i, p in enumerate(space.penalties)}
+        self._needs = {p: tuple(space.dims(p)) for p in space.penalties}
+        self.names = sorted({name for dims in self._needs.values() for name in dims})
+        self._seen: dict[int, tuple[FrozenTrial, TrialState, _Row | None]] = {}
+
+    def history(self, trials: Sequence[FrozenTrial]) -> _History:
+        seen: dict[int, tuple[FrozenTrial, TrialState, _Row | None]] = {}
+        rows = []
+        for trial in trials:
+            key = id(trial)  # the entry keeps the trial alive, so the id stays its own
+            entry = self._seen.get(key)
+            if entry is None or entry[0] is not trial or entry[1] is not trial.state:
+                entry = (trial, trial.state, self._row(trial))
+            seen[key] = entry
+            if entry[2] is not None:
+                rows.append(entry[2])
+        self._seen = seen  # only this round's trials: earlier rounds' previews are let go
+        table = np.array(rows, dtype=float).reshape(len(rows), 2 + len(self.names))
+        params = {name: table[:, 2 + i] for i, name in enumerate(self.names)}
+        if "lambda" in params:
+            params["lambda"] = np.log(params["lambda"])
+        return _History(table[:, 0].astype(np.intp), table[:, 1], params)
+
+    def _row(self, trial: FrozenTrial) -> _Row | None:
+        """None for a trial the space cannot model: not finished with a usable result, or
+        of another space."""
+        state = trial.state
+        if state is TrialState.COMPLETE:
+            value = trial.value
+            if value is None or math.isnan(value):
+                return None
+        elif state is not TrialState.PRUNED:
+            return None
+        params = trial.params
+        penalty = params.get("penalty")
+        required = self._needs.get(penalty) if isinstance(penalty, str) else None
+        if not isinstance(penalty, str) or required is None:
+            return None
+        if any(name not in params for name in required):
+            return None
+        off = math.nan
+        return (
+            self._index[penalty],
+            _loss(trial),
+            *(float(params[name]) if name in required else off for name in self.names),
+        )
 
 
 @dataclass(frozen=True)
@@ -303,32 +401,9 @@ def _random(space: Space, rng: np.random.Generator) -> dict[str, Any]:
     return _params(penalty, values, space)
 
 
-def _in_space(trial: FrozenTrial, space: Space) -> bool:
-    """A finished trial whose parameters this space can model (not one of another space)."""
-    if trial.state is TrialState.COMPLETE and (trial.value is None or math.isnan(trial.value)):
-        return False
-    if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
-        return False
-    penalty = trial.params.get("penalty")
-    return penalty in space.penalties and set(space.dims(penalty)) <= set(trial.params)
-
-
 def _loss(trial: FrozenTrial) -> float:
     """Pruned trials rank after every complete one."""
     return float(trial.value) if trial.state is TrialState.COMPLETE else math.inf  # type: ignore[arg-type]
-
-
-def _counts(trials: Sequence[FrozenTrial], penalties: list[str]) -> np.ndarray:
-    counts = np.zeros(len(penalties))
-    for trial in trials:
-        counts[penalties.index(trial.params["penalty"])] += 1
-    return counts
-
-
-def _values(trials: Sequence[FrozenTrial], penalty: str, name: str) -> np.ndarray:
-    raw = [t.params[name] for t in trials if t.params.get("penalty") == penalty]
-    values = np.asarray(raw, dtype=float)
-    return np.log(values) if name == "lambda" else values
 
 
 def _params(penalty: str, values: dict[str, float], space: Space) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from sweeps.sampling import (
     GRID_POINTS,
     MAX_COMPONENTS,
     STARTUP_TRIALS,
+    Features,
     Parzen,
     RoundSampler,
     Space,
@@ -107,6 +108,20 @@ def test_proposals_are_inside_the_space_and_near_the_good_region() -> None:
     assert len(near) > len(proposals) / 2  # better than the random mix (~1/5 of the range)
     # Both penalties with λ are as good (the loss depends on λ alone); `none` is bad.
     assert {p["penalty"] for p in proposals} == {"l2", "elastic_net"}
+
+
+def test_a_history_read_once_gives_the_same_proposals() -> None:
+    """`Features` keeps each trial's reading across rounds: the proposals of rounds over a
+    growing history are those of reading it all every round, and a trial object that
+    changed state since (another worker failed it) is read again."""
+    trials = _history(300)
+    features = Features(SPACE)
+    for size in (20, 100, 300):
+        kept = propose(trials[:size], SPACE, 32, np.random.default_rng(size), features)
+        assert kept == propose(trials[:size], SPACE, 32, np.random.default_rng(size))
+    assert features.history(trials).size == 300
+    trials[0].state = TrialState.FAIL  # FAIL trials are not modelled
+    assert features.history(trials).size == 299
 
 
 def _asked(
