@@ -26,8 +26,8 @@ beats for the round's trials, the timeout is checked, an exhausted grid stops th
      - pruning → PRUNED with the history so far;
      - Ctrl-C → FAIL ("interrupted"), recorded, then the interrupt propagates.
 4. Record (`_finish` → the `record` callable, `sweeps.recording.Recorder.record_many`):
-   MLflow child runs and results rows of the whole round, in bulk. A tracked study of
-   several rounds hands each round to a recording process instead
+   MLflow child runs and results rows of the whole round, in bulk. A study of several
+   rounds hands each round to a recording process instead
    (`sweeps.recording.RecordingProcess`), which writes it while the next round trains;
    the next round is planned with its results as they will be told (`_known`).
 5. Tell (`_tell`, once the round is recorded: at once, or when the recording process

@@ -76,7 +76,7 @@ class BulkAsker:
             insert_rows(conn, _PARAMS, _PARAM_COLUMNS, _param_rows(ids, planned))
             if heartbeat:
                 now = conn.execute(sa.select(sa.func.now())).scalar_one()
-                conn.execute(sa.insert(_BEATS), [{"trial_id": i, "heartbeat": now} for i in ids])
+                insert_rows(conn, _BEATS, _BEAT_COLUMNS, [(i, now) for i in ids], convert=True)
         local = as_read_back(started)
         trials = []
         for trial_id, (params, dists) in zip(ids, planned, strict=True):
@@ -137,6 +137,7 @@ def _number(conn: sa.Connection, study_id: int, ids: list[int]) -> dict[int, int
 
 
 _PARAM_COLUMNS = ("trial_id", "param_name", "param_value", "distribution_json")
+_BEAT_COLUMNS = ("trial_id", "heartbeat")
 
 
 def _param_rows(

@@ -26,16 +26,21 @@ from sweeps.storage import resolve_stores
 from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.gate import SPEC, Gate
 from tests.sweeps.study_helpers import cli_env, load, run_cli, sweeps_cmd
+from tracking.results import ResultsStore
 from trainer import Penalty, TrialConfig
 
 pytestmark = pytest.mark.slow
 
 
 def _study(
-    home: Path, monkeypatch: pytest.MonkeyPatch, overlap: bool, storage: str | None = None
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    overlap: bool,
+    storage: str | None = None,
+    track: bool = True,
 ) -> list[Any]:
-    """A tracked TPE study in rounds of 4 with pruning, in `storage` (SQLite in `home`
-    when None); how many recording processes ran."""
+    """A TPE study in rounds of 4 with pruning, in `storage` (SQLite in `home` when
+    None); the recording processes that ran."""
     monkeypatch.setenv(RECORDING_ENV, "1" if overlap else "0")
     started: list[Any] = []
     start = RecordingProcess.start
@@ -56,7 +61,7 @@ def _study(
         report_every=2,
     )
     stores = resolve_stores(str(home), storage, None)
-    outcome = run_study(cfg, stores, quiet=True)
+    outcome = run_study(cfg, stores, quiet=True, track=track)
     assert sum(outcome.counts.values()) == 16
     return [p for p in started if p is not None]
 
@@ -64,6 +69,13 @@ def _study(
 def _trials(storage: str) -> list[tuple[Any, ...]]:
     study = load("s", storage)
     return [(t.number, t.state, t.params, t.values, t.intermediate_values) for t in study.trials]
+
+
+def _rows(storage: str) -> list[tuple[Any, ...]]:
+    """The results rows, without what differs between any two runs (times, run ids)."""
+    rows = ResultsStore(storage).trials("s")
+    varying = {"created_at", "duration_s", "mlflow_run_id"}
+    return [tuple((k, v) for k, v in row.items() if k not in varying) for row in rows]
 
 
 def _runs_of(
@@ -123,10 +135,32 @@ def test_overlapped_rounds_make_the_study_rounds_in_turn_make(
     assert len(_study(overlapped, monkeypatch, overlap=True, storage=two_storages[0])) == 1
     assert _study(in_turn, monkeypatch, overlap=False, storage=two_storages[1]) == []
     assert _trials(storages[0]) == _trials(storages[1])
+    assert _rows(storages[0]) == _rows(storages[1])
     runs = _runs_of(overlapped)
     assert runs == _runs_of(in_turn) and sorted(runs) == list(range(16))
     assert sum(bool(weights) for _, _, weights in runs.values()) >= 8  # serialized there
     done = run_cli("check", "--study", "s", env=cli_env(overlapped, storages[0]))
+    assert done.returncode == 0 and "consistent" in done.stdout, done.stdout + done.stderr
+
+
+def test_an_untracked_study_is_recorded_beside_training_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, two_storages: list[str | None]
+) -> None:
+    """Without MLflow the recording process writes the results rows and tells Optuna:
+    the same study as in turn, with nothing of MLflow's made."""
+    overlapped, in_turn = tmp_path / "overlapped", tmp_path / "in_turn"
+    storages = [
+        url or f"sqlite:///{home / 'sweeps.db'}"
+        for url, home in zip(two_storages, (overlapped, in_turn), strict=True)
+    ]
+    started = _study(overlapped, monkeypatch, True, two_storages[0], track=False)
+    assert len(started) == 1
+    assert _study(in_turn, monkeypatch, False, two_storages[1], track=False) == []
+    assert _trials(storages[0]) == _trials(storages[1])
+    rows = _rows(storages[0])
+    assert rows == _rows(storages[1]) and len(rows) == 16
+    assert not (overlapped / "mlflow.db").exists()
+    done = run_cli("check", "--study", "s", "--no-track", env=cli_env(overlapped, storages[0]))
     assert done.returncode == 0 and "consistent" in done.stdout, done.stdout + done.stderr
 
 
