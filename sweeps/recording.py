@@ -431,13 +431,13 @@ class RecordingProcess:
 
     Why: on the CPU the writes of a tracked round cost more than training it, those of
     an untracked one ~9% of it, and two cores are common; a thread would hold the same
-    interpreter lock as training. The
-    child is forked (the imports are already paid) before any round's heartbeat thread
-    runs, opens its own database connections (one must not cross a fork), and dies with
-    its parent (PR_SET_PDEATHSIG), so a killed worker is killed whole and never leaves a
-    writer behind to race a resume's healing. The order of one trial's writes is kept:
-    MLflow, results row, Optuna's tell (the rows the study process decided, its sampler
-    told: `sweeps._optuna.tell`). Linux only; `SWEEPS_RECORDING_PROCESS=0` turns it off.
+    interpreter lock as training. The child is forked (the imports are already paid)
+    before any round's heartbeat thread runs, opens its own database connections (one
+    must not cross a fork), and dies with its parent (PR_SET_PDEATHSIG), so a killed
+    worker is killed whole and never leaves a writer behind to race a resume's healing.
+    The order of one trial's writes is kept: MLflow, results row, Optuna's tell (the rows
+    the study process decided, its sampler told: `sweeps._optuna.tell`). Linux only;
+    `SWEEPS_RECORDING_PROCESS=0` turns it off.
     """
 
     def __init__(self, process: Any, conn: Any, *, histories: bool = True) -> None:
