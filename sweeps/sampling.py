@@ -319,16 +319,15 @@ class Features:
             return None
         params = trial.params
         penalty = params.get("penalty")
-        required = self._needs.get(penalty) if isinstance(penalty, str) else None
-        if not isinstance(penalty, str) or required is None:
+        if not isinstance(penalty, str) or penalty not in self._needs:
             return None
+        required = self._needs[penalty]
         if any(name not in params for name in required):
             return None
-        off = math.nan
         return (
             self._index[penalty],
             _loss(trial),
-            *(float(params[name]) if name in required else off for name in self.names),
+            *(float(params[name]) if name in required else math.nan for name in self.names),
         )
 
 
