@@ -289,12 +289,26 @@ class RoundOptimizer:
         self, states: tuple[optuna.trial.TrialState, ...] | None = None
     ) -> list[FrozenTrial]:
         """The finished trials `_cache` knows, and the round being written as it will be
-        told: the next round is planned with its results, as if it were told already."""
+        told: the next round is planned with its results, as if it were told already.
+
+        Each trial once: the recording process may have told the round before this
+        process refreshed (a busy machine), and the refresh then read it from the storage.
+        """
         assert self._cache is not None
         known = self._cache.finished() if states is None else self._cache.finished(states)
-        if self._pending is not None:
-            known += [t for t in self._pending.previews if states is None or t.state in states]
-        return known
+        if self._pending is None:
+            return known
+        read = {t._trial_id for t in known}
+        previews = [
+            t
+            for t in self._pending.previews
+            if t._trial_id not in read and (states is None or t.state in states)
+        ]
+        if previews and known and previews[0].number < known[-1].number:
+            # By number, as the cache keeps them: another worker's trial, read from the
+            # storage, can be newer than the round being written.
+            return sorted(known + previews, key=lambda t: t.number)
+        return known + previews
 
     def _ask_each(self, k: int, pruning: PruningView) -> list[_Slot]:
         """Asks k trials through `study.ask()`; while that takes long, those asked so far

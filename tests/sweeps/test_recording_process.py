@@ -164,6 +164,34 @@ def test_an_untracked_study_is_recorded_beside_training_too(
     assert done.returncode == 0 and "consistent" in done.stdout, done.stdout + done.stderr
 
 
+def test_a_round_told_before_the_next_is_asked_is_known_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recording process may tell a round before the study process asks the next (a
+    busy machine): the next round is still planned with each of its trials once, not
+    from the storage's copy and the study process's preview both."""
+    submit = RecordingProcess.submit
+
+    def submit_and_wait_for_the_tell(
+        self: RecordingProcess, recs: list[Any], weights: Any, tell: Any
+    ) -> None:
+        submit(self, recs, weights, tell)
+        ids = [row.trial_id for row in tell]
+        study = load("s", f"sqlite:///{tmp_path / 'told_first' / 'sweeps.db'}")
+        deadline = time.monotonic() + 120  # only against a hang: the child tells in ms
+        while any(t._trial_id in ids and not t.state.is_finished() for t in study.trials):
+            assert time.monotonic() < deadline, "the recording process never told the round"
+            time.sleep(0.01)
+
+    monkeypatch.setattr(RecordingProcess, "submit", submit_and_wait_for_the_tell)
+    assert len(_study(tmp_path / "told_first", monkeypatch, True, track=False)) == 1
+    monkeypatch.setattr(RecordingProcess, "submit", submit)
+    assert _study(tmp_path / "in_turn", monkeypatch, False, track=False) == []
+    assert _trials(f"sqlite:///{tmp_path / 'told_first' / 'sweeps.db'}") == _trials(
+        f"sqlite:///{tmp_path / 'in_turn' / 'sweeps.db'}"
+    )
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
