@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 # CUDA index, e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128".
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= postgres,dev
+# The suite in two processes (pytest-xdist, tests handed out as each finishes): much of its
+# time is real processes (CLI runs, workers, servers) starting and waiting on each other.
+# PYTEST_WORKERS=0 runs it in one process, in order.
+PYTEST_WORKERS ?= 2
 
 .PHONY: demo test lint typecheck bench clean
 
@@ -25,7 +29,7 @@ test: $(BIN)/sweeps
 	$(BIN)/ruff check sweeps trainer tracking tests bench
 	$(BIN)/ruff format --check sweeps trainer tracking tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(BIN)/sweeps
 	$(BIN)/ruff check --fix sweeps trainer tracking tests bench
