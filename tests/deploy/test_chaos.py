@@ -51,7 +51,11 @@ def _chaos(topology: Topology, processes: Processes, home: Path, gate: Gate) -> 
         **topology.sweeps_env("worker"),
         **gate.env,
     }
-    create = [*topology.sweeps_command("create-study"), "--task", GATE_TASK]
+    # Without `none`: a proposal identical to a finished trial takes its result untrained
+    # (`none` has no λ, so repeats of it are), and then builds would not be one per trial.
+    # A worker seeds its sampler from its process id, so that would be a matter of chance.
+    penalties = ["--penalties", "l1,l2,weight_decay"]
+    create = [*topology.sweeps_command("create-study"), "--task", GATE_TASK, *penalties]
     created = subprocess.run(create, env=env, capture_output=True, check=False)
     assert created.returncode == 0, created.stderr
     storage, study_name = env["SWEEPS_STORAGE"], topology.study
