@@ -162,6 +162,9 @@ class RoundOptimizer:
     # process does with a round once it is written (the parent run's best trial).
     background: Callable[[], RecordingProcess | None] = lambda: None
     on_recorded: Callable[[list[TrialRecord]], None] = lambda _recs: None
+    # What the end of the study can do while the last round is written: called once, with
+    # every finished trial as it will be when that round is told (the parent run's figures).
+    while_last_written: Callable[[list[FrozenTrial]], None] = lambda _trials: None
     _reporting: bool = field(init=False)
     _space: SweepConfig = field(init=False)
     _reports: Reports = field(init=False)
@@ -202,7 +205,7 @@ class RoundOptimizer:
             while done < n_trials and (deadline is None or time.monotonic() < deadline):
                 k = min(self.sweep.batch, n_trials - done, self._grid_left())
                 if k <= 0:
-                    return  # the grid sampler ran every point
+                    break  # the grid sampler ran every point
                 self._fail_stale()
                 pruning = PruningView(self.study, self._completed if self._cache else None)
                 slots, beaten = self._ask_round(k, pruning)
@@ -211,6 +214,8 @@ class RoundOptimizer:
                     self._beats.watch(trial_ids([s.trial for s in slots]), beaten)
                 self._round(slots, pruning)
                 done += k
+            if self._pending is not None:
+                self.while_last_written(self._known())
         finally:
             try:
                 if self._writing is not None:

@@ -10,18 +10,22 @@ import sqlalchemy as sa
 from matplotlib.axes import Axes
 from matplotlib.category import StrCategoryConverter
 from matplotlib.figure import Figure
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from sweeps._optuna import fenced
 from tracking.figures import png_bytes
 
 
-def optuna_plots(study: optuna.Study) -> dict[str, bytes]:
-    """optimization_history.png and param_slices.png; empty when nothing completed."""
+def optuna_plots(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> dict[str, bytes]:
+    """optimization_history.png and param_slices.png of the study, or of the study as
+    `trials` (the finished trials a process holds) make it; empty when nothing completed."""
     import matplotlib.pyplot as plt
 
+    from sweeps._optuna.read import Snapshot
+
     plots = {}
-    for name, figure in draw_optuna_plots(_read_once(study)).items():
+    drawn = _read_once(study) if trials is None else Snapshot(study, trials)
+    for name, figure in draw_optuna_plots(drawn).items():
         plots[name] = png_bytes(figure)
         plt.close(figure)
     return plots
@@ -34,7 +38,7 @@ def _read_once(study: optuna.Study) -> optuna.Study:
     def make(engine: sa.Engine) -> optuna.Study:
         from sweeps._optuna.read import Snapshot
 
-        return Snapshot(engine, study, user_attrs=False)  # the plots read none
+        return Snapshot.read(engine, study, user_attrs=False)  # the plots read none
 
     return fenced(study, "reading a study's trials", make) or study
 

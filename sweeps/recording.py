@@ -90,6 +90,7 @@ class Recorder:
         self.cfg: SweepConfig | None = None
         self._best: float | None = None  # the best value this process showed
         self._finished = 0
+        self._ahead: _Drawn | None = None  # the end's figures, drawn while it was written
 
     def refuse_foreign_experiment(self) -> None:
         """Before the study is created or resumed: refuse (TrackingError) a tracking store
@@ -244,6 +245,25 @@ class Recorder:
         mlflow.set_state_tag(keep.run_id, rec.state.value)
         return dataclasses.replace(rec, mlflow_run_id=keep.run_id)
 
+    def draw_ahead(self, study: optuna.Study, trials: list[FrozenTrial]) -> None:
+        """The end's figures (Optuna's plots, the λ figure) of the study as `trials` make
+        it: every finished trial as it will be once the last round is told, drawn while
+        the recording process writes that round, instead of after it (~0.3 s of a
+        tracked study's end, on the other core). `finish` uses them if the results store
+        then holds exactly these trials, and draws them again otherwise."""
+        if self.mlflow is None or self.parent is None:
+            return
+        from sweeps.plots import optuna_plots
+        from tracking.figures import lambda_figure
+        from tracking.mlflow_runs import LAMBDA_FIGURE
+
+        records = [record_from_trial(self.study, t, self.cfg) for t in trials]
+        try:
+            figures = {**optuna_plots(study, trials), LAMBDA_FIGURE: lambda_figure(records)}
+        except Exception:  # cosmetic, and `finish` draws them again, saying what failed
+            return
+        self._ahead = _Drawn(frozenset(t.number for t in trials), figures)
+
     def finish(self, study: optuna.Study) -> None:
         """Parent run: the λ figure, a trials CSV and Optuna's plots; then FINISHED."""
         if self.mlflow is None or self.parent is None:
@@ -251,8 +271,13 @@ class Recorder:
         from sweeps.plots import optuna_plots
 
         records = [record_from_row(self.study, row) for row in self.results.trials(self.study)]
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.numbers == {r.number for r in records}:
+            figures = ahead.figures
+        else:  # nothing drawn ahead, or trials finished since (another worker's)
+            figures = optuna_plots(study)
         try:
-            self.mlflow.finish_study(self.parent, records, optuna_plots(study))
+            self.mlflow.finish_study(self.parent, records, figures)
         except Exception as e:
             warn(f"could not finish the MLflow parent run: {e}")
         self._complete_best_curves()
@@ -282,6 +307,14 @@ class Recorder:
 
     def close(self) -> None:
         self.results.dispose()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Drawn:
+    """Figures for the parent run, and the trials (by number) they were drawn of."""
+
+    numbers: frozenset[int]
+    figures: dict[str, bytes]
 
 
 RECORD_ATTR = "sweeps.record"  # the Optuna trial's user attribute holding repair_info

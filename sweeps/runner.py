@@ -198,6 +198,7 @@ def _optimize(
         weights=recorder.mlflow is not None,
         background=recorder.background,
         on_recorded=recorder.show_best,
+        while_last_written=lambda trials: recorder.draw_ahead(study, trials),
     )
     rounds.optimize(n_trials)
 

@@ -87,6 +87,9 @@ class RunSummary:
     trial_number: int
 
 
+LAMBDA_FIGURE = "lambda_curves.png"  # the parent run's figure of the trials against λ
+
+
 class MlflowTracker:
     """Logs studies and trials to MLflow through one `MlflowClient`.
 
@@ -340,12 +343,14 @@ class MlflowTracker:
         """Attaches the λ figure, trials.csv and `extra_artifacts` to the parent run, logs
         best_value and ends the run FINISHED.
 
-        `extra_artifacts` maps file names to contents (a path keeps only its file name).
-        On failure the parent stays RUNNING, so the call can be repeated.
+        `extra_artifacts` maps file names to contents (a path keeps only its file name);
+        it may hold the λ figure (LAMBDA_FIGURE) already drawn of these records. On
+        failure the parent stays RUNNING, so the call can be repeated.
         """
-        files = {"lambda_curves.png": lambda_figure(records), "trials.csv": trials_csv(records)}
-        for name, data in extra_artifacts.items():
-            files[_artifact_name(name)] = data
+        files = {_artifact_name(name): data for name, data in extra_artifacts.items()}
+        if LAMBDA_FIGURE not in files:
+            files[LAMBDA_FIGURE] = lambda_figure(records)
+        files["trials.csv"] = trials_csv(records)
         with self._errors(f"cannot finish the parent run {parent.run_id}"):
             client = self._mlflow()
             self._log_files(parent.run_id, files)

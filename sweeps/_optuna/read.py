@@ -205,15 +205,20 @@ def _objective_values(rows: list[tuple[Any, ...]]) -> list[float]:
 
 
 class Snapshot(optuna.Study):
-    """`study` with every trial read once, in bulk (`read_trials`): its `get_trials`
-    answers from that read, without copies whatever `deepcopy` says, and without the
-    trials' user attributes unless asked. For readers that only look, several times over,
-    such as Optuna's plots (which ask for deep copies of every trial and never read user
+    """`study` with a fixed list of trials: every trial read once, in bulk (`read`), or
+    the trials a process already holds. Its `get_trials` answers from that list, without
+    copies whatever `deepcopy` says. For readers that only look, several times over, such
+    as Optuna's plots (which ask for deep copies of every trial and never read user
     attributes); the study's other methods reach the storage as usual."""
 
-    def __init__(self, engine: sa.Engine, study: optuna.Study, *, user_attrs: bool) -> None:
+    def __init__(self, study: optuna.Study, trials: list[FrozenTrial]) -> None:
         super().__init__(study.study_name, study._storage, study.sampler, study.pruner)
-        self._read = read_trials(engine, self._study_id, user_attrs=user_attrs)
+        self._read = trials
+
+    @classmethod
+    def read(cls, engine: sa.Engine, study: optuna.Study, *, user_attrs: bool) -> Snapshot:
+        """Every trial of `study` read now, without their user attributes unless asked."""
+        return cls(study, read_trials(engine, study._study_id, user_attrs=user_attrs))
 
     def get_trials(
         self, deepcopy: bool = True, states: Container[TrialState] | None = None

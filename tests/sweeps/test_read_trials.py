@@ -124,9 +124,9 @@ def _without_user_attrs(trial: FrozenTrial) -> FrozenTrial:
 def test_a_snapshot_plots_what_the_study_plots(storage_url: str) -> None:
     study = optuna.create_study(storage=storage_url, sampler=optuna.samplers.RandomSampler(0))
     _every_kind(study)
-    whole = Snapshot(_engine(study), study, user_attrs=True)
+    whole = Snapshot.read(_engine(study), study, user_attrs=True)
     assert repr(whole.get_trials()) == repr(study.get_trials())  # repr: NaN == NaN
-    snapshot = Snapshot(_engine(study), study, user_attrs=False)
+    snapshot = Snapshot.read(_engine(study), study, user_attrs=False)
     assert [t.user_attrs for t in snapshot.get_trials()] == [{}] * len(study.trials)
     assert any(t.user_attrs for t in study.trials)
     assert repr(snapshot.get_trials()) == repr([_without_user_attrs(t) for t in study.trials])

@@ -192,6 +192,50 @@ def test_a_round_told_before_the_next_is_asked_is_known_once(
     )
 
 
+@pytest.mark.parametrize("drawn", ["every trial", "one trial short"])
+def test_the_end_figures_drawn_while_the_last_round_is_written_are_the_studys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drawn: str
+) -> None:
+    """The parent run's figures drawn ahead, from the trials as the study process holds
+    them, are those drawn from the stores afterwards; drawn of other trials than the
+    stores hold at the end (another worker's finished since), they are drawn again."""
+    import sweeps.plots
+    from sweeps.recording import Recorder, record_from_row
+    from tracking.figures import lambda_figure
+
+    ahead, from_stores = [], []
+    draw_ahead, optuna_plots = Recorder.draw_ahead, sweeps.plots.optuna_plots
+
+    def spy_ahead(self: Recorder, study: Any, trials: list[Any]) -> None:
+        ahead.append(len(trials))
+        draw_ahead(self, study, trials if drawn == "every trial" else trials[:-1])
+
+    def spy_plots(study: Any, trials: list[Any] | None = None) -> dict[str, bytes]:
+        if trials is None:
+            from_stores.append(study)
+        return optuna_plots(study, trials)
+
+    monkeypatch.setattr(Recorder, "draw_ahead", spy_ahead)
+    monkeypatch.setattr(sweeps.plots, "optuna_plots", spy_plots)
+    home = tmp_path / "h"
+    assert len(_study(home, monkeypatch, overlap=True)) == 1
+    assert ahead == [16]  # once, with the whole study: the last round as it will be told
+    assert len(from_stores) == (0 if drawn == "every trial" else 1)
+
+    storage = f"sqlite:///{home / 'sweeps.db'}"
+    rows = ResultsStore(storage).trials("s")
+    expected = {
+        **optuna_plots(load("s", storage)),
+        "lambda_curves.png": lambda_figure([record_from_row("s", row) for row in rows]),
+    }
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("s")
+    assert experiment is not None
+    [parent] = client.search_runs([experiment.experiment_id], "tags.`sweeps.role` = 'parent'")
+    folder = Path(urlparse(parent.info.artifact_uri).path)
+    assert {name: (folder / name).read_bytes() for name in expected} == expected
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
