@@ -157,7 +157,9 @@ class RoundOptimizer:
     device_label: str
     record: Callable[[list[TrialRecord]], list[TrialRecord]]
     on_trial: Callable[[FrozenTrial], None] = lambda _trial: None
-    weights: bool = True  # serialize each trial's weights into its record (MLflow keeps them)
+    # Whether records carry what only MLflow keeps: each trial's serialized weights and
+    # per-epoch history (False: an untracked study, whose records need their final values).
+    weights: bool = True
     # Where a round is written while the next one trains (`_finish`), and what the study
     # process does with a round once it is written (the parent run's best trial).
     background: Callable[[], RecordingProcess | None] = lambda: None
@@ -504,6 +506,7 @@ class RoundOptimizer:
             slot.started_ms,
             error,
             weights=self.weights and self._writing is None,
+            keep_history=self.weights,
         )
 
     def _finish(self, recs: list[TrialRecord], slots: list[_Slot]) -> None:
@@ -541,7 +544,7 @@ class RoundOptimizer:
     def _told_written(self, pending: _Pending, run_ids: list[str | None], written: Written) -> None:
         self.on_recorded(
             [
-                dataclasses.replace(rec, mlflow_run_id=run_id)
+                rec if run_id is None else dataclasses.replace(rec, mlflow_run_id=run_id)
                 for rec, run_id in zip(pending.recs, run_ids, strict=True)
             ]
         )
@@ -648,9 +651,11 @@ def build_record(
     error: str | None,
     *,
     weights: bool = True,
+    keep_history: bool = True,
 ) -> TrialRecord:
     """Average repeats epoch by epoch; weights (serialized only when asked: only MLflow
-    keeps them) and device come from the first repeat."""
+    keeps them) and device come from the first repeat. Without `keep_history` the record has
+    its final values only (only MLflow keeps the rest)."""
     history = _mean_history(results)
     final: dict[str, float | None] = {
         m: (history[m][-1] if history.get(m) else None) for m in METRICS
@@ -668,7 +673,7 @@ def build_record(
         device=first.device if first else cfg.device,
         start_time_ms=started_ms,
         end_time_ms=now_ms(),
-        history=history,
+        history=history if keep_history else {},
         weights=(
             serialize_weights(first.state_dict) if weights and first and first.state_dict else None
         ),
@@ -681,7 +686,8 @@ def _mean_history(results: list[TrialResult]) -> dict[str, list[float]]:
         return {m: [] for m in METRICS}
     epochs = min(r.epochs_run for r in results)
     if len(results) == 1:  # the default (one repeat): the mean is the history itself
-        return {m: results[0].history[m][:epochs] for m in METRICS}
+        history = results[0].history  # its lists shared, not copied: nothing changes them
+        return {m: h if len(h := history[m]) == epochs else h[:epochs] for m in METRICS}
     n = len(results)
     return {
         m: [

@@ -473,10 +473,9 @@ class RecordingProcess:
     `SWEEPS_RECORDING_PROCESS=0` turns it off.
     """
 
-    def __init__(self, process: Any, conn: Any, *, histories: bool = True) -> None:
+    def __init__(self, process: Any, conn: Any) -> None:
         self._process = process
         self._conn = conn
-        self._histories = histories  # whether the child writes them (MLflow) or not
 
     @classmethod
     def start(cls, recorder: Recorder) -> RecordingProcess | None:
@@ -506,7 +505,7 @@ class RecordingProcess:
         sys.stderr.flush()  # nothing buffered may be written twice
         process.start()
         theirs.close()
-        return cls(process, ours, histories=mlflow is not None)
+        return cls(process, ours)
 
     def submit(
         self,
@@ -518,8 +517,6 @@ class RecordingProcess:
         then telling Optuna `tell`; `result` waits for it."""
         # As numpy arrays: a tensor pickles ~25x slower.
         arrays = [None if w is None else {k: _array(v) for k, v in w.items()} for w in weights]
-        if not self._histories:  # only MLflow keeps them: 2.3 MB less to pickle a round of 512
-            recs = [dataclasses.replace(rec, history={}) for rec in recs]
         try:
             self._conn.send((recs, arrays, tell))
         except OSError as e:

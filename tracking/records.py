@@ -145,7 +145,8 @@ class TrialRecord:
     optimizer, lr, batch_size, epochs, seed, data_seed, device, task.* options.
     `final` maps each name in METRICS to its last value (None when no epoch finished), and
     for a classification task each name in ACCURACY_METRICS to the trained model's accuracy.
-    `history` maps each name in METRICS to one value per epoch (step = epoch, from 1).
+    `history` maps each name in METRICS to one value per epoch (step = epoch, from 1);
+    empty where nothing keeps it (an untracked study: only MLflow keeps histories).
     `weights` is a state_dict serialized with torch.save (None when there is none).
     Times are epoch milliseconds, as MLflow wants them.
     """
