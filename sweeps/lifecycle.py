@@ -305,11 +305,11 @@ class RoundOptimizer:
         known = self._cache.finished() if states is None else self._cache.finished(states)
         if self._pending is None:
             return known
-        read = {t._trial_id for t in known}
+        read = {t.number for t in known}  # a study's trial numbers are unique
         previews = [
             t
             for t in self._pending.previews
-            if t._trial_id not in read and (states is None or t.state in states)
+            if t.number not in read and (states is None or t.state in states)
         ]
         if previews and known and previews[0].number < known[-1].number:
             # By number, as the cache keeps them: another worker's trial, read from the
