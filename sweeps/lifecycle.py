@@ -61,8 +61,9 @@ from sweeps._optuna import Told, fenced, preview, storage_of, trial_ids
 from sweeps._optuna.ask_view import AskView
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.errors import SweepsError
+from sweeps.fencing import lost_message
 from sweeps.pruning import PruningView, Report, Reports
-from sweeps.recording import RECORD_ATTR, keep, repair_info, serialize_weights
+from sweeps.recording import RECORD_ATTR, keep, repair_info, serialize_weights, warn
 from sweeps.sampling import RoundSampler, grid_size, suggest
 from tracking.records import TrialRecord, TrialState, now_ms
 from trainer import METRICS, Task, TrainStatus, TrialConfig, TrialResult, train
@@ -177,6 +178,7 @@ class RoundOptimizer:
     _beats: _Beats | None = field(init=False)  # beats for the trials in flight
     _complete: dict[tuple[tuple[str, Any], ...], FrozenTrial] = field(default_factory=dict)
     reused: int = 0  # trials that took an identical earlier trial's result (`_reuse`)
+    lost: list[int] = field(default_factory=list)  # trials another worker took over
     _failed_rounds: list[str] = field(default_factory=list)  # errors of the rounds in a row
     _writing: RecordingProcess | None = None  # the recording process, when overlapping
     _pending: _Pending | None = None  # the round it is writing
@@ -526,7 +528,22 @@ class RoundOptimizer:
             self._writing.submit(recs, weights, rows)
             self._pending = _Pending(recs, slots, told, rows, [preview(t) for t in told])
             return
-        self._tell(self.record(recs), slots)
+        recorded = {rec.number: rec for rec in self.record(recs)}
+        self._let_go([s for s in slots if s.trial.number not in recorded], said=True)
+        kept = [s for s in slots if s.trial.number in recorded]
+        self._tell([recorded[s.trial.number] for s in kept], kept)
+
+    def _let_go(self, slots: list[_Slot], *, said: bool) -> None:
+        """Trials another worker took over (`sweeps.fencing`): no more beats, counted;
+        said on stderr unless the recorder `said` so."""
+        if not slots:
+            return
+        numbers = [s.trial.number for s in slots]
+        self.lost.extend(numbers)
+        if self._beats is not None:
+            self._beats.forget(trial_ids([s.trial for s in slots]))
+        if not said:
+            warn(lost_message(numbers))
 
     def _settle(self) -> None:
         """Wait for the round the recording process is writing and telling. Ctrl-C while
@@ -541,15 +558,29 @@ class RoundOptimizer:
             raise
         self._told_written(pending, *written)
 
-    def _told_written(self, pending: _Pending, run_ids: list[str | None], written: Written) -> None:
+    def _told_written(
+        self, pending: _Pending, run_ids: list[str | None], written: Written, lost: list[int]
+    ) -> None:
+        dropped = set(lost)
+        keep = [i for i, rec in enumerate(pending.recs) if rec.number not in dropped]
+        self._let_go([s for s in pending.slots if s.trial.number in dropped], said=True)
         self.on_recorded(
             [
                 rec if run_id is None else dataclasses.replace(rec, mlflow_run_id=run_id)
-                for rec, run_id in zip(pending.recs, run_ids, strict=True)
+                for rec, run_id in ((pending.recs[i], run_ids[i]) for i in keep)
             ]
         )
         assert self._teller is not None
-        self._learn(self._teller.as_told(pending.told, pending.rows, written), pending.slots)
+        told = [pending.told[i] for i in keep]
+        rows = [pending.rows[i] for i in keep]
+        slots = [pending.slots[i] for i in keep]
+        # Written but ended by another worker before the tell: its heal keeps them right.
+        told_ids = written.trial_ids
+        self._let_go(
+            [s for s, row in zip(slots, rows, strict=True) if row.trial_id not in told_ids],
+            said=False,
+        )
+        self._learn(self._teller.as_told(told, rows, written), slots)
 
     def _learn(self, ended: list[FrozenTrial], slots: list[_Slot]) -> None:
         """This process's view of the slots' trials once they are told (`ended`)."""
@@ -565,14 +596,24 @@ class RoundOptimizer:
         """Optuna learns the round's states and values (after it is recorded)."""
         if self._teller is not None:
             told = [_told(rec, slot) for rec, slot in zip(recorded, slots, strict=True)]
-            self._learn(self._teller.tell(self.study, told), slots)
+            ended = self._teller.tell(self.study, told)
+            # Written but ended by another worker before the tell: its heal keeps them right.
+            self._let_go(
+                [s for s, t, e in zip(slots, told, ended, strict=True) if e.state != t.state],
+                said=False,
+            )
+            self._learn(ended, slots)
             return
         for rec, slot in zip(recorded, slots, strict=True):
             keep(slot.trial, rec)
             if rec.reused_from is not None:
                 slot.trial.set_user_attr(REUSED_ATTR, rec.reused_from)
             value = rec.value if rec.state is TrialState.COMPLETE else None
-            frozen = self.study.tell(slot.trial, value, state=OPTUNA_STATE[rec.state])
+            try:
+                frozen = self.study.tell(slot.trial, value, state=OPTUNA_STATE[rec.state])
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self._let_go([slot], said=False)  # another worker ended it first
+                continue
             killpoints.passing("told")
             if self._beats is not None:
                 self._beats.forget(trial_ids([slot.trial]))

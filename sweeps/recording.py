@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sweeps import killpoints
 from sweeps.config import SweepConfig
 from sweeps.errors import SweepsError, mask_secrets
+from sweeps.fencing import Fence, fence_of, lost_message
 from sweeps.storage import Stores
 from tracking.records import (
     EVERY_EPOCH,
@@ -91,6 +92,7 @@ class Recorder:
         self._best: float | None = None  # the best value this process showed
         self._finished = 0
         self._ahead: _Drawn | None = None  # the end's figures, drawn while it was written
+        self.fence: Fence | None = None  # who owns the study's trials (`attach`)
 
     def refuse_foreign_experiment(self) -> None:
         """Before the study is created or resumed: refuse (TrackingError) a tracking store
@@ -109,6 +111,7 @@ class Recorder:
     def attach(self, cfg: SweepConfig, study: optuna.Study) -> None:
         """Register the study; the first process to do so creates the MLflow parent run."""
         self.cfg = cfg
+        self.fence = fence_of(study)
         self.results.ensure_schema()
         self.results.register_study(
             StudyRecord(name=cfg.study, task=cfg.base.task, config=cfg.as_dict())
@@ -169,14 +172,35 @@ class Recorder:
 
     def write(self, recs: list[TrialRecord]) -> list[TrialRecord]:
         """`record_many`'s writes without showing the best: what a `RecordingProcess`
-        does for the process that trained the trials (which then calls `show_best`)."""
+        does for the process that trained the trials (which then calls `show_best`).
+
+        Only the trials this worker still owns are written and returned; the others are
+        said on stderr (`sweeps.fencing`)."""
+        fence = self.fence
+        owned = recs if fence is None else fence.owned(self.results, recs)
         if self.mlflow is not None and self.parent is not None:
             history = self.cfg.history_policy if self.cfg is not None else EVERY_EPOCH
-            recs = self._log(self.mlflow, self.parent, recs, history)
+            owned = self._log(self.mlflow, self.parent, owned, history)
             killpoints.passing("logged")
-        self.results.record_trials(recs)
+        if fence is None:
+            self.results.record_trials(owned)
+            written = owned
+        else:
+            written = self.results.record_guarded(owned, fence.guard(self._discard))
         killpoints.passing("recorded")
-        return recs
+        kept = {rec.number for rec in written}
+        if lost := [rec.number for rec in recs if rec.number not in kept]:
+            warn(lost_message(lost))
+        return written
+
+    def _discard(self, run_ids: list[str]) -> None:
+        """Delete runs made for trials this worker turned out not to own."""
+        if self.mlflow is None or not run_ids:
+            return
+        try:
+            self.mlflow.delete_runs(run_ids)
+        except Exception as e:  # `sweeps check` then lists them, `--repair` deletes them
+            warn(f"could not delete the MLflow runs of trials this worker lost: {e}")
 
     def background(self) -> RecordingProcess | None:
         """A process writing this recorder's rounds while the next one trains, where one
@@ -226,12 +250,20 @@ class Recorder:
         brought to Optuna's state (duplicates deleted), else one is created; its results
         row is written or replaced. So a plain resume leaves every trial exactly once in
         Optuna, the results table and MLflow, in the same state."""
+        if self.fence is None:
+            rec = self._heal_mlflow(rec)
+            self.results.record_trial(rec, replace=True)
+            return rec
+        # The trial locked throughout, against a late writer's guard (`sweeps.fencing`).
+        healing = self.fence.locking(self._heal_mlflow)
+        return self.results.record_guarded([rec], healing, replace=True)[0]
+
+    def _heal_mlflow(self, rec: TrialRecord) -> TrialRecord:
         if self.mlflow is not None and self.parent is not None:
             try:
-                rec = self._heal_run(self.mlflow, self.parent, rec)
+                return self._heal_run(self.mlflow, self.parent, rec)
             except Exception as e:  # as record_many: the trial stays in Optuna and SQL
                 warn(f"MLflow healing failed for trial {rec.number}: {e}")
-        self.results.record_trial(rec, replace=True)
         return rec
 
     def _heal_run(self, mlflow: MlflowTracker, parent: ParentRef, rec: TrialRecord) -> TrialRecord:
@@ -487,6 +519,8 @@ class RecordingProcess:
             return None
         if _prctl() is None:
             return None
+        if recorder.fence is not None and not recorder.fence.forkable:
+            return None  # its public reads hold the study process's connections
         mlflow = recorder.mlflow
         if mlflow is not None and (
             recorder.parent is None or not mlflow.writes_in_bulk(recorder.parent.experiment_id)
@@ -522,9 +556,9 @@ class RecordingProcess:
         except OSError as e:
             raise self._lost() from e
 
-    def result(self) -> tuple[list[str | None], Written]:
-        """The MLflow run ids of the submitted round and what its tell wrote, once both
-        are done."""
+    def result(self) -> tuple[list[str | None], Written, list[int]]:
+        """The MLflow run ids of the submitted round (None for a trial not written), what
+        its tell wrote and the trials the fence dropped (`sweeps.fencing`), once done."""
         try:
             while not self._conn.poll(0.2):
                 if not self._process.is_alive():
@@ -534,8 +568,8 @@ class RecordingProcess:
             raise self._lost() from e
         if kind == "error":
             raise RecordingFailed(payload)
-        ids, written = payload
-        return ids, written
+        ids, written, lost = payload
+        return ids, written, lost
 
     def close(self) -> None:
         """Let the child finish what it has and exit."""
@@ -582,6 +616,7 @@ def _serve(recorder: Recorder, conn: Any, parents: Any, parent_pid: int) -> None
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     writer = Recorder(recorder.stores, recorder.study, track=recorder.mlflow is not None)
     writer.parent, writer.cfg = recorder.parent, recorder.cfg
+    writer.fence = recorder.fence
     teller = _teller(recorder.stores.storage)
     try:
         while (message := conn.recv()) is not None:
@@ -591,12 +626,17 @@ def _serve(recorder: Recorder, conn: Any, parents: Any, parent_pid: int) -> None
                     rec if w is None else dataclasses.replace(rec, weights=_serialized(w))
                     for rec, w in zip(recs, weights, strict=True)
                 ]
-                done = writer.write(recs)
-                written = teller.write(tell)
+                done = {rec.number: rec for rec in writer.write(recs)}
+                # Optuna learns only what was written: not the trials the fence dropped.
+                written = teller.write(
+                    [row for rec, row in zip(recs, tell, strict=True) if rec.number in done]
+                )
             except Exception as e:
                 conn.send(("error", mask_secrets(f"{type(e).__name__}: {e}")))
             else:
-                conn.send(("ok", ([rec.mlflow_run_id for rec in done], written)))
+                ids = [done[r.number].mlflow_run_id if r.number in done else None for r in recs]
+                lost = [rec.number for rec in recs if rec.number not in done]
+                conn.send(("ok", (ids, written, lost)))
     except EOFError:
         pass
     finally:

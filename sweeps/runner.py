@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from sweeps._optuna import fenced
 from sweeps.config import SweepConfig
+from sweeps.fencing import EXIT_LOST
 from sweeps.lifecycle import RoundOptimizer, build_record, conclude
 from sweeps.progress import Progress
 from sweeps.recording import Recorder, make_tracker
@@ -57,6 +58,8 @@ class RunOutcome:
     best: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
     failed_workers: int = 0
+    lost: list[int] = field(default_factory=list)  # trials another worker took over
+    lost_workers: int = 0  # `--workers` processes that lost trials so (exit 3)
     reused: int = 0  # trials that took an identical earlier trial's result, not trained
     mlflow_experiment_id: str | None = None  # None when not tracked
     mlflow_parent_run_id: str | None = None
@@ -111,9 +114,13 @@ def run_study(
             pass
         elif cfg.workers == 1:
             on_ready()
-            _optimize(study, cfg, recorder, cfg.trials, worker_devices(cfg)[0], progress)
+            outcome.lost = _optimize(
+                study, cfg, recorder, cfg.trials, worker_devices(cfg)[0], progress
+            )
         else:
-            outcome.failed_workers = _run_processes(study, cfg, stores, progress, track)
+            codes = _run_processes(study, cfg, stores, progress, track)
+            outcome.lost_workers = codes.count(EXIT_LOST)
+            outcome.failed_workers = len(codes) - outcome.lost_workers
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
@@ -143,7 +150,7 @@ def run_worker(
     summarize: bool = True,
     worker_index: int | None = None,
     on_ready: Callable[[], None] = lambda: None,
-) -> dict[str, int]:
+) -> WorkerOutcome:
     """`sweeps worker`: join an existing study from any shell or machine (`on_ready`: as
     in `run_study`)."""
     index = os.getpid() if worker_index is None else worker_index
@@ -168,13 +175,19 @@ def run_worker(
     progress = Progress(total=n, quiet=quiet)
     try:
         on_ready()
-        _optimize(study, cfg, recorder, n, device or cfg.base.device, progress)
+        lost = _optimize(study, cfg, recorder, n, device or cfg.base.device, progress)
     finally:
         progress.close()
         if summarize:  # refresh the parent run's figure with what the study has now
             recorder.finish(study)
         recorder.close()
-    return count_states(study, storage)
+    return WorkerOutcome(count_states(study, storage), lost)
+
+
+@dataclass(frozen=True)
+class WorkerOutcome:
+    counts: dict[str, int]  # the study's trials per state, after this worker
+    lost: list[int]  # trials another worker took over from this one (`sweeps.fencing`)
 
 
 def _optimize(
@@ -184,7 +197,8 @@ def _optimize(
     n_trials: int,
     device_spec: str,
     progress: Progress,
-) -> None:
+) -> list[int]:
+    """Runs the trials; returns those another worker took over (`sweeps.fencing`)."""
     device = resolve_device(device_spec)
     task = load_task(cfg.base)
     rounds = RoundOptimizer(
@@ -201,14 +215,15 @@ def _optimize(
         while_last_written=lambda trials: recorder.draw_ahead(study, trials),
     )
     rounds.optimize(n_trials)
+    return rounds.lost
 
 
 def _run_processes(
     study: optuna.Study, cfg: SweepConfig, stores: Stores, progress: Progress, track: bool
-) -> int:
+) -> list[int]:
     """Start `sweeps worker` processes (the same path a remote machine uses) and follow them.
 
-    Returns how many exited with an error."""
+    Returns the exit codes of those that did not exit 0."""
     env = {
         **os.environ,
         "SWEEPS_HOME": str(stores.home),
@@ -259,12 +274,12 @@ def _run_processes(
         raise
     finally:
         _poll(study, known, progress)
-    failed = [p.returncode for p in procs if p.returncode not in (0, None)]
-    if failed:
+    codes = [p.returncode for p in procs if p.returncode not in (0, None)]
+    if failed := [code for code in codes if code != EXIT_LOST]:
         from sweeps.recording import warn
 
         warn(f"{len(failed)} worker process(es) exited with an error (codes {failed})")
-    return len(failed)
+    return codes
 
 
 def _poll(study: optuna.Study, known: set[int], progress: Progress) -> None:

@@ -452,7 +452,14 @@ class MlflowTracker:
                     return runs
 
     def delete_runs(self, run_ids: Sequence[str]) -> None:
-        """Ends (FAILED) then deletes these runs: duplicates of a trial's run."""
+        """Ends (FAILED) then deletes these runs: duplicates of a trial's run, or runs a
+        worker made for trials it no longer owns. Straight in the SQL store where runs are
+        written there (a recording process never opens an MlflowClient)."""
+        bulk = self._bulk()
+        if bulk is not None:
+            with self._errors("cannot delete trial runs"):
+                bulk.delete_runs(run_ids)
+            return
         with self._errors("cannot delete duplicate trial runs"):
             client = self._mlflow()
             for run_id in run_ids:

@@ -137,6 +137,15 @@ def run_command(
         raise SystemExit(EXIT_INTERRUPTED)
     if outcome.failed_workers:
         raise SystemExit(1)
+    from sweeps.fencing import TrialsLost, lost_message
+
+    if outcome.lost:
+        raise TrialsLost(lost_message(outcome.lost))
+    if outcome.lost_workers:
+        raise TrialsLost(
+            f"{outcome.lost_workers} worker process(es) lost trials to another worker while "
+            "they did not beat; their results there were discarded"
+        )
 
 
 def where_results_are(stores: Stores, outcome: RunOutcome) -> str:
@@ -225,7 +234,7 @@ def worker_command(
         resolve_device(device)
     try:
         with study_process(track=not no_track) as ready:
-            counts = run_worker(
+            outcome = run_worker(
                 study,
                 stores,
                 trials=trials,
@@ -242,7 +251,11 @@ def worker_command(
         click.echo("sweeps: interrupted; completed trials are kept", err=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
     if not quiet:
-        click.echo(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+        click.echo(", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.counts.items())))
+    if outcome.lost:
+        from sweeps.fencing import TrialsLost, lost_message
+
+        raise TrialsLost(lost_message(outcome.lost))
 
 
 def study_process(*, track: bool) -> AbstractContextManager[Callable[[], None]]:

@@ -47,6 +47,10 @@ class RunWriter(Protocol):
         through MlflowClient instead."""
         ...
 
+    def delete_runs(self, run_ids: Sequence[str]) -> None:
+        """Ends (FAILED) and deletes these runs."""
+        ...
+
 
 def forced_public() -> bool:
     return os.environ.get(FORCE_PUBLIC_ENV) == "1"

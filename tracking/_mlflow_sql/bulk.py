@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -135,6 +136,25 @@ class BulkRunWriter:
                 _remove(created)
                 raise
             return [run.run_id for run in runs]
+
+    def delete_runs(self, run_ids: Sequence[str]) -> None:
+        """Ends (FAILED) and deletes these runs in one transaction, as MlflowClient's
+        set_terminated and delete_run would: kept, marked deleted, for MLflow's gc."""
+        if not run_ids:
+            return
+        runs = SqlRun.__table__
+        now = int(time.time() * 1000)
+        with _as_mlflow_errors(), self._engine.begin() as conn:
+            conn.execute(
+                sa.update(runs)
+                .where(runs.c.run_uuid.in_(list(run_ids)))
+                .values(
+                    status="FAILED",
+                    end_time=sa.func.coalesce(runs.c.end_time, now),
+                    lifecycle_stage="deleted",
+                    deleted_time=now,
+                )
+            )
 
     def _attach(self, attached: Attached) -> Path:
         """Writes `attached` into its run's local artifact folder; a file already there is

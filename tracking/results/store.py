@@ -30,6 +30,9 @@ from tracking.results.queries import (
 )
 
 _P = ParamSpec("_P")
+# What `record_guarded` asks before writing: the records to write, decided on the
+# transaction's connection.
+Guard = Callable[[sa.Connection, list[TrialRecord]], list[TrialRecord]]
 _R = TypeVar("_R")
 
 
@@ -268,10 +271,7 @@ class ResultsStore:
         with Session(self._engine) as session:
             ids = {name: find_study_id(session, name) for name in {rec.study for rec in recs}}
             keys = [(ids[rec.study], rec.number) for rec in recs]
-            query = sa.select(TrialRow.study_id, TrialRow.number).where(
-                sa.tuple_(TrialRow.study_id, TrialRow.number).in_(keys)
-            )
-            existing = {(row[0], row[1]) for row in session.execute(query)}
+            existing = self._existing(session, keys)
             written = [key not in existing for key in keys]
             now = utc_now()
             rows = [
@@ -286,6 +286,67 @@ class ResultsStore:
                 session.rollback()
                 return [self.record_trial(rec) for rec in recs]
         return written
+
+    @_database_errors
+    def record_guarded(
+        self, recs: Sequence[TrialRecord], guard: Guard, *, replace: bool = False
+    ) -> list[TrialRecord]:
+        """Write the rows of the trials `guard` lets through, in one transaction that
+        `guard` runs in first: it may lock rows and act while they are locked (the fence
+        around a worker's writes, `sweeps.fencing`).
+
+        Args:
+            recs: Finished trials of registered studies.
+            guard: Given the transaction's connection and `recs`, returns the records to
+                write (possibly changed).
+            replace: Overwrite existing rows (healing) instead of leaving them alone.
+
+        Returns:
+            The records `guard` let through.
+        """
+        if not recs:
+            return []
+        self.ensure_schema()
+        with Session(self._engine) as session, session.begin():
+            kept = guard(session.connection(), list(recs))
+            ids = {name: find_study_id(session, name) for name in {rec.study for rec in kept}}
+            keys = [(ids[rec.study], rec.number) for rec in kept]
+            existing = self._existing(session, keys)
+            now = utc_now()
+            rows = [
+                (key[0], key[1], now, *_trial_values(rec).values())
+                for key, rec in zip(keys, kept, strict=True)
+                if key not in existing
+            ]
+            insert_rows(session.connection(), _TRIALS, _TRIAL_COLUMNS, rows, convert=True)
+            for key, rec in zip(keys, kept, strict=True):
+                if replace and key in existing:
+                    session.execute(
+                        sa.update(TrialRow)
+                        .where(TrialRow.study_id == key[0], TrialRow.number == key[1])
+                        .values(**_trial_values(rec))
+                    )
+        return kept
+
+    @staticmethod
+    def run_ids_on(conn: sa.Connection, study: str, numbers: Sequence[int]) -> dict[int, str]:
+        """The MLflow run id of each of `study`'s rows among `numbers` that names one, read
+        on `conn` (inside a `record_guarded` guard)."""
+        query = (
+            sa.select(TrialRow.number, TrialRow.mlflow_run_id)
+            .join(StudyRow, StudyRow.id == TrialRow.study_id)
+            .where(StudyRow.name == study, TrialRow.number.in_(list(numbers)))
+        )
+        return {int(n): str(run_id) for n, run_id in conn.execute(query) if run_id is not None}
+
+    @staticmethod
+    def _existing(session: Session, keys: list[tuple[int, int]]) -> set[tuple[int, int]]:
+        if not keys:
+            return set()
+        query = sa.select(TrialRow.study_id, TrialRow.number).where(
+            sa.tuple_(TrialRow.study_id, TrialRow.number).in_(keys)
+        )
+        return {(row[0], row[1]) for row in session.execute(query)}
 
     @_database_errors
     def studies(self) -> list[dict[str, Any]]:

@@ -1,0 +1,128 @@
+"""A worker paused past the heartbeat's grace period loses its trials to another worker;
+when it wakes it writes nothing for them (`sweeps.fencing`): no second MLflow run, no
+results row, no tell; it says so on stderr and exits 3. A plain `sweeps check` (no
+`--repair`) is then consistent.
+
+The pause is real (SIGSTOP, SIGCONT); the trials are held in flight by the gate task
+(tests/gate.py) until the test lets them go.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from sweeps.fencing import EXIT_LOST
+from sweeps.storage import lost_trials, open_storage
+from tests.gate import SPEC as GATE_TASK
+from tests.gate import Gate
+from tests.sweeps.study_helpers import cli_env, load, run_cli, sweeps_cmd
+
+pytestmark = pytest.mark.slow
+
+HEARTBEAT_S = "1"  # stale after 2 s
+STUDY = "paused"
+
+
+def _wait_until_stale(storage_url: str, count: int, timeout_s: float = 120) -> None:
+    """Until `count` RUNNING trials have a stale heartbeat (their worker is stopped)."""
+    os.environ["SWEEPS_HEARTBEAT_S"] = HEARTBEAT_S
+    try:
+        storage = open_storage(storage_url)
+    finally:
+        del os.environ["SWEEPS_HEARTBEAT_S"]
+    try:
+        study = optuna.load_study(study_name=STUDY, storage=storage)
+        deadline = time.monotonic() + timeout_s
+        while len(lost_trials(study, storage)) < count:
+            assert time.monotonic() < deadline, "the paused worker's trials never went stale"
+            time.sleep(0.1)
+    finally:
+        storage.engine.dispose()
+
+
+def _running_once_earlier_told(storage_url: str, count: int, timeout_s: float = 120) -> list[int]:
+    """The held round's trials, once the rounds before it are told (a recording process
+    tells a round while the next one trains)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        trials = load(STUDY, storage_url).trials
+        running = [t.number for t in trials if t.state is TrialState.RUNNING]
+        if len(running) == count:
+            return running
+        assert time.monotonic() < deadline, f"RUNNING: {running}, expected {count}"
+        time.sleep(0.1)
+
+
+def _check(env: dict[str, str]) -> dict[str, object]:
+    done = run_cli("check", "--study", STUDY, "--json", env=env)
+    report: dict[str, object] = json.loads(done.stdout)
+    assert done.returncode == 0 and report["consistent"] and not report["problems"], report
+    assert report["optuna_finished"] == report["results_rows"] == report["mlflow_runs"], report
+    return report
+
+
+@pytest.mark.parametrize(
+    ("trials", "batch", "ticket"),
+    [
+        # Builds: 0 the launcher's pre-flight check, then one per trial (sequential) or
+        # one per round (a stacked round's trials share a seed).
+        (2, 1, 1),  # trial 0 held
+        (6, 3, 2),  # the second round held; the first is written by the recording process
+    ],
+    ids=["sequential", "batch"],
+)
+def test_a_paused_worker_writes_nothing_for_trials_taken_over(
+    tmp_path: Path, storage_url: str, trials: int, batch: int, ticket: int
+) -> None:
+    home = tmp_path / "h"
+    gate = Gate(tmp_path / "gate")
+    env = cli_env(home, storage_url, SWEEPS_HEARTBEAT_S=HEARTBEAT_S, **gate.env)
+    study = ["--study", STUDY, "--task", GATE_TASK, "--pruner", "none"]
+    gate.hold(ticket)
+    paused = subprocess.Popen(
+        sweeps_cmd(
+            "run", *study, "--penalties", "l1,l2", "--trials", str(trials), "--batch", str(batch)
+        ),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        gate.wait_until_held()
+        held = _running_once_earlier_told(storage_url, batch)
+        paused.send_signal(signal.SIGSTOP)
+        _wait_until_stale(storage_url, batch)
+        # Another worker fails the stale trials, records them and retries their parameters.
+        rescuer = run_cli("worker", "--study", STUDY, "--trials", str(batch), env=env)
+        assert rescuer.returncode == 0, rescuer.stderr
+    finally:
+        gate.release(ticket)
+        paused.send_signal(signal.SIGCONT)
+    out, err = paused.communicate(timeout=300)
+
+    assert paused.returncode == EXIT_LOST, err
+    assert "Traceback" not in out + err
+    assert "went to another worker" in err.strip().splitlines()[-1]
+    trials_now = {t.number: t for t in load(STUDY, storage_url).trials}
+    assert all(trials_now[n].state is TrialState.FAIL for n in held)
+    retried = [t for t in trials_now.values() if t.system_attrs.get("failed_trial") in held]
+    assert sorted(t.system_attrs["failed_trial"] for t in retried) == held
+    _check(env)  # every trial once in Optuna, the results table and MLflow
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(STUDY)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], "tags.`sweeps.role` = 'trial'")
+    for number in held:
+        [run] = [r for r in runs if r.data.tags["sweeps.trial_number"] == str(number)]
+        assert (run.info.status, run.data.tags["sweeps.state"]) == ("FAILED", "FAIL")
