@@ -1,10 +1,13 @@
-"""Named points of a trial's life where a test may kill this process for real (SIGKILL).
+"""Named points of a trial's life where a test may kill (SIGKILL) or pause (SIGSTOP) this
+process for real.
 
 `SWEEPS_KILL_AT=<point>[:<n>]` kills the process the n-th time (default: the first) it
-passes `<point>`. The crash-consistency test (tests/sweeps/test_crashes.py) kills workers
-between the writes of a round this way, which no outside signal can time; the gate task
+passes `<point>`; `SWEEPS_STOP_AT=<point>[:<n>]` stops it there, until a SIGCONT. The
+crash-consistency test (tests/sweeps/test_crashes.py) kills workers between the writes of a
+round this way, which no outside signal can time, and the fencing test
+(tests/sweeps/test_fencing.py) pauses one between the fence's checks; the gate task
 (tests/gate.py) holds trials in training for the kills that need no exact point. Unset, a
-point costs one environment lookup.
+point costs two environment lookups.
 """
 
 from __future__ import annotations
@@ -21,17 +24,22 @@ POINTS = (
     "recorded",  # results rows written too, Optuna not told
     "told",  # Optuna told: the round is done
 )
-_passed: dict[str, int] = {}
+STOP_ENV = "SWEEPS_STOP_AT"
+# Where only a pause tells something a kill does not (a kill there is one at "trained").
+OWNED = "owned"  # the fence found the round's trials still this worker's; nothing logged
+_passed: dict[tuple[str, str], int] = {}
 
 
 def passing(point: str) -> None:
-    """Kill this process here if SWEEPS_KILL_AT names this point and pass."""
-    wanted = os.environ.get(ENV)
-    if not wanted:
-        return
-    name, _, nth = wanted.partition(":")
-    if name != point:
-        return
-    _passed[point] = _passed.get(point, 0) + 1
-    if _passed[point] == int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Kill or stop this process here if SWEEPS_KILL_AT or SWEEPS_STOP_AT names this point
+    and pass."""
+    for env, sig in ((ENV, signal.SIGKILL), (STOP_ENV, signal.SIGSTOP)):
+        wanted = os.environ.get(env)
+        if not wanted:
+            continue
+        name, _, nth = wanted.partition(":")
+        if name != point:
+            continue
+        _passed[env, point] = _passed.get((env, point), 0) + 1
+        if _passed[env, point] == int(nth or 1):
+            os.kill(os.getpid(), sig)

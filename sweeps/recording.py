@@ -178,6 +178,7 @@ class Recorder:
         said on stderr (`sweeps.fencing`)."""
         fence = self.fence
         owned = recs if fence is None else fence.owned(self.results, recs)
+        killpoints.passing(killpoints.OWNED)
         if self.mlflow is not None and self.parent is not None:
             history = self.cfg.history_policy if self.cfg is not None else EVERY_EPOCH
             owned = self._log(self.mlflow, self.parent, owned, history)

@@ -21,6 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from sweeps import killpoints
 from sweeps.fencing import EXIT_LOST
 from sweeps.storage import lost_trials, open_storage
 from tests.gate import SPEC as GATE_TASK
@@ -126,3 +127,51 @@ def test_a_paused_worker_writes_nothing_for_trials_taken_over(
     for number in held:
         [run] = [r for r in runs if r.data.tags["sweeps.trial_number"] == str(number)]
         assert (run.info.status, run.data.tags["sweeps.state"]) == ("FAILED", "FAIL")
+
+
+@pytest.mark.parametrize(
+    ("point", "whose_run"),
+    [
+        # Paused after the fence's first check, before logging: the healer finds no run and
+        # makes one; the late run is deleted by the second check.
+        (killpoints.OWNED, "healer's"),
+        # Paused after logging: the healer adopts the paused worker's run as the trial's;
+        # the second check leaves it.
+        ("logged", "paused worker's"),
+    ],
+)
+def test_a_worker_paused_between_the_fences_checks_leaves_one_run(
+    tmp_path: Path, storage_url: str, point: str, whose_run: str
+) -> None:
+    home = tmp_path / "h"
+    env = cli_env(home, storage_url, SWEEPS_HEARTBEAT_S=HEARTBEAT_S)
+    args = ["--study", STUDY, "--penalties", "l2", "--epochs", "3", "--pruner", "none"]
+    paused = subprocess.Popen(
+        sweeps_cmd("run", *args, "--trials", "1"),
+        env={**env, killpoints.STOP_ENV: point},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _, status = os.waitpid(paused.pid, os.WUNTRACED)  # it stops itself at `point`
+        assert os.WIFSTOPPED(status), status
+        _wait_until_stale(storage_url, 1)
+        rescuer = run_cli("worker", "--study", STUDY, "--trials", "1", env=env)
+        assert rescuer.returncode == 0, rescuer.stderr
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    out, err = paused.communicate(timeout=300)
+
+    assert paused.returncode == EXIT_LOST, err
+    assert "Traceback" not in out + err
+    _check(env)
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(STUDY)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], "tags.`sweeps.trial_number` = '0'")
+    [run] = [r for r in runs if r.data.tags.get("sweeps.role") == "trial"]
+    assert (run.info.status, run.data.tags["sweeps.state"]) == ("FAILED", "FAIL")
+    # The paused worker's run holds the 3 epochs it trained; the healer's, no history.
+    made_by_paused = len(client.get_metric_history(run.info.run_id, "train_loss")) == 3
+    assert made_by_paused == (whose_run == "paused worker's")
