@@ -63,7 +63,7 @@ from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.errors import SweepsError
 from sweeps.pruning import PruningView, Report, Reports
 from sweeps.recording import RECORD_ATTR, keep, repair_info, serialize_weights
-from sweeps.sampling import RoundSampler, grid_size, suggest
+from sweeps.sampling import GridSampler, RoundSampler, grid_points, grid_size, suggest
 from tracking.records import TrialRecord, TrialState, now_ms
 from trainer import METRICS, Task, TrainStatus, TrialConfig, TrialResult, train
 from trainer.batched import batch_key, train_batch
@@ -182,6 +182,7 @@ class RoundOptimizer:
     _pending: _Pending | None = None  # the round it is writing
     _stale_checked: float | None = None  # when `_fail_stale` last looked (monotonic)
     _weights: dict[int, Mapping[str, torch.Tensor]] = field(default_factory=dict)  # for it
+    _grid: list[tuple[dict[str, Any], dict[str, Any], TrialConfig]] | None = None  # `_ask_grid`
 
     def __post_init__(self) -> None:
         # Reports exist for the pruner: without one, no checkpoint reads or writes anything.
@@ -193,7 +194,9 @@ class RoundOptimizer:
         self._heartbeat = _Heartbeat.of(self.study)
         self._beats = None if self._heartbeat is None else _Beats(self._heartbeat)
         self._teller = _fenced(self.study, "telling a round's trials", _bulk_teller)
-        self._asker = _fenced(self.study, "asking a round's trials", _bulk_asker)
+        self._asker = _fenced(
+            self.study, "asking a round's trials", _bulk_asker, (RoundSampler, GridSampler)
+        )
         self._cache = _fenced(
             self.study, "reading a study's trials", lambda e: _trial_cache(e, self.study)
         )
@@ -211,11 +214,13 @@ class RoundOptimizer:
                 self._fail_stale()
                 pruning = PruningView(self.study, self._completed if self._cache else None)
                 slots, beaten = self._ask_round(k, pruning)
+                if not slots:
+                    break  # every point of the grid is taken
                 killpoints.passing("asked")
                 if self._beats is not None:
                     self._beats.watch(trial_ids([s.trial for s in slots]), beaten)
                 self._round(slots, pruning)
-                done += k
+                done += len(slots)
             if self._pending is not None:
                 self.while_last_written(self._known())
         finally:
@@ -248,20 +253,45 @@ class RoundOptimizer:
         return 1 < k < n_trials and self._teller is not None and self._cache is not None
 
     def _grid_left(self) -> int:
-        """BruteForceSampler stops `optimize` when the grid is exhausted; ask/tell must ask."""
-        if self.sweep.sampler is not SamplerKind.GRID:
+        """BruteForceSampler stops `optimize` when the grid is exhausted; ask/tell must ask.
+        A claimed grid (`_ask_grid`) comes back short or empty by itself."""
+        if self.sweep.sampler is not SamplerKind.GRID or self._claims_grid():
             return self.sweep.batch
         finished = self.study.get_trials(deepcopy=False, states=tuple(OPTUNA_STATE.values()))
         return grid_size(self.sweep) - len(finished)
 
+    def _claims_grid(self) -> bool:
+        return self.sweep.sampler is SamplerKind.GRID and self._asker is not None
+
     def _ask_round(self, k: int, pruning: PruningView) -> tuple[list[_Slot], bool]:
-        """Asks k trials: in one go from the trials this process knows (`_ask_known`,
-        created with their first heartbeat: True), else one `study.ask()` at a time
-        (`_ask_each`)."""
-        slots = self._ask_known(k, pruning)
+        """Asks up to k trials: a grid's free points (`_ask_grid`), or in one go from the
+        trials this process knows (`_ask_known`), both created with their first heartbeat
+        (True); else one `study.ask()` at a time (`_ask_each`)."""
+        slots = self._ask_grid(k, pruning) if self._claims_grid() else self._ask_known(k, pruning)
         if slots is not None:
             return slots, True
         return self._ask_each(k, pruning), False
+
+    def _ask_grid(self, k: int, pruning: PruningView) -> list[_Slot]:
+        """Up to k points of the grid that no trial of the study holds, claimed in one
+        transaction (`sweeps._optuna.ask.BulkAsker.claim`): BruteForceSampler picks from
+        the trials it reads, and workers (or one round's asks) reading the same trials
+        pick the same point. None at all once every point is taken."""
+        assert self._asker is not None
+        if self._grid is None:
+            fixed = [optuna.trial.FixedTrial(p) for p in grid_points(self.sweep)]
+            cfgs = [suggest(trial, self._space) for trial in fixed]
+            self._grid = [
+                (f.params, f.distributions, cfg) for f, cfg in zip(fixed, cfgs, strict=True)
+            ]
+        points = [(params, dists) for params, dists, _ in self._grid]
+        trials = self._asker.claim(self.study, points, k, heartbeat=self._heartbeat is not None)
+        cfg_of = {_config_key(params): cfg for params, _, cfg in self._grid}
+        slots = [self._slot(t, cfg_of[_config_key(t.params)], pruning) for t in trials]
+        if self._cache is not None:
+            self._cache.refresh()
+            pruning.use(self._known(_COMPLETE))
+        return slots
 
     def _ask_known(self, k: int, pruning: PruningView) -> list[_Slot] | None:
         """A planned round created in one transaction, from the study as `_cache` knows it
@@ -717,10 +747,16 @@ def _mean_accuracy(results: list[TrialResult]) -> dict[str, float]:
 _T = TypeVar("_T")
 
 
-def _fenced(study: optuna.Study, what: str, make: Callable[[sa.Engine], _T]) -> _T | None:
-    """`sweeps._optuna.fenced`, only for TPE studies: the RoundSampler's after_trial and
-    before_trial are what the writers there were tested with."""
-    if not isinstance(study.sampler, RoundSampler):
+def _fenced(
+    study: optuna.Study,
+    what: str,
+    make: Callable[[sa.Engine], _T],
+    samplers: tuple[type[optuna.samplers.BaseSampler], ...] = (RoundSampler,),
+) -> _T | None:
+    """`sweeps._optuna.fenced`, only for studies of `samplers`: the RoundSampler's
+    after_trial and before_trial are what the writers there were tested with (the grid's
+    are no-ops: `sweeps._optuna.ask` claims its points)."""
+    if not isinstance(study.sampler, samplers):
         return None
     return fenced(study, what, make)
 

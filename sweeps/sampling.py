@@ -88,6 +88,25 @@ def grid_size(cfg: SweepConfig) -> int:
     return sum(per.get(p, cfg.grid_points) for p in cfg.penalties)
 
 
+def grid_points(cfg: SweepConfig) -> list[dict[str, Any]]:
+    """Every point of the grid (`grid_size` of them), as `suggest` asks for them, in one
+    order shuffled by the study's seed: the same order in every worker, so that a study
+    stopped early (--trials below the grid's size) has spread over the penalties."""
+    points: list[dict[str, Any]] = []
+    for penalty in cfg.penalties:
+        if penalty is Penalty.NONE:
+            points.append({"penalty": penalty.value})
+            continue
+        for lam in lambda_grid(cfg):
+            if penalty is not Penalty.ELASTIC_NET:
+                points.append({"penalty": penalty.value, "lambda": lam})
+                continue
+            for ratio in L1_RATIO_GRID:
+                points.append({"penalty": penalty.value, "lambda": lam, "l1_ratio": ratio})
+    order = np.random.default_rng(cfg.base.seed).permutation(len(points))
+    return [points[i] for i in order]
+
+
 @dataclass(frozen=True)
 class Space:
     """The searched space (`suggest`): penalty, then λ and l1_ratio as it says."""
@@ -426,6 +445,7 @@ __all__ = [
     "Parzen",
     "RoundSampler",
     "Space",
+    "grid_points",
     "grid_size",
     "lambda_grid",
     "propose",
