@@ -60,6 +60,7 @@ from sweeps import killpoints
 from sweeps._optuna import Told, fenced, preview, storage_of, trial_ids
 from sweeps._optuna.ask_view import AskView
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
+from sweeps.data_pins import TRIAL_ATTR as DATA_ATTR
 from sweeps.errors import SweepsError
 from sweeps.pruning import PruningView, Report, Reports
 from sweeps.recording import RECORD_ATTR, keep, repair_info, serialize_weights
@@ -96,17 +97,16 @@ class StudyStopped(SweepsError):
 REUSED_ATTR = "sweeps.reused_from"  # user attribute: the trial whose result it took
 
 
-def _user_attrs(rec: TrialRecord) -> dict[str, object]:
-    """What a told trial keeps as user attributes: its record (for repair) and, if it took
-    an earlier trial's result, which one."""
+def _user_attrs(rec: TrialRecord, data_version: str | None) -> dict[str, object]:
+    """What a told trial keeps as user attributes: its record (for repair), the data
+    version it was trained on (`sweeps.data_pins`) and, if it took an earlier trial's
+    result, which one."""
     attrs: dict[str, object] = {RECORD_ATTR: repair_info(rec)}
+    if data_version is not None:
+        attrs[DATA_ATTR] = data_version
     if rec.reused_from is not None:
         attrs[REUSED_ATTR] = rec.reused_from
     return attrs
-
-
-def _told(rec: TrialRecord, slot: _Slot) -> Told:
-    return Told(slot.trial, OPTUNA_STATE[rec.state], rec.value, _user_attrs(rec))
 
 
 def _config_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -167,6 +167,9 @@ class RoundOptimizer:
     # What the end of the study can do while the last round is written: called once, with
     # every finished trial as it will be when that round is told (the parent run's figures).
     while_last_written: Callable[[list[FrozenTrial]], None] = lambda _trials: None
+    # The digest of the data this process trains on (`sweeps.data_pins`), kept on each
+    # trial: a result is reused only from a trial of the same data.
+    data_version: str | None = None
     _reporting: bool = field(init=False)
     _space: SweepConfig = field(init=False)
     _reports: Reports = field(init=False)
@@ -314,7 +317,10 @@ class RoundOptimizer:
     def _index_complete(self, completed: list[FrozenTrial]) -> None:
         """The finished trials an identical proposal takes its result from (`_reuse`)."""
         for trial in completed:
-            if trial.user_attrs.get(RECORD_ATTR, {}).get("reused_from") is None:
+            attrs = trial.user_attrs
+            if attrs.get(DATA_ATTR) != self.data_version:
+                continue  # trained on other data (or on data never pinned)
+            if attrs.get(RECORD_ATTR, {}).get("reused_from") is None:
                 self._complete.setdefault(_config_key(trial.params), trial)
 
     def _completed(self) -> list[FrozenTrial]:
@@ -550,7 +556,7 @@ class RoundOptimizer:
         if self._writing is not None:
             self._settle()
             weights = [self._weights.pop(slot.trial.number, None) for slot in slots]
-            told = [_told(rec, slot) for rec, slot in zip(recs, slots, strict=True)]
+            told = [self._told(rec, slot) for rec, slot in zip(recs, slots, strict=True)]
             assert self._teller is not None  # `_overlapping`
             rows = self._teller.ended(self.study, told)
             self._writing.submit(recs, weights, rows)
@@ -591,16 +597,21 @@ class RoundOptimizer:
         for frozen in ended:
             self.on_trial(frozen)
 
+    def _told(self, rec: TrialRecord, slot: _Slot) -> Told:
+        attrs = _user_attrs(rec, self.data_version)
+        return Told(slot.trial, OPTUNA_STATE[rec.state], rec.value, attrs)
+
     def _tell(self, recorded: list[TrialRecord], slots: list[_Slot]) -> None:
         """Optuna learns the round's states and values (after it is recorded)."""
         if self._teller is not None:
-            told = [_told(rec, slot) for rec, slot in zip(recorded, slots, strict=True)]
+            told = [self._told(rec, slot) for rec, slot in zip(recorded, slots, strict=True)]
             self._learn(self._teller.tell(self.study, told), slots)
             return
         for rec, slot in zip(recorded, slots, strict=True):
             keep(slot.trial, rec)
-            if rec.reused_from is not None:
-                slot.trial.set_user_attr(REUSED_ATTR, rec.reused_from)
+            for key, value in _user_attrs(rec, self.data_version).items():
+                if key != RECORD_ATTR:
+                    slot.trial.set_user_attr(key, value)
             value = rec.value if rec.state is TrialState.COMPLETE else None
             frozen = self.study.tell(slot.trial, value, state=OPTUNA_STATE[rec.state])
             killpoints.passing("told")
