@@ -5,7 +5,10 @@ only when the penalty is not `none` (a conditional space) and `l1_ratio` only fo
 elastic_net. Under the grid sampler λ and l1_ratio come from fixed log-spaced / linear
 grids as categorical choices, so Optuna's BruteForceSampler (`GridSampler`) can enumerate
 the conditional space exactly (Optuna's own GridSampler cannot express conditional
-parameters).
+parameters). Where the storage allows, a grid study's rounds claim their points
+(`grid_points`) in the transaction that creates their trials (`sweeps._optuna.ask`)
+instead: BruteForceSampler picks from the trials it reads, and concurrent asks reading
+the same trials pick the same point.
 
 `RoundSampler` draws a round's proposals from one model of the history.
 Optuna's TPE fits its Parzen estimators to the whole history on every ask, and with the
