@@ -60,11 +60,12 @@ from sweeps import killpoints
 from sweeps._optuna import Told, fenced, preview, storage_of, trial_ids
 from sweeps._optuna.ask_view import AskView
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
+from sweeps.data_pins import TRIAL_ATTR as DATA_ATTR
 from sweeps.errors import SweepsError
 from sweeps.fencing import lost_message
 from sweeps.pruning import PruningView, Report, Reports
 from sweeps.recording import RECORD_ATTR, keep, repair_info, serialize_weights, warn
-from sweeps.sampling import RoundSampler, grid_size, suggest
+from sweeps.sampling import GridSampler, RoundSampler, grid_points, grid_size, suggest
 from tracking.records import TrialRecord, TrialState, now_ms
 from trainer import METRICS, Task, TrainStatus, TrialConfig, TrialResult, train
 from trainer.batched import batch_key, train_batch
@@ -97,17 +98,16 @@ class StudyStopped(SweepsError):
 REUSED_ATTR = "sweeps.reused_from"  # user attribute: the trial whose result it took
 
 
-def _user_attrs(rec: TrialRecord) -> dict[str, object]:
-    """What a told trial keeps as user attributes: its record (for repair) and, if it took
-    an earlier trial's result, which one."""
+def _user_attrs(rec: TrialRecord, data_version: str | None) -> dict[str, object]:
+    """What a told trial keeps as user attributes: its record (for repair), the data
+    version it was trained on (`sweeps.data_pins`) and, if it took an earlier trial's
+    result, which one."""
     attrs: dict[str, object] = {RECORD_ATTR: repair_info(rec)}
+    if data_version is not None:
+        attrs[DATA_ATTR] = data_version
     if rec.reused_from is not None:
         attrs[REUSED_ATTR] = rec.reused_from
     return attrs
-
-
-def _told(rec: TrialRecord, slot: _Slot) -> Told:
-    return Told(slot.trial, OPTUNA_STATE[rec.state], rec.value, _user_attrs(rec))
 
 
 def _config_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -168,6 +168,9 @@ class RoundOptimizer:
     # What the end of the study can do while the last round is written: called once, with
     # every finished trial as it will be when that round is told (the parent run's figures).
     while_last_written: Callable[[list[FrozenTrial]], None] = lambda _trials: None
+    # The digest of the data this process trains on (`sweeps.data_pins`), kept on each
+    # trial: a result is reused only from a trial of the same data.
+    data_version: str | None = None
     _reporting: bool = field(init=False)
     _space: SweepConfig = field(init=False)
     _reports: Reports = field(init=False)
@@ -184,6 +187,7 @@ class RoundOptimizer:
     _pending: _Pending | None = None  # the round it is writing
     _stale_checked: float | None = None  # when `_fail_stale` last looked (monotonic)
     _weights: dict[int, Mapping[str, torch.Tensor]] = field(default_factory=dict)  # for it
+    _grid: list[tuple[dict[str, Any], dict[str, Any], TrialConfig]] | None = None  # `_ask_grid`
 
     def __post_init__(self) -> None:
         # Reports exist for the pruner: without one, no checkpoint reads or writes anything.
@@ -195,7 +199,9 @@ class RoundOptimizer:
         self._heartbeat = _Heartbeat.of(self.study)
         self._beats = None if self._heartbeat is None else _Beats(self._heartbeat)
         self._teller = _fenced(self.study, "telling a round's trials", _bulk_teller)
-        self._asker = _fenced(self.study, "asking a round's trials", _bulk_asker)
+        self._asker = _fenced(
+            self.study, "asking a round's trials", _bulk_asker, (RoundSampler, GridSampler)
+        )
         self._cache = _fenced(
             self.study, "reading a study's trials", lambda e: _trial_cache(e, self.study)
         )
@@ -213,11 +219,13 @@ class RoundOptimizer:
                 self._fail_stale()
                 pruning = PruningView(self.study, self._completed if self._cache else None)
                 slots, beaten = self._ask_round(k, pruning)
+                if not slots:
+                    break  # every point of the grid is taken
                 killpoints.passing("asked")
                 if self._beats is not None:
                     self._beats.watch(trial_ids([s.trial for s in slots]), beaten)
                 self._round(slots, pruning)
-                done += k
+                done += len(slots)
             if self._pending is not None:
                 self.while_last_written(self._known())
         finally:
@@ -250,20 +258,45 @@ class RoundOptimizer:
         return 1 < k < n_trials and self._teller is not None and self._cache is not None
 
     def _grid_left(self) -> int:
-        """BruteForceSampler stops `optimize` when the grid is exhausted; ask/tell must ask."""
-        if self.sweep.sampler is not SamplerKind.GRID:
+        """BruteForceSampler stops `optimize` when the grid is exhausted; ask/tell must ask.
+        A claimed grid (`_ask_grid`) comes back short or empty by itself."""
+        if self.sweep.sampler is not SamplerKind.GRID or self._claims_grid():
             return self.sweep.batch
         finished = self.study.get_trials(deepcopy=False, states=tuple(OPTUNA_STATE.values()))
         return grid_size(self.sweep) - len(finished)
 
+    def _claims_grid(self) -> bool:
+        return self.sweep.sampler is SamplerKind.GRID and self._asker is not None
+
     def _ask_round(self, k: int, pruning: PruningView) -> tuple[list[_Slot], bool]:
-        """Asks k trials: in one go from the trials this process knows (`_ask_known`,
-        created with their first heartbeat: True), else one `study.ask()` at a time
-        (`_ask_each`)."""
-        slots = self._ask_known(k, pruning)
+        """Asks up to k trials: a grid's free points (`_ask_grid`), or in one go from the
+        trials this process knows (`_ask_known`), both created with their first heartbeat
+        (True); else one `study.ask()` at a time (`_ask_each`)."""
+        slots = self._ask_grid(k, pruning) if self._claims_grid() else self._ask_known(k, pruning)
         if slots is not None:
             return slots, True
         return self._ask_each(k, pruning), False
+
+    def _ask_grid(self, k: int, pruning: PruningView) -> list[_Slot]:
+        """Up to k points of the grid that no trial of the study holds, claimed in one
+        transaction (`sweeps._optuna.ask.BulkAsker.claim`): BruteForceSampler picks from
+        the trials it reads, and workers (or one round's asks) reading the same trials
+        pick the same point. None at all once every point is taken."""
+        assert self._asker is not None
+        if self._grid is None:
+            fixed = [optuna.trial.FixedTrial(p) for p in grid_points(self.sweep)]
+            cfgs = [suggest(trial, self._space) for trial in fixed]
+            self._grid = [
+                (f.params, f.distributions, cfg) for f, cfg in zip(fixed, cfgs, strict=True)
+            ]
+        points = [(params, dists) for params, dists, _ in self._grid]
+        trials = self._asker.claim(self.study, points, k, heartbeat=self._heartbeat is not None)
+        cfg_of = {_config_key(params): cfg for params, _, cfg in self._grid}
+        slots = [self._slot(t, cfg_of[_config_key(t.params)], pruning) for t in trials]
+        if self._cache is not None:
+            self._cache.refresh()
+            pruning.use(self._known(_COMPLETE))
+        return slots
 
     def _ask_known(self, k: int, pruning: PruningView) -> list[_Slot] | None:
         """A planned round created in one transaction, from the study as `_cache` knows it
@@ -286,7 +319,10 @@ class RoundOptimizer:
     def _index_complete(self, completed: list[FrozenTrial]) -> None:
         """The finished trials an identical proposal takes its result from (`_reuse`)."""
         for trial in completed:
-            if trial.user_attrs.get(RECORD_ATTR, {}).get("reused_from") is None:
+            attrs = trial.user_attrs
+            if attrs.get(DATA_ATTR) != self.data_version:
+                continue  # trained on other data (or on data never pinned)
+            if attrs.get(RECORD_ATTR, {}).get("reused_from") is None:
                 self._complete.setdefault(_config_key(trial.params), trial)
 
     def _completed(self) -> list[FrozenTrial]:
@@ -522,7 +558,7 @@ class RoundOptimizer:
         if self._writing is not None:
             self._settle()
             weights = [self._weights.pop(slot.trial.number, None) for slot in slots]
-            told = [_told(rec, slot) for rec, slot in zip(recs, slots, strict=True)]
+            told = [self._told(rec, slot) for rec, slot in zip(recs, slots, strict=True)]
             assert self._teller is not None  # `_overlapping`
             rows = self._teller.ended(self.study, told)
             self._writing.submit(recs, weights, rows)
@@ -592,10 +628,14 @@ class RoundOptimizer:
         for frozen in ended:
             self.on_trial(frozen)
 
+    def _told(self, rec: TrialRecord, slot: _Slot) -> Told:
+        attrs = _user_attrs(rec, self.data_version)
+        return Told(slot.trial, OPTUNA_STATE[rec.state], rec.value, attrs)
+
     def _tell(self, recorded: list[TrialRecord], slots: list[_Slot]) -> None:
         """Optuna learns the round's states and values (after it is recorded)."""
         if self._teller is not None:
-            told = [_told(rec, slot) for rec, slot in zip(recorded, slots, strict=True)]
+            told = [self._told(rec, slot) for rec, slot in zip(recorded, slots, strict=True)]
             ended = self._teller.tell(self.study, told)
             # Written but ended by another worker before the tell: its heal keeps them right.
             self._let_go(
@@ -606,8 +646,9 @@ class RoundOptimizer:
             return
         for rec, slot in zip(recorded, slots, strict=True):
             keep(slot.trial, rec)
-            if rec.reused_from is not None:
-                slot.trial.set_user_attr(REUSED_ATTR, rec.reused_from)
+            for key, value in _user_attrs(rec, self.data_version).items():
+                if key != RECORD_ATTR:
+                    slot.trial.set_user_attr(key, value)
             value = rec.value if rec.state is TrialState.COMPLETE else None
             try:
                 frozen = self.study.tell(slot.trial, value, state=OPTUNA_STATE[rec.state])
@@ -758,10 +799,16 @@ def _mean_accuracy(results: list[TrialResult]) -> dict[str, float]:
 _T = TypeVar("_T")
 
 
-def _fenced(study: optuna.Study, what: str, make: Callable[[sa.Engine], _T]) -> _T | None:
-    """`sweeps._optuna.fenced`, only for TPE studies: the RoundSampler's after_trial and
-    before_trial are what the writers there were tested with."""
-    if not isinstance(study.sampler, RoundSampler):
+def _fenced(
+    study: optuna.Study,
+    what: str,
+    make: Callable[[sa.Engine], _T],
+    samplers: tuple[type[optuna.samplers.BaseSampler], ...] = (RoundSampler,),
+) -> _T | None:
+    """`sweeps._optuna.fenced`, only for studies of `samplers`: the RoundSampler's
+    after_trial and before_trial are what the writers there were tested with (the grid's
+    are no-ops: `sweeps._optuna.ask` claims its points)."""
+    if not isinstance(study.sampler, samplers):
         return None
     return fenced(study, what, make)
 

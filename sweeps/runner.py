@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from sweeps._optuna import fenced
 from sweeps.config import SweepConfig
+from sweeps.data_pins import hash_data, pin
 from sweeps.fencing import EXIT_LOST
 from sweeps.lifecycle import RoundOptimizer, build_record, conclude
 from sweeps.progress import Progress
@@ -91,19 +92,22 @@ def run_study(
     track: bool = True,
     quiet: bool = False,
     create_only: bool = False,
+    accept_data_change: bool = False,
     on_ready: Callable[[], None] = lambda: None,
 ) -> RunOutcome:
     """Create or resume the study and run `cfg.trials` more trials (none with create_only).
-    `on_ready` is called once the stores are open and the study loaded, before the first
-    trial (the CLI freezes the heap there)."""
+    A resumed study whose data files changed is refused unless `accept_data_change`
+    (`sweeps.data_pins`). `on_ready` is called once the stores are open and the study
+    loaded, before the first trial (the CLI freezes the heap there)."""
     preflight(cfg)
+    data = hash_data(cfg.base)  # once, before any store is opened
     check_reachable(stores.storage)  # before the recorder creates the home for artifacts
     recorder = Recorder(stores, cfg.study, track=track)  # refuses an unreachable store
     recorder.refuse_foreign_experiment()  # before the storage's tables are created
     if stores.uses_home:
         stores.make_home()
     storage = open_storage(stores.storage, recorder.stale_trial_callback)
-    study = create_or_load(cfg, storage)
+    study = create_or_load(cfg, storage, data, accept_data_change=accept_data_change)
     recorder.attach(cfg, study)
     fail_lost_trials(study, storage)  # recorded, then retried: see run_worker
     outcome = RunOutcome(cfg.study, cfg.trials)
@@ -114,8 +118,9 @@ def run_study(
             pass
         elif cfg.workers == 1:
             on_ready()
+            device = worker_devices(cfg)[0]
             outcome.lost = _optimize(
-                study, cfg, recorder, cfg.trials, worker_devices(cfg)[0], progress
+                study, cfg, recorder, cfg.trials, device, progress, data.digest
             )
         else:
             codes = _run_processes(study, cfg, stores, progress, track)
@@ -149,16 +154,19 @@ def run_worker(
     quiet: bool = False,
     summarize: bool = True,
     worker_index: int | None = None,
+    accept_data_change: bool = False,
     on_ready: Callable[[], None] = lambda: None,
 ) -> WorkerOutcome:
-    """`sweeps worker`: join an existing study from any shell or machine (`on_ready`: as
-    in `run_study`)."""
+    """`sweeps worker`: join an existing study from any shell or machine (`on_ready` and
+    `accept_data_change`: as in `run_study`)."""
     index = os.getpid() if worker_index is None else worker_index
     # First, so that the storage's stale-trial callback records a trial before its retry.
     recorder = Recorder(stores, study_name, track=track)
     try:
         storage = open_storage(stores.storage, recorder.stale_trial_callback)
         study, cfg = load_existing(study_name, storage, index)
+        data = hash_data(cfg.base)
+        pin(study, data, accept_change=accept_data_change)
     except BaseException:
         recorder.close()
         raise
@@ -175,7 +183,8 @@ def run_worker(
     progress = Progress(total=n, quiet=quiet)
     try:
         on_ready()
-        lost = _optimize(study, cfg, recorder, n, device or cfg.base.device, progress)
+        spec = device or cfg.base.device
+        lost = _optimize(study, cfg, recorder, n, spec, progress, data.digest)
     finally:
         progress.close()
         if summarize:  # refresh the parent run's figure with what the study has now
@@ -197,6 +206,7 @@ def _optimize(
     n_trials: int,
     device_spec: str,
     progress: Progress,
+    data_version: str,
 ) -> list[int]:
     """Runs the trials; returns those another worker took over (`sweeps.fencing`)."""
     device = resolve_device(device_spec)
@@ -213,6 +223,7 @@ def _optimize(
         background=recorder.background,
         on_recorded=recorder.show_best,
         while_last_written=lambda trials: recorder.draw_ahead(study, trials),
+        data_version=data_version,
     )
     rounds.optimize(n_trials)
     return rounds.lost

@@ -5,7 +5,10 @@ only when the penalty is not `none` (a conditional space) and `l1_ratio` only fo
 elastic_net. Under the grid sampler λ and l1_ratio come from fixed log-spaced / linear
 grids as categorical choices, so Optuna's BruteForceSampler (`GridSampler`) can enumerate
 the conditional space exactly (Optuna's own GridSampler cannot express conditional
-parameters).
+parameters). Where the storage allows, a grid study's rounds claim their points
+(`grid_points`) in the transaction that creates their trials (`sweeps._optuna.ask`)
+instead: BruteForceSampler picks from the trials it reads, and concurrent asks reading
+the same trials pick the same point.
 
 `RoundSampler` draws a round's proposals from one model of the history.
 Optuna's TPE fits its Parzen estimators to the whole history on every ask, and with the
@@ -86,6 +89,25 @@ def grid_size(cfg: SweepConfig) -> int:
     """How many distinct points the grid sampler has."""
     per = {Penalty.NONE: 1, Penalty.ELASTIC_NET: cfg.grid_points * len(L1_RATIO_GRID)}
     return sum(per.get(p, cfg.grid_points) for p in cfg.penalties)
+
+
+def grid_points(cfg: SweepConfig) -> list[dict[str, Any]]:
+    """Every point of the grid (`grid_size` of them), as `suggest` asks for them, in one
+    order shuffled by the study's seed: the same order in every worker, so that a study
+    stopped early (--trials below the grid's size) has spread over the penalties."""
+    points: list[dict[str, Any]] = []
+    for penalty in cfg.penalties:
+        if penalty is Penalty.NONE:
+            points.append({"penalty": penalty.value})
+            continue
+        for lam in lambda_grid(cfg):
+            if penalty is not Penalty.ELASTIC_NET:
+                points.append({"penalty": penalty.value, "lambda": lam})
+                continue
+            for ratio in L1_RATIO_GRID:
+                points.append({"penalty": penalty.value, "lambda": lam, "l1_ratio": ratio})
+    order = np.random.default_rng(cfg.base.seed).permutation(len(points))
+    return [points[i] for i in order]
 
 
 @dataclass(frozen=True)
@@ -426,6 +448,7 @@ __all__ = [
     "Parzen",
     "RoundSampler",
     "Space",
+    "grid_points",
     "grid_size",
     "lambda_grid",
     "propose",

@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
+from sweeps.data_pins import DataFiles, hash_data, pin
 from sweeps.errors import UsageError
 from sweeps.sampling import GridSampler, RoundSampler, Space, suggest
 
@@ -71,8 +72,16 @@ def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def create_or_load(cfg: SweepConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Create the study, or resume it when its search space is the same as before."""
+def create_or_load(
+    cfg: SweepConfig,
+    storage: optuna.storages.BaseStorage,
+    data: DataFiles | None = None,
+    *,
+    accept_data_change: bool = False,
+) -> optuna.Study:
+    """Create the study, or resume it when its search space is the same as before and its
+    data (`data`, else hashed here) is what it pinned (`sweeps.data_pins.pin`)."""
+    data = hash_data(cfg.base) if data is None else data
     study = optuna.create_study(
         study_name=cfg.study,
         storage=storage,
@@ -84,6 +93,7 @@ def create_or_load(cfg: SweepConfig, storage: optuna.storages.BaseStorage) -> op
     signature = cfg.space_signature()
     stored = study.user_attrs.get(SPACE_ATTR)
     if stored is None:
+        pin(study, data, accept_change=accept_data_change)  # first: SPACE_ATTR marks it made
         study.set_user_attr(SPACE_ATTR, signature)
         study.set_user_attr(CONFIG_ATTR, cfg.as_dict())
     elif stored != signature:
@@ -91,6 +101,8 @@ def create_or_load(cfg: SweepConfig, storage: optuna.storages.BaseStorage) -> op
             f"study {cfg.study!r} exists with a different search space"
             f" ({_diff(stored, signature)}); use another --study name"
         )
+    else:
+        pin(study, data, accept_change=accept_data_change)
     return study
 
 

@@ -63,6 +63,13 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
 @click.option(
     "--create-only", is_flag=True, help="Create the study for `sweeps worker`s; run none."
 )
+@click.option(
+    "--accept-data-change",
+    is_flag=True,
+    help="Go on although a data file the study pinned (a csv table, a python: task's"
+    " module) changed: the study takes the new files as its next data version and reuses"
+    " no result trained on the old ones.",
+)
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow (results table only).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -71,6 +78,7 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
 def run_command(
     config_file: str | None,
     create_only: bool,
+    accept_data_change: bool,
     no_track: bool,
     quiet: bool,
     as_json: bool,
@@ -103,6 +111,7 @@ def run_command(
             track=not no_track,
             quiet=quiet,
             create_only=create_only,
+            accept_data_change=accept_data_change,
             on_ready=ready,
         )
     if as_json:
@@ -187,6 +196,13 @@ def where_results_are(stores: Stores, outcome: RunOutcome) -> str:
 @click.option("--device", help="Device for this worker [the study's].")
 @click.option("--timeout", type=float, help="Stop starting trials after S seconds.")
 @click.option("--batch", type=int, help="Trials trained together [the study's --batch].")
+@click.option(
+    "--accept-data-change",
+    is_flag=True,
+    help="Go on although a data file the study pinned (a csv table, a python: task's"
+    " module) changed: the study takes the new files as its next data version and reuses"
+    " no result trained on the old ones.",
+)
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option(
@@ -204,6 +220,7 @@ def worker_command(
     device: str | None,
     timeout: float | None,
     batch: int | None,
+    accept_data_change: bool,
     no_track: bool,
     quiet: bool,
     no_summary: bool,
@@ -245,6 +262,7 @@ def worker_command(
                 quiet=quiet,
                 summarize=not no_summary,
                 worker_index=worker_index,
+                accept_data_change=accept_data_change,
                 on_ready=ready,
             )
     except KeyboardInterrupt:

@@ -225,3 +225,102 @@ def test_study_on_postgres(tmp_path: Path, postgres_url: str) -> None:
     engine.dispose()
     assert {"alembic_version", "sweeps_trials", "sweeps_studies"} <= names
     assert len(optuna.get_all_study_names(postgres_url)) == 1
+
+
+_GRID = ("--sampler", "grid", "--grid-points", "2", "--epochs", "2", "--no-track", "--quiet")
+
+
+def _key(params: dict[str, object]) -> tuple[object, ...]:
+    return (params["penalty"], params.get("lambda"), params.get("l1_ratio"))
+
+
+def _points(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[object, ...]]:
+    return [_key(t.params) for t in trials]
+
+
+def _grid_params(penalties: str) -> list[dict[str, object]]:
+    """The points of the grid of `_GRID` over `penalties`, as trials' parameters."""
+    from sweeps.config import SweepConfig
+    from sweeps.sampling import L1_RATIO_GRID, lambda_grid
+
+    cfg = SweepConfig.from_mapping(
+        {"study": "x", "sampler": "grid", "grid_points": 2, "penalties": penalties}
+    )
+    points: list[dict[str, object]] = []
+    for penalty in penalties.split(","):
+        if penalty == "none":
+            points.append({"penalty": penalty})
+            continue
+        for lam in lambda_grid(cfg):
+            ratios = L1_RATIO_GRID if penalty == "elastic_net" else (None,)
+            points += [{"penalty": penalty, "lambda": lam, "l1_ratio": r} for r in ratios]
+    return [{k: v for k, v in p.items() if v is not None} for p in points]
+
+
+def _grid(penalties: str) -> set[tuple[object, ...]]:
+    return {_key(p) for p in _grid_params(penalties)}
+
+
+@pytest.mark.slow
+def test_workers_in_batches_run_each_grid_point_once(tmp_path: Path, storage_url: str) -> None:
+    """Two workers asking rounds of two at once: each of the 9 points once, then the
+    study stops (with trials to spare)."""
+    from tests.sweeps.study_helpers import cli_env, run_cli
+
+    penalties = "l2,none,elastic_net"
+    args = ["run", "--study", "g", "--penalties", penalties, *_GRID, "--trials", "20"]
+    done = run_cli(*args, "--workers", "2", "--batch", "2", env=cli_env(tmp_path, storage_url))
+    assert done.returncode == 0, done.stderr
+    points = _points(load("g", storage_url).trials)
+    assert sorted(points, key=str) == sorted(_grid(penalties), key=str)  # 9, no repeats
+
+
+def _grid_study(home: Path, penalties: str) -> tuple[optuna.Study, list[dict[str, object]]]:
+    """A grid study created for workers, and its points."""
+    _run(home, "--study", "g", "--penalties", penalties, *_GRID, "--create-only")
+    return load("g", _db(home)), _grid_params(penalties)
+
+
+def _start(study: optuna.Study, point: dict[str, object]) -> optuna.Trial:
+    """A RUNNING trial holding `point`, as a worker's ask leaves it."""
+    from sweeps.sampling import suggest
+    from sweeps.study import CONFIG_ATTR, config_from_stored
+
+    study.enqueue_trial(point)
+    trial = study.ask()
+    suggest(trial, config_from_stored(study.user_attrs[CONFIG_ATTR]))
+    return trial
+
+
+def _worker(home: Path) -> None:
+    args = ["worker", "--study", "g", "--trials", "10", "--batch", "2", "--no-track", "--quiet"]
+    # Held trials have no heartbeat: an hour's interval keeps them from counting as lost.
+    result = invoke(*args, "--home", str(home), env={"SWEEPS_HEARTBEAT_S": "3600"})
+    assert result.exit_code == 0, result.stderr
+
+
+def test_a_worker_leaves_the_grid_points_other_workers_hold(tmp_path: Path) -> None:
+    """Two of the three points are RUNNING in another worker: a worker asking rounds of
+    two runs the third alone, and stops."""
+    home = tmp_path / "h"
+    study, points = _grid_study(home, "none,l2")
+    for point in points[:2]:
+        _start(study, point)
+    _worker(home)
+    ran = [t for t in load("g", _db(home)).trials if t.state.is_finished()]
+    assert _points(ran) == [_key(points[2])]
+
+
+def test_a_grid_point_whose_trial_failed_runs_once_from_its_retry(tmp_path: Path) -> None:
+    """A lost trial's retry (WAITING with the point's parameters) runs that point; no
+    other trial takes it, and the rest of the grid runs once."""
+    home = tmp_path / "h"
+    study, points = _grid_study(home, "none,l2")
+    lost = _start(study, points[0])
+    study.tell(lost, state=optuna.trial.TrialState.FAIL)
+    study.enqueue_trial(points[0])  # as Optuna's RetryFailedTrialCallback does
+    _worker(home)
+    trials = load("g", _db(home)).trials
+    ran = [t for t in trials if t.state is optuna.trial.TrialState.COMPLETE]
+    assert sorted(_points(ran), key=str) == sorted(_grid("none,l2"), key=str)
+    assert [t.state for t in trials].count(optuna.trial.TrialState.WAITING) == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from trainer import task_options
 from trainer.config import OptionSpec, TaskOption, TrialConfig
 from trainer.errors import TaskError
 from trainer.tasks import bundled, csv_task, d2l, python_task
@@ -38,6 +39,19 @@ def check_task(name: str) -> None:
         raise TaskError(f"unknown task {name!r}; choose one of: {choices}")
 
 
+def data_files(cfg: TrialConfig) -> dict[str, str]:
+    """The files `load_task(cfg)` reads, by what each is to the task: a built-in task's
+    path options as given (`train_csv`, `test_csv`), a `python:` task's module file
+    (`module`; importing it, as `load_task` does)."""
+    check_task(cfg.task)
+    if cfg.task.startswith(python_task.PREFIX):
+        path = python_task.module_file(cfg.task)
+        return {} if path is None else {"module": path}
+    specs = task_options.TASK_OPTIONS.get(cfg.task, {})
+    given = cfg.options
+    return {name: str(given[name]) for name, spec in specs.items() if spec.path and given.get(name)}
+
+
 def load_task(cfg: TrialConfig) -> Task:
     check_task(cfg.task)
     if cfg.task.startswith(python_task.PREFIX):
@@ -53,6 +67,7 @@ __all__ = [
     "Task",
     "check_task",
     "cross_entropy_loss",
+    "data_files",
     "load_task",
     "squared_loss",
 ]

@@ -47,6 +47,13 @@ def _import(module: str) -> object:
         raise TaskError(f"module {module!r} failed to import: {type(e).__name__}: {e}") from None
 
 
+def module_file(name: str) -> str | None:
+    """The file the task's module was imported from (None for one without a file)."""
+    module = _import(parse_spec(name)[0])
+    path = getattr(module, "__file__", None)
+    return path if isinstance(path, str) else None
+
+
 def build(name: str, options: Mapping[str, TaskOption], data_seed: int) -> Task:
     module_name, function_name = parse_spec(name)
     if options:
