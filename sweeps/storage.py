@@ -36,7 +36,13 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from sweeps.errors import StorageError, mask_secrets
-from tracking.db import connect_error, engine_options, use_wal
+from tracking.db import (
+    connect_error,
+    engine_options,
+    reached,
+    transient_faults_retried,
+    use_wal,
+)
 from tracking.secrets import register_url
 
 if TYPE_CHECKING:
@@ -198,6 +204,8 @@ def open_storage(
             )
             if url.startswith("sqlite"):
                 use_wal(storage.engine)
+            reached(storage.engine)
+            transient_faults_retried(storage.engine)
             return storage
         except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError) as e:
             last = e
