@@ -248,6 +248,7 @@ def _run_processes(
         if not track:
             args.append("--no-track")
         procs.append(subprocess.Popen(args, env=env))
+
     def poll() -> None:  # a read: rerun when the storage's server drops the connection
         retrying(lambda: _poll(study, known, progress), stores.storage)
 

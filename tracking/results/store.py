@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from tracking.db import insert_rows
 from tracking.errors import TrackingError, UnknownStudyError
-from tracking.records import FINAL_METRICS, StudyRecord, TrialRecord, TrialState
 from tracking.reconnect import retrying
+from tracking.records import FINAL_METRICS, StudyRecord, TrialRecord, TrialState
 from tracking.results.engine import database_errors, make_engine
 from tracking.results.migrate import current_revision, upgrade_engine
 from tracking.results.models import HEAD_REVISION, StudyRow, TrialRow, utc_now
