@@ -901,6 +901,7 @@ class _Beats:
             self._ids.clear()
 
     def _run(self) -> None:
+        failing = False  # a beat failed since the last one that went through
         while True:
             self._wake.wait(self._heartbeat.interval)
             self._wake.clear()
@@ -913,7 +914,11 @@ class _Beats:
             try:
                 self._heartbeat.beat(ids)
             except Exception as e:  # a lost beat or two is survivable; a dead thread is not
-                _logger.warning("sweeps: a heartbeat failed (retried next interval): %s", e)
+                if not failing:  # one line until a beat goes through again, not one a beat
+                    _logger.warning("sweeps: a heartbeat failed (retried next interval): %s", e)
+                failing = True
+            else:
+                failing = False
 
 
 def _bulk_heartbeat(engine: sa.Engine) -> BulkHeartbeat:

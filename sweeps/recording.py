@@ -52,10 +52,13 @@ def quiet_mlflow() -> None:
     network refuses it anyway, and progress bars on artifact uploads are noise. With an
     MLflow server, ending a run writes its URL to stdout, which would corrupt `--json`.
     "Creating initial MLflow database tables..." and friends are not for our users: MLflow
-    sets its loggers' level from MLFLOW_LOGGING_LEVEL when imported, and they are set here
-    too for an MLflow imported already.
+    sets its loggers' level from MLFLOW_LOGGING_LEVEL when imported. Its warnings and
+    errors reach stderr as one line per kind (`sweeps.logs`): MLflow logs every failed
+    database call with SQLAlchemy's whole traceback, and is told not to install its own
+    handlers (MLFLOW_CONFIGURE_LOGGING), which are replaced too for an MLflow imported
+    already.
     """
-    import logging
+    from sweeps.logs import one_line_per_kind
 
     for key, value in (
         ("MLFLOW_DISABLE_TELEMETRY", "true"),
@@ -63,10 +66,10 @@ def quiet_mlflow() -> None:
         ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
         ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true"),
         ("MLFLOW_LOGGING_LEVEL", "WARNING"),
+        ("MLFLOW_CONFIGURE_LOGGING", "false"),
     ):
         os.environ.setdefault(key, value)
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    one_line_per_kind("mlflow", "alembic")
 
 
 def make_tracker(stores: Stores) -> MlflowTracker:

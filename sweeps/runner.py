@@ -38,6 +38,7 @@ from sweeps.storage import (
 )
 from sweeps.study import check_space, create_or_load, load_existing
 from tracking import records
+from tracking.reconnect import retrying
 from trainer import (
     TrialConfig,
     TrialResult,
@@ -273,9 +274,13 @@ def _run_processes(
         if not track:
             args.append("--no-track")
         procs.append(subprocess.Popen(args, env=env))
+
+    def poll() -> None:  # a read: rerun when the storage's server drops the connection
+        retrying(lambda: _poll(study, known, progress), stores.storage)
+
     try:
         while any(p.poll() is None for p in procs):
-            _poll(study, known, progress)
+            poll()
             time.sleep(0.5)
     except KeyboardInterrupt:
         for p in procs:
@@ -284,7 +289,7 @@ def _run_processes(
         _wait(procs, 60)
         raise
     finally:
-        _poll(study, known, progress)
+        poll()
     codes = [p.returncode for p in procs if p.returncode not in (0, None)]
     if failed := [code for code in codes if code != EXIT_LOST]:
         from sweeps.recording import warn

@@ -36,7 +36,13 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from sweeps.errors import StorageError, mask_secrets
-from tracking.db import connect_error, engine_options, use_wal
+from tracking.db import (
+    connect_error,
+    engine_options,
+    reached,
+    transient_faults_retried,
+    use_wal,
+)
 from tracking.secrets import register_url
 
 if TYPE_CHECKING:
@@ -85,7 +91,7 @@ def _sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite"):
         return None
     database = sa.make_url(url).database
-    return Path(database).expanduser().resolve() if database else None
+    return _resolved(Path(database).expanduser(), "the SQLite file") if database else None
 
 
 def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> Stores:
@@ -93,7 +99,7 @@ def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> 
     for url in (storage, tracking_uri):
         if url:
             register_url(url)  # its password is masked wherever it shows up
-    home_path = Path(home).expanduser().resolve()
+    home_path = _resolved(Path(home).expanduser(), "--home")
     storage_url = normalize_storage_url(
         storage or f"sqlite:///{home_path / 'sweeps.db'}", home_path
     )
@@ -119,6 +125,14 @@ def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> 
     return Stores(home_path, storage_url, tracking, artifacts)
 
 
+def _resolved(path: Path, what: str) -> Path:
+    """`path` made absolute through its symlinks; one line for a loop of them."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as e:  # Path.resolve: RuntimeError for a symlink loop
+        raise StorageError(f"{what} {str(path)!r} cannot be resolved: {e}") from None
+
+
 def normalize_storage_url(url: str, home: Path) -> str:
     """Check an SQLAlchemy URL; map postgresql:// to the psycopg 3 driver we ship."""
     try:
@@ -131,7 +145,7 @@ def normalize_storage_url(url: str, home: Path) -> str:
         db = parsed.database
         if not db or db == ":memory:":
             raise StorageError("an SQLite storage needs a file path: sqlite:///PATH/sweeps.db")
-        parent = Path(db).expanduser().resolve().parent
+        parent = _resolved(Path(db).expanduser(), "the SQLite file").parent
         # HOME itself is created on first use; any other directory must exist.
         if not parent.is_dir() and parent != home:
             raise StorageError(f"directory {str(parent)!r} of the SQLite storage does not exist")
@@ -198,6 +212,8 @@ def open_storage(
             )
             if url.startswith("sqlite"):
                 use_wal(storage.engine)
+            reached(storage.engine)
+            transient_faults_retried(storage.engine)
             return storage
         except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError) as e:
             last = e

@@ -231,3 +231,84 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         yield procs
     finally:
         procs.kill_all()
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (initdb in a temporary directory, a free
+    port), which the test can stop and start again: a real restart, which the shared
+    server other tests use cannot have. Run as the `postgres` user when the tests run as
+    root (initdb refuses root)."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+
+    @property
+    def _as_owner(self) -> list[str]:
+        return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def _tool(self, name: str) -> str:
+        found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+        if not found:
+            pytest.fail(f"no PostgreSQL {name} under /usr/lib/postgresql/*/bin", pytrace=False)
+        return str(found[-1])
+
+    def init(self) -> None:
+        if os.geteuid() == 0:
+            import shutil
+
+            shutil.chown(self.directory, "postgres")
+        initdb = [self._tool("initdb"), "-D", str(self.directory / "data"), "-A", "trust"]
+        subprocess.run(
+            [*self._as_owner, *initdb, "-U", "postgres", "--no-sync"],
+            check=True,
+            capture_output=True,
+        )
+
+    def _ctl(self, *args: str) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        data = ["-D", str(self.directory / "data"), "-l", str(self.directory / "log")]
+        subprocess.run(
+            [*self._as_owner, self._tool("pg_ctl"), *data, "-o", options, "-w", *args],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        self._ctl("start")
+
+    def stop(self) -> None:
+        """A fast shutdown, as a service restart does: sessions ended, new ones refused."""
+        self._ctl("-m", "fast", "stop")
+
+    def create_database(self, name: str) -> str:
+        """CREATE DATABASE; returns its URL."""
+        admin = sa.create_engine(self.url("postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        finally:
+            admin.dispose()
+        return self.url(name)
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A started PrivatePostgres, stopped and removed afterwards (under /tmp, which the
+    `postgres` user can reach, unlike pytest's per-user temporary directory)."""
+    import shutil
+    import tempfile
+
+    server = PrivatePostgres(Path(tempfile.mkdtemp(prefix="sweeps-pg-")))
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        with suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)

@@ -18,12 +18,30 @@ def engine_options(url: str) -> dict[str, Any]:
     return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
 
 
+def transient_faults_retried(engine: sa.Engine) -> None:
+    """A database server's restart or dropped connections are retried for a bounded time
+    by `engine` (`tracking.reconnect`); SQLite has no server."""
+    if engine.url.get_backend_name() != "sqlite":
+        from tracking.reconnect import reconnecting
+
+        reconnecting(engine)
+
+
+def reached(engine: sa.Engine) -> None:
+    """This process reached `engine`'s server: from now on it retries a restart of it."""
+    if engine.url.get_backend_name() != "sqlite":
+        from tracking.reconnect import mark_reached
+
+        mark_reached(engine.url)
+
+
 def connect_error(url: str) -> str | None:
     """Why a database server does not take a connection (the driver's first line), or
     None when it does: one try, within `engine_options`' connect timeout."""
     engine = sa.create_engine(url, **engine_options(url))
     try:
         with engine.connect():
+            reached(engine)
             return None
     except sa.exc.SQLAlchemyError as e:
         return str(getattr(e, "orig", e)).strip().splitlines()[0]

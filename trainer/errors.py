@@ -13,5 +13,9 @@ class DeviceError(TrainerError):
     """The requested device does not exist on this machine."""
 
 
+class AllocationError(TrainerError):
+    """The task's data or model is larger than this machine can hold."""
+
+
 class TaskError(TrainerError):
     """A task name, task option or task data is invalid."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -12,7 +14,7 @@ from torch import nn
 from trainer.accuracy import final_accuracy
 from trainer.config import Penalty, TrialConfig
 from trainer.devices import device_label, resolve_device
-from trainer.errors import ConfigError
+from trainer.errors import AllocationError, ConfigError
 from trainer.optim import FunctionalOptimizer, ParamGroup
 from trainer.penalties import l2_norm, penalty_term, penalty_value, select_penalized
 from trainer.result import METRICS, TrainStatus, TrialResult
@@ -41,15 +43,40 @@ def make_optimizer(
 def check_config(cfg: TrialConfig, task: Task | None = None) -> Task:
     """Refuse a config before any work: the task builds, the batch fits the training
     split, and the penalty scope matches the model."""
-    task = task or load_task(cfg)
+    with _allocation_refused(cfg):
+        task = task or load_task(cfg)
     if cfg.batch_size > len(task.train):
         raise ConfigError(
             f"batch size {cfg.batch_size} is larger than the {len(task.train)} training rows"
             " of this task; use a smaller --batch-size (0 means full batch)"
         )
-    model = task.make_model(stream_generator(cfg.seed, "init"))
+    with _allocation_refused(cfg):
+        model = task.make_model(stream_generator(cfg.seed, "init"))
     select_penalized(model.named_parameters(), cfg.penalize)
     return task
+
+
+_TORCH_ALLOCATION = re.compile(r"can't allocate memory|out of memory|tried to allocate")
+_TORCH_SIZE = re.compile(r"tried to allocate (\d+) bytes")
+
+
+@contextmanager
+def _allocation_refused(cfg: TrialConfig) -> Iterator[None]:
+    """The allocator refusing the task's data or model (sizes within the options' maxima
+    whose product no machine holds) as one AllocationError line, not torch's traceback."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:
+        found = _TORCH_ALLOCATION.search(str(e))
+        if not isinstance(e, MemoryError) and found is None:
+            raise
+        size = ""
+        if (asked := _TORCH_SIZE.search(str(e))) is not None:
+            size = f" ({int(asked.group(1)) / 2**30:,.1f} GiB asked for)"
+        raise AllocationError(
+            f"cannot allocate the data and model of task {cfg.task!r}{size}; use smaller"
+            " sizes (training rows, inputs, hidden layers)"
+        ) from None
 
 
 def _data_loss(model: nn.Module, task: Task, split: Split) -> torch.Tensor:

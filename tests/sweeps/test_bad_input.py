@@ -281,3 +281,11 @@ def test_export_refuses_to_replace_a_device_and_reports_a_full_stdout(tmp_path: 
             sweeps_cmd(*args), stdout=full, stderr=subprocess.PIPE, text=True, check=False
         )
     assert done.returncode == 2 and "cannot write the export" in done.stderr
+
+
+@pytest.mark.parametrize("command", [["train", "--epochs", "1"], ["studies"]])
+def test_a_home_that_is_a_loop_of_symlinks_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    result = invoke(*command, "--home", str(tmp_path / "a"))
+    assert_usage_error(result, "--home", "cannot be resolved")

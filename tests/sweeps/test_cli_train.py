@@ -61,6 +61,8 @@ def test_train_human_output() -> None:
         (["--n-train", "0"], "n_train"),
         (["--bogus"], "--bogus"),
         (["--penalize", "encoder.*"], "matches no parameter"),
+        # Within the options' maxima, but ~37,000 GiB of data: the allocator refuses at once.
+        (["--n-train", "9999999", "--num-inputs", "999999"], "cannot allocate the data"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], fragment: str) -> None:

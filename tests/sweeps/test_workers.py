@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.gate import SPEC as GATE_TASK
 from tests.gate import Gate
+from tests.services import PrivatePostgres
 from tests.sweeps.study_helpers import cli_env, load, run_cli, sweeps_cmd
 
 pytestmark = pytest.mark.slow
@@ -165,6 +171,111 @@ def test_batch_worker_beats_for_its_trials_and_a_killed_one_is_retried(tmp_path:
     assert {failed[t.system_attrs["failed_trial"]].params["lambda"] for t in retried} == {
         t.params["lambda"] for t in retried
     }
+
+
+RETRYING = "retrying for up to"  # the one line a process writes when it meets an outage
+
+
+def test_two_workers_ride_out_a_restart_of_their_postgres_server(
+    tmp_path: Path, private_postgres: PrivatePostgres
+) -> None:
+    """The server stopped (fast shutdown) and started again, for real, while both workers'
+    trials are in flight and finish: everything waits for it and goes on."""
+    storage = private_postgres.create_database("sweeps")
+    tracking = private_postgres.create_database("mlflow")
+
+    @contextmanager
+    def restart() -> Iterator[None]:
+        private_postgres.stop()
+        try:
+            yield
+        finally:
+            private_postgres.start()
+
+    _study_through_outage(tmp_path, storage, tracking, restart)
+
+
+def test_two_workers_ride_out_their_connections_dropped_and_refused(tmp_path: Path) -> None:
+    """On the shared server: the study's sessions terminated by an administrator and its
+    databases refusing connections for a while, as during a restart."""
+    storage, admin = create_postgres_database()
+    tracking, tracking_admin = create_postgres_database("sweeps_mlflow")
+    names = [sa.make_url(url).database for url in (storage, tracking)]
+
+    @contextmanager
+    def refused() -> Iterator[None]:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = ANY(:names) AND pid <> pg_backend_pid()"
+                ),
+                {"names": names},
+            )
+        try:
+            yield
+        finally:
+            with admin.connect() as conn:
+                for name in names:
+                    conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+
+    try:
+        _study_through_outage(tmp_path, storage, tracking, refused)
+    finally:
+        drop_postgres_database(tracking, tracking_admin)
+        drop_postgres_database(storage, admin)
+
+
+def _study_through_outage(
+    tmp_path: Path,
+    storage: str,
+    tracking: str,
+    outage: Callable[[], AbstractContextManager[None]],
+) -> None:
+    """`sweeps run --workers 2` on PostgreSQL stores; while its first two trials are held,
+    the `outage` begins; they are let go, and it ends once the launcher and both workers
+    have met it (each says so, once). The study must end as if nothing happened."""
+    gate = Gate(tmp_path / "gate")
+    env = cli_env(tmp_path / "h", storage, **gate.env)
+    env["SWEEPS_TRACKING_URI"] = tracking
+    gate.hold(1)  # build 0 is the launcher's check of the task; 1 and 2 the workers' trials
+    gate.hold(2)
+    errors = tmp_path / "run.err"
+    with errors.open("w") as err:
+        args = ["run", *_args("outage"), "--trials", "4", "--workers", "2"]
+        proc = subprocess.Popen(
+            sweeps_cmd(*args), env=env, stdout=subprocess.PIPE, stderr=err, text=True
+        )
+    try:
+        gate.wait_until_held(2)
+        with outage():
+            gate.release(1)  # the trials end and are written while the server is away
+            gate.release(2)
+            deadline = time.monotonic() + 120  # only catches a hang
+            while errors.read_text().count(RETRYING) < 3:
+                assert proc.poll() is None, errors.read_text()
+                assert time.monotonic() < deadline, errors.read_text()
+                time.sleep(0.05)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        gate.release(1)
+        gate.release(2)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = errors.read_text()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "sweeps: error" not in stderr, stderr
+    assert "study outage: 4 complete" in out, out
+    trials = load("outage", storage).trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state is TrialState.COMPLETE for t in trials)
+    check = run_cli("check", "--study", "outage", "--json", env=env)
+    report = json.loads(check.stdout)
+    assert check.returncode == 0 and report["consistent"], report
+    assert report["optuna_finished"] == report["results_rows"] == report["mlflow_runs"] == 4
 
 
 def _args(study: str) -> list[str]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
-from tracking.db import use_wal
+from tracking.db import transient_faults_retried, use_wal
 
 if TYPE_CHECKING:
     from tracking.mlflow_specs import Attached, RunSpec
@@ -111,6 +111,7 @@ def _create_engine(url: sa.URL) -> sa.Engine:
     engine = sa.create_engine(url, pool_pre_ping=True)
     if url.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+    transient_faults_retried(engine)
     return engine
 
 

@@ -8,7 +8,12 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
-from tracking.db import engine_options, immediate_transactions, use_wal
+from tracking.db import (
+    engine_options,
+    immediate_transactions,
+    transient_faults_retried,
+    use_wal,
+)
 from tracking.errors import TrackingError
 from tracking.secrets import mask_secrets
 
@@ -48,6 +53,7 @@ def make_engine(url: str) -> sa.Engine:
         engine = sa.create_engine(parsed, **engine_options(parsed.drivername))
         use_wal(engine)
         immediate_transactions(engine)
+        transient_faults_retried(engine)
         return engine
     except sa.exc.NoSuchModuleError as e:
         raise TrackingError(f"unknown database in URL '{masked_url(url)}': {e}") from e

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from tracking.db import insert_rows
 from tracking.errors import TrackingError, UnknownStudyError
+from tracking.reconnect import retrying
 from tracking.records import FINAL_METRICS, StudyRecord, TrialRecord, TrialState
 from tracking.results.engine import database_errors, make_engine
 from tracking.results.migrate import current_revision, upgrade_engine
@@ -41,8 +42,9 @@ def _database_errors(
 ) -> Callable[Concatenate[ResultsStore, _P], _R]:
     @functools.wraps(method)
     def wrapper(self: ResultsStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        # Each method may run twice (its writes write once): a dropped connection reruns it.
         with database_errors(self.engine):
-            return method(self, *args, **kwargs)
+            return retrying(lambda: method(self, *args, **kwargs), self.engine.url)
 
     return wrapper
 
