@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from sweeps._optuna import fenced, storage_of
 from sweeps.errors import SweepsError
+from tracking.reconnect import retrying
 from tracking.records import TrialRecord
 from tracking.results import ResultsStore
 
@@ -63,8 +64,12 @@ class Fence:
         """Those of `recs` whose trials this worker still owns (step 1: no lock)."""
         if not recs:
             return []
-        with results.engine.connect() as conn:
-            owned = self.owned_on(conn, [rec.number for rec in recs], False)
+
+        def read() -> set[int]:
+            with results.engine.connect() as conn:
+                return self.owned_on(conn, [rec.number for rec in recs], False)
+
+        owned = retrying(read, results.engine.url)  # a read: safe to run again
         return [rec for rec in recs if rec.number in owned]
 
     def guard(
