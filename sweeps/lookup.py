@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -97,33 +95,3 @@ def render_export(rows: list[dict[str, Any]], fmt: str) -> str:
         for r in rows
     )
     return buffer.getvalue()
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Write to a temporary file beside `path` and rename: never a half-written export."""
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise UsageError(f"directory {str(target.parent)!r} does not exist")
-    if target.exists() and not target.is_file():
-        # Renaming over a device or a FIFO would replace it (as root, /dev/full itself):
-        # -o names a file; redirect stdout to write anywhere else.
-        raise UsageError(f"-o {path!r} is not a regular file; redirect the output instead")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    except OSError as e:
-        raise UsageError(f"cannot write {path!r}: {e.strerror}") from None
-    try:
-        # mkstemp makes the file private (0600); an export is an ordinary file: the umask's
-        # permissions, as `open(path, "w")` would give it.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise UsageError(f"cannot write {path!r}: {e.strerror}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -115,7 +115,7 @@ def ui_command(
     path = "" if study is None else study_path(stores.tracking_uri, study)
     args = ui_args(host, port, stores.artifact_root, allowed_hosts)
     stores.make_home()
-    raise SystemExit(serve(args, env, host, port, stores.home / UI_LOG, path))
+    raise SystemExit(serve(args, env, host, port, stores.ui_log, path))
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -167,7 +167,6 @@ def study_path(tracking_uri: str, study: str) -> str:
     return f"/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
 
 
-UI_LOG = "mlflow-ui.log"  # under --home: the server's own output, out of the terminal
 STARTUP_TIMEOUT_S = 180.0  # a first start on a busy machine takes ~30 s
 
 

@@ -281,3 +281,18 @@ def test_export_refuses_to_replace_a_device_and_reports_a_full_stdout(tmp_path: 
             sweeps_cmd(*args), stdout=full, stderr=subprocess.PIPE, text=True, check=False
         )
     assert done.returncode == 2 and "cannot write the export" in done.stderr
+
+
+@pytest.mark.parametrize("spelling", ["{d}/./x.db", "{d}/sub/../x.db", "{d}/link.db"])
+def test_one_sqlite_file_for_both_stores_is_refused_however_spelled(
+    tmp_path: Path, spelling: str
+) -> None:
+    """Optuna's and MLflow's schemas cannot share a database (both keep alembic_version)."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.db").symlink_to(tmp_path / "x.db")
+    storage = f"sqlite:///{tmp_path}/x.db"
+    tracking = "sqlite:///" + spelling.format(d=tmp_path)
+    args = ["run", "--study", "s", "--trials", "1", "--epochs", "2", "--home", str(tmp_path)]
+    result = invoke(*args, "--storage", storage, "--tracking-uri", tracking)
+    assert_usage_error(result, "must differ")
+    assert not (tmp_path / "x.db").exists()
