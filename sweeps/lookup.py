@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sweeps.errors import StorageError, UsageError
-from sweeps.storage import Stores
+from sweeps.storage import Stores, check_reachable
 from tracking.records import TRIAL_COLUMNS
 from tracking.results import ResultsStore
 
@@ -27,6 +27,25 @@ def open_results(stores: Stores) -> ResultsStore:
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         raise StorageError(f"no sweeps storage at {url.database} (run `sweeps run` first)")
     return ResultsStore(stores.storage)
+
+
+def require_storage(stores: Stores, study: str) -> None:
+    """Refuse (UsageError) a storage that holds no sweeps study at all, found without
+    creating anything there: no directory, no SQLite file, no table. Joining or checking
+    a study reads its storage; only `sweeps run` creates one."""
+    check_reachable(stores.storage)
+    url = sa.make_url(stores.storage)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        raise UsageError(
+            f"no study named {study!r}: no sweeps storage at {url.database} (`sweeps run`"
+            " creates it)"
+        )
+    store = ResultsStore(stores.storage)
+    try:
+        if not store.exists():
+            raise UsageError(f"no study named {study!r} in this storage")
+    finally:
+        store.dispose()
 
 
 def _answer(stores: Stores, ask: Any) -> Any:

@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from sweeps._optuna import fenced
 from sweeps.config import SweepConfig
 from sweeps.lifecycle import RoundOptimizer, build_record, conclude
+from sweeps.lookup import require_storage
 from sweeps.progress import Progress
 from sweeps.recording import Recorder, make_tracker
 from sweeps.storage import (
@@ -146,6 +147,7 @@ def run_worker(
 ) -> dict[str, int]:
     """`sweeps worker`: join an existing study from any shell or machine (`on_ready`: as
     in `run_study`)."""
+    require_storage(stores, study_name)  # a worker joins a study: it creates no storage
     index = os.getpid() if worker_index is None else worker_index
     # First, so that the storage's stale-trial callback records a trial before its retry.
     recorder = Recorder(stores, study_name, track=track)

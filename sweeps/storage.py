@@ -49,8 +49,9 @@ if TYPE_CHECKING:
 # next worker that starts a trial, and retried with the same parameters.
 DEFAULT_HEARTBEAT_S = 10
 MAX_RETRIES = 3
-# An SQLite database and the files SQLite keeps beside it while it is in use.
-SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+# An SQLite database, the files SQLite keeps beside it while it is in use, and the lock
+# of the results tables' migrations (`tracking.results.migrate`).
+SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal", ".migrate.lock")
 
 
 @dataclass(frozen=True)

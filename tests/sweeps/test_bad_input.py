@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from tests.services import free_port
 from tests.sweeps.cli_helpers import assert_usage_error, invoke, invoke_json
@@ -296,3 +297,56 @@ def test_one_sqlite_file_for_both_stores_is_refused_however_spelled(
     result = invoke(*args, "--storage", storage, "--tracking-uri", tracking)
     assert_usage_error(result, "must differ")
     assert not (tmp_path / "x.db").exists()
+
+
+READERS = [
+    ["worker", "--study", "nope"],
+    ["worker", "--study", "nope", "--no-track"],
+    ["check", "--study", "nope"],
+    ["check", "--study", "nope", "--repair"],
+    ["best", "--study", "nope"],
+    ["trials", "--study", "nope"],
+    ["studies"],
+    ["compare"],
+    ["export", "--study", "nope", "--format", "csv"],
+]
+
+
+@pytest.mark.parametrize("home_exists", [False, True])
+@pytest.mark.parametrize("args", READERS, ids=" ".join)
+def test_joining_or_reading_a_missing_study_creates_no_sqlite_store(
+    tmp_path: Path, args: list[str], home_exists: bool
+) -> None:
+    home = tmp_path / "home"
+    if home_exists:
+        home.mkdir()
+    result = invoke(*args, "--home", str(home))
+    assert_usage_error(result, "sweeps")  # no such study, or no storage at all
+    assert sorted(tmp_path.rglob("*")) == ([home] if home_exists else [])
+
+
+@pytest.mark.parametrize("args", READERS, ids=" ".join)
+def test_joining_or_reading_a_missing_study_creates_no_tables_in_postgresql(
+    tmp_path: Path, postgres_url: str, args: list[str]
+) -> None:
+    home = tmp_path / "home"
+    result = invoke(*args, "--home", str(home), "--storage", postgres_url)
+    if result.exit_code != 0:  # `studies` and `compare` of an empty storage: nothing to list
+        assert_usage_error(result, "no study named 'nope'")
+    engine = sa.create_engine(postgres_url)
+    try:
+        assert sa.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+    assert not home.exists()
+
+
+def test_check_of_an_untracked_study_creates_no_mlflow_store(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    run = ["run", "--study", "s", "--trials", "1", "--epochs", "2", "--no-track", "--quiet"]
+    invoke_json(*run, "--home", str(home))
+    before = sorted(home.iterdir())
+    checked = invoke("check", "--study", "s", "--home", str(home))
+    assert checked.exit_code == 1, checked.output
+    assert "trial 0: no MLflow run (the study has no experiment here)" in checked.stdout
+    assert sorted(home.iterdir()) == before  # no mlflow.db, no artifacts folder

@@ -74,6 +74,7 @@ def _digest(folder: Path) -> dict[str, bytes]:
         "sweeps.db-wal",
         "mlflow.db",
         "mlflow.db-shm",
+        "sweeps.db.migrate.lock",
         "mlflow-ui.log",
         "mlartifacts/1/abc/artifacts/config.json",
         "../home/./sweeps.db",
