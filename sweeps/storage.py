@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from sweeps.errors import StorageError, mask_secrets
+from sweeps.errors import StorageError, UsageError, mask_secrets
 from tracking.db import connect_error, engine_options, use_wal
 from tracking.secrets import register_url
 
@@ -139,6 +139,8 @@ def _same_file(url: str, other: str) -> bool:
 
 def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> Stores:
     """Apply defaults under HOME and validate both URLs. Creates nothing."""
+    if not home:  # Path("") is the current directory: the stores would land there unasked
+        raise UsageError("--home is empty; give a directory (or leave it out: ./sweeps-data)")
     for url in (storage, tracking_uri):
         if url:
             register_url(url)  # its password is masked wherever it shows up

@@ -121,8 +121,7 @@ def run_command(
             }
         )
     else:
-        counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.counts.items()))
-        click.echo(f"study {outcome.study}: {counts}")
+        click.echo(f"study {outcome.study}: {state_counts(outcome.counts)}")
         if outcome.reused:
             click.echo(
                 f"{outcome.reused} trial(s) repeated an earlier trial's configuration and took"
@@ -137,6 +136,12 @@ def run_command(
         raise SystemExit(EXIT_INTERRUPTED)
     if outcome.failed_workers:
         raise SystemExit(1)
+
+
+def state_counts(counts: dict[str, int]) -> str:
+    """`3 complete, 1 pruned`; `no trials yet` for a study without any (created only, or
+    a --timeout that ran out before its first trial started)."""
+    return ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no trials yet"
 
 
 def where_results_are(stores: Stores, outcome: RunOutcome) -> str:
@@ -242,7 +247,7 @@ def worker_command(
         click.echo("sweeps: interrupted; completed trials are kept", err=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
     if not quiet:
-        click.echo(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+        click.echo(state_counts(counts))
 
 
 def study_process(*, track: bool) -> AbstractContextManager[Callable[[], None]]:

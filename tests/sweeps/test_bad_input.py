@@ -350,3 +350,57 @@ def test_check_of_an_untracked_study_creates_no_mlflow_store(tmp_path: Path) -> 
     assert checked.exit_code == 1, checked.output
     assert "trial 0: no MLflow run (the study has no experiment here)" in checked.stdout
     assert sorted(home.iterdir()) == before  # no mlflow.db, no artifacts folder
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "--study", "s", "--trials", "1", "--epochs", "2"],
+        ["train", "--epochs", "2"],
+        ["worker", "--study", "s"],
+        ["best", "--study", "s"],
+        ["check", "--study", "s"],
+        ["ui"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_an_empty_home_is_refused_and_nothing_lands_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert_usage_error(invoke(*command, "--home", ""), "--home is empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("source", ["/dev/zero", "/dev/urandom", "huge", "long comment"])
+def test_a_config_that_is_a_device_or_too_large_is_one_line(tmp_path: Path, source: str) -> None:
+    """Read no further than the largest sweep file allowed (a device never ends)."""
+    config = tmp_path / "sweep.toml"
+    if source == "huge":
+        with config.open("wb") as f:
+            f.truncate(10 * 2**30)  # sparse: 10 GiB of nothing on disk
+    elif source == "long comment":
+        config.write_text("study = 'big'\n# " + "x" * 2**21 + "\n")  # valid TOML, 2 MiB
+    else:
+        config = Path(source)
+    home = tmp_path / "home"
+    args = ["run", "--config", str(config), "--trials", "1", "--epochs", "2", "--no-track"]
+    result = invoke(*args, "--home", str(home))
+    fragment = "not a regular file" if source.startswith("/dev") else "larger than 1024 KiB"
+    assert_usage_error(result, str(config), fragment)
+    assert not home.exists()
+
+
+def test_a_config_through_a_pipe_is_read(tmp_path: Path) -> None:
+    """`--config <(...)` hands the file over as a pipe."""
+    home = tmp_path / "home"
+    read, write = os.pipe()
+    with os.fdopen(write, "w") as f:
+        f.write('study = "piped"\nlr = 0.01\n')
+    try:
+        args = ["run", "--config", f"/dev/fd/{read}", "--create-only", "--no-track"]
+        created = invoke_json(*args, "--home", str(home))
+    finally:
+        os.close(read)
+    assert created["study"] == "piped"
