@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from sweeps.lookup import require_storage
 from sweeps.recording import Recorder, record_from_trial
 from sweeps.storage import Stores, fail_trial, lost_trials, open_storage
 from sweeps.study import CONFIG_ATTR, config_from_stored
@@ -45,6 +46,7 @@ class CheckReport:
 def check_study(
     name: str, stores: Stores, *, repair: bool = False, track: bool = True
 ) -> CheckReport:
+    require_storage(stores, name)  # checking reads the storage: it creates none
     storage = open_storage(stores.storage)
     try:
         study = optuna.load_study(study_name=name, storage=storage)

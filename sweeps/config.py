@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import stat
 import tomllib
 import types
 import typing
@@ -249,12 +251,31 @@ def parse_penalties(value: str | list[str] | tuple[str, ...]) -> tuple[Penalty, 
     return tuple(dict.fromkeys(penalties))  # drop repeats, keep order
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a sweep file is a few lines; more is not one
+
+
+def _read_config(path: str | Path) -> bytes:
+    """The file's bytes: a regular file, or a pipe (`--config <(...)`), of at most
+    MAX_CONFIG_BYTES; a device (/dev/zero), a socket or a larger file is refused after
+    reading no more than that."""
+    with open(path, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise UsageError(f"config file {str(path)!r} is not a regular file")
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UsageError(
+            f"config file {str(path)!r} is larger than {MAX_CONFIG_BYTES // 1024} KiB;"
+            " a sweep file holds a few options"
+        )
+    return data
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a sweep file; its keys use the flag names (`lambda-min` or `lambda_min`), once
     each, at top level or in a `[sweep]` table."""
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        data = tomllib.loads(_read_config(path).decode("utf-8"))
     except FileNotFoundError:
         raise UsageError(f"config file {str(path)!r} does not exist") from None
     except UnicodeDecodeError as e:

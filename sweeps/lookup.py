@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sweeps.errors import StorageError, UsageError
-from sweeps.storage import Stores
+from sweeps.storage import Stores, check_reachable
 from tracking.records import TRIAL_COLUMNS
 from tracking.results import ResultsStore
 
@@ -29,6 +27,25 @@ def open_results(stores: Stores) -> ResultsStore:
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         raise StorageError(f"no sweeps storage at {url.database} (run `sweeps run` first)")
     return ResultsStore(stores.storage)
+
+
+def require_storage(stores: Stores, study: str) -> None:
+    """Refuse (UsageError) a storage that holds no sweeps study at all, found without
+    creating anything there: no directory, no SQLite file, no table. Joining or checking
+    a study reads its storage; only `sweeps run` creates one."""
+    check_reachable(stores.storage)
+    url = sa.make_url(stores.storage)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        raise UsageError(
+            f"no study named {study!r}: no sweeps storage at {url.database} (`sweeps run`"
+            " creates it)"
+        )
+    store = ResultsStore(stores.storage)
+    try:
+        if not store.exists():
+            raise UsageError(f"no study named {study!r} in this storage")
+    finally:
+        store.dispose()
 
 
 def _answer(stores: Stores, ask: Any) -> Any:
@@ -97,33 +114,3 @@ def render_export(rows: list[dict[str, Any]], fmt: str) -> str:
         for r in rows
     )
     return buffer.getvalue()
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Write to a temporary file beside `path` and rename: never a half-written export."""
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise UsageError(f"directory {str(target.parent)!r} does not exist")
-    if target.exists() and not target.is_file():
-        # Renaming over a device or a FIFO would replace it (as root, /dev/full itself):
-        # -o names a file; redirect stdout to write anywhere else.
-        raise UsageError(f"-o {path!r} is not a regular file; redirect the output instead")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    except OSError as e:
-        raise UsageError(f"cannot write {path!r}: {e.strerror}") from None
-    try:
-        # mkstemp makes the file private (0600); an export is an ordinary file: the umask's
-        # permissions, as `open(path, "w")` would give it.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise UsageError(f"cannot write {path!r}: {e.strerror}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -27,6 +27,7 @@ from sweeps.config import SweepConfig
 from sweeps.data_pins import hash_data, pin
 from sweeps.fencing import EXIT_LOST
 from sweeps.lifecycle import RoundOptimizer, build_record, conclude
+from sweeps.lookup import require_storage
 from sweeps.progress import Progress
 from sweeps.recording import Recorder, make_tracker
 from sweeps.storage import (
@@ -160,6 +161,7 @@ def run_worker(
 ) -> WorkerOutcome:
     """`sweeps worker`: join an existing study from any shell or machine (`on_ready` and
     `accept_data_change`: as in `run_study`)."""
+    require_storage(stores, study_name)  # a worker joins a study: it creates no storage
     index = os.getpid() if worker_index is None else worker_index
     # First, so that the storage's stale-trial callback records a trial before its retry.
     recorder = Recorder(stores, study_name, track=track)

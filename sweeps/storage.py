@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from sweeps.errors import StorageError, mask_secrets
+from sweeps.errors import StorageError, UsageError, mask_secrets
 from tracking.db import (
     connect_error,
     engine_options,
@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 # next worker that starts a trial, and retried with the same parameters.
 DEFAULT_HEARTBEAT_S = 10
 MAX_RETRIES = 3
+# An SQLite database, the files SQLite keeps beside it while it is in use, and the lock
+# of the results tables' migrations (`tracking.results.migrate`).
+SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal", ".migrate.lock")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,39 @@ class Stores:
 
     def make_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def ui_log(self) -> Path:
+        """Where `sweeps ui` keeps the MLflow server's own output."""
+        return self.home / "mlflow-ui.log"
+
+    def owned_files(self) -> dict[Path, str]:
+        """Every file the stores and the home folder keep, with what it is: the SQLite
+        stores (named, or HOME's defaults) and SQLite's files beside them, the UI's log."""
+        databases = {
+            self.home / "sweeps.db": "the sweeps storage",
+            self.home / "mlflow.db": "the MLflow store",
+        }
+        for url, what in (
+            (self.storage, "the sweeps storage"),
+            (self.tracking_uri, "the MLflow store"),
+        ):
+            if (path := _sqlite_path(url)) is not None:
+                databases[path] = what
+        owned = {
+            path.with_name(path.name + suffix): what
+            for path, what in databases.items()
+            for suffix in SQLITE_SUFFIXES
+        }
+        owned[self.ui_log] = "the MLflow UI's log"
+        return owned
+
+    def owned_folders(self) -> dict[Path, str]:
+        """The folders whose every file is the stores' own: MLflow's local artifacts."""
+        folders = {self.home / "mlartifacts": "the MLflow artifacts folder"}
+        if self.artifact_root is not None:
+            folders[self.artifact_root] = "the MLflow artifacts folder"
+        return folders
 
     def check_files(self, *, write: bool, storage: bool = True, tracking: bool = True) -> None:
         """Refuse (StoreFileError, one line) a damaged or foreign SQLite store file, or with
@@ -94,8 +130,23 @@ def _sqlite_path(url: str) -> Path | None:
     return _resolved(Path(database).expanduser(), "the SQLite file") if database else None
 
 
+def _same_file(url: str, other: str) -> bool:
+    """Whether two SQLite URLs name one file, however spelled (`..`, symlinks, links)."""
+    path, other_path = _sqlite_path(url), _sqlite_path(other)
+    if path is None or other_path is None:
+        return False
+    if path == other_path:
+        return True
+    try:
+        return os.path.samefile(path, other_path)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
 def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> Stores:
     """Apply defaults under HOME and validate both URLs. Creates nothing."""
+    if not home:  # Path("") is the current directory: the stores would land there unasked
+        raise UsageError("--home is empty; give a directory (or leave it out: ./sweeps-data)")
     for url in (storage, tracking_uri):
         if url:
             register_url(url)  # its password is masked wherever it shows up
@@ -120,7 +171,7 @@ def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> 
                 f"unsupported tracking URI {mask_secrets(tracking)!r}; use sqlite:///PATH or"
                 " http://host:port"
             )
-    if storage_url == tracking:
+    if storage_url == tracking or _same_file(storage_url, tracking):
         raise StorageError("the Optuna storage and the MLflow tracking store must differ")
     return Stores(home_path, storage_url, tracking, artifacts)
 

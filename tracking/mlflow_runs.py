@@ -53,6 +53,7 @@ from tracking.mlflow_specs import (
 from tracking.mlflow_store import creating_store, seed_sqlite_store
 from tracking.records import EVERY_EPOCH, HistoryPolicy, TrialRecord, TrialState, now_ms
 from tracking.secrets import mask_secrets
+from tracking.store_files import holds_tables
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +171,8 @@ class MlflowTracker:
     def find_experiment(self, study: str, uid: str) -> str | None:
         """The id of the study's experiment in this store, or None (nothing created);
         TrackingError when one of that name belongs to another study (see ensure_experiment)."""
+        if self._client is None and not holds_tables(self._tracking_uri, "mlflow"):
+            return None  # no store yet: looking must not create one
         with self._errors(f"cannot read the experiment {study!r}"):
             found = self._mlflow().get_experiment_by_name(study)
         if found is None:

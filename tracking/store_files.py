@@ -91,3 +91,33 @@ def check_writable_dir(directory: Path, what: str) -> None:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise StoreFileError(f"{what} {directory} is not writable ({existing})")
+
+
+def holds_tables(url: str, owner: str) -> bool:
+    """Whether the database at `url` holds `owner`'s tables, found without creating it: an
+    SQLite file that does not exist, or is empty, is not opened (opening one would write),
+    and a server's database is only inspected. A URL that is not a database (an MLflow
+    server's http://) is taken to hold them."""
+    import sqlalchemy as sa
+
+    from tracking.db import engine_options
+
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return True
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        return True
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "")
+        if not path.is_file() or path.stat().st_size == 0:
+            return False
+    engine = sa.create_engine(url, **engine_options(url))
+    try:
+        with engine.connect() as conn:
+            return bool(set(sa.inspect(conn).get_table_names()) & OWNERS[owner])
+    except sa.exc.SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
+        raise StoreFileError(f"cannot read the {owner} store: {reason}") from None
+    finally:
+        engine.dispose()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sweeps.cli.base import echo_json, format_table, storage_options
+from sweeps.cli.base import echo_json, format_table, storage_options, store_options
 from sweeps.cli.options import PENALTIES
 from tracking.records import ACCURACY_METRICS, BEST_COLUMNS, TRIAL_COLUMNS
 
@@ -150,22 +150,36 @@ def compare_command(
 @click.command("export")
 @click.option("--study", required=True)
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), required=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="File [stdout].")
-@storage_options
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(allow_dash=True),
+    help="File, written whole; never one of the stores' [- : stdout].",
+)
+@store_options
 def export_command(
     study: str,
     fmt: str,
     output: str | None,
     home: str,
     storage: str | None,
+    tracking_uri: str | None,
 ) -> None:
-    """Export a study's trials as CSV or JSON (same column names as everywhere)."""
-    from sweeps.errors import UsageError
-    from sweeps.lookup import list_trials, render_export, write_atomically
+    """Export a study's trials as CSV or JSON (same column names as everywhere).
 
-    text = render_export(list_trials(_stores(home, storage), study), fmt)
-    if output:
-        write_atomically(output, text)
+    --tracking-uri names the MLflow store only so that -o never replaces it.
+    """
+    from sweeps.errors import UsageError
+    from sweeps.lookup import list_trials, render_export
+    from sweeps.outputs import STDOUT, output_path, write_whole
+    from sweeps.storage import resolve_stores
+
+    stores = resolve_stores(home, storage, tracking_uri)
+    target = None if output in (None, STDOUT) else output_path(output, stores)
+    stores.check_files(write=False, tracking=False)
+    text = render_export(list_trials(stores, study), fmt)
+    if target is not None:
+        write_whole(target, text)
         return
     try:
         click.echo(text, nl=False)

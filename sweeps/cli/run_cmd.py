@@ -130,8 +130,7 @@ def run_command(
             }
         )
     else:
-        counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.counts.items()))
-        click.echo(f"study {outcome.study}: {counts}")
+        click.echo(f"study {outcome.study}: {state_counts(outcome.counts)}")
         if outcome.reused:
             click.echo(
                 f"{outcome.reused} trial(s) repeated an earlier trial's configuration and took"
@@ -155,6 +154,12 @@ def run_command(
             f"{outcome.lost_workers} worker process(es) lost trials to another worker while "
             "they did not beat; their results there were discarded"
         )
+
+
+def state_counts(counts: dict[str, int]) -> str:
+    """`3 complete, 1 pruned`; `no trials yet` for a study without any (created only, or
+    a --timeout that ran out before its first trial started)."""
+    return ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no trials yet"
 
 
 def where_results_are(stores: Stores, outcome: RunOutcome) -> str:
@@ -269,7 +274,7 @@ def worker_command(
         click.echo("sweeps: interrupted; completed trials are kept", err=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
     if not quiet:
-        click.echo(", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.counts.items())))
+        click.echo(state_counts(outcome.counts))
     if outcome.lost:
         from sweeps.fencing import TrialsLost, lost_message
 

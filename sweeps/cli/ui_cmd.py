@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,6 +104,7 @@ def ui_command(
     db = stores.tracking_uri.removeprefix("sqlite:///")
     if stores.tracking_uri.startswith("sqlite:///") and not Path(db).exists():
         raise StorageError(f"no MLflow store at {db} yet: run `sweeps run` or `sweeps train` first")
+    check_port_free(host, port)
     if not _is_loopback(host):
         click.echo(
             f"sweeps: warning: binding {host} exposes the UI and its API without authentication;"
@@ -112,7 +115,38 @@ def ui_command(
     path = "" if study is None else study_path(stores.tracking_uri, study)
     args = ui_args(host, port, stores.artifact_root, allowed_hosts)
     stores.make_home()
-    raise SystemExit(serve(args, env, host, port, stores.home / UI_LOG, path))
+    raise SystemExit(serve(args, env, host, port, stores.ui_log, path))
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse (UsageError) a port another process listens on, before starting the server.
+
+    Once started, the server would fail to bind and log it only to its log file, while the
+    readiness probe got its answer from the other process's server. The probe binds as the
+    server does (every address the host resolves to, SO_REUSEADDR, so a port left in
+    TIME_WAIT by an earlier `sweeps ui` is not taken for busy)."""
+    from sweeps.errors import UsageError
+
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as e:
+        raise UsageError(f"--host {host!r} does not resolve: {e.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise UsageError(
+                        f"port {port} on {host} is already in use by another process;"
+                        " stop it or choose another --port"
+                    ) from None
+                raise UsageError(f"cannot serve on {host}:{port}: {e.strerror}") from None
 
 
 def study_path(tracking_uri: str, study: str) -> str:
@@ -133,7 +167,6 @@ def study_path(tracking_uri: str, study: str) -> str:
     return f"/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
 
 
-UI_LOG = "mlflow-ui.log"  # under --home: the server's own output, out of the terminal
 STARTUP_TIMEOUT_S = 180.0  # a first start on a busy machine takes ~30 s
 
 

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from tests.services import free_port
 from tests.sweeps.cli_helpers import assert_usage_error, invoke, invoke_json
@@ -289,3 +290,125 @@ def test_a_home_that_is_a_loop_of_symlinks_is_one_line(tmp_path: Path, command: 
     (tmp_path / "b").symlink_to(tmp_path / "a")
     result = invoke(*command, "--home", str(tmp_path / "a"))
     assert_usage_error(result, "--home", "cannot be resolved")
+
+
+@pytest.mark.parametrize("spelling", ["{d}/./x.db", "{d}/sub/../x.db", "{d}/link.db"])
+def test_one_sqlite_file_for_both_stores_is_refused_however_spelled(
+    tmp_path: Path, spelling: str
+) -> None:
+    """Optuna's and MLflow's schemas cannot share a database (both keep alembic_version)."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.db").symlink_to(tmp_path / "x.db")
+    storage = f"sqlite:///{tmp_path}/x.db"
+    tracking = "sqlite:///" + spelling.format(d=tmp_path)
+    args = ["run", "--study", "s", "--trials", "1", "--epochs", "2", "--home", str(tmp_path)]
+    result = invoke(*args, "--storage", storage, "--tracking-uri", tracking)
+    assert_usage_error(result, "must differ")
+    assert not (tmp_path / "x.db").exists()
+
+
+READERS = [
+    ["worker", "--study", "nope"],
+    ["worker", "--study", "nope", "--no-track"],
+    ["check", "--study", "nope"],
+    ["check", "--study", "nope", "--repair"],
+    ["best", "--study", "nope"],
+    ["trials", "--study", "nope"],
+    ["studies"],
+    ["compare"],
+    ["export", "--study", "nope", "--format", "csv"],
+]
+
+
+@pytest.mark.parametrize("home_exists", [False, True])
+@pytest.mark.parametrize("args", READERS, ids=" ".join)
+def test_joining_or_reading_a_missing_study_creates_no_sqlite_store(
+    tmp_path: Path, args: list[str], home_exists: bool
+) -> None:
+    home = tmp_path / "home"
+    if home_exists:
+        home.mkdir()
+    result = invoke(*args, "--home", str(home))
+    assert_usage_error(result, "sweeps")  # no such study, or no storage at all
+    assert sorted(tmp_path.rglob("*")) == ([home] if home_exists else [])
+
+
+@pytest.mark.parametrize("args", READERS, ids=" ".join)
+def test_joining_or_reading_a_missing_study_creates_no_tables_in_postgresql(
+    tmp_path: Path, postgres_url: str, args: list[str]
+) -> None:
+    home = tmp_path / "home"
+    result = invoke(*args, "--home", str(home), "--storage", postgres_url)
+    if result.exit_code != 0:  # `studies` and `compare` of an empty storage: nothing to list
+        assert_usage_error(result, "no study named 'nope'")
+    engine = sa.create_engine(postgres_url)
+    try:
+        assert sa.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+    assert not home.exists()
+
+
+def test_check_of_an_untracked_study_creates_no_mlflow_store(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    run = ["run", "--study", "s", "--trials", "1", "--epochs", "2", "--no-track", "--quiet"]
+    invoke_json(*run, "--home", str(home))
+    before = sorted(home.iterdir())
+    checked = invoke("check", "--study", "s", "--home", str(home))
+    assert checked.exit_code == 1, checked.output
+    assert "trial 0: no MLflow run (the study has no experiment here)" in checked.stdout
+    assert sorted(home.iterdir()) == before  # no mlflow.db, no artifacts folder
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "--study", "s", "--trials", "1", "--epochs", "2"],
+        ["train", "--epochs", "2"],
+        ["worker", "--study", "s"],
+        ["best", "--study", "s"],
+        ["check", "--study", "s"],
+        ["ui"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_an_empty_home_is_refused_and_nothing_lands_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert_usage_error(invoke(*command, "--home", ""), "--home is empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("source", ["/dev/zero", "/dev/urandom", "huge", "long comment"])
+def test_a_config_that_is_a_device_or_too_large_is_one_line(tmp_path: Path, source: str) -> None:
+    """Read no further than the largest sweep file allowed (a device never ends)."""
+    config = tmp_path / "sweep.toml"
+    if source == "huge":
+        with config.open("wb") as f:
+            f.truncate(10 * 2**30)  # sparse: 10 GiB of nothing on disk
+    elif source == "long comment":
+        config.write_text("study = 'big'\n# " + "x" * 2**21 + "\n")  # valid TOML, 2 MiB
+    else:
+        config = Path(source)
+    home = tmp_path / "home"
+    args = ["run", "--config", str(config), "--trials", "1", "--epochs", "2", "--no-track"]
+    result = invoke(*args, "--home", str(home))
+    fragment = "not a regular file" if source.startswith("/dev") else "larger than 1024 KiB"
+    assert_usage_error(result, str(config), fragment)
+    assert not home.exists()
+
+
+def test_a_config_through_a_pipe_is_read(tmp_path: Path) -> None:
+    """`--config <(...)` hands the file over as a pipe."""
+    home = tmp_path / "home"
+    read, write = os.pipe()
+    with os.fdopen(write, "w") as f:
+        f.write('study = "piped"\nlr = 0.01\n')
+    try:
+        args = ["run", "--config", f"/dev/fd/{read}", "--create-only", "--no-track"]
+        created = invoke_json(*args, "--home", str(home))
+    finally:
+        os.close(read)
+    assert created["study"] == "piped"

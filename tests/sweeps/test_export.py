@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -61,3 +61,78 @@ def test_a_path_that_cannot_be_written_is_one_line(home: str, tmp_path: Path) ->
     assert_usage_error(invoke(*args, str(missing)), "does not exist")
     # /proc takes no new files, whoever asks (root included)
     assert_usage_error(invoke(*args, "/proc/e.csv"), "cannot write '/proc/e.csv'")
+
+
+def _digest(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sweeps.db",
+        "sweeps.db-wal",
+        "mlflow.db",
+        "mlflow.db-shm",
+        "sweeps.db.migrate.lock",
+        "mlflow-ui.log",
+        "mlartifacts/1/abc/artifacts/config.json",
+        "../home/./sweeps.db",
+    ],
+)
+def test_export_refuses_the_stores_files(home: str, name: str) -> None:
+    before = _digest(Path(home))
+    args = ["export", "--study", "e", "--format", "csv", "--home", home, "-o"]
+    assert_usage_error(invoke(*args, f"{home}/{name}"), "write the export to another file")
+    assert _digest(Path(home)) == before  # nothing replaced, no temporary file left
+
+
+@pytest.mark.parametrize("link", [os.symlink, os.link])
+def test_export_refuses_another_name_of_the_study_database(
+    home: str, tmp_path: Path, link: Callable[[Path, Path], None]
+) -> None:
+    alias = tmp_path / "alias.db"
+    link(Path(home) / "sweeps.db", alias)
+    before = _digest(Path(home))
+    args = ["export", "--study", "e", "--format", "json", "--home", home, "-o", str(alias)]
+    assert_usage_error(invoke(*args), "is the sweeps storage", "sweeps.db")
+    assert _digest(Path(home)) == before
+
+
+def test_export_refuses_named_stores_outside_the_home(home: str, tmp_path: Path) -> None:
+    storage = f"sqlite:///{home}/sweeps.db"
+    tracking = tmp_path / "elsewhere" / "tracking.db"  # need not exist yet
+    tracking.parent.mkdir()
+    args = ["export", "--study", "e", "--format", "csv", "--home", str(tmp_path / "other")]
+    args += ["--storage", storage, "--tracking-uri", f"sqlite:///{tracking}", "-o"]
+    assert_usage_error(invoke(*args, f"{home}/sweeps.db"), "is the sweeps storage")
+    assert_usage_error(invoke(*args, str(tracking)), "is the MLflow store")
+    assert not tracking.exists() and not (tmp_path / "other").exists()
+
+
+def test_export_refuses_a_directory_and_a_pipe(home: str, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    args = ["export", "--study", "e", "--format", "csv", "--home", home, "-o"]
+    assert_usage_error(invoke(*args, str(tmp_path)), "is a directory")
+    assert_usage_error(invoke(*args, str(fifo)), "is not a regular file", "-o -")
+
+
+def test_dash_is_standard_output(
+    home: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    done = invoke("export", "--study", "e", "--format", "csv", "--home", home, "-o", "-")
+    assert done.exit_code == 0, done.stderr
+    assert done.stdout.startswith("number,")
+    assert list(tmp_path.iterdir()) == []  # no file named "-"
+
+
+def test_a_symlink_is_followed_and_kept(home: str, tmp_path: Path) -> None:
+    real = tmp_path / "real.csv"
+    real.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    done = invoke("export", "--study", "e", "--format", "csv", "--home", home, "-o", str(link))
+    assert done.exit_code == 0, done.stderr
+    assert link.is_symlink() and real.read_text().startswith("number,")

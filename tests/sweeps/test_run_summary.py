@@ -48,3 +48,17 @@ def test_best_without_a_complete_trial_says_why_and_json_stays_json(tmp_path: Pa
     table = invoke("trials", "--study", "div", "--home", home).stdout.splitlines()
     assert table[0].split()[-2:] == ["mlflow_run_id", "error"]
     assert re.search(r"  diverged at epoch \d+$", table[1])
+
+
+def test_a_timeout_that_runs_out_before_the_first_trial_says_no_trials(tmp_path: Path) -> None:
+    """A --timeout shorter than it takes to start a trial starts none (as Optuna's own
+    `optimize(timeout=...)` does); the summary says so rather than leaving a blank."""
+    home = str(tmp_path / "home")
+    run = ["run", "--study", "t", "--timeout", "1e-300", "--no-track", "--home", home]
+    ran = invoke(*run)
+    assert ran.exit_code == 0, ran.stderr
+    assert ran.stdout.splitlines()[0] == "study t: no trials yet"
+    joined = invoke("worker", "--study", "t", "--timeout", "1e-300", "--no-track", "--home", home)
+    assert joined.exit_code == 0, joined.stderr
+    assert joined.stdout.strip() == "no trials yet"
+    assert invoke_json("run", *run[1:])["states"] == {}

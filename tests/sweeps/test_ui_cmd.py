@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -155,6 +157,39 @@ def test_ui_without_the_store_is_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "mlflow.db"  # its directory exists; the database does not
     result = invoke("ui", "--home", str(tmp_path), "--tracking-uri", f"sqlite:///{missing}")
     assert_usage_error(result, f"no MLflow store at {missing}", "sweeps run")
+
+
+class _Healthy(BaseHTTPRequestHandler):
+    """Somebody else's server: answers every GET (MLflow's /health included) with 200."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port that another HTTP server listens on."""
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Healthy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_ui_on_a_port_in_use_is_one_line_and_starts_no_server(home: Path, busy_port: int) -> None:
+    result = invoke("ui", "--home", str(home), "--port", str(busy_port))
+    assert_usage_error(result, f"port {busy_port} on 127.0.0.1 is already in use", "--port")
+    assert "MLflow UI on" not in result.output
+    assert not (home / "mlflow-ui.log").exists()  # no server was started
 
 
 def test_ui_for_an_unreachable_server_is_one_line(tmp_path: Path) -> None:

@@ -11,9 +11,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from tracking.errors import StoreFileError
-from tracking.store_files import check_store_file, check_writable_dir
+from tracking.store_files import check_store_file, check_writable_dir, holds_tables
 
 
 def _sqlite(path: Path, *tables: str, rows: int = 0) -> Path:
@@ -116,3 +117,20 @@ def test_read_only_files_and_folders_are_refused_for_writing() -> None:
             check_writable_dir(path / "mlartifacts", "the artifacts folder")  # under a file
     finally:
         shutil.rmtree(top)
+
+
+def test_holds_tables_looks_without_creating(storage_url: str) -> None:
+    """Whether a store exists is answered without making it: no SQLite file, no table."""
+    assert not holds_tables(storage_url, "mlflow")
+    if storage_url.startswith("sqlite"):
+        assert not Path(sa.make_url(storage_url).database or "").exists()
+        return
+    engine = sa.create_engine(storage_url)
+    try:
+        assert sa.inspect(engine).get_table_names() == []
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE experiments (id INTEGER)"))
+        assert holds_tables(storage_url, "mlflow") and not holds_tables(storage_url, "sweeps")
+    finally:
+        engine.dispose()
+    assert holds_tables("http://127.0.0.1:5000", "mlflow")  # a server: not looked into

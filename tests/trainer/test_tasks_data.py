@@ -161,6 +161,48 @@ def test_csv_bad_tables(
         load_task(TrialConfig(task="csv", task_options=tuple(given.items())))
 
 
+WIDE = 100_000  # columns: a scan per column over the header would take hours
+
+
+def wide_csv(path: Path, header: list[str], rows: int = 12) -> str:
+    """`rows` data rows of small integers under `header` (the target `y` included)."""
+    rng = np.random.default_rng(0)
+    np.savetxt(
+        path,
+        rng.integers(0, 9, size=(rows, len(header))),
+        fmt="%d",
+        delimiter=",",
+        header=",".join(header),
+        comments="",
+    )
+    return str(path)
+
+
+@pytest.mark.timeout(120)
+def test_csv_reads_a_table_of_100000_columns(tmp_path: Path) -> None:
+    path = wide_csv(tmp_path / "wide.csv", [*(f"x{i}" for i in range(WIDE - 1)), "y"])
+    task = load_task(csv_config(path))
+    assert task.train.X.shape[1] == WIDE - 1
+    assert len(task.train) + len(task.val) + len(task.test) == 12
+
+
+@pytest.mark.timeout(120)
+def test_csv_names_the_first_duplicated_column_of_a_wide_header(tmp_path: Path) -> None:
+    header = [*(f"x{i}" for i in range(WIDE - 1)), "y"]
+    header[WIDE - 3], header[WIDE - 2] = "x7", "x5"  # two names taken twice, far apart
+    path = wide_csv(tmp_path / "dup.csv", header)
+    with pytest.raises(TaskError, match="column 'x5' appears twice"):
+        load_task(csv_config(path))
+
+
+@pytest.mark.timeout(120)
+def test_csv_without_the_target_names_a_wide_tables_first_columns_only(tmp_path: Path) -> None:
+    path = wide_csv(tmp_path / "wide.csv", [f"x{i}" for i in range(WIDE)])
+    with pytest.raises(TaskError, match="no column 'y'") as raised:
+        load_task(csv_config(path))
+    assert f"{WIDE} in all" in str(raised.value) and len(str(raised.value)) < 500
+
+
 # --- python:MODULE:FUNCTION ------------------------------------------------------------
 
 USER_TASK = """

@@ -168,15 +168,22 @@ class ResultsStore:
             return int(session.execute(query).scalar_one())
 
     @_database_errors
-    def find_study_uid(self, name: str) -> str | None:
-        """`study_uid`, or None where the study (or the schema) does not exist yet; an
-        SQLite file that does not exist, or is empty, is not written by asking."""
+    def exists(self) -> bool:
+        """Whether the results tables exist, found without writing anything: an SQLite
+        file that does not exist, or is empty, is not opened (opening one would write)."""
         url = self._engine.url
         if url.get_backend_name() == "sqlite":
             path = Path(url.database or "")
-            if not path.is_file() or path.stat().st_size == 0:  # opening one would write
-                return None
-        if not self._has_schema():
+            if not path.is_file() or path.stat().st_size == 0:
+                return False
+        with self._engine.connect() as conn:
+            return current_revision(conn) is not None
+
+    @_database_errors
+    def find_study_uid(self, name: str) -> str | None:
+        """`study_uid`, or None where the study (or the schema) does not exist yet; nothing
+        is written by asking (see `exists`)."""
+        if not self.exists() or not self._has_schema():
             return None
         try:
             return self.study_uid(name)

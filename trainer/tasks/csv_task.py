@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def read_table(path_text: str, what: str) -> tuple[list[str], Rows]:
         raise TaskError(
             f"{what} {path_text!r}: column {header.index('') + 1} of the header has no name"
         )
-    duplicated = sorted({h for h in header if header.count(h) > 1})
+    duplicated = sorted(h for h, n in Counter(header).items() if n > 1)
     if duplicated:
         raise TaskError(f"{what} {path_text!r}: column {duplicated[0]!r} appears twice")
     if not rows:
@@ -64,6 +65,7 @@ def read_table(path_text: str, what: str) -> tuple[list[str], Rows]:
     return header, rows
 
 
+SHOWN_COLUMNS = 20  # an error names a wide table's first columns, not all of them
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
@@ -110,7 +112,9 @@ def _target_column(header: list[str], target: str, path: str) -> int:
     if not target:
         raise TaskError("task csv needs --target COLUMN")
     if target not in header:
-        raise TaskError(f"{path!r} has no column {target!r} (columns: {', '.join(header)})")
+        shown = ", ".join(header[:SHOWN_COLUMNS])
+        more = f", … {len(header)} in all" if len(header) > SHOWN_COLUMNS else ""
+        raise TaskError(f"{path!r} has no column {target!r} (columns: {shown}{more})")
     return header.index(target)
 
 
@@ -133,7 +137,8 @@ def _load(opts: Mapping[str, TaskOption]) -> tuple[list[Split], int]:
         own = [h for h in header if h != target]
         if sorted(own) != sorted(features):
             raise TaskError(f"{path!r} has other feature columns than {train_path!r}")
-        X = _features(header, rows, target, path)[:, [own.index(h) for h in features]]
+        position = {h: j for j, h in enumerate(own)}
+        X = _features(header, rows, target, path)[:, [position[h] for h in features]]
         tables.append((path, X, [row[col].strip() for row in rows]))
     if opts["classification"]:
         index = _class_index([label for _, _, labels in tables for label in labels])
