@@ -23,7 +23,7 @@ import torch
 from optuna.trial import TrialState
 
 from sweeps._optuna import fenced
-from sweeps.config import SweepConfig
+from sweeps.config import TRAIN_EXPERIMENT, SweepConfig
 from sweeps.lifecycle import RoundOptimizer, build_record, conclude
 from sweeps.progress import Progress
 from sweeps.recording import Recorder, make_tracker
@@ -302,10 +302,6 @@ def _state_counts(engine: sa.Engine, study: optuna.Study) -> dict[str, int]:
     from sweeps._optuna.read import state_counts
 
     return state_counts(engine, study)
-
-
-# Runs of `sweeps train` share one MLflow experiment, apart from the studies' experiments.
-TRAIN_EXPERIMENT = "sweeps-train"
 
 
 @dataclass(frozen=True)
