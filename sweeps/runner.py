@@ -34,7 +34,7 @@ from sweeps.storage import (
     open_storage,
     resolve_stores,
 )
-from sweeps.study import check_space, create_or_load, load_existing
+from sweeps.study import check_space, create_or_load, load_existing, study_exists
 from tracking import records
 from trainer import (
     TrialConfig,
@@ -100,6 +100,8 @@ def run_study(
     if stores.uses_home:
         stores.make_home()
     storage = open_storage(stores.storage, recorder.stale_trial_callback)
+    if not study_exists(cfg.study, storage):  # claimed first: a refused claim leaves no study
+        recorder.claim_experiment(cfg)
     study = create_or_load(cfg, storage)
     recorder.attach(cfg, study)
     fail_lost_trials(study, storage)  # recorded, then retried: see run_worker
