@@ -70,6 +70,10 @@ MAX_COUNTS = {
 }
 # Optuna's and the results tables' name columns hold 512; MLflow's experiment names fewer.
 MAX_STUDY_NAME = 200
+# The MLflow experiment of `sweeps train` runs: a study's experiment takes the study's name,
+# so a study of this name would share it (and `check --repair` would take its runs for
+# the study's trials).
+TRAIN_EXPERIMENT = "sweeps-train"
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,11 @@ class SweepConfig:
             raise UsageError(
                 f"--study must be printable text of at most {MAX_STUDY_NAME} characters"
                 f" (no control characters), got {self.study[:40]!r}"
+            )
+        if self.study == TRAIN_EXPERIMENT:
+            raise UsageError(
+                f"--study {TRAIN_EXPERIMENT!r} is reserved: `sweeps train` logs its runs to the"
+                " MLflow experiment of that name; use another --study name"
             )
         if not self.penalties:
             raise UsageError("--penalties must name at least one penalty")

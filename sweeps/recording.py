@@ -19,6 +19,7 @@ from sweeps.config import SweepConfig
 from sweeps.errors import SweepsError, mask_secrets
 from sweeps.fencing import Fence, fence_of, lost_message
 from sweeps.storage import Stores
+from tracking.errors import TrackingError
 from tracking.records import (
     EVERY_EPOCH,
     FINAL_METRICS,
@@ -111,14 +112,33 @@ class Recorder:
         if owner is not None and owner != uid:
             self.mlflow.ensure_experiment(self.study, uid or "a study not yet created")
 
-    def attach(self, cfg: SweepConfig, study: optuna.Study) -> None:
-        """Register the study; the first process to do so creates the MLflow parent run."""
-        self.cfg = cfg
-        self.fence = fence_of(study)
+    def claim_experiment(self, cfg: SweepConfig) -> None:
+        """For a study not yet in this storage, before its Optuna study is created: register
+        it (its uid) and claim its MLflow experiment. A study of the same name in another
+        storage that claimed the experiment since `refuse_foreign_experiment` wins: this
+        registration is removed and the refusal (TrackingError) raised, nothing left here."""
+        if self.mlflow is None:
+            return
+        registered = self.results.find_study_uid(self.study) is not None
+        self._register(cfg)
+        try:
+            self.mlflow.ensure_experiment(self.study, self.results.study_uid(self.study))
+        except TrackingError:
+            if not registered:
+                self.results.forget_study(self.study)
+            raise
+
+    def _register(self, cfg: SweepConfig) -> None:
         self.results.ensure_schema()
         self.results.register_study(
             StudyRecord(name=cfg.study, task=cfg.base.task, config=cfg.as_dict())
         )
+
+    def attach(self, cfg: SweepConfig, study: optuna.Study) -> None:
+        """Register the study; the first process to do so creates the MLflow parent run."""
+        self.cfg = cfg
+        self.fence = fence_of(study)
+        self._register(cfg)
         if self.mlflow is None:
             return
         self.parent = self.find_parent(create=True)

@@ -23,7 +23,7 @@ import torch
 from optuna.trial import TrialState
 
 from sweeps._optuna import fenced
-from sweeps.config import SweepConfig
+from sweeps.config import TRAIN_EXPERIMENT, SweepConfig
 from sweeps.data_pins import hash_data, pin
 from sweeps.fencing import EXIT_LOST
 from sweeps.lifecycle import RoundOptimizer, build_record, conclude
@@ -37,7 +37,7 @@ from sweeps.storage import (
     open_storage,
     resolve_stores,
 )
-from sweeps.study import check_space, create_or_load, load_existing
+from sweeps.study import check_space, create_or_load, load_existing, study_exists
 from tracking import records
 from tracking.reconnect import retrying
 from trainer import (
@@ -109,6 +109,8 @@ def run_study(
     if stores.uses_home:
         stores.make_home()
     storage = open_storage(stores.storage, recorder.stale_trial_callback)
+    if not study_exists(cfg.study, storage):  # claimed first: a refused claim leaves no study
+        recorder.claim_experiment(cfg)
     study = create_or_load(cfg, storage, data, accept_data_change=accept_data_change)
     recorder.attach(cfg, study)
     fail_lost_trials(study, storage)  # recorded, then retried: see run_worker
@@ -335,10 +337,6 @@ def _state_counts(engine: sa.Engine, study: optuna.Study) -> dict[str, int]:
     from sweeps._optuna.read import state_counts
 
     return state_counts(engine, study)
-
-
-# Runs of `sweeps train` share one MLflow experiment, apart from the studies' experiments.
-TRAIN_EXPERIMENT = "sweeps-train"
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,14 @@ def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+def study_exists(name: str, storage: optuna.storages.BaseStorage) -> bool:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True
+
+
 def create_or_load(
     cfg: SweepConfig,
     storage: optuna.storages.BaseStorage,

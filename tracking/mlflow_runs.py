@@ -37,6 +37,8 @@ from tracking.figures import lambda_figure
 from tracking.mlflow_specs import (
     ARCHIVE_TAG,
     HISTORY_FILE,
+    TRAIN_ROLE,
+    TRIAL_ROLE,
     Attached,
     RunSpec,
     archive_path,
@@ -61,7 +63,7 @@ logger = logging.getLogger(__name__)
 # 1000 entities in all.
 MAX_PARAMS_PER_BATCH = 100
 MAX_ENTITIES_PER_BATCH = 1000
-TRIAL_FILTER = "tags.`sweeps.role` = 'trial'"
+TRIAL_FILTER = f"tags.`sweeps.role` = '{TRIAL_ROLE}'"
 UID_TAG = "sweeps.study_uid"  # on a study's experiment: which study it belongs to
 # MLflow's UI opens an experiment by its kind; without it, on its GenAI overview.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -286,12 +288,15 @@ class MlflowTracker:
     def log_run(
         self, experiment_id: str, rec: TrialRecord, parent_run_id: str | None = None
     ) -> str:
-        """Logs one finished training run (nested under `parent_run_id` when given).
+        """Logs one finished training run of no study (`sweeps train`; nested under
+        `parent_run_id` when given), tagged `sweeps.role=train`: no study's check counts or
+        repairs it.
 
         If anything fails after the run exists, the run is marked FAILED (never left
         RUNNING) and the error re-raised.
         """
-        return self._log_specs(experiment_id, [trial_spec(rec, parent_run_id)], [rec])[0]
+        spec = trial_spec(rec, parent_run_id, role=TRAIN_ROLE)
+        return self._log_specs(experiment_id, [spec], [rec])[0]
 
     def _log_specs(
         self,

@@ -108,6 +108,10 @@ def trials_csv(records: Sequence[TrialRecord]) -> bytes:
     return out.getvalue().encode()
 
 
+# `sweeps.role` of a run: a study's trial (what `sweeps check` counts and repairs), or a
+# run of `sweeps train`, which belongs to no study.
+TRIAL_ROLE = "trial"
+TRAIN_ROLE = "train"
 HISTORY_FILE = "history.csv"  # every trial's whole per-epoch history, whatever the policy
 ARCHIVE_TAG = "sweeps.archive"  # on a trial's run: its files' archive on the parent run
 ARCHIVE_FOLDER = "rounds"  # the parent run's folder of round archives
@@ -118,9 +122,11 @@ def trial_spec(
     parent_run_id: str | None,
     history: HistoryPolicy = EVERY_EPOCH,
     archive: str | None = None,
+    role: str = TRIAL_ROLE,
 ) -> RunSpec:
     """`archive`: the path, among the parent run's artifacts, of the round's archive that
-    holds this trial's files (`round_archive`); the run then has none of its own."""
+    holds this trial's files (`round_archive`); the run then has none of its own. `role`:
+    the run's `sweeps.role` tag."""
     status = RUN_STATUS.get(rec.state)
     if status is None:
         raise ValueError(f"trial {rec.number} is {rec.state}: only finished trials are logged")
@@ -129,7 +135,7 @@ def trial_spec(
         status=status,
         start_time_ms=rec.start_time_ms,
         end_time_ms=rec.end_time_ms,
-        tags=tag_dict(_trial_tags(parent_run_id, rec, archive)),
+        tags=tag_dict({**_trial_tags(parent_run_id, rec, archive), "sweeps.role": role}),
         params=_trial_params(rec),
         metrics=_trial_metrics(rec, history),
         files={} if archive else trial_files(rec),

@@ -1,14 +1,20 @@
 """Masking of secrets before anything reaches logs, MLflow params or tags: the one place
 that knows what a secret in a URL or a message looks like.
 
-Two shapes are masked, wherever they appear in a text:
+Secrets are masked by their position in a text, never by their value: a study, a path or
+a parameter that happens to spell a password (`postgres-bench` with the password
+`postgres`) is left as it is. The positions:
   - a URL's userinfo password, `scheme://user:PASSWORD@host...`. Passwords are often
     written unencoded (a `/`, `:`, `@`, `?` or a space inside), so the userinfo runs to
     the *last* `@` of the URL (which ends at whitespace or a quote) before its query string
     (from the first `?name=`), or, for a password with whitespace, to the last `@` on the
     line; masking too much of a strange URL is the safe way to be wrong;
   - a `password=...`-like key (password, passwd, pwd, secret, token, api_key, access_key)
-    in a query string or a libpq keyword string, up to `&`, whitespace or a quote.
+    in a query string or a libpq keyword string, up to `&`, whitespace or a quote;
+  - the host a driver names after splitting a password with an unencoded `@` at its first
+    `@` (`scheme://u:hunter@2024@db` → host `2024@db`): the rest of the password of a URL
+    this process uses (`register_url`) where it stands as that host's userinfo, at the
+    start of a word and right before an `@`.
 """
 
 from __future__ import annotations
@@ -30,23 +36,22 @@ _KEYED = re.compile(
 _SPACED = re.compile(
     r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s'\"]*:)(?P<pw>[^\n]*[^\S\n][^\n]*)@"
 )
-# The passwords of the URLs this process uses (`register_url`): a driver that parses a URL
-# otherwise (an unencoded `@` in the password makes part of it "the host") quotes pieces
-# of it in its own messages, which no URL pattern can see.
-_KNOWN: set[str] = set()
-MIN_KNOWN = 4  # shorter pieces would mask ordinary words
+# What follows the first `@` of the passwords of the URLs this process uses: a driver
+# takes it for the start of the host and quotes it in its own messages.
+_TAILS: set[str] = set()
+_tail_pattern: re.Pattern[str] | None = None
 
 
 def register_url(url: str) -> None:
-    """Remember `url`'s password, and its pieces between `@`s, for `mask_secrets`."""
+    """Remember what a driver may take for the host in `url`'s password, for `mask_secrets`."""
+    global _tail_pattern
     found = re.match(r"[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:(?P<pw>.*)@[^@]*$", url, re.S)
-    if found is None:
+    if found is None or "@" not in found.group("pw"):
         return
-    password = found.group("pw")
-    for piece in (password, *password.split("@")):
-        if len(piece) >= MIN_KNOWN:
-            _KNOWN.add(piece)
-    _MASKED.clear()  # what was masked before may hold this password
+    _TAILS.add(found.group("pw").split("@", 1)[1])
+    alternatives = "|".join(re.escape(t) for t in sorted(_TAILS, key=len, reverse=True))
+    _tail_pattern = re.compile(rf"(?<![\w.\-])(?:{alternatives})(?=@)")
+    _MASKED.clear()  # what was masked before may hold such a host
 
 
 # Texts already masked: a study masks the same few texts (task names, devices, option
@@ -67,8 +72,8 @@ def mask_secrets(text: str) -> str:
 
 
 def _mask(text: str) -> str:
-    for known in sorted(_KNOWN, key=len, reverse=True):
-        text = text.replace(known, MASK)
+    if _tail_pattern is not None:
+        text = _tail_pattern.sub(MASK, text)
     text = _SPACED.sub(lambda m: f"{m.group('head')}{MASK}@", text)
     return _KEYED.sub(lambda m: m.group("key") + MASK, _URL.sub(_mask_url, text))
 

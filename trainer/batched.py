@@ -49,7 +49,7 @@ from trainer.accuracy import accuracy_of_state
 from trainer.batched_optim import PenaltyCoefficients, StackedOptimizer, rows_of
 from trainer.config import Penalty, TrialConfig
 from trainer.devices import device_label, resolve_device
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, task_exit_is_task_error
 from trainer.penalties import select_penalized
 from trainer.result import METRICS, TrainStatus, TrialResult
 from trainer.seeding import stream_generator
@@ -346,10 +346,21 @@ def train_batch(
 
     Raises ConfigError when the configs do not share one `batch_key`. `on_checkpoint`
     sees, every `every` epochs, the metrics of the members still training and may stop
-    (prune) some.
+    (prune) some. A task that ends the process from its own code fails instead (TaskError).
     """
     if not cfgs:
         return []
+    with task_exit_is_task_error(cfgs[0].task):
+        return _train_batch(cfgs, task, on_checkpoint, device, every)
+
+
+def _train_batch(
+    cfgs: Sequence[TrialConfig],
+    task: Task | None,
+    on_checkpoint: CheckpointCallback | None,
+    device: torch.device | None,
+    every: int,
+) -> list[TrialResult]:
     if every < 1:
         raise ConfigError(f"checkpoints every {every} epochs: must be at least 1")
     _check_batchable(cfgs)

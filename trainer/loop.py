@@ -14,7 +14,7 @@ from torch import nn
 from trainer.accuracy import final_accuracy
 from trainer.config import Penalty, TrialConfig
 from trainer.devices import device_label, resolve_device
-from trainer.errors import AllocationError, ConfigError
+from trainer.errors import AllocationError, ConfigError, task_exit_is_task_error
 from trainer.optim import FunctionalOptimizer, ParamGroup
 from trainer.penalties import l2_norm, penalty_term, penalty_value, select_penalized
 from trainer.result import METRICS, TrainStatus, TrialResult
@@ -43,6 +43,11 @@ def make_optimizer(
 def check_config(cfg: TrialConfig, task: Task | None = None) -> Task:
     """Refuse a config before any work: the task builds, the batch fits the training
     split, and the penalty scope matches the model."""
+    with task_exit_is_task_error(cfg.task):
+        return _check_config(cfg, task)
+
+
+def _check_config(cfg: TrialConfig, task: Task | None) -> Task:
     with _allocation_refused(cfg):
         task = task or load_task(cfg)
     if cfg.batch_size > len(task.train):
@@ -94,7 +99,18 @@ def train(
     The minibatch loss is the mean data loss plus the penalty, so the SGD step sees
     mean data gradient + λ·∂penalty — d2l's `l.sum().backward(); sgd(.., batch_size)`.
     A non-finite loss or ‖w‖ ends the run at the end of that epoch with DIVERGED.
+    A task that ends the process from its own code fails instead (TaskError).
     """
+    with task_exit_is_task_error(cfg.task):
+        return _train(cfg, task, on_epoch, device)
+
+
+def _train(
+    cfg: TrialConfig,
+    task: Task | None,
+    on_epoch: EpochCallback | None,
+    device: torch.device | None,
+) -> TrialResult:
     device = device or resolve_device(cfg.device)
     task = task or load_task(cfg)
     started = time.perf_counter()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -88,6 +90,31 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
+
+@contextlib.contextmanager
+def stdout_for_json_only(as_json: bool) -> Iterator[None]:
+    """Under --json, stdout holds the one JSON document: while the library runs, what it, a
+    user's task or a worker process prints goes to stderr, both Python's `sys.stdout` and
+    file descriptor 1 (which child processes inherit)."""
+    if not as_json:
+        yield
+        return
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no descriptor 1 to keep clean
+        saved = None
+    if saved is not None:
+        os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            sys.stderr.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def echo_json(document: Any) -> None:

@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sweeps.cli.base import EXIT_INTERRUPTED, echo_json, format_table, store_options
+from sweeps.cli.base import (
+    EXIT_INTERRUPTED,
+    echo_json,
+    format_table,
+    stdout_for_json_only,
+    store_options,
+)
 from sweeps.cli.options import (
     apply_threads,
     collect_task_options,
@@ -104,7 +110,7 @@ def run_command(
     stores = resolve_stores(home, storage, tracking_uri)
     stores.check_files(write=True, tracking=not no_track)
     apply_threads(threads)
-    with study_process(track=not no_track) as ready:
+    with stdout_for_json_only(as_json), study_process(track=not no_track) as ready:
         outcome = run_study(
             cfg,
             stores,

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from sweeps.cli.base import echo_json, fail, store_options
+from sweeps.cli.base import echo_json, fail, stdout_for_json_only, store_options
 from sweeps.cli.options import (
     PENALTIES,
     apply_threads,
@@ -42,7 +42,8 @@ def train_command(no_track: bool, as_json: bool, threads: int | None, **kwargs: 
     if cfg.penalty is Penalty.NONE and cfg.lambda_ != 0:  # typed, and it would be ignored
         raise UsageError(f"--lambda {cfg.lambda_:g} has no effect with --penalty none")
     apply_threads(threads)
-    outcome = run_single(cfg, track=not no_track, **stores)
+    with stdout_for_json_only(as_json):
+        outcome = run_single(cfg, track=not no_track, **stores)
     summary = outcome.summary
     if as_json:
         echo_json(summary)

@@ -178,6 +178,7 @@ def test_a_config_file_of_the_wrong_shape_is_one_line(
     [
         (["--study", "bell\x07"], "--study must be printable text"),
         (["--study", "x" * 201], "at most 200 characters"),
+        (["--study", "sweeps-train"], "--study 'sweeps-train' is reserved: `sweeps train` logs"),
         (["--study", "s", "--storage", "postgresql://u:pw@host:abc/db"], "malformed storage URL"),
         (["--study", "s", "--tracking-uri", "postgresql://u:pw@h:abc/db"], "malformed"),
     ],

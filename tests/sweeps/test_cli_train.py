@@ -108,3 +108,27 @@ def test_a_tracked_diverged_run_ends_as_a_diverged_trial_does(tmp_path: Path) ->
 def test_help_everywhere() -> None:
     assert invoke("--help").exit_code == 0
     assert "--penalize" in invoke("train", "--help").stdout
+
+
+def test_a_study_cannot_take_over_the_experiment_of_train_runs(tmp_path: Path) -> None:
+    """A study named like the experiment `sweeps train` logs to is refused, so `check
+    --repair` has no study there to take a training run for a trial of."""
+    from mlflow.tracking import MlflowClient
+
+    home = str(tmp_path / "h")
+    trained = invoke_json(
+        "train", "--penalty", "l2", "--lambda", "1", "--epochs", "2", "--home", home
+    )
+    args = ["--penalties", "l2", "--trials", "2", "--epochs", "2", "--quiet", "--home", home]
+    assert_usage_error(invoke("run", "--study", "sweeps-train", *args), "is reserved")
+    assert_usage_error(
+        invoke("check", "--study", "sweeps-train", "--repair", "--home", home),
+        "no study named 'sweeps-train'",
+    )
+    client = MlflowClient(f"sqlite:///{tmp_path / 'h' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sweeps-train")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_id == trained["mlflow_run_id"]
+    assert (run.info.status, run.info.lifecycle_stage) == ("FINISHED", "active")
+    assert run.data.tags["sweeps.role"] == "train"

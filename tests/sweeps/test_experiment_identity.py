@@ -5,13 +5,17 @@ Real SQLite stores and the real CLI, in subprocesses."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
+from subprocess import PIPE
 
 import optuna
 import pytest
+import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
-from tests.sweeps.study_helpers import cli_env, run_cli
+from tests.sweeps.study_helpers import cli_env, run_cli, sweeps_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -84,3 +88,58 @@ def test_a_study_of_the_same_name_in_another_storage_is_refused(tmp_path: Path) 
     assert len(_trial_runs(MlflowClient(tracking), "s1")) == 2  # nothing added to it
     storage = f"sqlite:///{tmp_path / 'b' / 'sweeps.db'}"
     assert optuna.get_all_study_names(storage) == []  # nor a study in the second storage
+
+
+@pytest.mark.postgres
+def test_the_loser_of_a_race_for_the_name_leaves_no_study_behind(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Two storages, one tracking store, one study name, both past the up-front check
+    before either claims the experiment: the loser is refused and its storage holds no
+    study of that name, so that it can run it later against another tracking store.
+
+    The loser is held, past its check, on a lock the test takes on Optuna's studies table
+    in its storage while the winner runs."""
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    winner = {**cli_env(tmp_path / "a"), "SWEEPS_TRACKING_URI": tracking}
+    loser = {**cli_env(tmp_path / "b", postgres_url), "SWEEPS_TRACKING_URI": tracking}
+    optuna.storages.RDBStorage(postgres_url).engine.dispose()  # Optuna's tables, to lock one
+    admin = sa.create_engine(postgres_url)
+    database = sa.make_url(postgres_url).database
+    waiting = sa.text(
+        "select count(*) from pg_stat_activity where datname = :db and wait_event_type = 'Lock'"
+    )
+    with admin.connect() as lock, admin.connect() as watch:
+        lock.execute(sa.text("LOCK TABLE studies IN ACCESS EXCLUSIVE MODE"))
+        held = subprocess.Popen(
+            sweeps_cmd("run", "--study", "same", *ARGS),
+            env=loser,
+            stdout=PIPE,
+            stderr=PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 120  # catches a hang only
+            while not watch.execute(waiting, {"db": database}).scalar():
+                watch.rollback()
+                assert held.poll() is None and time.monotonic() < deadline, held.communicate()
+                time.sleep(0.1)
+            _run(winner, "same")
+        finally:
+            lock.rollback()
+        _, stderr = held.communicate(timeout=300)
+    admin.dispose()
+    assert held.returncode == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "belongs to another study" in lines[0], stderr
+    assert "same" not in optuna.get_all_study_names(postgres_url)
+    listed = run_cli("studies", "--json", env=loser)
+    assert "same" not in [s["study"] for s in json.loads(listed.stdout)]
+    alone = {**loser, "SWEEPS_TRACKING_URI": f"sqlite:///{tmp_path / 'own.db'}"}
+    _run(alone, "same")
+    assert [
+        t.state.name for t in optuna.load_study(study_name="same", storage=postgres_url).trials
+    ] == [
+        "COMPLETE",
+        "COMPLETE",
+    ]

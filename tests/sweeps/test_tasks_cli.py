@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 import uuid
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.sweeps.cli_helpers import assert_usage_error, invoke, invoke_json
+from tests.sweeps.study_helpers import cli_env, run_cli
 from tests.trainer.test_tasks_data import regression_csv, write_csv
 from trainer import TrialConfig
 from trainer.tasks import load_task
@@ -133,6 +136,102 @@ def test_a_python_task_breaking_the_contract_is_one_line_exit_2(
     args = ["--study", "s", "--task", task, "--trials", "1", "--home", str(home)]
     assert_usage_error(invoke("run", *args), fragment)
     assert not home.exists()
+
+
+CHATTY_TASKS = """
+import torch
+from torch import nn
+from trainer.tasks import Split, Task
+from trainer.tasks.base import squared_loss
+
+def _task(loss):
+    g = torch.Generator().manual_seed(0)
+    split = Split(torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g))
+    return Task("chatty", split, split, split, lambda gen: nn.Linear(3, 1), loss)
+
+def talks(seed):
+    print("building the data")
+    def loss(out, y):
+        print("a loss printed")
+        return squared_loss(out, y)
+    return _task(loss)
+
+def exits_at_once(seed):
+    def loss(out, y):
+        raise SystemExit(0)
+    return _task(loss)
+
+def exits_in_training(seed):
+    def loss(out, y):
+        if torch.is_grad_enabled():  # the Task contract check runs the loss without grad
+            raise SystemExit(0)
+        return squared_loss(out, y)
+    return _task(loss)
+"""
+
+
+@pytest.fixture
+def chatty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The module name of CHATTY_TASKS, importable from the working directory."""
+    module = f"chatty_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(CHATTY_TASKS)
+    monkeypatch.chdir(tmp_path)
+    return module
+
+
+def test_a_task_printing_to_stdout_leaves_json_one_document(tmp_path: Path, chatty: str) -> None:
+    """What a task prints goes to stderr under --json."""
+    task = ["--task", f"python:{chatty}:talks", "--epochs", "2", "--no-track"]
+    home = ["--home", str(tmp_path / "home")]
+    ran = invoke("run", "--study", "s", *task, "--trials", "2", *home, "--json")
+    assert ran.exit_code == 0, ran.stderr
+    assert json.loads(ran.stdout)["states"] == {"COMPLETE": 2}
+    assert "building the data" in ran.stderr and "a loss printed" in ran.stderr
+    trained = invoke("train", *task, *home, "--json")
+    assert trained.exit_code == 0, trained.stderr
+    assert json.loads(trained.stdout)["epochs_run"] == 2 and "a loss printed" in trained.stderr
+
+
+def test_a_task_printing_in_worker_processes_leaves_json_one_document(
+    tmp_path: Path, chatty: str
+) -> None:
+    """The workers of `run --workers` write to the launcher's file descriptor 1: stderr
+    under --json."""
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    env = cli_env(tmp_path / "home", PYTHONPATH=path)
+    args = ["--study", "s", "--task", f"python:{chatty}:talks", "--epochs", "2", "--trials", "2"]
+    done = run_cli("run", *args, "--workers", "2", "--no-track", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["states"] == {"COMPLETE": 2}
+    assert done.stderr.count("a loss printed") > done.stderr.count("building the data") >= 3
+
+
+def test_a_loss_raising_system_exit_is_one_line_before_any_study(
+    tmp_path: Path, chatty: str
+) -> None:
+    """A loss that ends the process in the Task contract check: one line, exit 2."""
+    task, home = f"python:{chatty}:exits_at_once", tmp_path / "home"
+    fragment = f"{task}: the model or loss raised SystemExit: 0"
+    args = ["--study", "s", "--task", task, "--trials", "2", "--home", str(home)]
+    assert_usage_error(invoke("run", *args, "--json"), fragment)
+    assert_usage_error(invoke("train", "--task", task, "--home", str(home)), fragment)
+    assert not home.exists()
+
+
+def test_a_loss_raising_system_exit_in_training_fails_the_trial(
+    tmp_path: Path, chatty: str
+) -> None:
+    """Past the check, a task's SystemExit fails its trial with the reason, as its
+    exceptions do, and `sweeps train` is one line, exit 2."""
+    task, home = f"python:{chatty}:exits_in_training", str(tmp_path / "home")
+    reason = f"{task} raised SystemExit: 0"
+    ran = invoke("run", "--study", "s", "--task", task, "--trials", "2", "--home", home, "--json")
+    assert ran.exit_code == 0, ran.stderr
+    assert json.loads(ran.stdout)["states"] == {"FAIL": 2}
+    assert ran.stderr.count(reason) == 2
+    exported = invoke("export", "--study", "s", "--format", "json", "--home", home)
+    assert [t["error"] for t in json.loads(exported.stdout)] == [f"TaskError: {reason}"] * 2
+    assert_usage_error(invoke("train", "--task", task, "--no-track"), reason)
 
 
 def test_csv_train_json(table: str) -> None:

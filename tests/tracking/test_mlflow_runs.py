@@ -337,6 +337,19 @@ def test_trial_runs_maps_numbers_to_runs(store: Store, parent: ParentRef) -> Non
     assert all(r.trial_number == 1 for r in runs[1])
 
 
+def test_a_run_of_no_study_is_not_a_trial_run_of_its_experiment(
+    store: Store, parent: ParentRef
+) -> None:
+    """`sweeps train` runs (`log_run`) carry `sweeps.role=train`: a study's check, which
+    counts and repairs the trial runs of its experiment, never sees them."""
+    study = study_of(store, parent)
+    trained = store.tracker.log_run(parent.experiment_id, record(study, 0))
+    assert store.client.get_run(trained).data.tags["sweeps.role"] == "train"
+    assert store.tracker.trial_runs(parent.experiment_id) == {}
+    trial = store.tracker.log_trial(parent, record(study, 0))
+    assert [r.run_id for r in store.tracker.trial_runs(parent.experiment_id)[0]] == [trial]
+
+
 def test_trial_runs_reads_every_page(
     store: Store, parent: ParentRef, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,12 +3,21 @@ survives, and nothing but the password changes."""
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import string
+from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
 from hypothesis import example, given
 from hypothesis import strategies as st
+from mlflow.tracking import MlflowClient
 
+from tests.services import role_with_password
+from tests.sweeps.cli_helpers import invoke
+from tests.trainer.test_tasks_data import regression_csv
 from tracking.secrets import mask_secrets, register_url
 
 # Anything a password may hold except quotes and line breaks (which end a URL in a
@@ -77,7 +86,64 @@ def test_a_registered_password_is_masked_where_a_driver_quotes_a_piece_of_it() -
 def test_a_text_masked_before_a_password_was_known_is_masked_after() -> None:
     """Masked texts are remembered (a study masks the same few for every trial); learning
     a password forgets them."""
-    text = "connect failed for swordfish-0xC0FFEE at db.example"
+    text = "failed to resolve host 'swordfish-0xC0FFEE@db.example'"
     assert mask_secrets(text) == text
-    register_url("postgresql://app:swordfish-0xC0FFEE@db.example:5432/sweeps")
+    register_url("postgresql://app:pw@swordfish-0xC0FFEE@db.example:5432/sweeps")
     assert "swordfish" not in mask_secrets(text)
+
+
+# Text that holds no URL, no `key=value` and no `@`: no position a secret could stand in.
+plain = st.text(string.printable.replace("@", "").replace("=", "").replace(":", ""), max_size=40)
+
+
+@example("postgres", "postgres-bench", "/srv/postgres/data.csv")
+@given(userinfo_passwords.filter(lambda p: not re.search(r"\s", p)), plain, plain)
+def test_a_known_password_is_left_alone_outside_a_url(
+    password: str, before: str, after: str
+) -> None:
+    """Masking is by position: a study, path or param that spells a used URL's password
+    is kept as it is, and the URL itself loses its password only."""
+    url = f"postgresql+psycopg://app:{password}@db.example:5432/sweeps"
+    register_url(url)
+    text = f"{before}{password}{after}"
+    if "@" not in password and "=" not in password and "://" not in text:
+        assert mask_secrets(text) == text
+    assert mask_secrets(f"stores:  {url} (Optuna)") == (
+        "stores:  postgresql+psycopg://app:***@db.example:5432/sweeps (Optuna)"
+    )
+
+
+@pytest.mark.postgres
+def test_a_study_path_and_param_spelling_the_password_are_stored_and_shown_verbatim(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The password `postgres` of a real role: the study `postgres-bench`, its csv under a
+    `postgres` folder, its tags, run names and params keep every `postgres`, and the
+    printed stores line loses the URL's password only."""
+    (tmp_path / "postgres").mkdir()
+    data = regression_csv(tmp_path / "postgres" / "data.csv", n=40)
+    home = tmp_path / "home"
+    with role_with_password([postgres_url], password="postgres") as role:
+        url = sa.make_url(postgres_url).set(username=role, password="postgres")
+        storage = url.render_as_string(hide_password=False)
+        args = ["--study", "postgres-bench", "--task", "csv", "--train-csv", data, "--target"]
+        args += ["y", "--penalties", "l2", "--trials", "1", "--epochs", "3", "--pruner", "none"]
+        done = invoke("run", *args, "--quiet", "--home", str(home), env={"SWEEPS_STORAGE": storage})
+        assert done.exit_code == 0, done.stderr
+        listed = invoke("studies", "--json", "--home", str(home), env={"SWEEPS_STORAGE": storage})
+    shown = f"postgresql+psycopg://{role}:***@{url.host}:{url.port}/{url.database}"
+    stores = next(line for line in done.stdout.splitlines() if line.startswith("stores:"))
+    assert stores.startswith(f"stores:  {shown} (Optuna, results); sqlite:///{home}/mlflow.db")
+    query = f"sweeps best --study postgres-bench --home {home} --storage {shlex.quote(shown)}"
+    assert query in done.stdout
+    assert [s["study"] for s in json.loads(listed.stdout)] == ["postgres-bench"]
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("postgres-bench")
+    assert experiment is not None
+    runs = {r.data.tags["sweeps.role"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert runs["parent"].info.run_name == "postgres-bench"
+    assert runs["parent"].data.tags["sweeps.study"] == "postgres-bench"
+    assert runs["trial"].data.tags["sweeps.study"] == "postgres-bench"
+    assert runs["trial"].data.params["task.train_csv"] == data
+    assert runs["parent"].data.params["task.train_csv"] == data

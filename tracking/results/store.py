@@ -108,6 +108,18 @@ class ResultsStore:
         return self.get_study(rec.name)
 
     @_database_errors
+    def forget_study(self, name: str) -> bool:
+        """Delete the study `name` unless it has trial rows (a registration that was refused
+        before any trial ran); returns whether it was deleted."""
+        if not self._has_schema():
+            return False
+        has_trials = sa.exists().where(TrialRow.study_id == StudyRow.id)
+        with Session(self._engine) as session:
+            deleted = session.execute(sa.delete(StudyRow).where(StudyRow.name == name, ~has_trials))
+            session.commit()
+        return bool(getattr(deleted, "rowcount", 0))
+
+    @_database_errors
     def set_study_mlflow(
         self,
         name: str,

@@ -67,7 +67,9 @@ def build(name: str, options: Mapping[str, TaskOption], data_seed: int) -> Task:
         raise TaskError(f"module {module_name!r} has no function {function_name!r}")
     try:
         task = function(data_seed)
-    except (Exception, SystemExit) as e:  # a task's sys.exit() must not end sweeps
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # a task's sys.exit() must not end sweeps
         raise TaskError(f"{name} raised {type(e).__name__}: {e}") from None
     if not isinstance(task, Task):
         raise TaskError(f"{name} returned {type(task).__name__}, not a trainer.tasks.Task")
@@ -105,7 +107,9 @@ def check_task(task: Task, name: str) -> None:
             )
     try:
         model = task.make_model(torch.Generator().manual_seed(CHECK_SEED))
-    except Exception as e:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # sys.exit() included: a failure of the task
         raise TaskError(f"{name}: make_model raised {type(e).__name__}: {e}") from None
     if not isinstance(model, nn.Module):
         raise TaskError(f"{name}: make_model returned {type(model).__name__}, not an nn.Module")
@@ -114,7 +118,9 @@ def check_task(task: Task, name: str) -> None:
         with torch.no_grad():
             out = model(X)
             loss = task.loss(out, y)
-    except Exception as e:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:
         raise TaskError(f"{name}: the model or loss raised {type(e).__name__}: {e}") from None
     if not isinstance(loss, torch.Tensor) or loss.shape[:1] != (len(X),):
         shown = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
