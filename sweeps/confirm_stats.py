@@ -75,8 +75,8 @@ def mean_ci(
     se = float(data.std(ddof=1) / np.sqrt(data.size))
 
     def studentized(x: np.ndarray, axis: int = -1) -> np.ndarray:
-        spread = x.std(axis=axis, ddof=1) / np.sqrt(data.size)
-        with np.errstate(divide="ignore", invalid="ignore"):  # a resample of one value
+        with np.errstate(all="ignore"):  # a resample of one repeated value: t* is not finite
+            spread = x.std(axis=axis, ddof=1) / np.sqrt(data.size)
             return np.asarray((x.mean(axis=axis) - mean) / spread)
 
     res = stats.bootstrap(
