@@ -128,8 +128,7 @@ def _verdict(v: Versus, n: int) -> str:
         return f"{c.label}: identical on every seed ({n}/{n}) to the best"
     ci = f"[{_num(cmp.diff_ci_low)}, {_num(cmp.diff_ci_high)}]"
     p = "" if cmp.p_holm is None else f", p = {_p(cmp.p_holm)} (Holm)"
-    separated = cmp.diff_ci_low > 0 and (cmp.p_holm is None or cmp.p_holm <= 0.05)
-    if separated:
+    if cmp.diff_ci_low > 0:  # the CI of the difference excludes 0
         return f"{c.label}: worse by {_num(cmp.diff_mean)} {ci}, on {cmp.losses}/{n} seeds{p}"
     return (
         f"{c.label}: not distinguishable, {_num(cmp.diff_mean)} {ci}, better on {cmp.wins}/{n}{p}"

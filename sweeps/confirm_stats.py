@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats
 
 CONFIDENCE = 0.95
@@ -56,7 +57,7 @@ class Comparison:
 
 
 def mean_ci(
-    values: Sequence[float], *, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED
+    values: ArrayLike, *, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED
 ) -> tuple[float, float]:
     """A 95% studentized bootstrap (bootstrap-t) CI of the mean; [v, v] when every value
     is v.
@@ -93,7 +94,7 @@ def mean_ci(
     return mean - float(t_high) * se, mean - float(t_low) * se
 
 
-def summarize(values: Sequence[float], **bootstrap: int) -> Summary:
+def summarize(values: ArrayLike, **bootstrap: int) -> Summary:
     """Mean, standard deviation (ddof=1) and the bootstrap CI of the mean."""
     data = np.asarray(values, dtype=np.float64)
     low, high = mean_ci(data, **bootstrap)
@@ -101,7 +102,7 @@ def summarize(values: Sequence[float], **bootstrap: int) -> Summary:
     return Summary(float(data.mean()), std, low, high)
 
 
-def compare(candidate: Sequence[float], best: Sequence[float], **bootstrap: int) -> Comparison:
+def compare(candidate: ArrayLike, best: ArrayLike, **bootstrap: int) -> Comparison:
     """`candidate` against `best`, paired seed by seed (the same order)."""
     a = np.asarray(candidate, dtype=np.float64)
     b = np.asarray(best, dtype=np.float64)

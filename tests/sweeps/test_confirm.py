@@ -156,3 +156,25 @@ def test_sigkill_mid_confirm_heals_on_a_plain_rerun(tmp_path: Path) -> None:
     assert report["consistent"] and not report["problems"], report
     assert report["confirmation_rows"] == report["confirmation_runs"] == 6, report
     assert report["mlflow_runs"] == report["optuna_finished"], report
+
+
+def test_run_with_confirm_confirms_when_the_study_ends(tmp_path: Path) -> None:
+    doc = invoke_json(
+        "run",
+        "--study",
+        "rc",
+        "--home",
+        str(tmp_path),
+        "--penalties",
+        "none,l2",
+        "--trials",
+        "4",
+        "--epochs",
+        "10",
+        "--quiet",
+        "--no-track",
+        "--confirm",
+        "2",
+    )
+    assert doc["confirmation"]["seeds"] == [1, 2]
+    assert len(doc["confirmation"]["candidates"]) == 2
