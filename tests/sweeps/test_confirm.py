@@ -178,3 +178,20 @@ def test_run_with_confirm_confirms_when_the_study_ends(tmp_path: Path) -> None:
     )
     assert doc["confirmation"]["seeds"] == [1, 2]
     assert len(doc["confirmation"]["candidates"]) == 2
+
+
+def test_best_and_compare_show_the_confirmed_mean_beside_the_search_value(
+    tmp_path: Path,
+) -> None:
+    _study(tmp_path, "bc", "--penalties", "none,l2", "--trials", "4", "--epochs", "10")
+    before = invoke_json("best", "--study", "bc", "--home", str(tmp_path))
+    assert all("confirmed_mean" not in row for row in before)
+    doc = _confirm(tmp_path, "bc", "--seeds", "3")
+    means = {c["trial_number"]: (c["mean"], c["ci_low"], c["ci_high"]) for c in doc["candidates"]}
+    for command in ("best", "compare"):
+        rows = invoke_json(command, "--study", "bc", "--home", str(tmp_path))
+        for row in rows:
+            confirmed = (row["confirmed_mean"], row["confirmed_ci_low"], row["confirmed_ci_high"])
+            assert confirmed == means[row["trial_number"]] and row["confirmed_seeds"] == 3
+    text = invoke("best", "--study", "bc", "--home", str(tmp_path)).stdout
+    assert "confirmed_mean" in text.splitlines()[0]
