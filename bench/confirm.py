@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from trainer.config import TrialConfig
+
 SEEDS = 10
 
 
@@ -82,7 +84,7 @@ def run(repeats: int) -> None:
         )
 
 
-def _configs(stores: object, name: str, seeds: list[int], fixed: bool) -> list[object]:
+def _configs(stores: object, name: str, seeds: list[int], fixed: bool) -> list[TrialConfig]:
     """The 30 configurations `confirm_study` trained, rebuilt from its rows."""
     from sweeps.confirm import _config
     from sweeps.lookup import open_results
