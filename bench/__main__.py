@@ -181,7 +181,17 @@ def main() -> None:
         action="store_true",
         help="Instead: ms per trial logged to MLflow, bulk vs client (bench/tracking.py).",
     )
+    parser.add_argument(
+        "--confirm",
+        action="store_true",
+        help="Instead: sweeps confirm vs bare train_batch vs one at a time (bench/confirm.py).",
+    )
     args = parser.parse_args()
+    if args.confirm:
+        from bench import confirm
+
+        confirm.main(["--repeats", str(args.repeats)])
+        return
     if args.threads:
         from bench import threads
 

@@ -32,6 +32,8 @@ class CheckReport:
     optuna_finished: int = 0
     results_rows: int = 0
     mlflow_runs: int = 0
+    confirmation_rows: int = 0  # `sweeps confirm`'s runs: each row has exactly one MLflow run
+    confirmation_runs: int = 0
     problems: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
 
@@ -109,7 +111,37 @@ class _Checker:
         for number in sorted(set(rows) - set(trials)):
             self.problem(f"trial {number}: results row but the Optuna trial is not finished")
         self._check_mlflow(records)
+        self._check_confirmations()
         return self.report
+
+    def _check_confirmations(self) -> None:
+        """Each confirmation row has exactly one confirmation run and each run a row;
+        --repair deletes the runs no row names (a confirm killed between its writes)."""
+        rows = self.recorder.results.confirmations(self.study.study_name)
+        self.report.confirmation_rows = len(rows)
+        tracker = self.recorder.mlflow
+        parent = None if tracker is None else self.recorder.find_parent(create=False)
+        if tracker is None or parent is None:
+            return
+        runs = tracker.confirmation_runs(parent.experiment_id)
+        self.report.confirmation_runs = sum(len(v) for v in runs.values())
+        named = {(r["candidate"], r["seed"], r["data_seed"]): r["mlflow_run_id"] for r in rows}
+        for key, run_id in sorted(named.items()):
+            what = f"confirmation of trial {key[0]} on seed {key[1]} (data seed {key[2]})"
+            found = runs.get(key, [])
+            if not found:
+                self.problem(f"{what}: no MLflow run")
+            elif len(found) > 1:
+                extra = [r for r in found if r != run_id] if run_id in found else found[:-1]
+                self.problem(
+                    f"{what}: {len(found)} MLflow runs",
+                    lambda ids=extra: tracker.delete_runs(ids),
+                )
+        for key in sorted(set(runs) - set(named)):
+            self.problem(
+                f"confirmation run(s) of trial {key[0]} on seed {key[1]}: no results row",
+                lambda ids=runs[key]: tracker.delete_runs(ids),
+            )
 
     def _check_mlflow(self, records: dict[int, TrialRecord]) -> None:
         tracker = self.recorder.mlflow

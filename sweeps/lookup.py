@@ -62,11 +62,54 @@ def list_studies(stores: Stores) -> list[dict[str, Any]]:
 
 
 def best(stores: Stores, study: str, penalty: str | None = None) -> list[dict[str, Any]]:
-    return _answer(stores, lambda s: s.best(study, penalty))  # type: ignore[no-any-return]
+    return _answer(stores, lambda s: with_confirmed(s, s.best(study, penalty)))  # type: ignore[no-any-return]
 
 
 def compare(stores: Stores, studies: Sequence[str]) -> list[dict[str, Any]]:
-    return _answer(stores, lambda s: s.compare(list(studies) or None))  # type: ignore[no-any-return]
+    return _answer(stores, lambda s: with_confirmed(s, s.compare(list(studies) or None)))  # type: ignore[no-any-return]
+
+
+# Beside a best row whose trial was confirmed (`sweeps confirm`): its test loss over the
+# fresh seeds, mean and 95% CI, and how many seeds.
+CONFIRMED_COLUMNS = ("confirmed_mean", "confirmed_ci_low", "confirmed_ci_high", "confirmed_seeds")
+
+
+def with_confirmed(store: ResultsStore, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` (best rows) with CONFIRMED_COLUMNS added where their study has confirmations
+    (null for a trial of such a study that was not confirmed); unchanged otherwise. The
+    fresh-data confirmations are used where a trial has them, else the fixed-data ones."""
+    out = []
+    per_study: dict[str, dict[int, list[float]]] = {}
+    for row in rows:
+        study = row["study"]
+        if study not in per_study:
+            per_study[study] = _confirmed_values(store.confirmations(study))
+        found = per_study[study]
+        if not found:
+            out.append(row)
+            continue
+        values = found.get(int(row["trial_number"]))
+        out.append({**row, **_confirmed(values)})
+    return out
+
+
+def _confirmed_values(rows: list[dict[str, Any]]) -> dict[int, list[float]]:
+    fresh: dict[int, list[float]] = {}
+    fixed: dict[int, list[float]] = {}
+    for r in rows:
+        if r["state"] == "COMPLETE" and r["test_loss"] is not None:
+            kind = fresh if r["seed"] == r["data_seed"] else fixed
+            kind.setdefault(int(r["candidate"]), []).append(float(r["test_loss"]))
+    return {**fixed, **fresh}
+
+
+def _confirmed(values: list[float] | None) -> dict[str, Any]:
+    if not values:
+        return dict.fromkeys(CONFIRMED_COLUMNS)
+    from sweeps.confirm_stats import summarize
+
+    s = summarize(values)
+    return dict(zip(CONFIRMED_COLUMNS, (s.mean, s.ci_low, s.ci_high, len(values)), strict=True))
 
 
 def list_trials(stores: Stores, study: str) -> list[dict[str, Any]]:

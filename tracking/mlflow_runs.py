@@ -36,6 +36,7 @@ from tracking.errors import TrackingError
 from tracking.figures import lambda_figure
 from tracking.mlflow_specs import (
     ARCHIVE_TAG,
+    CONFIRMATION_ROLE,
     HISTORY_FILE,
     TRAIN_ROLE,
     TRIAL_ROLE,
@@ -43,6 +44,7 @@ from tracking.mlflow_specs import (
     RunSpec,
     archive_path,
     archived_files,
+    confirmation_spec,
     is_local_location,
     params_of,
     read_history_csv,
@@ -458,6 +460,45 @@ class MlflowTracker:
                 token = page.token
                 if not token:
                     return runs
+
+    def log_confirmations(self, parent: ParentRef, recs: Sequence[TrialRecord]) -> list[str]:
+        """Logs confirmation runs (`mlflow_specs.confirmation_spec`) under the study's
+        parent run, as `log_trials` logs trials; returns their run ids in order."""
+        specs = [confirmation_spec(rec, parent.run_id) for rec in recs]
+        return self._log_specs(parent.experiment_id, specs, recs)
+
+    def confirmation_runs(self, experiment_id: str) -> dict[tuple[int, int, int], list[str]]:
+        """Maps each (candidate, seed, data seed) to its active confirmation runs' ids,
+        oldest first."""
+        runs: dict[tuple[int, int, int], list[str]] = {}
+        token: str | None = None
+        where = f"tags.`sweeps.role` = '{CONFIRMATION_ROLE}'"
+        with self._errors(f"cannot list the confirmation runs of experiment {experiment_id}"):
+            while True:
+                page = self._mlflow().search_runs(
+                    [experiment_id],
+                    filter_string=where,
+                    run_view_type=ViewType.ACTIVE_ONLY,
+                    max_results=SEARCH_PAGE_SIZE,
+                    order_by=["attributes.start_time ASC"],
+                    page_token=token,
+                )
+                for run in page:
+                    tags = run.data.tags
+                    key = (
+                        int(tags["sweeps.candidate"]),
+                        int(tags["sweeps.seed"]),
+                        int(tags["sweeps.data_seed"]),
+                    )
+                    runs.setdefault(key, []).append(run.info.run_id)
+                token = page.token
+                if not token:
+                    return runs
+
+    def log_files(self, run_id: str, files: Mapping[str, bytes]) -> None:
+        """Attaches `files` (name → contents) to a run, e.g. the parent's confirm.csv."""
+        with self._errors(f"cannot log files to run {run_id}"):
+            self._log_files(run_id, files)
 
     def delete_runs(self, run_ids: Sequence[str]) -> None:
         """Ends (FAILED) then deletes these runs: duplicates of a trial's run, or runs a

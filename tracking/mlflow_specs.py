@@ -8,6 +8,7 @@ string that reaches MLflow passes `mask_secrets` and MLflow's length limits here
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import json
@@ -163,6 +164,29 @@ def _trial_tags(
     if archive is not None:
         tags[ARCHIVE_TAG] = archive
     return tags
+
+
+CONFIRMATION_ROLE = "confirmation"  # sweeps.role of a confirmation run (`sweeps confirm`)
+
+
+def confirmation_spec(rec: TrialRecord, parent_run_id: str) -> RunSpec:
+    """A confirmation run: candidate trial `rec.number` retrained on `rec.params["seed"]`.
+
+    Tagged `sweeps.role = confirmation` with `sweeps.candidate`, `sweeps.seed` and
+    `sweeps.data_seed`, and no `sweeps.trial_number`: whatever counts a study's trial runs
+    never counts it."""
+    spec = trial_spec(rec, parent_run_id)
+    tags = {k: v for k, v in spec.tags.items() if k != "sweeps.trial_number"}
+    tags.update(
+        {
+            "sweeps.role": CONFIRMATION_ROLE,
+            "sweeps.candidate": str(rec.number),
+            "sweeps.seed": str(rec.params["seed"]),
+            "sweeps.data_seed": str(rec.params["data_seed"]),
+        }
+    )
+    name = f"confirm {trial_run_name(rec)} seed {rec.params['seed']}"
+    return dataclasses.replace(spec, tags=tag_dict(tags), run_name=tag_value(name))
 
 
 def _trial_params(rec: TrialRecord) -> list[Param]:

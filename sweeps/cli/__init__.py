@@ -9,6 +9,7 @@ import click
 from sweeps import __version__
 from sweeps.cli.base import SweepsGroup
 from sweeps.cli.check_cmd import check_command
+from sweeps.cli.confirm_cmd import confirm_command
 from sweeps.cli.query_cmd import (
     best_command,
     compare_command,
@@ -38,6 +39,7 @@ for command in (
     export_command,
     ui_command,
     check_command,
+    confirm_command,
 ):
     cli.add_command(command)
 

@@ -45,6 +45,11 @@ def check_command(
             f"study {study}: {report.optuna_finished} finished Optuna trials, "
             f"{report.results_rows} results rows, {report.mlflow_runs} MLflow runs"
         )
+        if report.confirmation_rows or report.confirmation_runs:
+            click.echo(
+                f"  confirmations: {report.confirmation_rows} results rows,"
+                f" {report.confirmation_runs} MLflow runs"
+            )
         for problem in report.problems:
             mark = "repaired" if problem in report.repaired else "problem"
             click.echo(f"  {mark}: {problem}")

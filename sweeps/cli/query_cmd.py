@@ -111,7 +111,15 @@ def best_command(
     if as_json:
         echo_json(rows)
     else:
-        click.echo(_table(rows, BEST_COLUMNS))
+        click.echo(_table(rows, _best_columns(rows)))
+
+
+def _best_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """BEST_COLUMNS, and the confirmed mean and CI beside them when a row has them."""
+    from sweeps.lookup import CONFIRMED_COLUMNS
+
+    extra = [c for c in CONFIRMED_COLUMNS if any(c in row for row in rows)]
+    return [*BEST_COLUMNS, *extra]
 
 
 def _unfinished(stores: Stores, study: str, penalty: str | None) -> str:
@@ -144,7 +152,7 @@ def compare_command(
     if as_json:
         echo_json(rows)
     else:
-        click.echo(_table(rows, BEST_COLUMNS) if rows else "no complete trials")
+        click.echo(_table(rows, _best_columns(rows)) if rows else "no complete trials")
 
 
 @click.command("export")

@@ -79,10 +79,18 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow (results table only).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option(
+    "--confirm",
+    "confirm_seeds",
+    type=int,
+    default=None,
+    help="When the study ends, `sweeps confirm` it on S fresh seeds.",
+)
 @threads_option
 @store_options
 def run_command(
     config_file: str | None,
+    confirm_seeds: int | None,
     create_only: bool,
     accept_data_change: bool,
     no_track: bool,
@@ -96,6 +104,7 @@ def run_command(
 ) -> None:
     """Run (or resume) a study over λ × penalty type."""
     from sweeps.config import SweepConfig, load_toml
+    from sweeps.confirm import ConfirmOptions, confirm_study
     from sweeps.errors import UsageError
     from sweeps.runner import run_study
     from sweeps.storage import resolve_stores
@@ -107,6 +116,7 @@ def run_command(
     if values.get("devices") and "device" in flags and flags["device"] is not None:
         raise UsageError("give either --device or --devices, not both")
     cfg = SweepConfig.from_mapping(values)
+    confirming = None if confirm_seeds is None else ConfirmOptions(seeds=confirm_seeds)
     stores = resolve_stores(home, storage, tracking_uri)
     stores.check_files(write=True, tracking=not no_track)
     apply_threads(threads)
@@ -120,9 +130,13 @@ def run_command(
             accept_data_change=accept_data_change,
             on_ready=ready,
         )
+    confirmed = None
+    if confirming is not None and not outcome.interrupted and outcome.counts.get("COMPLETE"):
+        confirmed = confirm_study(cfg.study, stores, confirming, track=not no_track)
     if as_json:
         echo_json(
             {
+                "confirmation": None if confirmed is None else confirmed.as_json(),
                 "study": outcome.study,
                 "requested": outcome.requested,
                 "states": outcome.counts,
@@ -146,6 +160,10 @@ def run_command(
             shown = table_columns(BEST_COLUMNS, outcome.best)
             click.echo(format_table(outcome.best, [c for c in shown if c not in NOT_IN_SUMMARY]))
         click.echo(where_results_are(stores, outcome))
+        if confirmed is not None:
+            click.echo(f"confirmed on seeds {confirmed.seeds[0]}…{confirmed.seeds[-1]}:")
+            for line in confirmed.verdict_lines():
+                click.echo(f"  {line}")
     if outcome.interrupted:
         click.echo("sweeps: interrupted; completed trials are kept", err=True)
         raise SystemExit(EXIT_INTERRUPTED)

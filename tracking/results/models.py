@@ -17,8 +17,8 @@ TABLE_PREFIX = "sweeps_"
 VERSION_TABLE = "sweeps_alembic_version"
 # The newest migration; a test checks it against the Alembic scripts, so queries can tell
 # "at head" from the version table without importing Alembic.
-HEAD_REVISION = "0004"
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004")
+HEAD_REVISION = "0005"
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005")
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -103,5 +103,44 @@ class TrialRow(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)  # since revision 0002
     # The earlier trial an identical configuration took its result from; since 0004.
     reused_from: Mapped[int | None] = mapped_column(sa.Integer)
+    params: Mapped[str] = mapped_column(sa.Text)  # TrialRecord.params as JSON text
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ConfirmationRow(Base):
+    """One candidate trial of a study retrained on one fresh seed (`sweeps confirm`);
+    since revision 0005. With fresh data `data_seed` is `seed`, with --fixed-data the
+    study's: the key tells the two apart."""
+
+    __tablename__ = "sweeps_confirmations"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "study_id", "candidate", "seed", "data_seed", name="uq_sweeps_confirmations_key"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("sweeps_studies.id", name="fk_sweeps_confirmations_study_id")
+    )
+    candidate: Mapped[int] = mapped_column(sa.Integer)  # the study's trial number
+    seed: Mapped[int] = mapped_column(sa.BigInteger)
+    data_seed: Mapped[int] = mapped_column(sa.BigInteger)
+    state: Mapped[str] = mapped_column(sa.String(16))  # a TrialState value
+    penalty: Mapped[str] = mapped_column(sa.String(32))
+    lambda_: Mapped[float | None] = mapped_column("lambda", sa.Double)
+    l1_ratio: Mapped[float | None] = mapped_column(sa.Double)
+    train_loss: Mapped[float | None] = mapped_column(sa.Double)
+    val_loss: Mapped[float | None] = mapped_column(sa.Double)
+    test_loss: Mapped[float | None] = mapped_column(sa.Double)
+    w_norm: Mapped[float | None] = mapped_column(sa.Double)
+    penalty_value: Mapped[float | None] = mapped_column(sa.Double)
+    train_accuracy: Mapped[float | None] = mapped_column(sa.Double)
+    val_accuracy: Mapped[float | None] = mapped_column(sa.Double)
+    test_accuracy: Mapped[float | None] = mapped_column(sa.Double)
+    duration_s: Mapped[float] = mapped_column(sa.Double)
+    device: Mapped[str] = mapped_column(sa.String(64))
+    mlflow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    error: Mapped[str | None] = mapped_column(sa.Text)
     params: Mapped[str] = mapped_column(sa.Text)  # TrialRecord.params as JSON text
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -18,6 +18,7 @@ from tracking.db import insert_rows
 from tracking.errors import TrackingError, UnknownStudyError
 from tracking.reconnect import retrying
 from tracking.records import FINAL_METRICS, StudyRecord, TrialRecord, TrialState
+from tracking.results import confirmations
 from tracking.results.engine import database_errors, make_engine
 from tracking.results.migrate import current_revision, upgrade_engine
 from tracking.results.models import HEAD_REVISION, StudyRow, TrialRow, utc_now
@@ -457,6 +458,31 @@ class ResultsStore:
             study_id = self._readable_study_id(session, study)
             query = sa.select(TrialRow.number, TrialRow.state).where(TrialRow.study_id == study_id)
             return {number: state for number, state in session.execute(query).all()}
+
+    @_database_errors
+    def record_confirmations(self, recs: Sequence[TrialRecord]) -> list[bool]:
+        """Write the rows of confirmation runs (`tracking.results.confirmations`), each once
+        per (study, candidate, seed, data seed), in one transaction; per record, whether its
+        row was written (False: it existed already).
+        """
+        if not recs:
+            return []
+        self.ensure_schema()
+        with Session(self._engine) as session:
+            written = confirmations.write(session, recs)
+            session.commit()
+        return written
+
+    @_database_errors
+    def confirmations(self, study: str) -> list[dict[str, Any]]:
+        """Every confirmation row of the study (`confirmations.CONFIRMATION_COLUMNS`).
+
+        Raises:
+            UnknownStudyError: No study of that name.
+        """
+        with Session(self._engine) as session:
+            self._readable_study_id(session, study)
+            return confirmations.read(session, study)
 
     def dispose(self) -> None:
         """Close the engine's pooled connections."""
