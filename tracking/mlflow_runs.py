@@ -439,11 +439,20 @@ class MlflowTracker:
         """Maps each trial number (only `number`, when given) to the active child runs
         tagged with it, oldest first."""
         runs: dict[int, list[RunSummary]] = {}
-        token: str | None = None
         where = TRIAL_FILTER
         if number is not None:
             where += f" and tags.`sweeps.trial_number` = '{int(number)}'"
-        with self._errors(f"cannot list the trial runs of experiment {experiment_id}"):
+        for run in self._active_runs(experiment_id, where, "trial runs"):
+            summary = _summary(run.info.run_id, run.info.status, run.data.tags)
+            if summary is not None:
+                runs.setdefault(summary.trial_number, []).append(summary)
+        return runs
+
+    def _active_runs(self, experiment_id: str, where: str, what: str) -> list[Run]:
+        """The experiment's active runs matching `where`, oldest first, every page."""
+        found: list[Run] = []
+        token: str | None = None
+        with self._errors(f"cannot list the {what} of experiment {experiment_id}"):
             while True:
                 page = self._mlflow().search_runs(
                     [experiment_id],
@@ -453,13 +462,10 @@ class MlflowTracker:
                     order_by=["attributes.start_time ASC"],
                     page_token=token,
                 )
-                for run in page:
-                    summary = _summary(run.info.run_id, run.info.status, run.data.tags)
-                    if summary is not None:
-                        runs.setdefault(summary.trial_number, []).append(summary)
+                found.extend(page)
                 token = page.token
                 if not token:
-                    return runs
+                    return found
 
     def log_confirmations(self, parent: ParentRef, recs: Sequence[TrialRecord]) -> list[str]:
         """Logs confirmation runs (`mlflow_specs.confirmation_spec`) under the study's
@@ -471,29 +477,16 @@ class MlflowTracker:
         """Maps each (candidate, seed, data seed) to its active confirmation runs' ids,
         oldest first."""
         runs: dict[tuple[int, int, int], list[str]] = {}
-        token: str | None = None
         where = f"tags.`sweeps.role` = '{CONFIRMATION_ROLE}'"
-        with self._errors(f"cannot list the confirmation runs of experiment {experiment_id}"):
-            while True:
-                page = self._mlflow().search_runs(
-                    [experiment_id],
-                    filter_string=where,
-                    run_view_type=ViewType.ACTIVE_ONLY,
-                    max_results=SEARCH_PAGE_SIZE,
-                    order_by=["attributes.start_time ASC"],
-                    page_token=token,
-                )
-                for run in page:
-                    tags = run.data.tags
-                    key = (
-                        int(tags["sweeps.candidate"]),
-                        int(tags["sweeps.seed"]),
-                        int(tags["sweeps.data_seed"]),
-                    )
-                    runs.setdefault(key, []).append(run.info.run_id)
-                token = page.token
-                if not token:
-                    return runs
+        for run in self._active_runs(experiment_id, where, "confirmation runs"):
+            tags = run.data.tags
+            key = (
+                int(tags["sweeps.candidate"]),
+                int(tags["sweeps.seed"]),
+                int(tags["sweeps.data_seed"]),
+            )
+            runs.setdefault(key, []).append(run.info.run_id)
+        return runs
 
     def log_files(self, run_id: str, files: Mapping[str, bytes]) -> None:
         """Attaches `files` (name → contents) to a run, e.g. the parent's confirm.csv."""

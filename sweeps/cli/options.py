@@ -135,6 +135,17 @@ def threads_option(f: F) -> F:
     )(f)
 
 
+def accept_data_change_option(f: F) -> F:
+    """--accept-data-change on the commands that run a study's trials (sweeps.data_pins)."""
+    return click.option(
+        "--accept-data-change",
+        is_flag=True,
+        help="Go on although a data file the study pinned (a csv table, a python: task's"
+        " module) changed: the study takes the new files as its next data version and reuses"
+        " no result trained on the old ones.",
+    )(f)
+
+
 MAX_THREADS = 4096
 
 

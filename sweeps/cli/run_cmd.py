@@ -17,6 +17,7 @@ from sweeps.cli.base import (
     store_options,
 )
 from sweeps.cli.options import (
+    accept_data_change_option,
     apply_threads,
     collect_task_options,
     threads_option,
@@ -69,13 +70,7 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
 @click.option(
     "--create-only", is_flag=True, help="Create the study for `sweeps worker`s; run none."
 )
-@click.option(
-    "--accept-data-change",
-    is_flag=True,
-    help="Go on although a data file the study pinned (a csv table, a python: task's"
-    " module) changed: the study takes the new files as its next data version and reuses"
-    " no result trained on the old ones.",
-)
+@accept_data_change_option
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow (results table only).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -225,13 +220,7 @@ def where_results_are(stores: Stores, outcome: RunOutcome) -> str:
 @click.option("--device", help="Device for this worker [the study's].")
 @click.option("--timeout", type=float, help="Stop starting trials after S seconds.")
 @click.option("--batch", type=int, help="Trials trained together [the study's --batch].")
-@click.option(
-    "--accept-data-change",
-    is_flag=True,
-    help="Go on although a data file the study pinned (a csv table, a python: task's"
-    " module) changed: the study takes the new files as its next data version and reuses"
-    " no result trained on the old ones.",
-)
+@accept_data_change_option
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option(
