@@ -40,10 +40,20 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
     help="TOML file with any of these options; flags override it.",
 )
 @training_flags(defaults=False)
-@click.option("--penalties", help="Comma-separated penalties to search [all six].")
+@click.option(
+    "--penalties",
+    help="Comma-separated penalties to search [all six, less weight_decay under sgd and"
+    " adam, where it is identical to l2].",
+)
 @click.option("--lambda-min", type=float, help="Lower end of the log-uniform λ range [1e-5].")
 @click.option("--lambda-max", type=float, help="Upper end of the λ range [100].")
 @click.option("--trials", type=int, help="Trials to add to the study [20].")
+@click.option(
+    "--per-penalty",
+    type=int,
+    help="A stratified search: every penalty gets exactly N trials (--trials is N ×"
+    " penalties), λ sampled within each.",
+)
 @click.option("--timeout", type=float, help="Stop starting trials after S seconds.")
 @click.option("--sampler", type=click.Choice(SAMPLERS), help="[tpe]")
 @click.option("--pruner", type=click.Choice(PRUNERS), help="[median]")
@@ -89,7 +99,7 @@ def run_command(
     **flags: Any,
 ) -> None:
     """Run (or resume) a study over λ × penalty type."""
-    from sweeps.config import SweepConfig, load_toml
+    from sweeps.config import SweepConfig, left_out_note, load_toml
     from sweeps.errors import UsageError
     from sweeps.runner import run_study
     from sweeps.storage import resolve_stores
@@ -101,9 +111,12 @@ def run_command(
     if values.get("devices") and "device" in flags and flags["device"] is not None:
         raise UsageError("give either --device or --devices, not both")
     cfg = SweepConfig.from_mapping(values)
+    note = None if "penalties" in values else left_out_note(cfg.base.optimizer)
     stores = resolve_stores(home, storage, tracking_uri)
     stores.check_files(write=True, tracking=not no_track)
     apply_threads(threads)
+    if note is not None:
+        click.echo(f"sweeps: {note}", err=True)
     with study_process(track=not no_track) as ready:
         outcome = run_study(
             cfg,
