@@ -56,8 +56,7 @@ def left_out_note(optimizer: Optimizer) -> str | None:
     if not same:
         return None
     left = ", ".join(f"{p.value} left out: identical to {q.value}" for p, q in same.items())
-    both = " and ".join(f"{p.value},{q.value}" for p, q in same.items())
-    return f"{left} under {optimizer.value}; name both with --penalties (e.g. {both}) to keep both"
+    return f"{left} under {optimizer.value}; name both with --penalties to keep both"
 
 
 # Keys a TOML file may hold (dashes or underscores), with the type each must have.

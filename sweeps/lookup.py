@@ -45,11 +45,14 @@ def list_studies(stores: Stores) -> list[dict[str, Any]]:
 
 
 def best(stores: Stores, study: str, penalty: str | None = None) -> list[dict[str, Any]]:
-    return _answer(stores, lambda s: s.best(study, penalty))  # type: ignore[no-any-return]
+    """Each penalty of the study with its best trial (best fields None where it has no
+    complete trial) and its trials per `COUNT_COLUMNS` (`ResultsStore.best`)."""
+    return _answer(stores, lambda s: s.best(study, penalty, every_penalty=True))  # type: ignore[no-any-return]
 
 
 def compare(stores: Stores, studies: Sequence[str]) -> list[dict[str, Any]]:
-    return _answer(stores, lambda s: s.compare(list(studies) or None))  # type: ignore[no-any-return]
+    """`best` of every study named (of all, none named), study by study."""
+    return _answer(stores, lambda s: s.compare(list(studies) or None, every_penalty=True))  # type: ignore[no-any-return]
 
 
 def list_trials(stores: Stores, study: str) -> list[dict[str, Any]]:

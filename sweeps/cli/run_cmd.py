@@ -16,10 +16,10 @@ from sweeps.cli.options import (
     threads_option,
     training_flags,
 )
-from sweeps.cli.query_cmd import table_columns
+from sweeps.cli.query_cmd import STANDING_COLUMNS, table_columns
 from sweeps.config import MAX_COUNTS, PrunerKind, SamplerKind
 from sweeps.errors import mask_secrets
-from tracking.records import BEST_COLUMNS, History
+from tracking.records import History
 
 if TYPE_CHECKING:
     from sweeps.runner import RunOutcome
@@ -148,10 +148,11 @@ def run_command(
         if outcome.reused:
             click.echo(
                 f"{outcome.reused} trial(s) repeated an earlier trial's configuration and took"
-                " its result instead of training again (column reused_from)"
+                " its result instead of training again (column reused_from; not counted"
+                " toward --trials, up to --trials of them)"
             )
         if outcome.best:
-            shown = table_columns(BEST_COLUMNS, outcome.best)
+            shown = table_columns(STANDING_COLUMNS, outcome.best)
             click.echo(format_table(outcome.best, [c for c in shown if c not in NOT_IN_SUMMARY]))
         click.echo(where_results_are(stores, outcome))
     if outcome.interrupted:
