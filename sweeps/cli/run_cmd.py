@@ -132,6 +132,7 @@ def run_command(
             {
                 "study": outcome.study,
                 "requested": outcome.requested,
+                "penalties": [p.value for p in cfg.penalties],
                 "states": outcome.counts,
                 "interrupted": outcome.interrupted,
                 "best": outcome.best,
