@@ -115,8 +115,6 @@ def run_command(
     stores = resolve_stores(home, storage, tracking_uri)
     stores.check_files(write=True, tracking=not no_track)
     apply_threads(threads)
-    if note is not None:
-        click.echo(f"sweeps: {note}", err=True)
     with study_process(track=not no_track) as ready:
         outcome = run_study(
             cfg,
@@ -127,6 +125,8 @@ def run_command(
             accept_data_change=accept_data_change,
             on_ready=ready,
         )
+    if note is not None:  # once the study ran: a refused one says only why
+        click.echo(f"sweeps: {note}", err=True)
     if as_json:
         echo_json(
             {
