@@ -90,7 +90,7 @@ def test_resume_adds_trials_and_refuses_another_space(tmp_path: Path) -> None:
         "1",
     )
     assert_usage_error(other, "different search space", "penalties")
-    assert len(load("r", _db(home)).trials) == 5
+    assert len(load("r", _db(home)).trials) == len(trials)
 
 
 def test_divergence_is_pruned_and_the_study_goes_on(tmp_path: Path) -> None:
