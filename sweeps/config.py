@@ -16,7 +16,7 @@ from typing import Any
 
 from sweeps.errors import UsageError
 from tracking.records import History, HistoryPolicy
-from trainer.config import Penalty, TaskOption, TrialConfig, parse_enum
+from trainer.config import Optimizer, Penalty, TaskOption, TrialConfig, parse_enum
 from trainer.errors import ConfigError
 from trainer.task_options import option_names
 
@@ -36,6 +36,30 @@ class PrunerKind(StrEnum):
 
 
 ALL_PENALTIES = tuple(Penalty)
+# Penalties that train exactly like another under an optimizer: `weight_decay` adds λ·w to
+# the gradient of the penalized tensors, which is the gradient of l2's λ·½‖w‖² on the same
+# tensors, under plain SGD and under Adam's coupled decay (not AdamW's decoupled one).
+# The default set searches one of each such pair; naming both in --penalties keeps both.
+EQUIVALENT = {
+    Optimizer.SGD: {Penalty.WEIGHT_DECAY: Penalty.L2},
+    Optimizer.ADAM: {Penalty.WEIGHT_DECAY: Penalty.L2},
+}
+
+
+def default_penalties(optimizer: Optimizer) -> tuple[Penalty, ...]:
+    """Every penalty less those identical under `optimizer` to one searched already."""
+    same = EQUIVALENT.get(optimizer, {})
+    return tuple(p for p in ALL_PENALTIES if p not in same)
+
+
+def left_out_note(optimizer: Optimizer) -> str | None:
+    """What the default set leaves out under `optimizer`, and why, in one line."""
+    same = EQUIVALENT.get(optimizer, {})
+    if not same:
+        return None
+    left = ", ".join(f"{p.value} left out: identical to {q.value}" for p, q in same.items())
+    return f"{left} under {optimizer.value}; name both with --penalties to keep both"
+
 
 # Keys a TOML file may hold (dashes or underscores), with the type each must have.
 _TRAINING_KEYS = {"task", "epochs", "lr", "batch_size", "optimizer", "penalize", "seed", "device"}
@@ -55,6 +79,7 @@ _SWEEP_KEYS = {
     "grid_points",
     "report_every",
     "history",
+    "per_penalty",
 }
 TASK_OPTION_KEYS = frozenset(option_names())
 
@@ -68,6 +93,8 @@ MAX_COUNTS = {
     "repeats": 1000,
     "grid_points": 10**4,
 }
+# Samplers that can draw λ (and l1_ratio) within a penalty chosen for them (--per-penalty).
+STRATIFIED_SAMPLERS = ("tpe", "random")
 # Optuna's and the results tables' name columns hold 512; MLflow's experiment names fewer.
 MAX_STUDY_NAME = 200
 # The MLflow experiment of `sweeps train` runs: a study's experiment takes the study's name,
@@ -82,7 +109,8 @@ class SweepConfig:
 
     study: str
     base: TrialConfig = field(default_factory=TrialConfig)
-    penalties: tuple[Penalty, ...] = ALL_PENALTIES
+    # () → `default_penalties` of the optimizer (the equivalent pairs' one member).
+    penalties: tuple[Penalty, ...] = ()
     lambda_min: float = 1e-5
     lambda_max: float = 100.0
     trials: int = 20
@@ -99,8 +127,13 @@ class SweepConfig:
     # in rounds large enough that writing them outweighs training; every epoch is in each
     # trial's history.csv all the same, and the best trials get their whole curves.
     history: History = History.AUTO
+    # A stratified search: every penalty gets exactly this many of the study's trials, the
+    # penalty chosen by count, not sampled (sweeps.sampling); `trials` is it × penalties.
+    per_penalty: int | None = None
 
     def __post_init__(self) -> None:
+        if not self.penalties:
+            object.__setattr__(self, "penalties", default_penalties(self.base.optimizer))
         if not self.study.strip():
             raise UsageError("--study must be a non-empty name")
         if not self.study.isprintable() or len(self.study) > MAX_STUDY_NAME:
@@ -113,8 +146,6 @@ class SweepConfig:
                 f"--study {TRAIN_EXPERIMENT!r} is reserved: `sweeps train` logs its runs to the"
                 " MLflow experiment of that name; use another --study name"
             )
-        if not self.penalties:
-            raise UsageError("--penalties must name at least one penalty")
         # nan passes every comparison below and inf breaks the samplers' log-uniform draws
         # after the study is saved: refuse both here, before anything is written.
         for flag, value in (
@@ -128,6 +159,8 @@ class SweepConfig:
             raise UsageError(
                 f"need 0 < --lambda-min < --lambda-max, got {self.lambda_min} and {self.lambda_max}"
             )
+        if self.per_penalty is not None:
+            self._check_per_penalty(self.per_penalty)
         for name, most in MAX_COUNTS.items():
             if not 1 <= getattr(self, name) <= most:
                 raise UsageError(
@@ -137,6 +170,22 @@ class SweepConfig:
             raise UsageError(f"--timeout must be > 0 seconds, got {self.timeout}")
         if self.report_every is not None and self.report_every <= 0:
             raise UsageError(f"--report-every must be >= 1, got {self.report_every}")
+
+    def _check_per_penalty(self, n: int) -> None:
+        if not 1 <= n <= MAX_COUNTS["trials"] // len(self.penalties):
+            most = MAX_COUNTS["trials"] // len(self.penalties)
+            raise UsageError(f"--per-penalty must be in [1, {most}], got {n}")
+        if self.sampler.value not in STRATIFIED_SAMPLERS:
+            raise UsageError(
+                f"--per-penalty needs --sampler {' or '.join(STRATIFIED_SAMPLERS)}"
+                f" (λ drawn within each penalty), got {self.sampler.value}"
+            )
+        if self.trials != n * len(self.penalties):
+            raise UsageError(
+                f"--trials {self.trials} conflicts with --per-penalty {n}: that is"
+                f" {n} × {len(self.penalties)} penalties = {n * len(self.penalties)} trials;"
+                " give one of them"
+            )
 
     @property
     def history_policy(self) -> HistoryPolicy:
@@ -175,6 +224,7 @@ class SweepConfig:
             "device": self.base.device,
             "report_every": self.checkpoint_every,
             "history": self.history.value,
+            "per_penalty": self.per_penalty,
             **self.space_signature(),
         }
 
@@ -208,6 +258,9 @@ class SweepConfig:
                 sweep["history"] = parse_enum(History, sweep["history"], "history")
             if "study" not in sweep:
                 raise UsageError("--study NAME is required")
+            if "per_penalty" in sweep and "trials" not in sweep:
+                n_penalties = len(sweep.get("penalties") or default_penalties(base.optimizer))
+                sweep["trials"] = sweep["per_penalty"] * n_penalties
             return cls(base=base, **sweep)
         except ConfigError as e:
             raise UsageError(str(e)) from None

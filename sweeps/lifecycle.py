@@ -65,7 +65,14 @@ from sweeps.errors import SweepsError
 from sweeps.fencing import lost_message
 from sweeps.pruning import PruningView, Report, Reports
 from sweeps.recording import RECORD_ATTR, keep, repair_info, serialize_weights, warn
-from sweeps.sampling import GridSampler, RoundSampler, grid_points, grid_size, suggest
+from sweeps.sampling import (
+    GridSampler,
+    RoundSampler,
+    grid_points,
+    grid_size,
+    penalty_counts,
+    suggest,
+)
 from tracking.records import TrialRecord, TrialState, now_ms
 from trainer import METRICS, Task, TrainStatus, TrialConfig, TrialResult, train
 from trainer.batched import batch_key, train_batch
@@ -181,6 +188,7 @@ class RoundOptimizer:
     _beats: _Beats | None = field(init=False)  # beats for the trials in flight
     _complete: dict[tuple[tuple[str, Any], ...], FrozenTrial] = field(default_factory=dict)
     reused: int = 0  # trials that took an identical earlier trial's result (`_reuse`)
+    _free_reused: int = 0  # of them, those not counted toward `optimize`'s n_trials
     lost: list[int] = field(default_factory=list)  # trials another worker took over
     _failed_rounds: list[str] = field(default_factory=list)  # errors of the rounds in a row
     _writing: RecordingProcess | None = None  # the recording process, when overlapping
@@ -209,6 +217,7 @@ class RoundOptimizer:
     def optimize(self, n_trials: int) -> None:
         deadline = None if self.sweep.timeout is None else time.monotonic() + self.sweep.timeout
         done = 0
+        self._free_reused = 0
         if self._overlapping(n_trials):
             self._writing = self.background()
         try:
@@ -224,8 +233,10 @@ class RoundOptimizer:
                 killpoints.passing("asked")
                 if self._beats is not None:
                     self._beats.watch(trial_ids([s.trial for s in slots]), beaten)
+                reused_before = self.reused
                 self._round(slots, pruning)
-                done += len(slots)
+                free = self._free_reuses(self.reused - reused_before, n_trials)
+                done += len(slots) - free
             if self._pending is not None:
                 self.while_last_written(self._known())
         finally:
@@ -237,6 +248,19 @@ class RoundOptimizer:
             finally:
                 if self._beats is not None:
                     self._beats.close()
+
+    def _free_reuses(self, reused: int, n_trials: int) -> int:
+        """How many of a round's `reused` trials do not count toward `n_trials`: a
+        repeated proposal of a finished configuration trains nothing, so it leaves the
+        budget to trials that do, up to `n_trials` such trials in one `optimize` (a
+        sampler that proposes only what it has finished still ends, after at most twice
+        `n_trials` trials). A stratified study (`per_penalty`) counts every trial: its
+        budget is a number of trials per penalty."""
+        if self.sweep.per_penalty is not None:
+            return 0
+        free = min(reused, n_trials - self._free_reused)
+        self._free_reused += free
+        return free
 
     def _fail_stale(self) -> None:
         """Fail (and so retry) the trials of dead workers, as optimize() does before each
@@ -308,7 +332,10 @@ class RoundOptimizer:
         self._cache.refresh()
         if self._cache.waiting or sampler.plan(self._known(), k) != k:
             return None
-        slots = self._ask_planned(sampler.take(), pruning)
+        if sampler.stratified:
+            slots = self._ask_balanced(sampler.take_by_penalty(), k, pruning)
+        else:
+            slots = self._ask_planned(sampler.take(), pruning)
         # The pruner starts from the completed trials the round was planned with, as
         # Optuna's optimize() prunes a trial against the snapshot its sampler read.
         completed = self._known(_COMPLETE)
@@ -371,6 +398,8 @@ class RoundOptimizer:
             sampler = self.study.sampler
             if isinstance(sampler, RoundSampler):  # one model for the round's asks
                 sampler.plan(view.finished(), k)
+                if sampler.stratified:  # penalties by count, as the round starts
+                    sampler.assign(penalty_counts(view.get_trials(deepcopy=False)), k)
             for _ in range(k):
                 slots.append(self._ask(pruning, view))
                 if heartbeat and time.monotonic() - last_beat > heartbeat.interval / 2:
@@ -396,6 +425,26 @@ class RoundOptimizer:
         planned = [(f.params, f.distributions) for f in fixed]
         trials = self._asker.ask(self.study, planned, heartbeat=self._heartbeat is not None)
         return [self._slot(t, cfg, pruning) for t, cfg in zip(trials, cfgs, strict=True)]
+
+    def _ask_balanced(
+        self, proposals: Mapping[str, list[dict[str, Any]]], k: int, pruning: PruningView
+    ) -> list[_Slot]:
+        """A stratified round (`--per-penalty`): k trials, each of the penalty with the
+        fewest trials in the study, counted under the lock that creates them
+        (`sweeps._optuna.ask.BulkAsker.ask_balanced`), so that workers asking at once
+        still give every penalty its share."""
+        assert self._asker is not None
+        points: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+        cfg_of: dict[tuple[tuple[str, Any], ...], TrialConfig] = {}
+        for penalty, planned in proposals.items():
+            for params in planned:
+                fixed = optuna.trial.FixedTrial(params)
+                cfg_of[_config_key(params)] = suggest(fixed, self._space)
+                points.setdefault(penalty, []).append((fixed.params, fixed.distributions))
+        order = [p.value for p in self.sweep.penalties]
+        heartbeat = self._heartbeat is not None
+        trials = self._asker.ask_balanced(self.study, points, order, k, heartbeat=heartbeat)
+        return [self._slot(t, cfg_of[_config_key(t.params)], pruning) for t in trials]
 
     def _slot(self, trial: optuna.Trial, cfg: TrialConfig, pruning: PruningView) -> _Slot:
         every = self.sweep.checkpoint_every

@@ -62,11 +62,23 @@ def list_studies(stores: Stores) -> list[dict[str, Any]]:
 
 
 def best(stores: Stores, study: str, penalty: str | None = None) -> list[dict[str, Any]]:
-    return _answer(stores, lambda s: with_confirmed(s, s.best(study, penalty)))  # type: ignore[no-any-return]
+    """Each penalty of the study with its best trial (best fields None where it has no
+    complete trial), its trials per `COUNT_COLUMNS` (`ResultsStore.best`) and, where the
+    study was confirmed, CONFIRMED_COLUMNS."""
+
+    def rows(store: ResultsStore) -> list[dict[str, Any]]:
+        return with_confirmed(store, store.best(study, penalty, every_penalty=True))
+
+    return _answer(stores, rows)  # type: ignore[no-any-return]
 
 
 def compare(stores: Stores, studies: Sequence[str]) -> list[dict[str, Any]]:
-    return _answer(stores, lambda s: with_confirmed(s, s.compare(list(studies) or None)))  # type: ignore[no-any-return]
+    """`best` of every study named (of all, none named), study by study."""
+
+    def rows(store: ResultsStore) -> list[dict[str, Any]]:
+        return with_confirmed(store, store.compare(list(studies) or None, every_penalty=True))
+
+    return _answer(stores, rows)  # type: ignore[no-any-return]
 
 
 # Beside a best row whose trial was confirmed (`sweeps confirm`): its test loss over the
@@ -88,7 +100,8 @@ def with_confirmed(store: ResultsStore, rows: list[dict[str, Any]]) -> list[dict
         if not found:
             out.append(row)
             continue
-        values = found.get(int(row["trial_number"]))
+        number = row.get("trial_number")  # None: a penalty without a complete trial
+        values = None if number is None else found.get(int(number))
         out.append({**row, **_confirmed(values)})
     return out
 

@@ -138,7 +138,7 @@ def run_study(
             recorder.finish(study)
     outcome.counts = count_states(study, storage)
     outcome.reused = recorder.results.reused_count(cfg.study) - reused_before
-    outcome.best = recorder.results.best(cfg.study)
+    outcome.best = recorder.results.best(cfg.study, every_penalty=True)
     if recorder.parent is not None:
         outcome.mlflow_experiment_id = recorder.parent.experiment_id
         outcome.mlflow_parent_run_id = recorder.parent.run_id

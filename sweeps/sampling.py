@@ -35,7 +35,8 @@ a round spreads over the penalties instead of repeating the best one.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,20 +149,47 @@ class GridSampler(optuna.samplers.BruteForceSampler):
 
 
 class RoundSampler(optuna.samplers.BaseSampler):
-    """Wraps the study's sampler; `plan(trials, k)` makes the next k asks one round."""
+    """Wraps the study's sampler; `plan(trials, k)` makes the next k asks one round.
 
-    def __init__(self, inner: optuna.samplers.BaseSampler, space: Space, seed: int) -> None:
+    `stratified` (`--per-penalty`): every round is planned, rounds of one included, as
+    k proposals for each penalty (`propose_within`: TPE on that penalty's trials when
+    `modelled`, else the prior); which penalty each of the k trials takes is decided by
+    count (`balanced`) where the trials are created: under the study's lock
+    (`sweeps._optuna.ask.BulkAsker.ask_balanced`), or by `assign` from a read of the
+    study's trials.
+    """
+
+    def __init__(
+        self,
+        inner: optuna.samplers.BaseSampler,
+        space: Space,
+        seed: int,
+        *,
+        stratified: bool = False,
+        modelled: bool = True,
+    ) -> None:
         self.inner = inner
+        self.stratified = stratified
+        self._modelled = modelled
         self._space = space
         self._rng = np.random.default_rng(seed)
         self._queue: list[dict[str, Any]] = []
+        self._by_penalty: dict[str, list[dict[str, Any]]] = {}
         self._planned: dict[int, dict[str, Any]] = {}  # trial number → its proposal
         self._features = Features(space)  # the history as the model reads it
 
     def plan(self, trials: Sequence[FrozenTrial], k: int) -> int:
         """Proposals for the next `k` asks from one model of `trials` (the round's snapshot
         of the study); returns how many were planned (0 for a round of one: the inner
-        sampler decides)."""
+        sampler decides). Stratified: k for each penalty, none queued until `assign`."""
+        if self.stratified:
+            history = self._features.history(trials)
+            self._by_penalty = {
+                penalty: propose_within(history, self._space, penalty, k, self._rng, self._modelled)
+                for penalty in self._space.penalties
+            }
+            self._queue = []
+            return k
         self._queue = propose(trials, self._space, k, self._rng, self._features) if k > 1 else []
         return len(self._queue)
 
@@ -169,6 +197,17 @@ class RoundSampler(optuna.samplers.BaseSampler):
         """The planned proposals, for a caller that creates the round's trials itself."""
         taken, self._queue = self._queue, []
         return taken
+
+    def take_by_penalty(self) -> dict[str, list[dict[str, Any]]]:
+        """A stratified plan's proposals per penalty, for a caller that assigns them."""
+        taken, self._by_penalty = self._by_penalty, {}
+        return taken
+
+    def assign(self, counts: Mapping[str, int], k: int) -> None:
+        """Queue a stratified plan's proposals for the next k asks, each of the penalty
+        with the fewest trials (`counts`, then the ones queued before it)."""
+        by_penalty = self.take_by_penalty()
+        self._queue = [by_penalty[p].pop(0) for p in balanced(counts, self._space.penalties, k)]
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if self._queue and _FIXED_PARAMS not in trial.system_attrs:
@@ -273,6 +312,67 @@ def propose(
         rest_counts[c] += 1.0
         proposals.append(_params(penalties[c], {n: v[best] for n, v in values.items()}, space))
     return proposals
+
+
+STRATUM_STARTUP = 4  # a penalty's finished trials before its own model is used
+
+
+def balanced(counts: Mapping[str, int], order: Sequence[str], k: int) -> list[str]:
+    """The penalties of the next k trials: each takes the penalty with the fewest trials
+    so far (`counts`, and the ones chosen before it), ties to the first in `order`."""
+    held = {p: counts.get(p, 0) for p in order}
+    chosen = []
+    for _ in range(k):
+        pick = min(order, key=lambda p: held[p])  # min keeps the first of equals
+        held[pick] += 1
+        chosen.append(pick)
+    return chosen
+
+
+def penalty_counts(trials: Sequence[FrozenTrial]) -> Counter[str]:
+    """Trials per penalty, in any state (a WAITING retry by its fixed parameters)."""
+    counts: Counter[str] = Counter()
+    for trial in trials:
+        penalty = trial.params.get("penalty")
+        if penalty is None:
+            penalty = trial.system_attrs.get(_FIXED_PARAMS, {}).get("penalty")
+        if isinstance(penalty, str):
+            counts[penalty] += 1
+    return counts
+
+
+def propose_within(
+    history: _History,
+    space: Space,
+    penalty: str,
+    k: int,
+    rng: np.random.Generator,
+    modelled: bool = True,
+) -> list[dict[str, Any]]:
+    """k proposals of one penalty: TPE on that penalty's finished trials alone (their own
+    best γ(n) against the rest), or, before STRATUM_STARTUP of them finished or when not
+    `modelled`, from the prior."""
+    index = space.penalties.index(penalty)
+    dims = space.dims(penalty)
+    rows = np.flatnonzero(history.penalty == index)
+    if not dims:
+        return [_params(penalty, {}, space) for _ in range(k)]
+    if not modelled or rows.size < STRATUM_STARTUP:
+        values = {n: rng.uniform(lo, hi, size=k) for n, (lo, hi) in dims.items()}
+        return [_params(penalty, {n: v[j] for n, v in values.items()}, space) for j in range(k)]
+    ranked = rows[np.argsort(history.loss[rows], kind="stable")]
+    n_good = min(math.ceil(rows.size / 10), 25)
+    good, rest = ranked[:n_good], ranked[n_good:]
+    n = k * CANDIDATES
+    drawn: dict[str, np.ndarray] = {}
+    score = np.zeros(n)
+    for name, bounds in dims.items():
+        good_kde = Parzen.fit(history.values(good, index, name), bounds)
+        rest_kde = Parzen.fit(history.values(rest, index, name), bounds)
+        drawn[name] = good_kde.sample(rng, n)
+        score += good_kde.log_pdf(drawn[name]) - rest_kde.log_pdf(drawn[name])
+    best = score.reshape(k, CANDIDATES).argmax(axis=1) + np.arange(k) * CANDIDATES
+    return [_params(penalty, {n: v[b] for n, v in drawn.items()}, space) for b in best]
 
 
 @dataclass(frozen=True)
@@ -444,13 +544,17 @@ __all__ = [
     "L1_RATIO_GRID",
     "MAX_COMPONENTS",
     "STARTUP_TRIALS",
+    "STRATUM_STARTUP",
     "GridSampler",
     "Parzen",
     "RoundSampler",
     "Space",
+    "balanced",
     "grid_points",
     "grid_size",
     "lambda_grid",
+    "penalty_counts",
     "propose",
+    "propose_within",
     "suggest",
 ]

@@ -33,13 +33,21 @@ def make_sampler(cfg: SweepConfig, worker: int | None = None) -> optuna.samplers
     """The study's sampler. Each worker process gets its own seed: identically seeded
     workers would propose the very same trials in parallel."""
     seed = cfg.base.seed if worker is None else cfg.base.seed * 10_007 + 1 + worker
+    space = Space(tuple(p.value for p in cfg.penalties), cfg.lambda_min, cfg.lambda_max)
+    if cfg.per_penalty is not None:  # a stratified study: the penalty chosen by count
+        inner = (
+            optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+            if cfg.sampler is SamplerKind.TPE
+            else optuna.samplers.RandomSampler(seed=seed)
+        )
+        modelled = cfg.sampler is SamplerKind.TPE
+        return RoundSampler(inner, space, seed, stratified=True, modelled=modelled)
     if cfg.sampler is SamplerKind.TPE:
         # group=True splits the conditional space (λ only when penalty != none) cleanly.
         tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
         # A --batch round draws its proposals from one fit (sweeps.sampling); asks outside
         # a planned round (sequential trials, the startup trials) go to TPE as they are.
-        penalties = tuple(p.value for p in cfg.penalties)
-        return RoundSampler(tpe, Space(penalties, cfg.lambda_min, cfg.lambda_max), seed)
+        return RoundSampler(tpe, space, seed)
     if cfg.sampler is SamplerKind.RANDOM:
         return optuna.samplers.RandomSampler(seed=seed)
     if cfg.sampler is SamplerKind.GRID:

@@ -51,6 +51,11 @@ BEST_COLUMNS = (
     "mlflow_run_id",
 )
 
+# A penalty's trials by how they ended, beside its best trial in `sweeps best`, `compare`
+# and a run's summary. Disjoint: a trial that took an earlier trial's result is COMPLETE
+# but counted as reused, not complete.
+COUNT_COLUMNS = ("complete", "pruned", "failed", "reused")
+
 
 def now_ms() -> int:
     """Epoch milliseconds: the unit of a record's times, as MLflow keeps them."""

@@ -85,6 +85,34 @@ class BulkAsker:
             _write_params(conn, ids, planned, heartbeat)
         return _trials(study, ids, numbers, planned, started)
 
+    def ask_balanced(
+        self,
+        study: optuna.Study,
+        proposals: Mapping[str, Sequence[tuple[Params, Distributions]]],
+        order: Sequence[str],
+        k: int,
+        *,
+        heartbeat: bool = False,
+    ) -> list[optuna.Trial]:
+        """k RUNNING trials, each of the penalty with the fewest trials of the study so
+        far (ties to the first in `order`), with the next of that penalty's `proposals`
+        (k at least for each). The study's trials per penalty are counted under the
+        study's lock, in the transaction that creates the new ones: workers asking at
+        once see each other's trials (`sweeps.sampling.balanced`)."""
+        from sweeps.sampling import balanced
+
+        study_id = study._study_id
+        started = datetime.now(UTC).replace(tzinfo=None)
+        with self._engine.begin() as conn:
+            _lock_study(conn, study_id)
+            counts = _penalty_counts(conn, study_id, proposals)
+            left = {p: list(points) for p, points in proposals.items()}
+            planned = [left[p].pop(0) for p in balanced(counts, order, k)]
+            ids = _insert_trials(conn, study_id, len(planned), started)
+            numbers = _number(conn, study_id, ids)
+            _write_params(conn, ids, planned, heartbeat)
+        return _trials(study, ids, numbers, planned, started)
+
     def claim(
         self,
         study: optuna.Study,
@@ -155,6 +183,24 @@ def _write_params(
     if heartbeat:
         now = conn.execute(sa.select(sa.func.now())).scalar_one()
         insert_rows(conn, _BEATS, _BEAT_COLUMNS, [(i, now) for i in ids], convert=True)
+
+
+def _penalty_counts(
+    conn: sa.Connection,
+    study_id: int,
+    proposals: Mapping[str, Sequence[tuple[Params, Distributions]]],
+) -> dict[str, int]:
+    """The study's trials per penalty, in any state, from their `penalty` parameter rows
+    (in the internal representation of the penalty's distribution, the same in every
+    trial of a study: its index among the choices)."""
+    dist = next(dists["penalty"] for points in proposals.values() for _, dists in points)
+    rows = conn.execute(
+        sa.select(_PARAMS.c.param_value, sa.func.count())
+        .join(_TRIALS, _TRIALS.c.trial_id == _PARAMS.c.trial_id)
+        .where(_TRIALS.c.study_id == study_id, _PARAMS.c.param_name == "penalty")
+        .group_by(_PARAMS.c.param_value)
+    )
+    return {str(dist.to_external_repr(value)): int(n) for value, n in rows}
 
 
 def _lock_study(conn: sa.Connection, study_id: int) -> None:

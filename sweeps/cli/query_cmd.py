@@ -12,11 +12,13 @@ import click
 
 from sweeps.cli.base import echo_json, format_table, storage_options, store_options
 from sweeps.cli.options import PENALTIES
-from tracking.records import ACCURACY_METRICS, BEST_COLUMNS, TRIAL_COLUMNS
+from tracking.records import ACCURACY_METRICS, BEST_COLUMNS, COUNT_COLUMNS, TRIAL_COLUMNS
 
 if TYPE_CHECKING:
     from sweeps.storage import Stores
 
+# A penalty's best trial and its trials by how they ended (`sweeps best`, `compare`).
+STANDING_COLUMNS = (*BEST_COLUMNS, *COUNT_COLUMNS)
 STUDY_COLUMNS = ["study", "task", "trials", "complete", "pruned", "failed", "best_value", "created"]
 # Left out of the tables so that they fit a terminal; --json and export have every column.
 NOT_IN_TABLES = frozenset({"val_loss", "penalty_value", "train_accuracy", "reused_from"})
@@ -101,7 +103,7 @@ def best_command(
 
     stores = _stores(home, storage)
     rows = best(stores, study, penalty)
-    if not rows:
+    if not any(row["value"] is not None for row in rows):
         if as_json:
             echo_json([])  # what a JSON reader can parse; the reason goes to stderr
         what = f"penalty {penalty!r}" if penalty else "any penalty"
@@ -115,11 +117,11 @@ def best_command(
 
 
 def _best_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """BEST_COLUMNS, and the confirmed mean and CI beside them when a row has them."""
+    """STANDING_COLUMNS, and the confirmed mean and CI beside them when a row has them."""
     from sweeps.lookup import CONFIRMED_COLUMNS
 
     extra = [c for c in CONFIRMED_COLUMNS if any(c in row for row in rows)]
-    return [*BEST_COLUMNS, *extra]
+    return [*STANDING_COLUMNS, *extra]
 
 
 def _unfinished(stores: Stores, study: str, penalty: str | None) -> str:

@@ -23,10 +23,10 @@ from sweeps.cli.options import (
     threads_option,
     training_flags,
 )
-from sweeps.cli.query_cmd import table_columns
+from sweeps.cli.query_cmd import STANDING_COLUMNS, table_columns
 from sweeps.config import MAX_COUNTS, PrunerKind, SamplerKind
 from sweeps.errors import mask_secrets
-from tracking.records import BEST_COLUMNS, History
+from tracking.records import History
 
 if TYPE_CHECKING:
     from sweeps.runner import RunOutcome
@@ -47,10 +47,20 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
     help="TOML file with any of these options; flags override it.",
 )
 @training_flags(defaults=False)
-@click.option("--penalties", help="Comma-separated penalties to search [all six].")
+@click.option(
+    "--penalties",
+    help="Comma-separated penalties to search [all six, less weight_decay under sgd and"
+    " adam, where it is identical to l2].",
+)
 @click.option("--lambda-min", type=float, help="Lower end of the log-uniform λ range [1e-5].")
 @click.option("--lambda-max", type=float, help="Upper end of the λ range [100].")
 @click.option("--trials", type=int, help="Trials to add to the study [20].")
+@click.option(
+    "--per-penalty",
+    type=int,
+    help="A stratified search: every penalty gets exactly N trials (--trials is N ×"
+    " penalties), λ sampled within each.",
+)
 @click.option("--timeout", type=float, help="Stop starting trials after S seconds.")
 @click.option("--sampler", type=click.Choice(SAMPLERS), help="[tpe]")
 @click.option("--pruner", type=click.Choice(PRUNERS), help="[median]")
@@ -98,7 +108,7 @@ def run_command(
     **flags: Any,
 ) -> None:
     """Run (or resume) a study over λ × penalty type."""
-    from sweeps.config import SweepConfig, load_toml
+    from sweeps.config import SweepConfig, left_out_note, load_toml
     from sweeps.confirm import ConfirmOptions, confirm_study
     from sweeps.errors import UsageError
     from sweeps.runner import run_study
@@ -112,6 +122,7 @@ def run_command(
         raise UsageError("give either --device or --devices, not both")
     cfg = SweepConfig.from_mapping(values)
     confirming = None if confirm_seeds is None else ConfirmOptions(seeds=confirm_seeds)
+    note = None if "penalties" in values else left_out_note(cfg.base.optimizer)
     stores = resolve_stores(home, storage, tracking_uri)
     stores.check_files(write=True, tracking=not no_track)
     apply_threads(threads)
@@ -125,6 +136,8 @@ def run_command(
             accept_data_change=accept_data_change,
             on_ready=ready,
         )
+    if note is not None:  # once the study ran: a refused one says only why
+        click.echo(f"sweeps: {note}", err=True)
     confirmed = None
     if confirming is not None and not outcome.interrupted and outcome.counts.get("COMPLETE"):
         confirmed = confirm_study(cfg.study, stores, confirming, track=not no_track)
@@ -134,6 +147,7 @@ def run_command(
                 "confirmation": None if confirmed is None else confirmed.as_json(),
                 "study": outcome.study,
                 "requested": outcome.requested,
+                "penalties": [p.value for p in cfg.penalties],
                 "states": outcome.counts,
                 "interrupted": outcome.interrupted,
                 "best": outcome.best,
@@ -149,10 +163,11 @@ def run_command(
         if outcome.reused:
             click.echo(
                 f"{outcome.reused} trial(s) repeated an earlier trial's configuration and took"
-                " its result instead of training again (column reused_from)"
+                " its result instead of training again (column reused_from; not counted"
+                " toward --trials, up to --trials of them)"
             )
         if outcome.best:
-            shown = table_columns(BEST_COLUMNS, outcome.best)
+            shown = table_columns(STANDING_COLUMNS, outcome.best)
             click.echo(format_table(outcome.best, [c for c in shown if c not in NOT_IN_SUMMARY]))
         click.echo(where_results_are(stores, outcome))
         if confirmed is not None:

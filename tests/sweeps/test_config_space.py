@@ -1,4 +1,5 @@
 import itertools
+import json
 import math
 from pathlib import Path
 
@@ -8,7 +9,8 @@ import pytest
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig, load_toml
 from sweeps.errors import UsageError
 from sweeps.sampling import grid_size, lambda_grid, suggest
-from trainer import Penalty
+from tests.sweeps.cli_helpers import invoke
+from trainer import Penalty, TrialConfig
 
 
 def test_flags_override_toml(tmp_path: Path) -> None:
@@ -103,3 +105,65 @@ def test_space_signature_ignores_device_and_sampler() -> None:
     b = SweepConfig.from_mapping({"study": "s", "device": "auto", "sampler": "random"})
     c = SweepConfig.from_mapping({"study": "s", "lambda_max": 5.0})
     assert a.space_signature() == b.space_signature() != c.space_signature()
+
+
+def _searched(tmp_path: Path, *args: str) -> tuple[list[str], str]:
+    home = str(tmp_path / "home")
+    run = ["run", "--study", "-".join(args) or "d", "--create-only", "--home", home]
+    done = invoke(*run, "--no-track", "--json", *args)
+    assert done.exit_code == 0, done.stderr
+    return json.loads(done.stdout)["penalties"], done.stderr
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_default_set_leaves_out_weight_decay_where_it_is_l2_and_says_so(
+    tmp_path: Path, optimizer: str
+) -> None:
+    searched, said = _searched(tmp_path, "--optimizer", optimizer)
+    assert searched == ["none", "l1", "l2", "l2_unsquared", "elastic_net"]
+    assert said.strip() == (
+        f"sweeps: weight_decay left out: identical to l2 under {optimizer};"
+        " name both with --penalties to keep both"
+    )
+    assert SweepConfig(study="lib", base=TrialConfig(optimizer=optimizer)).penalties == tuple(
+        Penalty(p) for p in searched
+    )
+
+
+def test_adamw_decouples_weight_decay_so_the_default_set_keeps_it(tmp_path: Path) -> None:
+    searched, said = _searched(tmp_path, "--optimizer", "adamw")
+    assert "weight_decay" in searched and "l2" in searched and said == ""
+
+
+def test_naming_both_keeps_both(tmp_path: Path) -> None:
+    searched, said = _searched(tmp_path, "--penalties", "l2,weight_decay")
+    assert searched == ["l2", "weight_decay"] and said == ""
+
+
+@pytest.mark.parametrize(("optimizer", "same"), [("sgd", True), ("adam", True), ("adamw", False)])
+def test_weight_decay_trains_as_l2_exactly_where_the_default_set_says(
+    optimizer: str, same: bool
+) -> None:
+    """The rule's premise: the same run, bit for bit, under sgd and adam (coupled decay)."""
+    results = [
+        json.loads(
+            invoke(
+                "train",
+                "--penalty",
+                penalty,
+                "--lambda",
+                "0.5",
+                "--optimizer",
+                optimizer,
+                "--lr",
+                "0.01",
+                "--epochs",
+                "20",
+                "--no-track",
+                "--json",
+            ).stdout
+        )
+        for penalty in ("l2", "weight_decay")
+    ]
+    keys = ("train_loss", "test_loss", "w_norm")
+    assert ([results[0][k] for k in keys] == [results[1][k] for k in keys]) is same

@@ -21,12 +21,14 @@ def test_a_repeated_configuration_takes_the_earlier_result(
     tmp_path: Path, batch: int, trials: int, trained: int
 ) -> None:
     """`none` has no parameter besides itself: every trial after the first round repeats
-    a finished one (a round's own duplicates train together, in one stack)."""
+    a finished one (a round's own duplicates train together, in one stack). Repeats do
+    not count toward --trials, up to --trials of them: the study ends with the trials
+    it trained, plus --trials repeats free, plus repeats that counted to reach --trials."""
     home = tmp_path / "home"
     args = ["run", "--study", "re", "--penalties", "none", "--epochs", "3", "--quiet"]
     done = run_cli(*args, "--trials", str(trials), "--batch", str(batch), env=cli_env(home))
     assert done.returncode == 0, done.stderr
-    reused = trials - trained
+    reused = 2 * trials - trained
     assert f"{reused} trial(s) repeated an earlier trial's configuration" in done.stdout
     rows = json.loads(run_cli("trials", "--study", "re", "--json", env=cli_env(home)).stdout)
     sources = [r for r in rows if r["reused_from"] is None]
@@ -47,3 +49,18 @@ def test_a_repeated_configuration_takes_the_earlier_result(
         assert tags["sweeps.reused_from"] == str(row["reused_from"])
     check = run_cli("check", "--study", "re", env=cli_env(home))
     assert check.returncode == 0, check.stdout
+
+
+def test_repeated_proposals_leave_the_budget_to_trials_that_train(tmp_path: Path) -> None:
+    """The random sampler proposes `none` about half the time: each repeat of it takes
+    the first one's result and counts toward --trials only past --trials repeats."""
+    home = tmp_path / "home"
+    args = ["run", "--study", "budget", "--penalties", "none,l2", "--epochs", "3"]
+    args += ["--sampler", "random", "--trials", "8", "--no-track", "--quiet"]
+    done = run_cli(*args, env=cli_env(home))
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(run_cli("trials", "--study", "budget", "--json", env=cli_env(home)).stdout)
+    copies = [r for r in rows if r["reused_from"] is not None]
+    assert copies, "the sampler repeated no configuration"
+    assert len(rows) == 8 + min(len(copies), 8)
+    assert f"{len(copies)} trial(s) repeated an earlier trial's configuration" in done.stdout

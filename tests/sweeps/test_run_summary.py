@@ -62,3 +62,42 @@ def test_a_timeout_that_runs_out_before_the_first_trial_says_no_trials(tmp_path:
     assert joined.exit_code == 0, joined.stderr
     assert joined.stdout.strip() == "no trials yet"
     assert invoke_json("run", *run[1:])["states"] == {}
+
+
+def test_every_penalty_is_listed_with_its_counts_also_without_a_complete_trial(
+    tmp_path: Path,
+) -> None:
+    home = str(tmp_path / "home")
+    # `none` completes; every l2 trial diverges (PRUNED): l2 has no best, only counts.
+    space = ["--penalties", "none,l2", "--lambda-min", "1e4", "--lambda-max", "1e5"]
+    run = ["--study", "all", "--trials", "6", "--epochs", "3", "--no-track", "--home", home]
+    summary = invoke_json("run", *run, *space, "--sampler", "random", "--quiet")
+    trials = invoke_json("trials", "--study", "all", "--home", home)
+    l2 = [t for t in trials if t["penalty"] == "l2"]
+    assert l2 and all(t["state"] == "PRUNED" for t in l2)
+    reused = sum(t["reused_from"] is not None for t in trials)
+    for rows in (
+        summary["best"],
+        invoke_json("best", "--study", "all", "--home", home),
+        invoke_json("compare", "--home", home),
+    ):
+        by_penalty = {row["penalty"]: row for row in rows}
+        assert list(by_penalty) == ["none", "l2"]  # the one with a best first
+        assert by_penalty["l2"]["value"] is None and by_penalty["l2"]["lambda"] is None
+        counts = {
+            p: [r[c] for c in ("complete", "pruned", "failed", "reused")]
+            for p, r in by_penalty.items()
+        }
+        assert counts == {"none": [1, 0, 0, reused], "l2": [0, len(l2), 0, 0]}
+    table = invoke("best", "--study", "all", "--home", home).stdout.splitlines()
+    assert table[0].split()[-4:] == ["complete", "pruned", "failed", "reused"]
+    assert table[2].split()[:2] == ["all", "l2"] and table[2].split()[-4:] == [
+        "0",
+        str(len(l2)),
+        "0",
+        "0",
+    ]
+    compared = invoke("compare", "--home", home).stdout.splitlines()
+    assert compared[2].split()[:2] == ["all", "l2"]
+    printed = invoke("run", *run, *space, "--sampler", "random", "--quiet").stdout
+    assert re.search(r"^l2 +- .* 0 +\d+ +0 +0$", printed, re.MULTILINE)

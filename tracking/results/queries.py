@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from tracking.errors import UnknownStudyError
-from tracking.records import BEST_COLUMNS, TRIAL_COLUMNS, TrialState
+from tracking.records import BEST_COLUMNS, COUNT_COLUMNS, TRIAL_COLUMNS, TrialState
 from tracking.results.models import StudyRow, TrialRow
 
 COMPLETE = TrialState.COMPLETE.value
@@ -95,3 +95,33 @@ def best_rows(
     columns = [column for column in inner.c if column.name != "rank"]
     query = sa.select(*columns).where(inner.c.rank == 1).order_by(inner.c.value, inner.c.penalty)
     return [dict(row._mapping) for row in session.execute(query)]
+
+
+def penalty_counts(
+    session: Session, study_ids: Sequence[int]
+) -> dict[tuple[int, str], dict[str, int]]:
+    """(study id, penalty) → its trials per COUNT_COLUMNS, for penalties with any trial."""
+    if not study_ids:
+        return {}
+    t = TrialRow
+    reused = t.reused_from.is_not(None)
+
+    def count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+        return sa.func.sum(sa.case((condition, 1), else_=0))
+
+    query = (
+        sa.select(
+            t.study_id,
+            t.penalty,
+            count(sa.and_(t.state == COMPLETE, sa.not_(reused))).label("complete"),
+            count(t.state == TrialState.PRUNED.value).label("pruned"),
+            count(t.state == TrialState.FAIL.value).label("failed"),
+            count(reused).label("reused"),
+        )
+        .where(t.study_id.in_(study_ids))
+        .group_by(t.study_id, t.penalty)
+    )
+    return {
+        (row.study_id, row.penalty): {c: int(getattr(row, c) or 0) for c in COUNT_COLUMNS}
+        for row in session.execute(query)
+    }

@@ -17,7 +17,14 @@ from sqlalchemy.orm import Session
 from tracking.db import insert_rows
 from tracking.errors import TrackingError, UnknownStudyError
 from tracking.reconnect import retrying
-from tracking.records import FINAL_METRICS, StudyRecord, TrialRecord, TrialState
+from tracking.records import (
+    BEST_COLUMNS,
+    COUNT_COLUMNS,
+    FINAL_METRICS,
+    StudyRecord,
+    TrialRecord,
+    TrialState,
+)
 from tracking.results import confirmations
 from tracking.results.engine import database_errors, make_engine
 from tracking.results.migrate import current_revision, upgrade_engine
@@ -27,6 +34,7 @@ from tracking.results.queries import (
     best_rows,
     find_study,
     find_study_id,
+    penalty_counts,
     summary_query,
     trial_exists,
 )
@@ -411,12 +419,18 @@ class ResultsStore:
             return [dict(row._mapping) for row in session.execute(query)]
 
     @_database_errors
-    def best(self, study: str, penalty: str | None = None) -> list[dict[str, Any]]:
+    def best(
+        self, study: str, penalty: str | None = None, *, every_penalty: bool = False
+    ) -> list[dict[str, Any]]:
         """The best COMPLETE trial per penalty (lowest value, ties to the lowest number).
 
         Args:
             study: The study name.
             penalty: Only this penalty; an empty list when it has no complete trial.
+            every_penalty: Also a row for each penalty of the study (its stored config's
+                `penalties`, and any penalty its trials have) without a complete trial,
+                its best fields None, after the others in the config's order; and on
+                every row its trials per COUNT_COLUMNS.
 
         Returns:
             One row per penalty, ordered by value.
@@ -426,11 +440,17 @@ class ResultsStore:
         """
         with Session(self._engine) as session:
             study_id = self._readable_study_id(session, study)
-            return best_rows(session, [study_id], penalty)
+            rows = best_rows(session, [study_id], penalty)
+            if every_penalty:
+                rows = self._every_penalty(session, [study], [study_id], rows, penalty)
+            return rows
 
     @_database_errors
-    def compare(self, studies: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """`best` rows of every study (or of those named, in that order), study by study.
+    def compare(
+        self, studies: Sequence[str] | None = None, *, every_penalty: bool = False
+    ) -> list[dict[str, Any]]:
+        """`best` rows of every study (or of those named, in that order), study by study
+        (`every_penalty`: as `best` has it).
 
         Raises:
             UnknownStudyError: A named study does not exist.
@@ -442,10 +462,38 @@ class ResultsStore:
         with Session(self._engine) as session:
             ids = [self._readable_study_id(session, name) for name in names]
             rows = best_rows(session, ids, None)
+            if every_penalty:
+                rows = self._every_penalty(session, names, ids, rows, None)
         by_study: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
         for row in rows:
             by_study[row["study"]].append(row)
         return [row for name in names for row in by_study[name]]
+
+    @staticmethod
+    def _every_penalty(
+        session: Session,
+        names: Sequence[str],
+        ids: Sequence[int],
+        rows: list[dict[str, Any]],
+        penalty: str | None,
+    ) -> list[dict[str, Any]]:
+        """`rows` with their counts, and a row of counts for each penalty without one."""
+        counts = penalty_counts(session, ids)
+        query = sa.select(StudyRow.id, StudyRow.config).where(StudyRow.id.in_(ids))
+        configs = {int(study_id): str(config) for study_id, config in session.execute(query)}
+        zero = dict.fromkeys(COUNT_COLUMNS, 0)
+        out = []
+        for name, study_id in zip(names, ids, strict=True):
+            stored = json.loads(configs.get(study_id) or "{}").get("penalties") or []
+            seen = [p for sid, p in counts if sid == study_id]
+            penalties = list(dict.fromkeys([*stored, *sorted(seen)]))
+            if penalty is not None:
+                penalties = [p for p in penalties if p == penalty]
+            best = {row["penalty"]: row for row in rows if row["study"] == name}
+            for p in [*best, *(p for p in penalties if p not in best)]:
+                row = best.get(p) or {**dict.fromkeys(BEST_COLUMNS), "study": name, "penalty": p}
+                out.append({**row, **counts.get((study_id, p), zero)})
+        return out
 
     @_database_errors
     def trial_numbers(self, study: str) -> dict[int, str]:
