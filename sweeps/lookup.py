@@ -57,6 +57,20 @@ def _answer(stores: Stores, ask: Any) -> Any:
         store.dispose()
 
 
+def stored_penalties(stores: Stores, study: str) -> list[str] | None:
+    """The penalties an existing study was created with, read without creating anything;
+    None for a study not in this storage (yet). A resume that names no --penalties keeps
+    them, whatever today's default set is."""
+    store = ResultsStore(stores.storage)
+    try:
+        if store.find_study_uid(study) is None:
+            return None
+        penalties = store.get_study(study).config.get("penalties")
+    finally:
+        store.dispose()
+    return list(penalties) if penalties else None
+
+
 def list_studies(stores: Stores) -> list[dict[str, Any]]:
     return _answer(stores, lambda s: s.studies())  # type: ignore[no-any-return]
 

@@ -111,6 +111,7 @@ def run_command(
     from sweeps.config import SweepConfig, left_out_note, load_toml
     from sweeps.confirm import ConfirmOptions, confirm_study
     from sweeps.errors import UsageError
+    from sweeps.lookup import stored_penalties
     from sweeps.runner import run_study
     from sweeps.storage import resolve_stores
 
@@ -120,11 +121,18 @@ def run_command(
     values.update({k: v for k, v in {**flags, **task_options}.items() if v is not None})
     if values.get("devices") and "device" in flags and flags["device"] is not None:
         raise UsageError("give either --device or --devices, not both")
-    cfg = SweepConfig.from_mapping(values)
-    confirming = None if confirm_seeds is None else ConfirmOptions(seeds=confirm_seeds)
-    note = None if "penalties" in values else left_out_note(cfg.base.optimizer)
     stores = resolve_stores(home, storage, tracking_uri)
     stores.check_files(write=True, tracking=not no_track)
+    note = None
+    if "penalties" not in values and "study" in values:
+        # A resume keeps the study's penalties; a new study takes the default set.
+        resumed = stored_penalties(stores, str(values["study"]))
+        if resumed is not None:
+            values["penalties"] = resumed
+    cfg = SweepConfig.from_mapping(values)
+    confirming = None if confirm_seeds is None else ConfirmOptions(seeds=confirm_seeds)
+    if "penalties" not in values:
+        note = left_out_note(cfg.base.optimizer)
     apply_threads(threads)
     with stdout_for_json_only(as_json), study_process(track=not no_track) as ready:
         outcome = run_study(

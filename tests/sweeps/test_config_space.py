@@ -140,6 +140,20 @@ def test_naming_both_keeps_both(tmp_path: Path) -> None:
     assert searched == ["l2", "weight_decay"] and said == ""
 
 
+def test_a_resume_naming_no_penalties_keeps_the_studys_own(tmp_path: Path) -> None:
+    """A study created with every penalty (the default set of an earlier version) resumes
+    without --penalties: its own set, not today's default, and no note about it."""
+    every = ",".join(p.value for p in Penalty)
+    home = str(tmp_path / "h")
+    base = ["run", "--study", "s", "--epochs", "1", "--no-track", "--json", "--home", home]
+    created = invoke(*base, "--trials", "1", "--penalties", every)
+    assert created.exit_code == 0, created.stderr
+    resumed = invoke(*base, "--trials", "1")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["penalties"] == every.split(",")
+    assert "left out" not in resumed.stderr
+
+
 @pytest.mark.parametrize(("optimizer", "same"), [("sgd", True), ("adam", True), ("adamw", False)])
 def test_weight_decay_trains_as_l2_exactly_where_the_default_set_says(
     optimizer: str, same: bool
