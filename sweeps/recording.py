@@ -324,9 +324,16 @@ class Recorder:
         keep theirs in history.csv, or in their round's archive)."""
         if self.mlflow is None or self.cfg is None:
             return
-        run_ids = [row["mlflow_run_id"] for row in self.results.best(self.study)]
+        mlflow = self.mlflow
         try:
-            self.mlflow.complete_curves([r for r in run_ids if r])
+            run_ids = [row["mlflow_run_id"] for row in self.results.best(self.study)]
+            # One process at a time: two ending together would both find the same points
+            # missing and both write them.
+            with self.results.study_lock(self.study, "curves"):
+                mlflow.complete_curves(
+                    [r for r in run_ids if r],
+                    on_read=lambda: killpoints.passing(killpoints.CURVES_READ),
+                )
         except Exception as e:
             warn(f"could not log the best trials' whole curves: {e}")
 
