@@ -127,6 +127,7 @@ def run_command(
                 "tracking_uri": None if no_track else mask_secrets(stores.tracking_uri),
                 "mlflow_experiment_id": outcome.mlflow_experiment_id,
                 "mlflow_parent_run_id": outcome.mlflow_parent_run_id,
+                "untracked": outcome.untracked,
             }
         )
     else:
@@ -141,6 +142,10 @@ def run_command(
             shown = table_columns(BEST_COLUMNS, outcome.best)
             click.echo(format_table(outcome.best, [c for c in shown if c not in NOT_IN_SUMMARY]))
         click.echo(where_results_are(stores, outcome))
+    if outcome.untracked:
+        from sweeps.recording import untracked_message
+
+        click.echo(f"sweeps: {untracked_message(outcome.untracked)}", err=True)
     if outcome.interrupted:
         click.echo("sweeps: interrupted; completed trials are kept", err=True)
         raise SystemExit(EXIT_INTERRUPTED)
@@ -155,6 +160,10 @@ def run_command(
             f"{outcome.lost_workers} worker process(es) lost trials to another worker while "
             "they did not beat; their results there were discarded"
         )
+    if outcome.untracked:
+        from sweeps.recording import EXIT_UNTRACKED
+
+        raise SystemExit(EXIT_UNTRACKED)
 
 
 def where_results_are(stores: Stores, outcome: RunOutcome) -> str:
@@ -270,10 +279,18 @@ def worker_command(
         raise SystemExit(EXIT_INTERRUPTED) from None
     if not quiet:
         click.echo(", ".join(f"{n} {s.lower()}" for s, n in sorted(outcome.counts.items())))
+    if outcome.untracked:
+        from sweeps.recording import untracked_message
+
+        click.echo(f"sweeps: {untracked_message(outcome.untracked)}", err=True)
     if outcome.lost:
         from sweeps.fencing import TrialsLost, lost_message
 
         raise TrialsLost(lost_message(outcome.lost))
+    if outcome.untracked:
+        from sweeps.recording import EXIT_UNTRACKED
+
+        raise SystemExit(EXIT_UNTRACKED)
 
 
 def study_process(*, track: bool) -> AbstractContextManager[Callable[[], None]]:
