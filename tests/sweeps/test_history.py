@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,14 @@ def _execute(url: str, *statements: str) -> None:
         engine.dispose()
 
 
+@pytest.fixture
+def tracking_url() -> Iterator[str]:
+    """A PostgreSQL database of its own for MLflow (never Optuna's)."""
+    url, admin = create_postgres_database("sweeps_test_mlflow")
+    yield url
+    drop_postgres_database(url, admin)
+
+
 def _waiting_for_a_lock(url: str) -> bool:
     """Whether a session of this database waits for an advisory lock."""
     engine = sa.create_engine(url)
@@ -115,27 +124,14 @@ def _waiting_for_a_lock(url: str) -> bool:
 
 @pytest.mark.slow
 def test_two_processes_ending_together_complete_each_best_curve_once(
-    tmp_path: Path, postgres_url: str
+    tmp_path: Path, postgres_url: str, tracking_url: str
 ) -> None:
-    tracking_url, admin = create_postgres_database("sweeps_test_mlflow")
     env = {**cli_env(tmp_path / "h", postgres_url), "SWEEPS_TRACKING_URI": tracking_url}
     study = ["--study", "c", "--quiet"]
     # The first stops once it has read what the best curve misses, before writing it.
+    space = ["--penalties", "none", "--trials", "1", "--epochs", str(EPOCHS), "--history", "final"]
     first = subprocess.Popen(
-        sweeps_cmd(
-            "run",
-            *study,
-            "--penalties",
-            "none",
-            "--trials",
-            "1",
-            "--epochs",
-            str(EPOCHS),
-            "--history",
-            "final",
-            "--pruner",
-            "none",
-        ),
+        sweeps_cmd("run", *study, *space, "--pruner", "none"),
         env={**env, killpoints.STOP_ENV: killpoints.CURVES_READ},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -161,15 +157,12 @@ def test_two_processes_ending_together_complete_each_best_curve_once(
             time.sleep(0.1)
     finally:
         first.send_signal(signal.SIGCONT)
-    try:
-        outputs = [first.communicate(timeout=300), second.communicate(timeout=300)]
-        client = MlflowClient(tracking_url)
-        experiment = client.get_experiment_by_name("c")
-        assert experiment is not None
-        [run] = client.search_runs([experiment.experiment_id], "tags.`sweeps.role` = 'trial'")
-        histories = {m: client.get_metric_history(run.info.run_id, m) for m in METRICS}
-    finally:
-        drop_postgres_database(tracking_url, admin)
+    outputs = [first.communicate(timeout=300), second.communicate(timeout=300)]
+    client = MlflowClient(tracking_url)
+    experiment = client.get_experiment_by_name("c")
+    assert experiment is not None
+    [run] = client.search_runs([experiment.experiment_id], "tags.`sweeps.role` = 'trial'")
+    histories = {m: client.get_metric_history(run.info.run_id, m) for m in METRICS}
     for proc, (_, err) in zip((first, second), outputs, strict=True):
         assert proc.returncode == 0, err
         assert err == "", err  # no point written twice
