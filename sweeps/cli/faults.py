@@ -1,12 +1,13 @@
-"""A database file's memory map failing (SIGBUS) ends the command with one line, exit 2.
+"""A file's memory map failing (SIGBUS) ends the command with one line, exit 2.
 
 SQLite maps a WAL database's index (its `-shm` file) into memory; once that file cannot be
 written (made immutable with `chattr +i`, which stops root too; its disk gone), the
 kernel answers the next write into the map with SIGBUS, which by default kills the process
-without a word ("Bus error", exit 135). A Python signal handler cannot help: Python runs
-it after the faulting instruction returns, which faults again. The handler here is called
-by the C library at the fault: it writes one line and exits at once. What the process had
-in flight is then as after a kill: a resume heals and retries it.
+without a word ("Bus error", exit 135). A handler set with `signal.signal` cannot help:
+Python's C handler only notes the signal and returns to the faulting instruction, which
+faults again. The handler here is a C-callable function run at the fault itself; it only
+writes one line and exits (no cleanup, nothing that waits for the faulting thread). What
+the process had in flight is then as after a kill: a resume heals and retries it.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Any
 from sweeps.cli.base import EXIT_USAGE
 
 MESSAGE = (
-    b"sweeps: error: a database file mapped in memory can no longer be written (SIGBUS): "
-    b"one of the store's files was made read-only or immutable (chattr +i), or its disk "
-    b"failed; once it is writable again, a resume retries the trials in flight\n"
+    b"sweeps: error: a file mapped in memory failed (SIGBUS), most likely a store's database"
+    b" file made read-only or immutable (chattr +i) or its disk failing; once it is writable"
+    b" again, a resume retries the trials in flight\n"
 )
 _HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_int)
 _kept: list[Any] = []  # the handler's C thunk must outlive its installation

@@ -81,7 +81,7 @@ def test_a_database_index_made_immutable_mid_run_is_one_line_and_exit_2(tmp_path
         _chattr("-i", *home.iterdir())
     assert proc.returncode == 2, err
     [line] = err.strip().splitlines()[-1:]
-    assert line.startswith("sweeps: error: a database file mapped in memory"), err
+    assert line.startswith("sweeps: error: a file mapped in memory failed (SIGBUS)"), err
     assert "Traceback" not in err and "Fatal Python error" not in err, err
     url = f"sqlite:///{home / 'sweeps.db'}"
     _wait_until_lost(url, "im")
