@@ -447,7 +447,8 @@ class ResultsStore:
         `study_lock(study, purpose)` waits for: what one process reads and then writes
         elsewhere (MLflow) is not read by another in between. On PostgreSQL an advisory
         lock (it blocks no table), on SQLite the database's write lock, which every
-        transaction then waits for: the block must not use this store.
+        transaction then waits for: the block must not use this store. Other databases:
+        no lock.
 
         Raises:
             TrackingError: The database cannot be reached.
@@ -458,8 +459,8 @@ class ResultsStore:
                 if conn.dialect.name == "postgresql":
                     key = _lock_key(f"{purpose}\0{study}")
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-                else:  # BEGIN IMMEDIATE (`tracking.db`) takes SQLite's write lock
-                    conn.execute(sa.text("SELECT 1"))
+                elif conn.dialect.name == "sqlite":  # its BEGIN IMMEDIATE (`tracking.db`)
+                    conn.execute(sa.text("SELECT 1"))  # takes the write lock
             yield
             conn.rollback()  # the lock goes with the transaction
 
