@@ -27,6 +27,8 @@ POINTS = (
 STOP_ENV = "SWEEPS_STOP_AT"
 # Where only a pause tells something a kill does not (a kill there is one at "trained").
 OWNED = "owned"  # the fence found the round's trials still this worker's; nothing logged
+# At a study's end: what the best trials' curves miss is read, nothing of it written yet.
+CURVES_READ = "curves_read"
 _passed: dict[tuple[str, str], int] = {}
 
 

@@ -97,6 +97,8 @@ class Recorder:
         self._finished = 0
         self._ahead: _Drawn | None = None  # the end's figures, drawn while it was written
         self.fence: Fence | None = None  # who owns the study's trials (`attach`)
+        self.untracked: set[int] = set()  # trials recorded here that got no MLflow run
+        self._said: set[str] = set()  # the kinds of MLflow failure said on stderr
 
     def refuse_foreign_experiment(self) -> None:
         """Before the study is created or resumed: refuse (TrackingError) a tracking store
@@ -235,6 +237,8 @@ class Recorder:
         """The parent run shows the best trial as it improves (this process's view; the
         parent keeps the better of several workers')."""
         self._finished += len(recs)
+        if self.mlflow is not None and self.parent is not None:
+            self.untracked.update(r.number for r in recs if r.mlflow_run_id is None)
         done = [r for r in recs if r.state is TrialState.COMPLETE and r.value is not None]
         if self.mlflow is None or self.parent is None or not done:
             return
@@ -248,8 +252,8 @@ class Recorder:
         except Exception as e:  # cosmetic: the study goes on
             warn(f"could not show the best trial on the parent run: {e}")
 
-    @staticmethod
     def _log(
+        self,
         mlflow: MlflowTracker,
         parent: ParentRef,
         recs: list[TrialRecord],
@@ -259,14 +263,28 @@ class Recorder:
         try:
             run_ids = mlflow.log_trials(parent, recs, history, archive=len(recs) >= LARGE_ROUND)
         except Exception as e:  # the trials themselves are fine; keep them in Optuna and SQL
-            numbers = ", ".join(str(rec.number) for rec in recs)
-            warn(f"MLflow logging failed for trial(s) {numbers}: {e}")
-            warn("they are kept in Optuna and SQL; `sweeps check --repair` adds their runs")
+            self._said_once(e, "MLflow logging failed for trial(s)", recs)
             return recs
         return [
             dataclasses.replace(rec, mlflow_run_id=run_id)
             for rec, run_id in zip(recs, run_ids, strict=True)
         ]
+
+    def _said_once(self, e: Exception, what: str, recs: list[TrialRecord]) -> None:
+        """Say an MLflow failure on stderr the first time its kind (the exception's, or
+        the one it wraps) happens in this process: a store that stays broken fails every
+        round alike, and the command's end counts the trials (`untracked_message`)."""
+        cause = e.__cause__ or e
+        kind = f"{type(cause).__module__}.{type(cause).__qualname__}"
+        if kind in self._said:
+            return
+        self._said.add(kind)
+        numbers = ", ".join(str(rec.number) for rec in recs)
+        warn(f"{what} {numbers}: {e}")
+        warn(
+            "they are kept in Optuna and SQL, and `sweeps check --repair` adds their runs;"
+            " later failures of this kind are counted at the end"
+        )
 
     def heal(self, rec: TrialRecord) -> TrialRecord:
         """Record a trial that Optuna ended without its worker (lost: `rec` is its FAIL),
@@ -283,11 +301,14 @@ class Recorder:
         return self.results.record_guarded([rec], healing, replace=True)[0]
 
     def _heal_mlflow(self, rec: TrialRecord) -> TrialRecord:
-        if self.mlflow is not None and self.parent is not None:
-            try:
-                return self._heal_run(self.mlflow, self.parent, rec)
-            except Exception as e:  # as record_many: the trial stays in Optuna and SQL
-                warn(f"MLflow healing failed for trial {rec.number}: {e}")
+        if self.mlflow is None or self.parent is None:
+            return rec
+        try:
+            rec = self._heal_run(self.mlflow, self.parent, rec)
+        except Exception as e:  # as record_many: the trial stays in Optuna and SQL
+            self._said_once(e, "MLflow healing failed for trial", [rec])
+        if rec.mlflow_run_id is None:
+            self.untracked.add(rec.number)
         return rec
 
     def _heal_run(self, mlflow: MlflowTracker, parent: ParentRef, rec: TrialRecord) -> TrialRecord:
@@ -344,9 +365,16 @@ class Recorder:
         keep theirs in history.csv, or in their round's archive)."""
         if self.mlflow is None or self.cfg is None:
             return
-        run_ids = [row["mlflow_run_id"] for row in self.results.best(self.study)]
+        mlflow = self.mlflow
         try:
-            self.mlflow.complete_curves([r for r in run_ids if r])
+            run_ids = [row["mlflow_run_id"] for row in self.results.best(self.study)]
+            # One process at a time: two ending together would both find the same points
+            # missing and both write them.
+            with self.results.study_lock(self.study, "curves"):
+                mlflow.complete_curves(
+                    [r for r in run_ids if r],
+                    on_read=lambda: killpoints.passing(killpoints.CURVES_READ),
+                )
         except Exception as e:
             warn(f"could not log the best trials' whole curves: {e}")
 
@@ -447,6 +475,19 @@ def record_from_row(study: str, row: Mapping[str, Any]) -> TrialRecord:
         mlflow_run_id=row.get("mlflow_run_id"),
         error=row.get("error"),
         reused_from=row.get("reused_from"),
+    )
+
+
+EXIT_UNTRACKED = 1  # the exit code of a command some of whose trials got no MLflow run
+
+
+def untracked_message(numbers: Sequence[int]) -> str:
+    """The closing line of a command whose MLflow writes failed for these trials."""
+    shown = ", ".join(str(n) for n in sorted(numbers)[:10]) + (", …" if len(numbers) > 10 else "")
+    return (
+        f"{len(numbers)} trial(s) have no MLflow run ({shown}): MLflow's writes failed (said"
+        " above); they are kept in Optuna and the results table, and `sweeps check --repair`"
+        " adds their runs"
     )
 
 

@@ -63,6 +63,7 @@ class RunOutcome:
     failed_workers: int = 0
     lost: list[int] = field(default_factory=list)  # trials another worker took over
     lost_workers: int = 0  # `--workers` processes that lost trials so (exit 3)
+    untracked: list[int] = field(default_factory=list)  # trials that got no MLflow run
     reused: int = 0  # trials that took an identical earlier trial's result, not trained
     mlflow_experiment_id: str | None = None  # None when not tracked
     mlflow_parent_run_id: str | None = None
@@ -137,6 +138,7 @@ def run_study(
         if not create_only:
             recorder.finish(study)
     outcome.counts = count_states(study, storage)
+    outcome.untracked = sorted(recorder.untracked)
     outcome.reused = recorder.results.reused_count(cfg.study) - reused_before
     outcome.best = recorder.results.best(cfg.study, every_penalty=True)
     if recorder.parent is not None:
@@ -195,13 +197,14 @@ def run_worker(
         if summarize:  # refresh the parent run's figure with what the study has now
             recorder.finish(study)
         recorder.close()
-    return WorkerOutcome(count_states(study, storage), lost)
+    return WorkerOutcome(count_states(study, storage), lost, sorted(recorder.untracked))
 
 
 @dataclass(frozen=True)
 class WorkerOutcome:
     counts: dict[str, int]  # the study's trials per state, after this worker
     lost: list[int]  # trials another worker took over from this one (`sweeps.fencing`)
+    untracked: list[int] = field(default_factory=list)  # trials that got no MLflow run
 
 
 def _optimize(

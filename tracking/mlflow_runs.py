@@ -22,7 +22,7 @@ import hashlib
 import logging
 import math
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -369,26 +369,34 @@ class MlflowTracker:
                 self.log_best(parent, best, len(records))
             client.set_terminated(parent.run_id, "FINISHED")
 
-    def complete_curves(self, run_ids: Sequence[str]) -> list[str]:
+    def complete_curves(
+        self, run_ids: Sequence[str], *, on_read: Callable[[], None] = lambda: None
+    ) -> list[str]:
         """Completes these trial runs (the best ones): every epoch of their curves as
         metrics where `--history` logged fewer, from their history.csv, and their own
         copy of their files where those went to a round's archive. Returns the runs that
-        got anything."""
-        completed = []
+        got anything. `on_read` is called once all that is missing is read, before any
+        of it is written.
+
+        Two processes completing the same runs at once would both write the same metric
+        rows: the caller serializes them (`ResultsStore.study_lock`)."""
+        missing: list[tuple[str, dict[str, bytes], list[Metric]]] = []
         archives: dict[tuple[str, str], bytes] = {}  # a round's archive, read once
         with self._errors("cannot complete the best trials' curves"):
             client = self._mlflow()
             for run_id in run_ids:
                 run = client.get_run(run_id)
                 files = self._archived(client, run, archives)
+                points = self._missing_points(client, run, files.get(HISTORY_FILE))
+                if points or files:
+                    missing.append((run_id, files, points))
+            on_read()
+            for run_id, files, points in missing:
                 if files:
                     self._log_files(run_id, files)
-                points = self._missing_points(client, run, files.get(HISTORY_FILE))
                 for metrics, _ in _batches(points, []):
                     client.log_batch(run_id, metrics=metrics, synchronous=True)
-                if points or files:
-                    completed.append(run_id)
-        return completed
+        return [run_id for run_id, _, _ in missing]
 
     @staticmethod
     def _archived(

@@ -10,6 +10,7 @@ from sweeps import __version__
 from sweeps.cli.base import SweepsGroup
 from sweeps.cli.check_cmd import check_command
 from sweeps.cli.confirm_cmd import confirm_command
+from sweeps.cli.faults import report_bus_errors
 from sweeps.cli.query_cmd import (
     best_command,
     compare_command,
@@ -47,6 +48,7 @@ for command in (
 def main() -> None:
     """The process's entry point (console script and `python -m sweeps`)."""
     stop_on_sigint()
+    report_bus_errors()
     cli.main(prog_name="sweeps")
 
 

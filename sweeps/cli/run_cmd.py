@@ -164,6 +164,7 @@ def run_command(
                 "tracking_uri": None if no_track else mask_secrets(stores.tracking_uri),
                 "mlflow_experiment_id": outcome.mlflow_experiment_id,
                 "mlflow_parent_run_id": outcome.mlflow_parent_run_id,
+                "untracked": outcome.untracked,
             }
         )
     else:
@@ -182,6 +183,10 @@ def run_command(
             click.echo(f"confirmed on seeds {confirmed.seeds[0]}…{confirmed.seeds[-1]}:")
             for line in confirmed.verdict_lines():
                 click.echo(f"  {line}")
+    if outcome.untracked:
+        from sweeps.recording import untracked_message
+
+        click.echo(f"sweeps: {untracked_message(outcome.untracked)}", err=True)
     if outcome.interrupted:
         click.echo("sweeps: interrupted; completed trials are kept", err=True)
         raise SystemExit(EXIT_INTERRUPTED)
@@ -196,6 +201,10 @@ def run_command(
             f"{outcome.lost_workers} worker process(es) lost trials to another worker while "
             "they did not beat; their results there were discarded"
         )
+    if outcome.untracked:
+        from sweeps.recording import EXIT_UNTRACKED
+
+        raise SystemExit(EXIT_UNTRACKED)
 
 
 def state_counts(counts: dict[str, int]) -> str:
@@ -311,10 +320,18 @@ def worker_command(
         raise SystemExit(EXIT_INTERRUPTED) from None
     if not quiet:
         click.echo(state_counts(outcome.counts))
+    if outcome.untracked:
+        from sweeps.recording import untracked_message
+
+        click.echo(f"sweeps: {untracked_message(outcome.untracked)}", err=True)
     if outcome.lost:
         from sweeps.fencing import TrialsLost, lost_message
 
         raise TrialsLost(lost_message(outcome.lost))
+    if outcome.untracked:
+        from sweeps.recording import EXIT_UNTRACKED
+
+        raise SystemExit(EXIT_UNTRACKED)
 
 
 def study_process(*, track: bool) -> AbstractContextManager[Callable[[], None]]:

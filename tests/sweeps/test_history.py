@@ -4,13 +4,22 @@ and each penalty's best trial shows its whole curve once the study ends."""
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
+from sweeps import killpoints
+from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.sweeps.cli_helpers import invoke_json
+from tests.sweeps.study_helpers import cli_env, sweeps_cmd
 from tracking.mlflow_specs import HISTORY_FILE, history_csv, read_history_csv
 from tracking.records import LARGE_ROUND, METRICS, History, HistoryPolicy
 
@@ -60,6 +69,105 @@ def test_history_policy(tmp_path: Path, history: str, thinned: set[int]) -> None
                 curves[metric][step - 1] == float(np.float32(value))
                 for step, value in logged.items()
             )
+
+
+# PostgreSQL logs a write of a metric row already there (a duplicate `metric_pk`), and
+# MLflow then drops it quietly; this makes that write fail loudly instead.
+_REFUSE_DUPLICATE_POINTS = (
+    """CREATE FUNCTION refuse_duplicate_point() RETURNS trigger AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM metrics WHERE run_uuid = NEW.run_uuid AND key = NEW.key
+               AND step = NEW.step) THEN
+        RAISE EXCEPTION 'a metric point written twice';
+    END IF;
+    RETURN NEW;
+END $$ LANGUAGE plpgsql""",
+    """CREATE TRIGGER refuse_duplicate_point BEFORE INSERT ON metrics
+    FOR EACH ROW EXECUTE FUNCTION refuse_duplicate_point()""",
+)
+
+
+def _execute(url: str, *statements: str) -> None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for sql in statements:
+                conn.execute(sa.text(sql))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def tracking_url() -> Iterator[str]:
+    """A PostgreSQL database of its own for MLflow (never Optuna's)."""
+    url, admin = create_postgres_database("sweeps_test_mlflow")
+    yield url
+    drop_postgres_database(url, admin)
+
+
+def _waiting_for_a_lock(url: str) -> bool:
+    """Whether a session of this database waits for an advisory lock."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            waiting = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())"
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return bool(waiting)
+
+
+@pytest.mark.slow
+def test_two_processes_ending_together_complete_each_best_curve_once(
+    tmp_path: Path, postgres_url: str, tracking_url: str
+) -> None:
+    env = {**cli_env(tmp_path / "h", postgres_url), "SWEEPS_TRACKING_URI": tracking_url}
+    study = ["--study", "c", "--quiet"]
+    # The first stops once it has read what the best curve misses, before writing it.
+    space = ["--penalties", "none", "--trials", "1", "--epochs", str(EPOCHS), "--history", "final"]
+    first = subprocess.Popen(
+        sweeps_cmd("run", *study, *space, "--pruner", "none"),
+        env={**env, killpoints.STOP_ENV: killpoints.CURVES_READ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    second: subprocess.Popen[str] | None = None
+    try:
+        _, status = os.waitpid(first.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), status
+        _execute(tracking_url, *_REFUSE_DUPLICATE_POINTS)
+        # A worker that starts no trial and ends the study again: it completes the same
+        # curve, unless it waits for the first.
+        second = subprocess.Popen(
+            sweeps_cmd("worker", *study, "--trials", "1", "--timeout", "1e-9"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 300
+        while second.poll() is None and not _waiting_for_a_lock(postgres_url):
+            assert time.monotonic() < deadline, "the second process neither ended nor waited"
+            time.sleep(0.1)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    outputs = [first.communicate(timeout=300), second.communicate(timeout=300)]
+    client = MlflowClient(tracking_url)
+    experiment = client.get_experiment_by_name("c")
+    assert experiment is not None
+    [run] = client.search_runs([experiment.experiment_id], "tags.`sweeps.role` = 'trial'")
+    histories = {m: client.get_metric_history(run.info.run_id, m) for m in METRICS}
+    for proc, (_, err) in zip((first, second), outputs, strict=True):
+        assert proc.returncode == 0, err
+        assert err == "", err  # no point written twice
+    for metric, history in histories.items():
+        assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1)), metric
 
 
 def test_history_csv_round_trips_to_float32() -> None:

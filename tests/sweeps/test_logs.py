@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,3 +72,45 @@ def test_mlflow_failing_on_its_database_writes_one_line_per_kind_and_no_tracebac
     assert from_mlflow, err  # the fault reached MLflow's own logger
     assert len(set(from_mlflow)) == len(from_mlflow), err  # each kind once
     assert all(line.startswith(("sweeps: ", "[")) for line in lines), err
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_study_whose_mlflow_writes_all_fail_says_so_once_and_exits_1(
+    tmp_path: Path, workers: int
+) -> None:
+    """The artifacts folder turns into a file while the study runs: every trial's MLflow
+    write fails alike. The failure is said once per process, the end counts the trials left
+    without a run, and the command exits 1 (`--workers`: each worker, then the launcher)."""
+    home = tmp_path / "h"
+    gate = Gate(tmp_path / "gate")
+    env = cli_env(home, **gate.env)
+    trials = 2 * workers
+    gate.hold(1)  # build 0 is the check of the task, 1 the first trial
+    args = ["run", "--study", "art", "--task", GATE_TASK, "--penalties", "l2", "--pruner", "none"]
+    proc = subprocess.Popen(
+        sweeps_cmd(*args, "--trials", str(trials), "--workers", str(workers)),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        gate.wait_until_held()
+        artifacts = home / "mlartifacts"
+        shutil.rmtree(artifacts, ignore_errors=True)
+        artifacts.write_text("not a folder\n")
+        gate.release(1)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        gate.release(1)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err, err[-3000:]
+    lines = err.strip().splitlines()
+    said = [line for line in lines if "MLflow logging failed" in line]
+    assert 1 <= len(said) <= workers, err  # once per process that wrote trials
+    counted = [line for line in lines if "trial(s) have no MLflow run" in line]
+    assert sum(int(line.split()[1]) for line in counted) == trials, err
+    assert len(counted) == workers, err

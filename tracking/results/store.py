@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -532,6 +534,29 @@ class ResultsStore:
             self._readable_study_id(session, study)
             return confirmations.read(session, study)
 
+    @contextmanager
+    def study_lock(self, study: str, purpose: str) -> Iterator[None]:
+        """Hold, for the block, a lock of this database that another process's
+        `study_lock(study, purpose)` waits for: what one process reads and then writes
+        elsewhere (MLflow) is not read by another in between. On PostgreSQL an advisory
+        lock (it blocks no table), on SQLite the database's write lock, which every
+        transaction then waits for: the block must not use this store. Other databases:
+        no lock.
+
+        Raises:
+            TrackingError: The database cannot be reached.
+        """
+        with contextlib.ExitStack() as held:
+            with database_errors(self._engine):
+                conn = held.enter_context(self._engine.connect())
+                if conn.dialect.name == "postgresql":
+                    key = _lock_key(f"{purpose}\0{study}")
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+                elif conn.dialect.name == "sqlite":  # its BEGIN IMMEDIATE (`tracking.db`)
+                    conn.execute(sa.text("SELECT 1"))  # takes the write lock
+            yield
+            conn.rollback()  # the lock goes with the transaction
+
     def dispose(self) -> None:
         """Close the engine's pooled connections."""
         self._engine.dispose()
@@ -609,6 +634,11 @@ def _trial_values(rec: TrialRecord) -> dict[str, Any]:
         "reused_from": rec.reused_from,
         "params": json.dumps(params, sort_keys=True),
     }
+
+
+def _lock_key(name: str) -> int:
+    """A signed 64-bit advisory lock key for `name`."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 def _float_or_none(value: Any) -> float | None:

@@ -1,0 +1,95 @@
+"""A database file that can no longer be written through its memory map (SIGBUS) ends
+the command with one line and exit 2 (`sweeps.cli.faults`), and a resume then heals."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from sweeps.storage import lost_trials, open_storage
+from tests.gate import SPEC as GATE_TASK
+from tests.gate import Gate
+from tests.sweeps.study_helpers import cli_env, load, run_cli, sweeps_cmd
+
+pytestmark = pytest.mark.slow
+
+HEARTBEAT_S = "1"  # a trial of the dead process is stale after 2 s
+
+
+def _wait_until_lost(url: str, study: str, timeout_s: float = 120) -> None:
+    """Until a RUNNING trial counts as lost, as it would for a resume started later."""
+    os.environ["SWEEPS_HEARTBEAT_S"] = HEARTBEAT_S
+    try:
+        storage = open_storage(url)
+    finally:
+        del os.environ["SWEEPS_HEARTBEAT_S"]
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not lost_trials(load(study, url), storage):
+            assert time.monotonic() < deadline, "the dead process's trial never went stale"
+            time.sleep(0.1)
+    finally:
+        storage.engine.dispose()
+
+
+def _chattr(flag: str, *paths: Path) -> None:
+    subprocess.run(["chattr", flag, *map(str, paths)], check=True, capture_output=True)
+
+
+def test_a_database_index_made_immutable_mid_run_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Needs `chattr` (e2fsprogs, which `.ci/run` installs) as root on a filesystem with the
+    immutable flag (ext4, xfs, btrfs): without them the test fails saying so."""
+    if shutil.which("chattr") is None:
+        pytest.fail("chattr is missing: apt-get install e2fsprogs", pytrace=False)
+    home = tmp_path / "h"
+    shm = home / "sweeps.db-shm"  # SQLite's WAL index, mapped into memory
+    probe = tmp_path / "probe"
+    probe.touch()
+    refused = subprocess.run(["chattr", "+i", str(probe)], capture_output=True, text=True)
+    if refused.returncode != 0:
+        pytest.fail(f"cannot set the immutable flag here: {refused.stderr.strip()}", pytrace=False)
+    _chattr("-i", probe)
+    gate = Gate(tmp_path / "gate")
+    env = cli_env(home, SWEEPS_HEARTBEAT_S=HEARTBEAT_S, **gate.env)
+    env.pop("PYTHONFAULTHANDLER", None)
+    args = ["--study", "im", "--task", GATE_TASK, "--penalties", "l2", "--pruner", "none"]
+    gate.hold(1)  # build 0 is the check of the task, 1 the first trial
+    proc = subprocess.Popen(
+        sweeps_cmd("run", *args, "--trials", "2"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        gate.wait_until_held()
+        fd = os.open(shm, os.O_RDONLY)
+        try:  # written back, so the next write into the map asks the filesystem
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _chattr("+i", shm)
+        gate.release(1)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        gate.release(1)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _chattr("-i", *home.iterdir())
+    assert proc.returncode == 2, err
+    [line] = err.strip().splitlines()[-1:]
+    assert line.startswith("sweeps: error: a file mapped in memory failed (SIGBUS)"), err
+    assert "Traceback" not in err and "Fatal Python error" not in err, err
+    url = f"sqlite:///{home / 'sweeps.db'}"
+    _wait_until_lost(url, "im")
+    resumed = run_cli("run", *args, "--trials", "1", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    states = [t.state for t in load("im", url).trials]
+    assert TrialState.RUNNING not in states and TrialState.COMPLETE in states, states
