@@ -10,18 +10,18 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from sweeps.lifecycle import build_record, conclude
 from tracking.records import TrialRecord, now_ms
 from trainer import TrialConfig, load_task, resolve_device
-from trainer.batched import stack_key, train_batch
+from trainer.batched import DataKey, stack_key, train_batch
 from trainer.tasks import Task
 
 
 def stacks(
-    pairs: Sequence[tuple[int, TrialConfig]], batch: int | None, tasks: Mapping[int, Task]
+    pairs: Sequence[tuple[int, TrialConfig]], batch: int | None, tasks: Mapping[DataKey, Task]
 ) -> list[list[tuple[int, TrialConfig]]]:
-    """The pairs grouped by stack key and their data's shapes (`tasks`: by data seed), first
+    """The pairs grouped by stack key and their data's shapes (`tasks`: by data key), first
     seen first, cut into stacks of `batch`."""
     groups: dict[tuple[object, ...], list[tuple[int, TrialConfig]]] = {}
     for pair in pairs:
-        task = tasks[pair[1].effective_data_seed]
+        task = tasks[pair[1].data_key]
         shapes = tuple(
             (tuple(s.X.shape), tuple(s.y.shape)) for s in (task.train, task.val, task.test)
         )
@@ -30,12 +30,12 @@ def stacks(
     return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
 
 
-def load_tasks(cfgs: Iterable[TrialConfig]) -> dict[int, Task]:
-    """Each data seed's task, built once."""
-    tasks: dict[int, Task] = {}
+def load_tasks(cfgs: Iterable[TrialConfig]) -> dict[DataKey, Task]:
+    """Each dataset's task (by `TrialConfig.data_key`), built once."""
+    tasks: dict[DataKey, Task] = {}
     for cfg in cfgs:
-        if cfg.effective_data_seed not in tasks:
-            tasks[cfg.effective_data_seed] = load_task(cfg)
+        if cfg.data_key not in tasks:
+            tasks[cfg.data_key] = load_task(cfg)
     return tasks
 
 

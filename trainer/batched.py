@@ -60,6 +60,9 @@ from trainer.tasks import Split, Task, load_task
 # returns the members to stop now (pruned), or None.
 CheckpointCallback = Callable[[int, list[int], torch.Tensor], Iterable[int] | None]
 
+# TrialConfig.data_key: (data seed, split seed), what a task's data depends on
+DataKey = tuple[int, int | None]
+
 # (stacked params and buffers, input [B, ...] shared by all members or [K, B, ...], shared?)
 # → output [K, B, ...]
 Forward = Callable[[dict[str, torch.Tensor], torch.Tensor, bool], torch.Tensor]
@@ -82,7 +85,7 @@ def stack_key(cfg: TrialConfig) -> tuple[object, ...]:
 
 def batch_key(cfg: TrialConfig) -> tuple[object, ...]:
     """Configs with equal keys train in one stack on one shared dataset: the fast path."""
-    return (*stack_key(cfg), cfg.effective_data_seed)
+    return (*stack_key(cfg), cfg.data_key)
 
 
 def _check_batchable(cfgs: Sequence[TrialConfig]) -> None:
@@ -399,7 +402,7 @@ class _BatchRun:
 
 def train_batch(
     cfgs: Sequence[TrialConfig],
-    task: Task | Mapping[int, Task] | None = None,
+    task: Task | Mapping[DataKey, Task] | None = None,
     on_checkpoint: CheckpointCallback | None = None,
     device: torch.device | None = None,
     *,
@@ -407,13 +410,14 @@ def train_batch(
 ) -> list[TrialResult]:
     """Train K configurations as one stacked model; result k equals `train(cfgs[k])`.
 
-    Members of one data seed (`batch_key`) share one dataset: `task`, or loaded. Members
-    of several data seeds (one `stack_key`) each train on their own data of one shape:
-    `task` maps data seeds to their tasks (those missing are loaded). Raises ConfigError
-    when the configs do not share one `stack_key`, their data differs in shape, or one
-    Task is given for several data seeds. `on_checkpoint` sees, every `every` epochs,
-    the metrics of the members still training and may stop (prune) some. A task that
-    ends the process from its own code fails instead (TaskError).
+    Members of one data seed (one `batch_key`) share one dataset: `task`, or loaded.
+    Members of several data seeds (or split seeds; one `stack_key`) each train on their
+    own data of one shape: `task` maps `TrialConfig.data_key`s to their tasks (those
+    missing are loaded). Raises ConfigError when the configs do not share one
+    `stack_key`, their data differs in shape, or one Task is given for several datasets.
+    `on_checkpoint` sees, every `every` epochs, the metrics of the members still training
+    and may stop (prune) some. A task that ends the process from its own code fails
+    instead (TaskError).
     """
     if not cfgs:
         return []
@@ -423,7 +427,7 @@ def train_batch(
 
 def _train_batch(
     cfgs: Sequence[TrialConfig],
-    task: Task | Mapping[int, Task] | None,
+    task: Task | Mapping[DataKey, Task] | None,
     on_checkpoint: CheckpointCallback | None,
     device: torch.device | None,
     every: int,
@@ -464,19 +468,19 @@ def _train_batch(
 
 
 def _member_tasks(
-    cfgs: Sequence[TrialConfig], given: Task | Mapping[int, Task] | None
+    cfgs: Sequence[TrialConfig], given: Task | Mapping[DataKey, Task] | None
 ) -> list[Task]:
-    """Each member's task: one object per data seed, given or loaded once."""
-    data_seeds = list(dict.fromkeys(cfg.effective_data_seed for cfg in cfgs))
+    """Each member's task: one object per data key, given or loaded once."""
     if isinstance(given, Task):
-        if len(data_seeds) > 1:
+        keys = {cfg.data_key for cfg in cfgs}
+        if len(keys) > 1:
             raise ConfigError(
-                f"one task given for members of {len(data_seeds)} data seeds: give a task"
-                " per data seed (a mapping), or none to load them"
+                f"one task given for members of {len(keys)} data seeds: give a task per"
+                " data seed (a mapping), or none to load them"
             )
         return [given] * len(cfgs)
-    by_seed = dict(given or {})
+    by_key = dict(given or {})
     for cfg in cfgs:
-        if cfg.effective_data_seed not in by_seed:
-            by_seed[cfg.effective_data_seed] = load_task(cfg)
-    return [by_seed[cfg.effective_data_seed] for cfg in cfgs]
+        if cfg.data_key not in by_key:
+            by_key[cfg.data_key] = load_task(cfg)
+    return [by_key[cfg.data_key] for cfg in cfgs]

@@ -290,7 +290,7 @@ def test_members_of_several_data_seeds_take_their_tasks_from_a_mapping(d2l: Task
     mlp = _mlp_task(d2l)
     other = dataclasses.replace(mlp, train=load_task(TrialConfig(data_seed=1)).train)
     cfgs = [TrialConfig(penalty="l2", lambda_=1.0, seed=s, data_seed=s, epochs=20) for s in (0, 1)]
-    results = train_batch(cfgs, {0: mlp, 1: other}, device=CPU)
+    results = train_batch(cfgs, {(0, None): mlp, (1, None): other}, device=CPU)
     for cfg, task, bat in zip(cfgs, (mlp, other), results, strict=True):
         assert_matches(train(cfg, task, device=CPU), bat, exact=False)
 
@@ -303,7 +303,7 @@ def test_members_of_several_data_seeds_need_data_of_one_shape(d2l: Task) -> None
         d2l, test=load_task(TrialConfig(task_options=(("n_test", 50),))).test
     )
     with pytest.raises(ConfigError, match="test splits differ in shape"):
-        train_batch(cfgs, {0: d2l, 1: smaller})
+        train_batch(cfgs, {(0, None): d2l, (1, None): smaller})
 
 
 def test_batch_key_accepts_what_members_may_vary() -> None:
