@@ -99,6 +99,25 @@ def test_each_confirmation_equals_sweeps_train_of_its_config_and_seed(tmp_path: 
         assert alone["test_loss"] == value  # bit-equal: nn.Linear on CPU
 
 
+def test_a_digits_confirmation_draws_a_new_split_per_seed(tmp_path: Path) -> None:
+    """Fresh data on a table task: seed s trains on split s, as `sweeps train --split-seed
+    s` does, not on the study's fixed split (which `sweeps train --seed s` uses)."""
+    training = ("--task", "digits", "--epochs", "2", "--batch-size", "100")
+    _study(tmp_path, "dg", *training, "--penalties", "l2", "--trials", "2")
+    doc = _confirm(tmp_path, "dg", "--seeds", "2")
+    (cand,) = doc["candidates"]
+    assert doc["fixed_data"] is False and cand["values"][0] != cand["values"][1]
+    for seed, value in zip(doc["seeds"], cand["values"], strict=True):
+        args = ("train", *training, "--penalty", "l2", "--lambda", repr(cand["lambda"]))
+        args += ("--seed", str(seed), "--no-track", "--home", str(tmp_path))
+        own = invoke_json(*args, "--split-seed", str(seed))
+        fixed = invoke_json(*args)
+        # one split's value to float tolerance (a 10-output layer stacked sums in its own
+        # order); the fixed split's is another number
+        assert own["test_loss"] == pytest.approx(value, rel=1e-5)
+        assert fixed["test_loss"] != pytest.approx(value, rel=1e-3)
+
+
 def test_more_seeds_train_only_the_new_pairs_and_few_seeds_give_no_p_values(
     tmp_path: Path,
 ) -> None:
