@@ -177,6 +177,43 @@ def test_sigkill_mid_confirm_heals_on_a_plain_rerun(tmp_path: Path) -> None:
     assert report["mlflow_runs"] == report["optuna_finished"], report
 
 
+def test_check_repair_recreates_a_deleted_confirmation_run_from_its_row(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    _study(tmp_path, "rp", "--penalties", "l2", "--trials", "2", "--epochs", "5", track=True)
+    done = invoke("confirm", "--study", "rp", "--home", str(tmp_path), "--seeds", "2", "--json")
+    assert done.exit_code == 0, done.stderr
+    row = json.loads(done.stdout)["candidates"][0]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("rp")
+    assert experiment is not None
+    where = "tags.`sweeps.role` = 'confirmation' and tags.`sweeps.seed` = '2'"
+    (gone,) = client.search_runs([experiment.experiment_id], where)
+    client.delete_run(gone.info.run_id)
+
+    def check(*flags: str) -> dict:  # type: ignore[type-arg]
+        result = invoke("check", "--study", "rp", "--home", str(tmp_path), "--json", *flags)
+        report: dict = json.loads(result.stdout)  # type: ignore[type-arg]
+        return report
+
+    report = check()
+    assert not report["consistent"]
+    assert report["problems"] == [
+        f"confirmation of trial {row['trial_number']} on seed 2 (data seed 2): no MLflow run"
+    ]
+    assert check("--repair")["consistent"]
+    report = check()
+    assert report["consistent"] and not report["problems"], report
+    assert report["confirmation_rows"] == report["confirmation_runs"] == 2
+    (again,) = client.search_runs([experiment.experiment_id], where)
+    assert again.info.run_id != gone.info.run_id and again.info.status == "FINISHED"
+    assert again.data.metrics["test_loss"] == row["values"][1]
+    assert again.data.tags["sweeps.candidate"] == str(row["trial_number"])
+    assert again.data.params["seed"] == "2"
+    doc = _confirm(tmp_path, "rp", "--seeds", "2")
+    assert doc["candidates"][0]["values"] == row["values"]  # nothing trained again
+
+
 def test_run_with_confirm_confirms_when_the_study_ends(tmp_path: Path) -> None:
     doc = invoke_json(
         "run",
