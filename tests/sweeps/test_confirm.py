@@ -165,9 +165,8 @@ def test_sigkill_mid_confirm_heals_on_a_plain_rerun(tmp_path: Path) -> None:
         env=env,
     )
     assert done.returncode == 0, done.stderr
-    killed = run_cli(
-        "confirm", "--study", "k", "--seeds", "3", env={**env, "SWEEPS_KILL_AT": "confirm_logged:2"}
-    )
+    kill = {**env, "SWEEPS_KILL_AT": "confirm_logged:2"}  # the second of three stacks
+    killed = run_cli("confirm", "--study", "k", "--seeds", "3", "--batch", "2", env=kill)
     assert killed.returncode == -9, killed.stderr
     done = run_cli("confirm", "--study", "k", "--seeds", "3", env=env)
     assert done.returncode == 0, done.stderr
