@@ -1,8 +1,8 @@
 """`make bench BENCH_ARGS=--confirm`: what `sweeps confirm` costs beside its training.
 
 A d2l study over none, l2 and l1 (untracked) is confirmed on 10 fresh seeds (3 × 10 =
-30 runs, in stacks of the candidates that share a seed's data), and with --fixed-data (one
-stack of 30); against it, the bare `trainer.batched.train_batch` of the same 30
+30 runs in one stack, each member on its own seed's data), and with --fixed-data (one
+stack of 30 on the study's data); against it, the bare `trainer.batched.train_batch` of the same 30
 configurations in the same stacks, and `trainer.train` one at a time. The confirm is timed
 as the library call (`sweeps.confirm.confirm_study`: reading the study, training, the
 results rows, the statistics); process start-up is not. Prints seconds and ratios.
@@ -39,7 +39,7 @@ def run(repeats: int) -> None:
     import torch
 
     from sweeps.confirm import ConfirmOptions, confirm_study
-    from sweeps.confirm_train import stacks
+    from sweeps.confirm_train import load_tasks, stacks
     from sweeps.storage import resolve_stores
     from sweeps.study import quiet_optuna
     from trainer import load_task, train
@@ -64,18 +64,13 @@ def run(repeats: int) -> None:
             confirm_s.append(_timed(confirm))
             assert result is not None
             cfgs = _configs(stores, name, result.seeds, fixed)
-            groups = stacks([(0, c) for c in cfgs], None)
-            tasks = [load_task(g[0][1]) for g in groups]
-            bare_s.append(
-                _timed(
-                    lambda g=groups, t=tasks: [
-                        train_batch([c for _, c in s], k) for s, k in zip(g, t, strict=True)
-                    ]
-                )
-            )
+            tasks = load_tasks(cfgs)
+            groups = [[c for _, c in s] for s in stacks([(0, c) for c in cfgs], None, tasks)]
+            bare_s.append(_timed(lambda g=groups, t=tasks: [train_batch(s, t) for s in g]))
             one_s.append(_timed(lambda cs=cfgs: [train(c, load_task(c)) for c in cs]))
         c, b, o = min(confirm_s), min(bare_s), min(one_s)
-        label = "fixed data (1 stack of 30)" if fixed else "fresh data (10 stacks of 3)"
+        label = "fixed data" if fixed else "fresh data"
+        label += f" ({len(groups)} stack(s) of {len(cfgs) // len(groups)})"
         print(f"confirm 3 penalties × {SEEDS} seeds on d2l, {label}, best of {repeats}:")
         print(f"  sweeps confirm (library call)   {c:7.3f} s")
         print(f"  bare train_batch, same stacks   {b:7.3f} s   confirm / bare = {c / b:.2f}×")

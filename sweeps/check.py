@@ -5,7 +5,9 @@ the same state, no MLflow run may be left RUNNING, and no trial may stay RUNNING
 worker is lost (`sweeps.storage.lost_trials`). `repair` fixes what it can: lost trials are
 failed and retried as Optuna retries heartbeat-stale ones, missing rows are rebuilt from the
 record kept on the Optuna trial, states follow Optuna, missing MLflow runs are created
-(without history), orphaned RUNNING runs are closed.
+(without history), orphaned RUNNING runs are closed; a confirmation row without its
+MLflow run gets it again (from the row: final values, no history), a confirmation run
+without a row is deleted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sweeps.recording import Recorder, record_from_trial
 from sweeps.storage import Stores, fail_trial, lost_trials, open_storage
 from sweeps.study import CONFIG_ATTR, config_from_stored
 from tracking.records import RUN_STATUS, TrialRecord, TrialState
+from tracking.results.confirmations import key_of
 
 if TYPE_CHECKING:
     from tracking.mlflow_runs import MlflowTracker, RunSummary
@@ -117,7 +120,7 @@ class _Checker:
     def _check_confirmations(self) -> None:
         """Each confirmation row has exactly one confirmation run and each run a row;
         --repair deletes the runs no row names (a confirm killed between its writes)."""
-        rows = self.recorder.results.confirmations(self.study.study_name)
+        rows = self.recorder.results.confirmation_records(self.study.study_name)
         self.report.confirmation_rows = len(rows)
         tracker = self.recorder.mlflow
         parent = None if tracker is None else self.recorder.find_parent(create=False)
@@ -125,12 +128,16 @@ class _Checker:
             return
         runs = tracker.confirmation_runs(parent.experiment_id)
         self.report.confirmation_runs = sum(len(v) for v in runs.values())
-        named = {(r["candidate"], r["seed"], r["data_seed"]): r["mlflow_run_id"] for r in rows}
+        by_key = {key_of(rec): rec for rec in rows}
+        named = {key: rec.mlflow_run_id for key, rec in by_key.items()}
         for key, run_id in sorted(named.items()):
             what = f"confirmation of trial {key[0]} on seed {key[1]} (data seed {key[2]})"
             found = runs.get(key, [])
             if not found:
-                self.problem(f"{what}: no MLflow run")
+                self.problem(
+                    f"{what}: no MLflow run",
+                    lambda r=by_key[key]: self._recreate_confirmation(tracker, r),
+                )
             elif len(found) > 1:
                 extra = [r for r in found if r != run_id] if run_id in found else found[:-1]
                 self.problem(
@@ -207,6 +214,14 @@ class _Checker:
         self.recorder.results.record_trial(
             dataclasses.replace(rec, mlflow_run_id=run_id), replace=True
         )
+
+    def _recreate_confirmation(self, tracker: MlflowTracker, rec: TrialRecord) -> None:
+        """The run again from its row (final values only), and the row pointed at it."""
+        if self.recorder.parent is None:
+            self.recorder.parent = self.recorder.find_parent(create=True)
+        assert self.recorder.parent is not None
+        (run_id,) = tracker.log_confirmations(self.recorder.parent, [rec])
+        self.recorder.results.set_confirmation_run(rec.study, key_of(rec), run_id)
 
     @staticmethod
     def _retag(tracker: MlflowTracker, run_id: str, status: str, state: TrialState) -> None:

@@ -2,9 +2,10 @@
 
 Candidates: each penalty's best `top` COMPLETE trials of distinct configurations (or the
 trials named). Seeds: `confirm_seeds`, disjoint from every seed the study trained with.
-Seed s drives init and shuffling of every candidate alike and, by default, the data too
-(`data_seed = s`) where the task draws its data from a seed (d2l-synthetic, `python:`
-tasks); `fixed_data`, and the tasks with a fixed split (bundled, csv), keep the study's
+Seed s drives init and shuffling of every candidate alike and, by default, the data too:
+`data_seed = s` (d2l-synthetic draws a new sample, a `python:` task gets it), and for the
+tasks that split one table (bundled, csv) `split_seed = s`, a new train/validation/test
+permutation (a `--test-csv` file stays the test split); `fixed_data` keeps the study's
 data. Every (candidate, seed) is kept like a trial: an MLflow run under the study's parent
 run and a results row (`tracking.results.confirmations`); a rerun trains only the pairs
 without a row, so a larger `seeds` adds seeds, and runs left by a killed confirm (a run
@@ -25,6 +26,7 @@ from sweeps.study import config_from_stored
 from tracking.records import TrialRecord
 from tracking.results.confirmations import Key
 from trainer.config import MAX_SEED, TrialConfig
+from trainer.task_options import splits_table
 
 if TYPE_CHECKING:
     from sweeps.config import SweepConfig
@@ -62,11 +64,6 @@ def confirm_seeds(study_seed: int, repeats: int, n: int) -> list[int]:
     return [(study_seed + repeats + i) % (MAX_SEED + 1) for i in range(n)]
 
 
-def draws_data(task: str) -> bool:
-    """Whether the task's data is drawn from the data seed (else its split is fixed)."""
-    return task == "d2l-synthetic" or task.startswith("python:")
-
-
 def confirm_study(
     name: str,
     stores: Stores,
@@ -89,7 +86,7 @@ def confirm_study(
         recorder.cfg = sweep
         trials = _candidates(recorder.results.trials(name), options)
         seeds = confirm_seeds(sweep.base.seed, sweep.repeats, options.seeds)
-        fixed = options.fixed_data or not draws_data(sweep.base.task)
+        fixed = options.fixed_data
         configs = {
             (t["number"], s): _config(sweep, t, s, fixed, options.device)
             for t in trials
@@ -106,7 +103,7 @@ def confirm_study(
             )
             for t in trials
         ]
-        note = _data_note(sweep, options.fixed_data)
+        note = _data_note(sweep, fixed)
         result = analyse(name, seeds, fixed, note, candidates, trained)
         _attach(recorder, result)
         return result
@@ -146,6 +143,7 @@ def _config(
 ) -> TrialConfig:
     """The trial's configuration (the study's, with its searched values) on `seed`."""
     lr = trial.get("lr")
+    split = None if fixed or not splits_table(sweep.base.task) else seed
     return sweep.base.replace(
         penalty=trial["penalty"],
         lambda_=float(trial["lambda"] or 0.0),
@@ -153,6 +151,7 @@ def _config(
         lr=sweep.base.lr if lr is None else float(lr),
         seed=seed,
         data_seed=sweep.base.seed if fixed else seed,
+        split_seed=split,
         device=device or sweep.base.device,
     )
 
@@ -160,8 +159,10 @@ def _config(
 def _data_note(sweep: SweepConfig, fixed_data: bool) -> str:
     if fixed_data:
         return "the study's data (--fixed-data): seeds vary init and shuffling only"
-    if not draws_data(sweep.base.task):
-        return f"the study's data: {sweep.base.task} has a fixed split; seeds vary init and order"
+    if splits_table(sweep.base.task) and sweep.base.options.get("test_csv"):
+        return "fresh data per seed: each seed its own train/validation split; --test-csv stays"
+    if splits_table(sweep.base.task):
+        return "fresh data per seed: each seed draws its own train/validation/test split"
     return "fresh data per seed: each seed draws its own data, init and shuffling"
 
 

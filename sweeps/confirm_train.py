@@ -1,26 +1,42 @@
 """Training of `sweeps confirm`'s (candidate, seed) pairs: every pair that can share a
-stack (`trainer.batched.batch_key`: with fixed data, all of them; with fresh data, the
-candidates of one seed) trains in one `train_batch`, at most `batch` runs a stack."""
+stack (`trainer.batched.stack_key`: all of them, on fresh data too, where each member
+trains on its own seed's data, when the data has one shape) trains in one `train_batch`,
+at most `batch` runs a stack."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from sweeps.lifecycle import build_record, conclude
 from tracking.records import TrialRecord, now_ms
 from trainer import TrialConfig, load_task, resolve_device
-from trainer.batched import batch_key, train_batch
+from trainer.batched import DataKey, stack_key, train_batch
+from trainer.tasks import Task
 
 
 def stacks(
-    pairs: Sequence[tuple[int, TrialConfig]], batch: int | None
+    pairs: Sequence[tuple[int, TrialConfig]], batch: int | None, tasks: Mapping[DataKey, Task]
 ) -> list[list[tuple[int, TrialConfig]]]:
-    """The pairs grouped by batch key (first seen first), cut into stacks of `batch`."""
+    """The pairs grouped by stack key and their data's shapes (`tasks`: by data key), first
+    seen first, cut into stacks of `batch`."""
     groups: dict[tuple[object, ...], list[tuple[int, TrialConfig]]] = {}
     for pair in pairs:
-        groups.setdefault(batch_key(pair[1]), []).append(pair)
+        task = tasks[pair[1].data_key]
+        shapes = tuple(
+            (tuple(s.X.shape), tuple(s.y.shape)) for s in (task.train, task.val, task.test)
+        )
+        groups.setdefault((stack_key(pair[1]), shapes), []).append(pair)
     size = batch or max(len(g) for g in groups.values())
     return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+
+def load_tasks(cfgs: Iterable[TrialConfig]) -> dict[DataKey, Task]:
+    """Each dataset's task (by `TrialConfig.data_key`), built once."""
+    tasks: dict[DataKey, Task] = {}
+    for cfg in cfgs:
+        if cfg.data_key not in tasks:
+            tasks[cfg.data_key] = load_task(cfg)
+    return tasks
 
 
 def train_pairs(
@@ -36,10 +52,11 @@ def train_pairs(
     if not pairs:
         return
     device = resolve_device(pairs[0][1].device)
-    for stack in stacks(pairs, batch):
+    tasks = load_tasks(cfg for _, cfg in pairs)
+    for stack in stacks(pairs, batch, tasks):
         cfgs = [cfg for _, cfg in stack]
         started = now_ms()
-        results = train_batch(cfgs, load_task(cfgs[0]), device=device)
+        results = train_batch(cfgs, tasks, device=device)
         recs = []
         for (number, cfg), result in zip(stack, results, strict=True):
             state, error = conclude([result], pruned_at=None)

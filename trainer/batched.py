@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -53,25 +53,28 @@ from trainer.errors import ConfigError, task_exit_is_task_error
 from trainer.penalties import select_penalized
 from trainer.result import METRICS, TrainStatus, TrialResult
 from trainer.seeding import stream_generator
-from trainer.tasks import Task, load_task
+from trainer.tasks import Split, Task, load_task
 
 # Called every `every` epochs with (epoch, the members still training — indices into the
 # configs, ascending —, their METRICS as a [members, len(METRICS)] float32 CPU tensor);
 # returns the members to stop now (pruned), or None.
 CheckpointCallback = Callable[[int, list[int], torch.Tensor], Iterable[int] | None]
 
+# TrialConfig.data_key: (data seed, split seed), what a task's data depends on
+DataKey = tuple[int, int | None]
+
 # (stacked params and buffers, input [B, ...] shared by all members or [K, B, ...], shared?)
 # → output [K, B, ...]
 Forward = Callable[[dict[str, torch.Tensor], torch.Tensor, bool], torch.Tensor]
 
 
-def batch_key(cfg: TrialConfig) -> tuple[object, ...]:
-    """Configs with equal keys can train in one batch (they share data and step shapes)."""
+def stack_key(cfg: TrialConfig) -> tuple[object, ...]:
+    """Configs with equal keys can train in one stack (they share step shapes); members
+    of different data seeds each train on their own data (see `train_batch`)."""
     scope = ",".join(g.strip() for g in cfg.penalize.split(","))
     return (
         cfg.task,
         cfg.task_options,
-        cfg.effective_data_seed,
         cfg.optimizer,
         cfg.epochs,
         cfg.batch_size,
@@ -80,14 +83,18 @@ def batch_key(cfg: TrialConfig) -> tuple[object, ...]:
     )
 
 
+def batch_key(cfg: TrialConfig) -> tuple[object, ...]:
+    """Configs with equal keys train in one stack on one shared dataset: the fast path."""
+    return (*stack_key(cfg), cfg.data_key)
+
+
 def _check_batchable(cfgs: Sequence[TrialConfig]) -> None:
-    first = batch_key(cfgs[0])
+    first = stack_key(cfgs[0])
     for i, cfg in enumerate(cfgs[1:], start=1):
-        if batch_key(cfg) != first:
+        if stack_key(cfg) != first:
             raise ConfigError(
-                f"configs 0 and {i} cannot share a batch: (task, task options, data seed,"
-                f" optimizer, epochs, batch size, penalize, device) differ: {first} vs"
-                f" {batch_key(cfg)}"
+                f"configs 0 and {i} cannot share a batch: (task, task options, optimizer,"
+                f" epochs, batch size, penalize, device) differ: {first} vs {stack_key(cfg)}"
             )
 
 
@@ -169,11 +176,17 @@ class _Stack:
 
 
 def _build_stack(
-    cfgs: Sequence[TrialConfig], seeds: list[int], task: Task, device: torch.device
+    cfgs: Sequence[TrialConfig], seeds: list[int], tasks: Sequence[Task], device: torch.device
 ) -> tuple[_Stack, Forward, list[str]]:
-    """Each member's model from its own init stream, stacked; plus its forward and keys."""
-    by_seed = {s: task.make_model(stream_generator(s, "init")) for s in seeds}
-    models = [by_seed[cfg.seed] for cfg in cfgs]  # members with one seed share one init
+    """Each member's model from its own init stream (and its own task's factory), stacked;
+    plus its forward and keys."""
+    built: dict[tuple[int, int], nn.Module] = {}
+    models = []
+    for cfg, task in zip(cfgs, tasks, strict=True):  # members with one seed share one init
+        key = (cfg.seed, id(task))
+        if key not in built:
+            built[key] = task.make_model(stream_generator(cfg.seed, "init"))
+        models.append(built[key])
     template = models[0]
     penalized = [n for n, _ in select_penalized(template.named_parameters(), cfgs[0].penalize)]
     stacked, buffers = stack_module_state(models)
@@ -208,17 +221,63 @@ def _make_optimizer(
 # --- the loop --------------------------------------------------------------------------
 
 
-class _BatchRun:
-    """One batch's training state; `epoch` runs the sequential loop's epoch for all members."""
+class _OwnData:
+    """Each live member's own train/val/test splits, stacked [K, n, ...]: for members
+    whose data differs (several data seeds). Row r is the stack's row r."""
 
-    def __init__(self, cfgs: Sequence[TrialConfig], task: Task, device: torch.device) -> None:
-        self.task = task
+    def __init__(self, tasks: Sequence[Task], device: torch.device) -> None:
+        distinct = list({id(t): t for t in tasks}.values())
+        row_of = {id(t): i for i, t in enumerate(distinct)}
+        rows = torch.tensor([row_of[id(t)] for t in tasks], dtype=torch.long)
+        self.splits = [
+            _stacked([getattr(t, which) for t in distinct], which, rows, device)
+            for which in ("train", "val", "test")
+        ]
+        self._index = torch.arange(len(tasks), device=device).unsqueeze(1)
+
+    def select(self, index: torch.Tensor) -> None:
+        self.splits = [Split(s.X[index], s.y[index]) for s in self.splits]
+        self._index = self._index[: len(index)]
+
+    def minibatch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Member k's samples rows[k] of its own training split: X [K, B, ...], y [K, B, ...]."""
+        train = self.splits[0]
+        return train.X[self._index, rows], train.y[self._index, rows]
+
+
+def _stacked(parts: Sequence[Split], which: str, rows: torch.Tensor, device: torch.device) -> Split:
+    """The distinct datasets' `which` splits as one [K, n, ...] Split, row k member k's."""
+    shapes = {(tuple(p.X.shape), tuple(p.y.shape), p.X.dtype, p.y.dtype) for p in parts}
+    if len(shapes) > 1:
+        raise ConfigError(
+            f"members' {which} splits differ in shape or type ({sorted(map(str, shapes))}):"
+            " members of several data seeds stack only when their data has one shape"
+        )
+    X = torch.stack([p.X for p in parts])[rows]
+    y = torch.stack([p.y for p in parts])[rows]
+    return Split(X.to(device), y.to(device))
+
+
+class _BatchRun:
+    """One batch's training state; `epoch` runs the sequential loop's epoch for all members.
+
+    `tasks[k]` is member k's task; when they are not all one object the members' data
+    differs and each trains and is evaluated on its own (`_OwnData`), otherwise every
+    member reads the one shared dataset.
+    """
+
+    def __init__(
+        self, cfgs: Sequence[TrialConfig], tasks: Sequence[Task], device: torch.device
+    ) -> None:
+        task = self.task = tasks[0]  # the loss and val_is_test, the same for every member
+        self.own = _OwnData(tasks, device) if len({id(t) for t in tasks}) > 1 else None
         seeds = list(dict.fromkeys(cfg.seed for cfg in cfgs))  # distinct, in member order
-        self.stack, self.forward, self.keys = _build_stack(cfgs, seeds, task, device)
+        self.stack, self.forward, self.keys = _build_stack(cfgs, seeds, tasks, device)
         self.splits = [s.to(device) for s in (task.train, task.val, task.test)]
         self.device = device
         self.shuffles = [stream_generator(s, "shuffle") for s in seeds]  # on CPU, as in train
-        self.batch = cfgs[0].batch_size or len(task.train)  # 0 means full batch
+        self.n_train = len(task.train)
+        self.batch = cfgs[0].batch_size or self.n_train  # 0 means full batch
         k = len(cfgs)
         # Row e holds epoch e+1 of every member; a member's rows past its end are garbage.
         dtype = next(iter(self.stack.params.values())).dtype  # the metrics' dtype
@@ -234,7 +293,7 @@ class _BatchRun:
         return bool(self.stack.members)
 
     def epoch(self, epoch: int, on_checkpoint: CheckpointCallback | None, every: int) -> None:
-        n = len(self.splits[0])
+        n = self.n_train
         orders = torch.stack([torch.randperm(n, generator=g) for g in self.shuffles])
         orders = orders.to(self.device)  # [seeds, n]: one draw per seed, as each trial draws
         for start in range(0, n, self.batch):
@@ -245,7 +304,10 @@ class _BatchRun:
 
     def _step(self, idx: torch.Tensor) -> None:
         train, stack = self.splits[0], self.stack
-        if idx.shape[0] == 1:  # one seed: every member sees the same minibatch
+        if self.own is not None:  # each member its own order over its own data
+            X, y = self.own.minibatch(idx[stack.seed_rows])
+            loss = self._data_loss(X, y, shared=False)
+        elif idx.shape[0] == 1:  # one seed: every member sees the same minibatch
             loss = self._data_loss(train.X[idx[0]], train.y[idx[0]], shared=True)
         else:
             rows = idx[stack.seed_rows]  # [K, B]
@@ -272,13 +334,14 @@ class _BatchRun:
     @torch.no_grad()
     def _metrics(self) -> torch.Tensor:
         """METRICS of every live member, [K, 5], on the device."""
-        train, val, test = self.splits
-        val_loss = self._data_loss(val.X, val.y, shared=True)
+        shared = self.own is None
+        train, val, test = self.splits if self.own is None else self.own.splits
+        val_loss = self._data_loss(val.X, val.y, shared)
         weights = self.stack.weights
         values = [
-            self._data_loss(train.X, train.y, shared=True),
+            self._data_loss(train.X, train.y, shared),
             val_loss,
-            val_loss if self.task.val_is_test else self._data_loss(test.X, test.y, shared=True),
+            val_loss if self.task.val_is_test else self._data_loss(test.X, test.y, shared),
             torch.stack([rows_of(w).pow(2).sum(1) for w in weights], 1).sum(1).sqrt(),
             self.stack.coefs.value(weights),
         ]
@@ -316,7 +379,10 @@ class _BatchRun:
         gone = set(rows)
         keep = [r for r in range(len(self.stack.members)) if r not in gone]
         self.stack.select(keep)
-        self.rows = self.rows[torch.tensor(keep, dtype=torch.long, device=self.device)]
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self.rows = self.rows[index]
+        if self.own is not None:
+            self.own.select(index)
 
     def finish(self, epochs: int) -> None:
         """Members still in the stack ran every epoch."""
@@ -336,7 +402,7 @@ class _BatchRun:
 
 def train_batch(
     cfgs: Sequence[TrialConfig],
-    task: Task | None = None,
+    task: Task | Mapping[DataKey, Task] | None = None,
     on_checkpoint: CheckpointCallback | None = None,
     device: torch.device | None = None,
     *,
@@ -344,9 +410,14 @@ def train_batch(
 ) -> list[TrialResult]:
     """Train K configurations as one stacked model; result k equals `train(cfgs[k])`.
 
-    Raises ConfigError when the configs do not share one `batch_key`. `on_checkpoint`
-    sees, every `every` epochs, the metrics of the members still training and may stop
-    (prune) some. A task that ends the process from its own code fails instead (TaskError).
+    Members of one data seed (one `batch_key`) share one dataset: `task`, or loaded.
+    Members of several data seeds (or split seeds; one `stack_key`) each train on their
+    own data of one shape: `task` maps `TrialConfig.data_key`s to their tasks (those
+    missing are loaded). Raises ConfigError when the configs do not share one
+    `stack_key`, their data differs in shape, or one Task is given for several datasets.
+    `on_checkpoint` sees, every `every` epochs, the metrics of the members still training
+    and may stop (prune) some. A task that ends the process from its own code fails
+    instead (TaskError).
     """
     if not cfgs:
         return []
@@ -356,7 +427,7 @@ def train_batch(
 
 def _train_batch(
     cfgs: Sequence[TrialConfig],
-    task: Task | None,
+    task: Task | Mapping[DataKey, Task] | None,
     on_checkpoint: CheckpointCallback | None,
     device: torch.device | None,
     every: int,
@@ -365,9 +436,9 @@ def _train_batch(
         raise ConfigError(f"checkpoints every {every} epochs: must be at least 1")
     _check_batchable(cfgs)
     device = device or resolve_device(cfgs[0].device)
-    task = task or load_task(cfgs[0])
+    tasks = _member_tasks(cfgs, task)
     started = time.perf_counter()
-    run = _BatchRun(cfgs, task, device)
+    run = _BatchRun(cfgs, tasks, device)
     for epoch in range(1, cfgs[0].epochs + 1):
         if not run.live:
             break
@@ -390,7 +461,26 @@ def _train_batch(
                 {} if status is TrainStatus.DIVERGED else accuracy_of_state(task, state, device)
             ),
         )
-        for cfg, status, history, state, diverged in zip(
-            cfgs, run.status, histories, run.state_dicts, run.diverged_epoch, strict=True
+        for cfg, task, status, history, state, diverged in zip(
+            cfgs, tasks, run.status, histories, run.state_dicts, run.diverged_epoch, strict=True
         )
     ]
+
+
+def _member_tasks(
+    cfgs: Sequence[TrialConfig], given: Task | Mapping[DataKey, Task] | None
+) -> list[Task]:
+    """Each member's task: one object per data key, given or loaded once."""
+    if isinstance(given, Task):
+        keys = {cfg.data_key for cfg in cfgs}
+        if len(keys) > 1:
+            raise ConfigError(
+                f"one task given for members of {len(keys)} data seeds: give a task per"
+                " data seed (a mapping), or none to load them"
+            )
+        return [given] * len(cfgs)
+    by_key = dict(given or {})
+    for cfg in cfgs:
+        if cfg.data_key not in by_key:
+            by_key[cfg.data_key] = load_task(cfg)
+    return [by_key[cfg.data_key] for cfg in cfgs]

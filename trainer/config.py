@@ -68,7 +68,9 @@ class TrialConfig:
     """Every knob of one training run. Validated on construction; immutable afterwards.
 
     `seed` drives initialization and shuffling; `data_seed` (default: `seed`) drives the
-    data, so repeats of a trial can vary the model while keeping the dataset.
+    data, so repeats of a trial can vary the model while keeping the dataset. `split_seed`
+    draws the train/validation/test permutation of the tasks that split one table (bundled,
+    csv); None keeps their fixed split, which every trial of a study uses.
     """
 
     task: str = "d2l-synthetic"
@@ -83,6 +85,7 @@ class TrialConfig:
     seed: int = 0
     data_seed: int | None = None
     device: str = "auto"
+    split_seed: int | None = None  # None: the task's fixed split (see trainer.tasks.tabular)
     task_options: tuple[tuple[str, TaskOption], ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -103,7 +106,7 @@ class TrialConfig:
             raise ConfigError("l1_ratio applies only to the elastic_net penalty")
         if not _finite(self.lr) or self.lr <= 0 or self.lr > MAX_LR:
             raise ConfigError(f"lr must be a finite number in (0, {MAX_LR:g}], got {self.lr}")
-        for name in ("seed", "data_seed"):
+        for name in ("seed", "data_seed", "split_seed"):
             seed = getattr(self, name)
             if seed is not None and not 0 <= seed <= MAX_SEED:
                 raise ConfigError(f"{name} must be in [0, {MAX_SEED}], got {seed}")
@@ -121,6 +124,11 @@ class TrialConfig:
     @property
     def effective_data_seed(self) -> int:
         return self.seed if self.data_seed is None else self.data_seed
+
+    @property
+    def data_key(self) -> tuple[int, int | None]:
+        """What the task's data depends on: configs with one key share one dataset."""
+        return self.effective_data_seed, self.split_seed
 
     @property
     def options(self) -> dict[str, TaskOption]:
@@ -145,6 +153,8 @@ class TrialConfig:
             "data_seed": self.effective_data_seed,
             "device": self.device,
         }
+        if self.split_seed is not None:  # only where set: a trial's params stay as they are
+            params["split_seed"] = self.split_seed
         params.update({f"task.{k}": v for k, v in self.task_options})
         return params
 
@@ -165,6 +175,7 @@ class TrialConfig:
             seed=int(params["seed"]),
             data_seed=params.get("data_seed"),
             device=params.get("device", "auto"),
+            split_seed=None if params.get("split_seed") is None else int(params["split_seed"]),
             task_options=options,
         )
 

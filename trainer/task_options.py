@@ -52,3 +52,9 @@ TASK_OPTIONS: dict[str, dict[str, OptionSpec]] = {
 def option_names() -> list[str]:
     """Every built-in task's option names, each once, in the order they are declared."""
     return list(dict.fromkeys(name for specs in TASK_OPTIONS.values() for name in specs))
+
+
+def splits_table(task: str) -> bool:
+    """Whether the task splits one table into train/validation/test (so a config's
+    `split_seed` draws a new split), rather than drawing its data from the data seed."""
+    return task in (DIABETES, DIGITS, CSV)

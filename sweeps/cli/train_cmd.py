@@ -23,6 +23,13 @@ from sweeps.errors import mask_secrets
 @click.option("--penalty", type=click.Choice(PENALTIES), default="none", show_default=True)
 @click.option("--lambda", "lambda_", type=float, default=0.0, show_default=True, help="λ >= 0.")
 @click.option("--l1-ratio", type=float, default=None, help="elastic_net mix α in [0,1] [0.5].")
+@click.option(
+    "--split-seed",
+    type=int,
+    default=None,
+    help="diabetes, digits, csv: draw the train/validation/test split from this seed"
+    " (as `sweeps confirm` does on fresh data); default: the task's fixed split.",
+)
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @threads_option

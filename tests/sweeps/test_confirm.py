@@ -99,6 +99,25 @@ def test_each_confirmation_equals_sweeps_train_of_its_config_and_seed(tmp_path: 
         assert alone["test_loss"] == value  # bit-equal: nn.Linear on CPU
 
 
+def test_a_digits_confirmation_draws_a_new_split_per_seed(tmp_path: Path) -> None:
+    """Fresh data on a table task: seed s trains on split s, as `sweeps train --split-seed
+    s` does, not on the study's fixed split (which `sweeps train --seed s` uses)."""
+    training = ("--task", "digits", "--epochs", "2", "--batch-size", "100")
+    _study(tmp_path, "dg", *training, "--penalties", "l2", "--trials", "2")
+    doc = _confirm(tmp_path, "dg", "--seeds", "2")
+    (cand,) = doc["candidates"]
+    assert doc["fixed_data"] is False and cand["values"][0] != cand["values"][1]
+    for seed, value in zip(doc["seeds"], cand["values"], strict=True):
+        args = ("train", *training, "--penalty", "l2", "--lambda", repr(cand["lambda"]))
+        args += ("--seed", str(seed), "--no-track", "--home", str(tmp_path))
+        own = invoke_json(*args, "--split-seed", str(seed))
+        fixed = invoke_json(*args)
+        # one split's value to float tolerance (a 10-output layer stacked sums in its own
+        # order); the fixed split's is another number
+        assert own["test_loss"] == pytest.approx(value, rel=1e-5)
+        assert fixed["test_loss"] != pytest.approx(value, rel=1e-3)
+
+
 def test_more_seeds_train_only_the_new_pairs_and_few_seeds_give_no_p_values(
     tmp_path: Path,
 ) -> None:
@@ -146,9 +165,8 @@ def test_sigkill_mid_confirm_heals_on_a_plain_rerun(tmp_path: Path) -> None:
         env=env,
     )
     assert done.returncode == 0, done.stderr
-    killed = run_cli(
-        "confirm", "--study", "k", "--seeds", "3", env={**env, "SWEEPS_KILL_AT": "confirm_logged:2"}
-    )
+    kill = {**env, "SWEEPS_KILL_AT": "confirm_logged:2"}  # the second of three stacks
+    killed = run_cli("confirm", "--study", "k", "--seeds", "3", "--batch", "2", env=kill)
     assert killed.returncode == -9, killed.stderr
     done = run_cli("confirm", "--study", "k", "--seeds", "3", env=env)
     assert done.returncode == 0, done.stderr
@@ -156,6 +174,43 @@ def test_sigkill_mid_confirm_heals_on_a_plain_rerun(tmp_path: Path) -> None:
     assert report["consistent"] and not report["problems"], report
     assert report["confirmation_rows"] == report["confirmation_runs"] == 6, report
     assert report["mlflow_runs"] == report["optuna_finished"], report
+
+
+def test_check_repair_recreates_a_deleted_confirmation_run_from_its_row(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    _study(tmp_path, "rp", "--penalties", "l2", "--trials", "2", "--epochs", "5", track=True)
+    done = invoke("confirm", "--study", "rp", "--home", str(tmp_path), "--seeds", "2", "--json")
+    assert done.exit_code == 0, done.stderr
+    row = json.loads(done.stdout)["candidates"][0]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("rp")
+    assert experiment is not None
+    where = "tags.`sweeps.role` = 'confirmation' and tags.`sweeps.seed` = '2'"
+    (gone,) = client.search_runs([experiment.experiment_id], where)
+    client.delete_run(gone.info.run_id)
+
+    def check(*flags: str) -> dict:  # type: ignore[type-arg]
+        result = invoke("check", "--study", "rp", "--home", str(tmp_path), "--json", *flags)
+        report: dict = json.loads(result.stdout)  # type: ignore[type-arg]
+        return report
+
+    report = check()
+    assert not report["consistent"]
+    assert report["problems"] == [
+        f"confirmation of trial {row['trial_number']} on seed 2 (data seed 2): no MLflow run"
+    ]
+    assert check("--repair")["consistent"]
+    report = check()
+    assert report["consistent"] and not report["problems"], report
+    assert report["confirmation_rows"] == report["confirmation_runs"] == 2
+    (again,) = client.search_runs([experiment.experiment_id], where)
+    assert again.info.run_id != gone.info.run_id and again.info.status == "FINISHED"
+    assert again.data.metrics["test_loss"] == row["values"][1]
+    assert again.data.tags["sweeps.candidate"] == str(row["trial_number"])
+    assert again.data.params["seed"] == "2"
+    doc = _confirm(tmp_path, "rp", "--seeds", "2")
+    assert doc["candidates"][0]["values"] == row["values"]  # nothing trained again
 
 
 def test_run_with_confirm_confirms_when_the_study_ends(tmp_path: Path) -> None:

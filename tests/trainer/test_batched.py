@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from trainer import ConfigError, Penalty, TrainStatus, TrialConfig, TrialResult, train
-from trainer.batched import batch_key, train_batch
+from trainer.batched import batch_key, stack_key, train_batch
 from trainer.config import Optimizer
 from trainer.tasks import Task, load_task
 
@@ -231,7 +231,6 @@ def test_empty_batch() -> None:
     [
         {"task": "another-task"},
         {"epochs": 7},
-        {"data_seed": 5},
         {"optimizer": "adam"},
         {"batch_size": 4},
         {"penalize": "all"},
@@ -246,10 +245,73 @@ def test_batch_key_refuses_mixed_configs(other: dict[str, object]) -> None:
         train_batch([first, second])
 
 
+# --- members of several data seeds: each trains on its own data ------------------------
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "batch_size", "lr"),
+    [("sgd", 5, 0.003), ("sgd", 1, 0.003), ("sgd", 0, 0.003), ("adam", 3, 0.01)],
+)
+def test_members_of_several_data_seeds_each_equal_train_on_their_own_data(
+    optimizer: str, batch_size: int, lr: float
+) -> None:
+    """Candidates × seeds with data seed = seed (a confirmation on fresh data), plus one
+    member whose data seed is not its seed and one that diverges: each is train()'s."""
+    grid = [("none", 0.0, None), ("l2", 3.0, None), ("elastic_net", 0.5, 0.3)]
+    cfgs = [
+        TrialConfig(
+            penalty=p,
+            lambda_=lam,
+            l1_ratio=ratio,
+            optimizer=optimizer,
+            lr=lr,
+            batch_size=batch_size,
+            seed=s,
+            data_seed=s,
+            epochs=25,
+        )
+        for s in (1, 2, 3)
+        for p, lam, ratio in grid
+    ]
+    cfgs += [
+        cfgs[1].replace(seed=7, data_seed=2),
+        cfgs[0].replace(lr=5.0 if optimizer == "sgd" else 50.0, seed=4, data_seed=4),
+    ]
+    results = train_batch(cfgs, device=CPU)
+    assert {r.config.effective_data_seed for r in results} == {1, 2, 3, 4}
+    for cfg, bat in zip(cfgs, results, strict=True):
+        assert_matches(train(cfg, device=CPU), bat, EXACT)
+    if optimizer == "sgd":
+        assert results[-1].status is TrainStatus.DIVERGED
+
+
+def test_members_of_several_data_seeds_take_their_tasks_from_a_mapping(d2l: Task) -> None:
+    """Given tasks are used as given (here: one model family for both data seeds)."""
+    mlp = _mlp_task(d2l)
+    other = dataclasses.replace(mlp, train=load_task(TrialConfig(data_seed=1)).train)
+    cfgs = [TrialConfig(penalty="l2", lambda_=1.0, seed=s, data_seed=s, epochs=20) for s in (0, 1)]
+    results = train_batch(cfgs, {(0, None): mlp, (1, None): other}, device=CPU)
+    for cfg, task, bat in zip(cfgs, (mlp, other), results, strict=True):
+        assert_matches(train(cfg, task, device=CPU), bat, exact=False)
+
+
+def test_members_of_several_data_seeds_need_data_of_one_shape(d2l: Task) -> None:
+    cfgs = [TrialConfig(data_seed=0), TrialConfig(data_seed=1)]
+    with pytest.raises(ConfigError, match="a task per data seed"):
+        train_batch(cfgs, d2l)
+    smaller = dataclasses.replace(
+        d2l, test=load_task(TrialConfig(task_options=(("n_test", 50),))).test
+    )
+    with pytest.raises(ConfigError, match="test splits differ in shape"):
+        train_batch(cfgs, {(0, None): d2l, (1, None): smaller})
+
+
 def test_batch_key_accepts_what_members_may_vary() -> None:
     first = TrialConfig(data_seed=0, penalize="weight, bias")
     other = first.replace(penalty="elastic_net", lambda_=2, l1_ratio=0.3, lr=0.1, seed=9)
     assert batch_key(first) == batch_key(other.replace(penalize="weight,bias"))
+    fresh = other.replace(data_seed=9)
+    assert batch_key(fresh) != batch_key(first) and stack_key(fresh) == stack_key(first)
 
 
 # --- a model that is not nn.Linear takes the generic vmap path --------------------------

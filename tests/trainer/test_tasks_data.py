@@ -80,6 +80,56 @@ def test_split_is_fixed_whatever_the_seed() -> None:
     assert SPLIT_SEED == 0  # documented in the README
 
 
+def _index_csv(path: Path) -> str:
+    """20 rows whose target is the row's index, so a split's targets are its rows."""
+    return write_csv(path, ["x", "target"], [[i * 0.5, i] for i in range(20)])
+
+
+def _rows(task: Task) -> list[list[int]]:
+    return [[int(v) for v in s.y.reshape(-1).tolist()] for s in (task.train, task.val, task.test)]
+
+
+# The fixed split, as every study trial and `sweeps train` has always drawn it.
+DIGITS_TEST_LABELS = [4, 8, 4, 9, 6, 8, 7, 7, 2, 1, 4, 3, 8, 4, 4, 5]
+CSV_SPLIT = [
+    [4, 5, 13, 19, 7, 14, 3, 6, 9, 17, 11, 2],
+    [16, 18, 10, 12],
+    [15, 8, 1, 0],
+]
+
+
+def test_plain_configs_keep_the_fixed_split(tmp_path: Path) -> None:
+    """Seeds, data seeds and a study's repeats (data seed ≠ seed) never move the split."""
+    for cfg in (TrialConfig(seed=5), TrialConfig(seed=6, data_seed=5)):
+        digits = load_task(cfg.replace(task="digits"))
+        assert digits.test.y[:16].tolist() == DIGITS_TEST_LABELS
+        assert [len(digits.train), len(digits.val), len(digits.test)] == [1079, 359, 359]
+    path = _index_csv(tmp_path / "i.csv")
+    options = (("train_csv", path), ("target", "target"), ("standardize", False))
+    for seed, data_seed in ((0, None), (4, None), (9, 4)):
+        cfg = TrialConfig(task="csv", task_options=options, seed=seed, data_seed=data_seed)
+        assert _rows(load_task(cfg)) == CSV_SPLIT
+
+
+def test_a_split_seed_draws_its_own_split_and_a_test_csv_stays(tmp_path: Path) -> None:
+    path = _index_csv(tmp_path / "i.csv")
+    options = (("train_csv", path), ("target", "target"), ("standardize", False))
+    cfg = TrialConfig(task="csv", task_options=options)
+    one, two = (_rows(load_task(cfg.replace(split_seed=s))) for s in (1, 2))
+    assert one != two and one != CSV_SPLIT and two != CSV_SPLIT
+    assert _rows(load_task(cfg.replace(split_seed=1, seed=8))) == one  # the split's alone
+    for rows in (one, two):
+        assert sorted(v for part in rows for v in part) == list(range(20))
+        assert list(map(len, rows)) == [12, 4, 4]
+    test_path = write_csv(tmp_path / "t.csv", ["x", "target"], [[1.0, 100], [2.0, 101]])
+    with_test = cfg.replace(task_options=(*options, ("test_csv", test_path)))
+    one, two = (_rows(load_task(with_test.replace(split_seed=s))) for s in (1, 2))
+    assert one[:2] != two[:2] and one[2] == two[2] == [100, 101]
+    digits = [load_task(TrialConfig(task="digits", split_seed=s)).test.y for s in (1, 2)]
+    assert not torch.equal(digits[0], digits[1])
+    assert digits[0][:16].tolist() != DIGITS_TEST_LABELS
+
+
 def test_digits_mlp_reports_accuracy() -> None:
     options = (("model", "mlp"), ("hidden", "16"))
     cfg = TrialConfig(task="digits", task_options=options, optimizer="adam", lr=0.01)

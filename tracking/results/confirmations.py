@@ -98,5 +98,53 @@ def read(session: Session, study: str) -> list[dict[str, Any]]:
     return [dict(row._mapping) for row in session.execute(query)]
 
 
+def records(session: Session, study: str) -> list[TrialRecord]:
+    """Every confirmation row of the study as the record it was written from, without
+    history or weights (only MLflow keeps those): what `sweeps check --repair` logs again."""
+    c = ConfirmationRow
+    query = (
+        sa.select(c)
+        .where(c.study_id == find_study_id(session, study))
+        .order_by(c.candidate, c.seed, c.data_seed)
+    )
+    return [_record(study, row) for row in session.scalars(query)]
+
+
+def _record(study: str, row: ConfirmationRow) -> TrialRecord:
+    state = TrialState(row.state)
+    final = {name: getattr(row, name) for name in FINAL_METRICS}
+    at_ms = int(row.created_at.timestamp() * 1000)
+    return TrialRecord(
+        study=study,
+        number=row.candidate,
+        state=state,
+        params=json.loads(row.params),
+        final=final,
+        value=final["val_loss"] if state is TrialState.COMPLETE else None,
+        duration_s=row.duration_s,
+        device=row.device,
+        start_time_ms=at_ms - round(row.duration_s * 1000),
+        end_time_ms=at_ms,
+        error=row.error,
+        mlflow_run_id=row.mlflow_run_id,
+    )
+
+
+def set_run(session: Session, study: str, key: Key, run_id: str) -> None:
+    """Point the row of `key` at MLflow run `run_id` (committed by the caller)."""
+    c = ConfirmationRow
+    candidate, seed, data_seed = key
+    session.execute(
+        sa.update(c)
+        .where(
+            c.study_id == find_study_id(session, study),
+            c.candidate == candidate,
+            c.seed == seed,
+            c.data_seed == data_seed,
+        )
+        .values(mlflow_run_id=run_id)
+    )
+
+
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)

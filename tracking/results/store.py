@@ -557,6 +557,24 @@ class ResultsStore:
             yield
             conn.rollback()  # the lock goes with the transaction
 
+    @_database_errors
+    def confirmation_records(self, study: str) -> list[TrialRecord]:
+        """Every confirmation row of the study as its record (`confirmations.records`).
+
+        Raises:
+            UnknownStudyError: No study of that name.
+        """
+        with Session(self._engine) as session:
+            self._readable_study_id(session, study)
+            return confirmations.records(session, study)
+
+    @_database_errors
+    def set_confirmation_run(self, study: str, key: tuple[int, int, int], run_id: str) -> None:
+        """Point a confirmation row, (candidate, seed, data seed), at its MLflow run."""
+        with Session(self._engine) as session:
+            confirmations.set_run(session, study, key, run_id)
+            session.commit()
+
     def dispose(self) -> None:
         """Close the engine's pooled connections."""
         self._engine.dispose()

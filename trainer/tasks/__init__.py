@@ -20,7 +20,8 @@ from trainer.tasks.base import (
     squared_loss,
 )
 
-TaskBuilder = Callable[[Mapping[str, TaskOption], int], Task]
+# (options, data seed, split seed: None for the task's fixed split) → Task
+TaskBuilder = Callable[[Mapping[str, TaskOption], int, int | None], Task]
 
 TASKS: dict[str, TaskBuilder] = {
     d2l.NAME: d2l.build,
@@ -56,7 +57,7 @@ def load_task(cfg: TrialConfig) -> Task:
     check_task(cfg.task)
     if cfg.task.startswith(python_task.PREFIX):
         return python_task.build(cfg.task, cfg.options, cfg.effective_data_seed)
-    return TASKS[cfg.task](cfg.options, cfg.effective_data_seed)
+    return TASKS[cfg.task](cfg.options, cfg.effective_data_seed, cfg.split_seed)
 
 
 __all__ = [

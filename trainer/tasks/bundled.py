@@ -3,9 +3,10 @@
 `diabetes`: 442 patients, 10 raw features (`load_diabetes(scaled=False)`), target a
 disease-progression score; squared loss. `digits`: 1797 8×8 images, 64 pixel features,
 10 classes; cross-entropy, accuracy reported too. Both are split 60/20/20 into
-train/validation/test by trainer.tasks.tabular's fixed permutation (seed SPLIT_SEED = 0) and
-standardized with training statistics. scikit-learn is imported only when one of these
-tasks is built (it takes seconds to import).
+train/validation/test by trainer.tasks.tabular's fixed permutation (seed SPLIT_SEED = 0),
+or by the config's `split_seed` when it has one, and standardized with training
+statistics. scikit-learn is imported only when one of these tasks is built (it takes
+seconds to import).
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ def _load(name: str) -> Table:
     return Table(torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.long))
 
 
-def _build(name: str, options: Mapping[str, TaskOption]) -> Task:
+def _build(name: str, options: Mapping[str, TaskOption], split_seed: int | None) -> Task:
     opts = resolve_options(name, OPTIONS, options)
     table = _load(name)
-    train, val, test = split_rows(len(table.y), (VAL_FRACTION, TEST_FRACTION))
+    train, val, test = split_rows(len(table.y), (VAL_FRACTION, TEST_FRACTION), split_seed)
     classification = name == DIGITS
     return tabular_task(
         name,
@@ -53,11 +54,13 @@ def _build(name: str, options: Mapping[str, TaskOption]) -> Task:
     )
 
 
-def build_diabetes(options: Mapping[str, TaskOption], data_seed: int) -> Task:
-    del data_seed  # the split is fixed (SPLIT_SEED); --seed varies init and shuffling
-    return _build(DIABETES, options)
+def build_diabetes(
+    options: Mapping[str, TaskOption], data_seed: int, split_seed: int | None
+) -> Task:
+    del data_seed  # the table is fixed: only split_seed varies the data
+    return _build(DIABETES, options, split_seed)
 
 
-def build_digits(options: Mapping[str, TaskOption], data_seed: int) -> Task:
+def build_digits(options: Mapping[str, TaskOption], data_seed: int, split_seed: int | None) -> Task:
     del data_seed
-    return _build(DIGITS, options)
+    return _build(DIGITS, options, split_seed)

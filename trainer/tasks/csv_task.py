@@ -6,6 +6,8 @@ target may hold any labels, which become class indices in sorted order (numeric 
 every label is a number). Without `--test-csv` the training file is split into train /
 validation / test (`--val-fraction`, `--test-fraction`, both 0.2 by default); with it, the
 training file is split into train / validation and the test file is the test split. The
+split is fixed (trainer.tasks.tabular), or drawn from the config's `split_seed`; a
+`--test-csv` file is never split, so it stays the test split whatever the seed. The
 objective is the validation loss; the test loss is reported, never used for selection.
 """
 
@@ -151,8 +153,8 @@ def _load(opts: Mapping[str, TaskOption]) -> tuple[list[Split], int]:
     return splits, 1
 
 
-def build(options: Mapping[str, TaskOption], data_seed: int) -> Task:
-    del data_seed  # the split is fixed (SPLIT_SEED); --seed varies init and shuffling
+def build(options: Mapping[str, TaskOption], data_seed: int, split_seed: int | None) -> Task:
+    del data_seed  # the files are fixed: only split_seed varies the split (not --test-csv)
     opts = resolve_options(NAME, OPTIONS, options)
     if "test_fraction" in options and opts["test_csv"]:
         raise TaskError("--test-fraction applies only without --test-csv")
@@ -160,11 +162,11 @@ def build(options: Mapping[str, TaskOption], data_seed: int) -> Task:
     data = splits[0]
     val_fraction = float(opts["val_fraction"])
     if len(splits) == 2:
-        train_idx, val_idx = split_rows(len(data), (val_fraction,))
+        train_idx, val_idx = split_rows(len(data), (val_fraction,), split_seed)
         parts = (_rows(data, train_idx), _rows(data, val_idx), splits[1])
     else:
         train_idx, val_idx, test_idx = split_rows(
-            len(data), (val_fraction, float(opts["test_fraction"]))
+            len(data), (val_fraction, float(opts["test_fraction"])), split_seed
         )
         parts = (_rows(data, train_idx), _rows(data, val_idx), _rows(data, test_idx))
     return tabular_task(

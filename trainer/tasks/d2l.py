@@ -33,7 +33,8 @@ def synthetic_data(w: torch.Tensor, b: float, n: int, noise: float, gen: torch.G
     return Split(X, y)
 
 
-def build(options: Mapping[str, TaskOption], data_seed: int) -> Task:
+def build(options: Mapping[str, TaskOption], data_seed: int, split_seed: int | None) -> Task:
+    del split_seed  # the data is drawn from data_seed, not split from a table
     opts = resolve_options(NAME, OPTIONS, options)
     num_inputs = int(opts["num_inputs"])
     gen = stream_generator(data_seed, "data")

@@ -2,9 +2,11 @@
 
 Splits are a random permutation drawn from `torch.Generator().manual_seed(SPLIT_SEED)`,
 the same for every trial and every `--seed`, so trials differ only in what is searched and
-in their init/shuffle streams. Features are standardized with the training split's mean
-and standard deviation only (a constant column keeps scale 1), so no statistic of the
-validation or test rows leaks into training. Targets are left as they are.
+in their init/shuffle streams. A config's `split_seed` (what `sweeps confirm` sets on fresh
+data) draws another permutation, from that seed's own "split" stream. Features are
+standardized with the training split's mean and standard deviation only (a constant
+column keeps scale 1), so no statistic of the validation or test rows leaks into
+training. Targets are left as they are.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from trainer.config import TaskOption
 from trainer.errors import TaskError
 from trainer.models import make_model_factory, model_spec
+from trainer.seeding import stream_generator
 from trainer.tasks.base import (
     Split,
     Task,
@@ -38,12 +41,20 @@ class Table:
         return Split(self.X[index], self.y[index])
 
 
-def split_rows(n: int, fractions: tuple[float, ...]) -> list[torch.Tensor]:
+def split_rows(
+    n: int, fractions: tuple[float, ...], split_seed: int | None = None
+) -> list[torch.Tensor]:
     """Row indices for the first split (the rest) and one split per fraction, in order.
 
-    Each fraction's part is round(fraction·n) rows; all parts must be non-empty.
+    Each fraction's part is round(fraction·n) rows; all parts must be non-empty. The
+    permutation is the fixed one (SPLIT_SEED), or `split_seed`'s when given.
     """
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    gen = (
+        torch.Generator().manual_seed(SPLIT_SEED)
+        if split_seed is None
+        else stream_generator(split_seed, "split")
+    )
+    order = torch.randperm(n, generator=gen)
     sizes = [round(f * n) for f in fractions]
     first = n - sum(sizes)
     if first < 1 or min(sizes, default=1) < 1:
