@@ -299,6 +299,9 @@ class RoundOptimizer:
         slots = self._ask_grid(k, pruning) if self._claims_grid() else self._ask_known(k, pruning)
         if slots is not None:
             return slots, True
+        # `study.ask()` plans from the storage: the round being written must be told first,
+        # as it would be without a recording process (a short last round, a round of one).
+        self._settle()
         return self._ask_each(k, pruning), False
 
     def _ask_grid(self, k: int, pruning: PruningView) -> list[_Slot]:

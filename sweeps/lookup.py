@@ -61,6 +61,7 @@ def stored_penalties(stores: Stores, study: str) -> list[str] | None:
     """The penalties an existing study was created with, read without creating anything;
     None for a study not in this storage (yet). A resume that names no --penalties keeps
     them, whatever today's default set is."""
+    check_reachable(stores.storage)  # an unreachable server is said as every command says it
     store = ResultsStore(stores.storage)
     try:
         if store.find_study_uid(study) is None:

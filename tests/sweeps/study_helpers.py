@@ -44,6 +44,14 @@ def run_cli(
     )
 
 
+def trained(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The trials that trained: those that took an identical earlier trial's result
+    (`sweeps.lifecycle.REUSED_ATTR`) do not use up --trials."""
+    from sweeps.lifecycle import REUSED_ATTR
+
+    return [t for t in trials if REUSED_ATTR not in t.user_attrs]
+
+
 def load(study: str, storage: str) -> optuna.Study:
     return optuna.load_study(study_name=study, storage=storage)
 

@@ -49,7 +49,7 @@ def test_history_policy(tmp_path: Path, history: str, thinned: set[int]) -> None
     experiment = client.get_experiment_by_name("h")
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id], "tags.`sweeps.role` = 'trial'")
-    assert len(runs) == 6 and len(best) == 2
+    assert len(runs) == 6 + doc["reused"] and len(best) == 2  # repeats come on top
     for run in runs:
         run_id = run.info.run_id
         if "sweeps.reused_from" in run.data.tags:  # took an identical trial's result:

@@ -461,6 +461,8 @@ class ResultsStore:
             names = [s["study"] for s in self.studies()]
         else:
             names = list(dict.fromkeys(studies))  # drop repeats, keep the order given
+        if not names:
+            return []  # nothing to compare (a storage without studies has no tables to read)
         with Session(self._engine) as session:
             ids = [self._readable_study_id(session, name) for name in names]
             rows = best_rows(session, ids, None)
