@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 # Heartbeat: a RUNNING trial whose worker stopped beating for 2 intervals is failed by the
 # next worker that starts a trial, and retried with the same parameters.
 DEFAULT_HEARTBEAT_S = 10
+MAX_HEARTBEAT_S = 86_400  # a day; beyond it a dead worker's trials would wait forever
 MAX_RETRIES = 3
 # An SQLite database, the files SQLite keeps beside it while it is in use, and the lock
 # of the results tables' migrations (`tracking.results.migrate`).
@@ -226,8 +227,10 @@ def heartbeat_interval() -> int:
         value = int(raw)
     except ValueError:
         raise StorageError(f"SWEEPS_HEARTBEAT_S must be whole seconds, got {raw!r}") from None
-    if value <= 0:
-        raise StorageError(f"SWEEPS_HEARTBEAT_S must be >= 1, got {value}")
+    if not 1 <= value <= MAX_HEARTBEAT_S:
+        raise StorageError(
+            f"SWEEPS_HEARTBEAT_S must be 1 to {MAX_HEARTBEAT_S} seconds, got {raw!r}"
+        )
     return value
 
 
