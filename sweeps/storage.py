@@ -43,6 +43,7 @@ from tracking.db import (
     transient_faults_retried,
     use_wal,
 )
+from tracking.reconnect import retry_window_s
 from tracking.secrets import register_url
 
 if TYPE_CHECKING:
@@ -148,6 +149,7 @@ def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> 
     """Apply defaults under HOME and validate both URLs. Creates nothing."""
     if not home:  # Path("") is the current directory: the stores would land there unasked
         raise UsageError("--home is empty; give a directory (or leave it out: ./sweeps-data)")
+    retry_window_s()  # a bad SWEEPS_DB_RETRY_S is refused here, not first met in an outage
     for url in (storage, tracking_uri):
         if url:
             register_url(url)  # its password is masked wherever it shows up
