@@ -344,6 +344,11 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"config file {str(path)!r} is not UTF-8 text: {e.reason}") from None
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise UsageError(f"cannot read config file {str(path)!r}: {e}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise UsageError(
+            f"config file {str(path)!r} nests arrays or tables too deeply;"
+            " a sweep file holds a few flat options"
+        ) from None
     table = data.pop("sweep", {})
     if not isinstance(table, dict):
         raise UsageError(f"config file {str(path)!r}: `sweep` must be a table")

@@ -43,6 +43,7 @@ from tracking.db import (
     transient_faults_retried,
     use_wal,
 )
+from tracking.reconnect import retry_window_s
 from tracking.secrets import register_url
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 # Heartbeat: a RUNNING trial whose worker stopped beating for 2 intervals is failed by the
 # next worker that starts a trial, and retried with the same parameters.
 DEFAULT_HEARTBEAT_S = 10
+MAX_HEARTBEAT_S = 86_400  # a day; beyond it a dead worker's trials would wait forever
 MAX_RETRIES = 3
 # An SQLite database, the files SQLite keeps beside it while it is in use, and the lock
 # of the results tables' migrations (`tracking.results.migrate`).
@@ -147,6 +149,7 @@ def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> 
     """Apply defaults under HOME and validate both URLs. Creates nothing."""
     if not home:  # Path("") is the current directory: the stores would land there unasked
         raise UsageError("--home is empty; give a directory (or leave it out: ./sweeps-data)")
+    retry_window_s()  # a bad SWEEPS_DB_RETRY_S is refused here, not first met in an outage
     for url in (storage, tracking_uri):
         if url:
             register_url(url)  # its password is masked wherever it shows up
@@ -226,8 +229,10 @@ def heartbeat_interval() -> int:
         value = int(raw)
     except ValueError:
         raise StorageError(f"SWEEPS_HEARTBEAT_S must be whole seconds, got {raw!r}") from None
-    if value <= 0:
-        raise StorageError(f"SWEEPS_HEARTBEAT_S must be >= 1, got {value}")
+    if not 1 <= value <= MAX_HEARTBEAT_S:
+        raise StorageError(
+            f"SWEEPS_HEARTBEAT_S must be 1 to {MAX_HEARTBEAT_S} seconds, got {raw!r}"
+        )
     return value
 
 

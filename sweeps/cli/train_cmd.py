@@ -67,7 +67,8 @@ def train_command(no_track: bool, as_json: bool, threads: int | None, **kwargs: 
                     extra = f" --tracking-uri {shlex.quote(mask_secrets(tracking))}"
                 click.echo(f"open:    sweeps ui --home {home}{extra} (experiment sweeps-train)")
     if summary["status"] == "diverged":
-        fail(f"training diverged at epoch {summary['diverged_epoch']}; try a smaller --lr", 1)
+        causes = "--lr" if summary["penalty"] == "none" else "--lr or --lambda"
+        fail(f"training diverged at epoch {summary['diverged_epoch']}; try a smaller {causes}", 1)
 
 
 def _print_human(s: dict[str, Any]) -> None:

@@ -89,9 +89,13 @@ def ui_command(
     tracking_uri: str | None,
 ) -> None:
     """Serve the MLflow UI for this project's studies (Ctrl-C stops it)."""
-    from sweeps.errors import StorageError
+    from sweeps.errors import StorageError, UsageError
     from sweeps.storage import resolve_stores
 
+    if not host.strip():  # an empty host binds every interface, IPv4 and IPv6
+        raise UsageError(
+            "--host is empty; give an interface (127.0.0.1, or 0.0.0.0 to expose the UI)"
+        )
     stores = resolve_stores(home, storage, tracking_uri)
     stores.check_files(write=False, storage=False)
     from tracking.server import check_reachable

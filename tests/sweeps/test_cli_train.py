@@ -89,6 +89,15 @@ def test_divergence_exits_1_with_status() -> None:
     assert "diverged at epoch" in result.stderr
 
 
+def test_divergence_under_a_huge_lambda_names_lambda_as_a_cause() -> None:
+    args = ["--penalty", "l2", "--lambda", "1e308", "--epochs", "2", "--no-track"]
+    result = invoke("train", *args)
+    assert result.exit_code == 1  # a diverged run is a result (status diverged), not bad input
+    assert result.stderr.strip().splitlines() == [
+        "sweeps: error: training diverged at epoch 1; try a smaller --lr or --lambda"
+    ]
+
+
 def test_a_tracked_diverged_run_ends_as_a_diverged_trial_does(tmp_path: Path) -> None:
     """One rule for divergence (`sweeps.lifecycle.conclude`): PRUNED, its run KILLED."""
     from mlflow.tracking import MlflowClient

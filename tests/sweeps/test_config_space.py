@@ -9,7 +9,7 @@ import pytest
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig, load_toml
 from sweeps.errors import UsageError
 from sweeps.sampling import grid_size, lambda_grid, suggest
-from tests.sweeps.cli_helpers import invoke
+from tests.sweeps.cli_helpers import assert_usage_error, invoke
 from trainer import Penalty, TrialConfig
 
 
@@ -56,6 +56,16 @@ def test_missing_toml_is_a_usage_error(tmp_path: Path) -> None:
     bad.write_text("study = [")
     with pytest.raises(UsageError, match="cannot read"):
         load_toml(bad)
+
+
+def test_a_deeply_nested_config_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "deep.toml"
+    config.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    home = tmp_path / "home"
+    args = ["run", "--config", str(config), "--trials", "1", "--epochs", "2", "--no-track"]
+    result = invoke(*args, "--home", str(home))
+    assert_usage_error(result, str(config), "nests arrays or tables too deeply")
+    assert not home.exists()
 
 
 def test_suggest_is_conditional() -> None:

@@ -24,6 +24,7 @@ from sweeps.lifecycle import RoundOptimizer
 from sweeps.pruning import PruningView
 from sweeps.storage import lost_trials, open_storage
 from sweeps.study import create_or_load
+from tests.sweeps.cli_helpers import assert_usage_error, invoke
 from tests.sweeps.study_helpers import cli_env, load, run_cli
 from tracking.results import ResultsStore
 from trainer import Penalty, load_task
@@ -136,3 +137,10 @@ def test_a_long_ask_round_beats_for_the_trials_asked_so_far(
     assert ids[0] in beaten and len(beaten & set(ids)) >= 2  # asked > 0.5 s before the end
     monkeypatch.delenv(FORCE_PUBLIC_ENV)  # lost trials are found in Optuna's tables only
     assert lost_trials(study, storage) == []
+
+
+@pytest.mark.parametrize("beat_s", ["86401", str(2**40), "99999999999999999999"])
+def test_a_heartbeat_longer_than_a_day_is_one_line(tmp_path: Path, beat_s: str) -> None:
+    args = ["run", "--study", "b", "--trials", "1", "--epochs", "2", "--no-track"]
+    result = invoke(*args, "--home", str(tmp_path / "h"), env={"SWEEPS_HEARTBEAT_S": beat_s})
+    assert_usage_error(result, "SWEEPS_HEARTBEAT_S must be 1 to 86400 seconds", beat_s)

@@ -87,6 +87,25 @@ def test_bad_task_is_one_line_exit_2(tmp_path: Path, task: str, fragment: str) -
     assert not home.exists()  # refused before any study or store exists
 
 
+@pytest.mark.timeout(120)  # a device that never ends or a pipe without a writer would hang
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+@pytest.mark.parametrize("option", ["--train-csv", "--test-csv"])
+def test_a_csv_input_that_is_not_a_regular_file_is_one_line_exit_2(
+    tmp_path: Path, table: str, kind: str, option: str
+) -> None:
+    path = "/dev/zero" if kind == "device" else str(tmp_path / "fifo")
+    if kind == "fifo":
+        os.mkfifo(path)
+    files = {"--train-csv": table, "--test-csv": table, option: path}
+    task = ["--task", "csv", *[a for o, p in files.items() for a in (o, p)], "--target", "y"]
+    home = tmp_path / "home"
+    fragment = f"{option} {path!r} is not a regular file"
+    assert_usage_error(invoke("train", *task, "--epochs", "2", "--home", str(home)), fragment)
+    args = ["--study", "s", *task, "--trials", "1", "--epochs", "2", "--home", str(home)]
+    assert_usage_error(invoke("run", *args), fragment)
+    assert not home.exists()  # refused before any study or store exists
+
+
 JUNK_TASKS = """
 import torch
 from torch import nn

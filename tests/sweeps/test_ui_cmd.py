@@ -192,6 +192,15 @@ def test_ui_on_a_port_in_use_is_one_line_and_starts_no_server(home: Path, busy_p
     assert not (home / "mlflow-ui.log").exists()  # no server was started
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("host", ["", " "])
+def test_ui_on_an_empty_host_is_one_line_and_starts_no_server(home: Path, host: str) -> None:
+    result = invoke("ui", "--home", str(home), "--host", host, "--port", str(free_port()))
+    assert_usage_error(result, "--host is empty")
+    assert "MLflow UI on" not in result.output
+    assert not (home / "mlflow-ui.log").exists()  # no server was started
+
+
 def test_ui_for_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
     uri = f"http://sweeps:pa55@127.0.0.1:{free_port()}"
     result = invoke("ui", "--home", str(tmp_path), "--tracking-uri", uri)

@@ -50,7 +50,12 @@ def data_files(cfg: TrialConfig) -> dict[str, str]:
         return {} if path is None else {"module": path}
     specs = task_options.TASK_OPTIONS.get(cfg.task, {})
     given = cfg.options
-    return {name: str(given[name]) for name, spec in specs.items() if spec.path and given.get(name)}
+    files = {
+        name: str(given[name]) for name, spec in specs.items() if spec.path and given.get(name)
+    }
+    for name, path in files.items():  # checked before anything opens them
+        csv_task.check_regular_file(path, "--" + name.replace("_", "-"))
+    return files
 
 
 def load_task(cfg: TrialConfig) -> Task:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import os
+import stat
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,9 +36,24 @@ OPTIONS = task_options.CSV_OPTIONS
 Rows = list[list[str]]
 
 
+def check_regular_file(path_text: str, what: str) -> None:
+    """A TaskError unless the path names a regular file: a device (/dev/zero) never ends
+    and a pipe can be read only once (its data is hashed, then loaded). A missing or
+    unreadable file is left to the read that follows."""
+    try:
+        mode = os.stat(path_text).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        raise TaskError(
+            f"{what} {path_text!r} is not a regular file (a device or a pipe); give a CSV file"
+        )
+
+
 def read_table(path_text: str, what: str) -> tuple[list[str], Rows]:
     """Header and rows of a CSV file, or a TaskError naming the file and the problem."""
     path = Path(path_text)
+    check_regular_file(path_text, what)
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             lines = list(csv.reader(f))
