@@ -72,7 +72,20 @@ class Stores:
     @property
     def uses_home(self) -> bool:
         """Whether anything lives under `home` (then it must be created before use)."""
-        return self.artifact_root is not None or self.storage.startswith(f"sqlite:///{self.home}")
+        path = _sqlite_path(self.storage)
+        return self.artifact_root is not None or (
+            path is not None and path.is_relative_to(self.home)
+        )
+
+    @property
+    def home_storage(self) -> str:
+        """The default storage URL: sweeps.db under `home`."""
+        return sqlite_url(self.home / "sweeps.db")
+
+    @property
+    def home_tracking(self) -> str:
+        """The default MLflow tracking URI: mlflow.db under `home`."""
+        return sqlite_url(self.home / "mlflow.db")
 
     def make_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -123,6 +136,12 @@ class Stores:
             check_writable_dir(self.artifact_root, "the MLflow artifacts folder")
 
 
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of the SQLite file `path`, with `%`, `?` and `#` in it escaped
+    (`make_url(...).database` reads the path back)."""
+    return sa.URL.create("sqlite", database=str(path)).render_as_string(hide_password=False)
+
+
 def _sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite"):
         return None
@@ -151,11 +170,9 @@ def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> 
         if url:
             register_url(url)  # its password is masked wherever it shows up
     home_path = _resolved(Path(home).expanduser(), "--home")
-    storage_url = normalize_storage_url(
-        storage or f"sqlite:///{home_path / 'sweeps.db'}", home_path
-    )
+    storage_url = normalize_storage_url(storage or sqlite_url(home_path / "sweeps.db"), home_path)
     if tracking_uri is None:
-        tracking = f"sqlite:///{home_path / 'mlflow.db'}"
+        tracking = sqlite_url(home_path / "mlflow.db")
         artifacts: Path | None = home_path / "mlartifacts"
     else:
         tracking, artifacts = tracking_uri, None

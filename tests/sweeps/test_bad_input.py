@@ -308,6 +308,18 @@ def test_one_sqlite_file_for_both_stores_is_refused_however_spelled(
     assert not (tmp_path / "x.db").exists()
 
 
+@pytest.mark.parametrize("name", ["a%20b", "h?x", "a?mode=ro#x"])
+def test_a_home_with_url_characters_keeps_its_stores_in_it(tmp_path: Path, name: str) -> None:
+    """%, ? and # in HOME are a path's characters, not a URL's escapes, query or fragment."""
+    (tmp_path / "a b").mkdir()
+    home = tmp_path / name
+    args = ["--study", "s", "--home", str(home)]
+    invoke_json("run", *args, "--trials", "1", "--epochs", "2", "--no-track")
+    assert (home / "sweeps.db").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"a b", name})
+    assert [t["state"] for t in invoke_json("trials", *args)] == ["COMPLETE"]
+
+
 READERS = [
     ["worker", "--study", "nope"],
     ["worker", "--study", "nope", "--no-track"],
