@@ -194,11 +194,34 @@ def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> 
 
 
 def _resolved(path: Path, what: str) -> Path:
-    """`path` made absolute through its symlinks; one line for a loop of them."""
+    """`path` made absolute through its symlinks; one line for a loop of them, or for a
+    path longer than the file system holds."""
     try:
-        return path.resolve()
+        resolved = path.resolve()
     except (RuntimeError, OSError) as e:  # Path.resolve: RuntimeError for a symlink loop
         raise StorageError(f"{what} {str(path)!r} cannot be resolved: {e}") from None
+    _check_length(resolved, what)
+    return resolved
+
+
+def _check_length(path: Path, what: str) -> None:
+    """Refuse a path with a name longer than NAME_MAX, or longer than PATH_MAX as a whole,
+    with room for the longest of SQLite's files beside it: checked before any folder on
+    the way to it is created, which every later look at it would fail on."""
+    existing = path
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+        path_max = os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):  # no such limits known here: the POSIX usual ones
+        name_max, path_max = 255, 4096
+    room = max(len(suffix) for suffix in SQLITE_SUFFIXES)
+    names = [len(os.fsencode(part)) for part in path.parts]
+    if max(names[:-1], default=0) > name_max or names[-1] + room > name_max:
+        raise StorageError(f"{what} {str(path)!r} has a name longer than the file system holds")
+    if len(os.fsencode(path)) + room >= path_max:
+        raise StorageError(f"{what} {str(path)!r} is longer than the file system holds")
 
 
 def normalize_storage_url(url: str, home: Path) -> str:

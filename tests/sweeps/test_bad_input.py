@@ -320,6 +320,29 @@ def test_a_home_with_url_characters_keeps_its_stores_in_it(tmp_path: Path, name:
     assert [t["state"] for t in invoke_json("trials", *args)] == ["COMPLETE"]
 
 
+LONG_NAME = "a" * 300
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["trials", "--study", "s", "--home", "{t}/" + LONG_NAME], "--home"),
+        (["run", "--study", "s", "--no-track", "--home", "{t}/sub/" + LONG_NAME], "--home"),
+        (["run", "--study", "s", "--no-track", "--home", "{t}/sub" + "/b" * 2100], "--home"),
+        (["train", "--epochs", "1", "--home", "{t}/" + LONG_NAME], "--home"),
+        (["best", "--study", "s", "--storage", "sqlite:///{t}/" + LONG_NAME], "SQLite file"),
+        (["train", "--epochs", "1", "--tracking-uri", "sqlite:///{t}/" + LONG_NAME], "SQLite"),
+    ],
+    ids=["trials", "run-new-home", "run-past-path-max", "train", "storage", "tracking"],
+)
+def test_a_path_too_long_for_the_file_system_is_one_line_and_creates_nothing(
+    tmp_path: Path, args: list[str], fragment: str
+) -> None:
+    result = invoke(*(arg.replace("{t}", str(tmp_path)) for arg in args))
+    assert_usage_error(result, fragment, "longer than the file system holds")
+    assert list(tmp_path.iterdir()) == []
+
+
 READERS = [
     ["worker", "--study", "nope"],
     ["worker", "--study", "nope", "--no-track"],
