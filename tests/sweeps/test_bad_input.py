@@ -282,7 +282,43 @@ def test_export_refuses_to_replace_a_device_and_reports_a_full_stdout(tmp_path: 
         done = subprocess.run(
             sweeps_cmd(*args), stdout=full, stderr=subprocess.PIPE, text=True, check=False
         )
-    assert done.returncode == 2 and "cannot write the export" in done.stderr
+    assert done.returncode == 2 and "cannot write to standard output" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trials", "--study", "s", "--json"],
+        ["trials", "--study", "s"],
+        ["best", "--study", "s"],
+        ["best", "--study", "s", "--json"],
+        ["run", "--study", "s", "--trials", "1", "--epochs", "2", "--no-track", "--json"],
+        ["run", "--study", "s", "--trials", "1", "--epochs", "2", "--no-track"],
+    ],
+    ids=" ".join,
+)
+def test_a_full_standard_output_is_one_line_and_the_study_stays(
+    tmp_path: Path, args: list[str]
+) -> None:
+    home = tmp_path / "home"
+    invoke_json(
+        "run", "--study", "s", "--trials", "1", "--epochs", "2", "--no-track", "--home", str(home)
+    )
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            sweeps_cmd(*args, "--home", str(home)),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "sweeps: error: cannot write to standard output: No space left on device"
+    )
+    assert "Traceback" not in done.stderr
+    finished = len(invoke_json("trials", "--study", "s", "--home", str(home)))
+    assert finished > 1 if args[0] == "run" else finished == 1  # a run's trials are kept
 
 
 @pytest.mark.parametrize("command", [["train", "--epochs", "1"], ["studies"]])
