@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from pathlib import Path
 
 from tracking.errors import StoreFileError
@@ -91,6 +92,13 @@ def check_writable_dir(directory: Path, what: str) -> None:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise StoreFileError(f"{what} {directory} is not writable ({existing})")
+    try:  # a file system that holds no files (/proc), which access() does not tell
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise StoreFileError(
+            f"{what} {directory} is not writable ({existing}: {e.strerror})"
+        ) from None
 
 
 def holds_tables(url: str, owner: str) -> bool:

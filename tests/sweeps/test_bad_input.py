@@ -379,6 +379,27 @@ def test_a_path_too_long_for_the_file_system_is_one_line_and_creates_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1e3", "", "1.5"])
+def test_a_bad_heartbeat_is_one_line_before_the_home_is_created(tmp_path: Path, value: str) -> None:
+    home = tmp_path / "home"
+    args = ["run", "--study", "s", "--trials", "1", "--epochs", "2", "--home", str(home)]
+    result = invoke(*args, "--no-track", env={"SWEEPS_HEARTBEAT_S": value})
+    assert_usage_error(result, "SWEEPS_HEARTBEAT_S")
+    assert not home.exists()
+
+
+@pytest.mark.parametrize("track", [[], ["--no-track"]], ids=["tracked", "untracked"])
+def test_a_storage_where_no_file_can_be_made_is_refused_before_the_home_is_created(
+    tmp_path: Path, track: list[str]
+) -> None:
+    """/proc passes access(W_OK) as root, yet holds no new file."""
+    home = tmp_path / "home"
+    args = ["run", "--study", "s", "--trials", "1", "--epochs", "2", "--home", str(home)]
+    result = invoke(*args, *track, "--storage", "sqlite:////proc/x.db")
+    assert_usage_error(result, "/proc", "is not writable")
+    assert not home.exists()
+
+
 READERS = [
     ["worker", "--study", "nope"],
     ["worker", "--study", "nope", "--no-track"],
