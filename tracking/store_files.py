@@ -71,6 +71,12 @@ def _tables(path: Path, what: str) -> set[str]:
     try:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     except sqlite3.DatabaseError as e:
+        cannot_open = e.sqlite_errorcode == sqlite3.SQLITE_CANTOPEN
+        if cannot_open and not os.access(path.parent, os.W_OK):  # a WAL read needs its -shm
+            raise StoreFileError(
+                f"{what} {path} is read-only: SQLite cannot make its -shm file in"
+                f" {path.parent} ({e})"
+            ) from None
         raise StoreFileError(f"{what} {path} is damaged: {e}") from None
     finally:
         conn.close()
