@@ -34,6 +34,7 @@ from sweeps.storage import (
     Stores,
     check_reachable,
     fail_lost_trials,
+    heartbeat_interval,
     open_storage,
     resolve_stores,
 )
@@ -75,6 +76,7 @@ def preflight(cfg: SweepConfig) -> None:
     for spec in cfg.devices or (cfg.base.device,):
         resolve_device(spec)
     check_space(cfg)
+    heartbeat_interval()  # a bad SWEEPS_HEARTBEAT_S, before the home is created
 
 
 def worker_devices(cfg: SweepConfig) -> list[str]:
@@ -166,6 +168,7 @@ def run_worker(
     """`sweeps worker`: join an existing study from any shell or machine (`on_ready` and
     `accept_data_change`: as in `run_study`)."""
     require_storage(stores, study_name)  # a worker joins a study: it creates no storage
+    heartbeat_interval()  # a bad SWEEPS_HEARTBEAT_S, before the home is created
     index = os.getpid() if worker_index is None else worker_index
     # First, so that the storage's stale-trial callback records a trial before its retry.
     recorder = Recorder(stores, study_name, track=track)

@@ -74,7 +74,20 @@ class Stores:
     @property
     def uses_home(self) -> bool:
         """Whether anything lives under `home` (then it must be created before use)."""
-        return self.artifact_root is not None or self.storage.startswith(f"sqlite:///{self.home}")
+        path = _sqlite_path(self.storage)
+        return self.artifact_root is not None or (
+            path is not None and path.is_relative_to(self.home)
+        )
+
+    @property
+    def home_storage(self) -> str:
+        """The default storage URL: sweeps.db under `home`."""
+        return sqlite_url(self.home / "sweeps.db")
+
+    @property
+    def home_tracking(self) -> str:
+        """The default MLflow tracking URI: mlflow.db under `home`."""
+        return sqlite_url(self.home / "mlflow.db")
 
     def make_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -125,6 +138,12 @@ class Stores:
             check_writable_dir(self.artifact_root, "the MLflow artifacts folder")
 
 
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of the SQLite file `path`, with `%`, `?` and `#` in it escaped
+    (`make_url(...).database` reads the path back)."""
+    return sa.URL.create("sqlite", database=str(path)).render_as_string(hide_password=False)
+
+
 def _sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite"):
         return None
@@ -154,11 +173,9 @@ def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> 
         if url:
             register_url(url)  # its password is masked wherever it shows up
     home_path = _resolved(Path(home).expanduser(), "--home")
-    storage_url = normalize_storage_url(
-        storage or f"sqlite:///{home_path / 'sweeps.db'}", home_path
-    )
+    storage_url = normalize_storage_url(storage or sqlite_url(home_path / "sweeps.db"), home_path)
     if tracking_uri is None:
-        tracking = f"sqlite:///{home_path / 'mlflow.db'}"
+        tracking = sqlite_url(home_path / "mlflow.db")
         artifacts: Path | None = home_path / "mlartifacts"
     else:
         tracking, artifacts = tracking_uri, None
@@ -180,11 +197,34 @@ def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> 
 
 
 def _resolved(path: Path, what: str) -> Path:
-    """`path` made absolute through its symlinks; one line for a loop of them."""
+    """`path` made absolute through its symlinks; one line for a loop of them, or for a
+    path longer than the file system holds."""
     try:
-        return path.resolve()
+        resolved = path.resolve()
     except (RuntimeError, OSError) as e:  # Path.resolve: RuntimeError for a symlink loop
         raise StorageError(f"{what} {str(path)!r} cannot be resolved: {e}") from None
+    _check_length(resolved, what)
+    return resolved
+
+
+def _check_length(path: Path, what: str) -> None:
+    """Refuse a path with a name longer than NAME_MAX, or longer than PATH_MAX as a whole,
+    with room for the longest of SQLite's files beside it: checked before any folder on
+    the way to it is created, which every later look at it would fail on."""
+    existing = path
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+        path_max = os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):  # no such limits known here: the POSIX usual ones
+        name_max, path_max = 255, 4096
+    room = max(len(suffix) for suffix in SQLITE_SUFFIXES)
+    names = [len(os.fsencode(part)) for part in path.parts]
+    if max(names[:-1], default=0) > name_max or names[-1] + room > name_max:
+        raise StorageError(f"{what} {str(path)!r} has a name longer than the file system holds")
+    if len(os.fsencode(path)) + room >= path_max:
+        raise StorageError(f"{what} {str(path)!r} is longer than the file system holds")
 
 
 def normalize_storage_url(url: str, home: Path) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from pathlib import Path
 
 from tracking.errors import StoreFileError
@@ -70,6 +71,12 @@ def _tables(path: Path, what: str) -> set[str]:
     try:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     except sqlite3.DatabaseError as e:
+        cannot_open = e.sqlite_errorcode == sqlite3.SQLITE_CANTOPEN
+        if cannot_open and not os.access(path.parent, os.W_OK):  # a WAL read needs its -shm
+            raise StoreFileError(
+                f"{what} {path} is read-only: SQLite cannot make its -shm file in"
+                f" {path.parent} ({e})"
+            ) from None
         raise StoreFileError(f"{what} {path} is damaged: {e}") from None
     finally:
         conn.close()
@@ -91,6 +98,13 @@ def check_writable_dir(directory: Path, what: str) -> None:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise StoreFileError(f"{what} {directory} is not writable ({existing})")
+    try:  # a file system that holds no files (/proc), which access() does not tell
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise StoreFileError(
+            f"{what} {directory} is not writable ({existing}: {e.strerror})"
+        ) from None
 
 
 def holds_tables(url: str, owner: str) -> bool:

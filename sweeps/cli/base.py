@@ -8,11 +8,11 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar, cast
 
 import click
 
-from sweeps.errors import SweepsError, mask_secrets
+from sweeps.errors import SweepsError, UsageError, mask_secrets
 from tracking.errors import TrackingError
 from trainer.errors import TrainerError
 
@@ -35,7 +35,8 @@ class SweepsGroup(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:
-            rv = super().main(*args, **kwargs)
+            with _checked_stdout():
+                rv = super().main(*args, **kwargs)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
         except click.exceptions.NoArgsIsHelpError as e:
@@ -53,6 +54,39 @@ class SweepsGroup(click.Group):
                 raise  # a bug: its traceback is what a report needs
             fail(database)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class _CheckedStdout:
+    """Standard output whose failed writes (a full disk, /dev/full) are a UsageError: one
+    line on stderr, not a traceback nor a silent success. Everything else is the stream's."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as e:
+            raise UsageError(f"cannot write to standard output: {e.strerror}") from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as e:
+            raise UsageError(f"cannot write to standard output: {e.strerror}") from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _checked_stdout() -> Iterator[None]:
+    saved = sys.stdout
+    sys.stdout = cast("TextIO", _CheckedStdout(saved))
+    try:
+        yield
+    finally:
+        sys.stdout = saved
 
 
 def _database_error(e: BaseException) -> str | None:

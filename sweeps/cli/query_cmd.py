@@ -4,7 +4,6 @@ tracking code to load."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -179,7 +178,6 @@ def export_command(
 
     --tracking-uri names the MLflow store only so that -o never replaces it.
     """
-    from sweeps.errors import UsageError
     from sweeps.lookup import list_trials, render_export
     from sweeps.outputs import STDOUT, output_path, write_whole
     from sweeps.storage import resolve_stores
@@ -191,8 +189,4 @@ def export_command(
     if target is not None:
         write_whole(target, text)
         return
-    try:
-        click.echo(text, nl=False)
-        sys.stdout.flush()
-    except OSError as e:  # a full disk or /dev/full: not a silent success
-        raise UsageError(f"cannot write the export to standard output: {e.strerror}") from None
+    click.echo(text, nl=False)  # a full standard output is one line (`sweeps.cli.base`)

@@ -219,7 +219,7 @@ def where_results_are(stores: Stores, outcome: RunOutcome) -> str:
     home = ["--home", shlex.quote(str(stores.home))]
     storage = (
         []
-        if stores.storage == f"sqlite:///{stores.home / 'sweeps.db'}"
+        if stores.storage == stores.home_storage
         else [
             "--storage",
             shlex.quote(mask_secrets(stores.storage)),
@@ -240,7 +240,7 @@ def where_results_are(stores: Stores, outcome: RunOutcome) -> str:
         lines.append(f"open:    {mask_secrets(stores.tracking_uri)}")
     else:
         tracking = []
-        if stores.tracking_uri != f"sqlite:///{stores.home / 'mlflow.db'}":
+        if stores.tracking_uri != stores.home_tracking:
             tracking = ["--tracking-uri", shlex.quote(mask_secrets(stores.tracking_uri))]
         lines.append(f"open:    sweeps ui {' '.join([*home, *tracking])} --study {study}")
     return "\n".join(lines)

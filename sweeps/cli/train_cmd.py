@@ -63,7 +63,7 @@ def train_command(no_track: bool, as_json: bool, threads: int | None, **kwargs: 
                 click.echo(f"open:    {mask_secrets(tracking)} (experiment sweeps-train)")
             else:
                 extra = ""
-                if tracking != f"sqlite:///{outcome.stores.home / 'mlflow.db'}":
+                if tracking != outcome.stores.home_tracking:
                     extra = f" --tracking-uri {shlex.quote(mask_secrets(tracking))}"
                 click.echo(f"open:    sweeps ui --home {home}{extra} (experiment sweeps-train)")
     if summary["status"] == "diverged":

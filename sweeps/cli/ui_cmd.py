@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import click
+import sqlalchemy as sa
 
 from sweeps.cli.base import store_options
 from sweeps.errors import mask_secrets
@@ -105,8 +106,8 @@ def ui_command(
         shown = mask_secrets(stores.tracking_uri)
         click.echo(f"the MLflow server at {shown} serves the UI itself; open it")
         return
-    db = stores.tracking_uri.removeprefix("sqlite:///")
-    if stores.tracking_uri.startswith("sqlite:///") and not Path(db).exists():
+    db = sa.make_url(stores.tracking_uri).database or ""
+    if stores.tracking_uri.startswith("sqlite") and not Path(db).exists():
         raise StorageError(f"no MLflow store at {db} yet: run `sweeps run` or `sweeps train` first")
     check_port_free(host, port)
     if not _is_loopback(host):

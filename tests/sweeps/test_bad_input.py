@@ -282,7 +282,43 @@ def test_export_refuses_to_replace_a_device_and_reports_a_full_stdout(tmp_path: 
         done = subprocess.run(
             sweeps_cmd(*args), stdout=full, stderr=subprocess.PIPE, text=True, check=False
         )
-    assert done.returncode == 2 and "cannot write the export" in done.stderr
+    assert done.returncode == 2 and "cannot write to standard output" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trials", "--study", "s", "--json"],
+        ["trials", "--study", "s"],
+        ["best", "--study", "s"],
+        ["best", "--study", "s", "--json"],
+        ["run", "--study", "s", "--trials", "1", "--epochs", "2", "--no-track", "--json"],
+        ["run", "--study", "s", "--trials", "1", "--epochs", "2", "--no-track"],
+    ],
+    ids=" ".join,
+)
+def test_a_full_standard_output_is_one_line_and_the_study_stays(
+    tmp_path: Path, args: list[str]
+) -> None:
+    home = tmp_path / "home"
+    invoke_json(
+        "run", "--study", "s", "--trials", "1", "--epochs", "2", "--no-track", "--home", str(home)
+    )
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            sweeps_cmd(*args, "--home", str(home)),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "sweeps: error: cannot write to standard output: No space left on device"
+    )
+    assert "Traceback" not in done.stderr
+    finished = len(invoke_json("trials", "--study", "s", "--home", str(home)))
+    assert finished > 1 if args[0] == "run" else finished == 1  # a run's trials are kept
 
 
 @pytest.mark.parametrize("command", [["train", "--epochs", "1"], ["studies"]])
@@ -306,6 +342,62 @@ def test_one_sqlite_file_for_both_stores_is_refused_however_spelled(
     result = invoke(*args, "--storage", storage, "--tracking-uri", tracking)
     assert_usage_error(result, "must differ")
     assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize("name", ["a%20b", "h?x", "a?mode=ro#x"])
+def test_a_home_with_url_characters_keeps_its_stores_in_it(tmp_path: Path, name: str) -> None:
+    """%, ? and # in HOME are a path's characters, not a URL's escapes, query or fragment."""
+    (tmp_path / "a b").mkdir()
+    home = tmp_path / name
+    args = ["--study", "s", "--home", str(home)]
+    invoke_json("run", *args, "--trials", "1", "--epochs", "2", "--no-track")
+    assert (home / "sweeps.db").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"a b", name})
+    assert [t["state"] for t in invoke_json("trials", *args)] == ["COMPLETE"]
+
+
+LONG_NAME = "a" * 300
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["trials", "--study", "s", "--home", "{t}/" + LONG_NAME], "--home"),
+        (["run", "--study", "s", "--no-track", "--home", "{t}/sub/" + LONG_NAME], "--home"),
+        (["run", "--study", "s", "--no-track", "--home", "{t}/sub" + "/b" * 2100], "--home"),
+        (["train", "--epochs", "1", "--home", "{t}/" + LONG_NAME], "--home"),
+        (["best", "--study", "s", "--storage", "sqlite:///{t}/" + LONG_NAME], "SQLite file"),
+        (["train", "--epochs", "1", "--tracking-uri", "sqlite:///{t}/" + LONG_NAME], "SQLite"),
+    ],
+    ids=["trials", "run-new-home", "run-past-path-max", "train", "storage", "tracking"],
+)
+def test_a_path_too_long_for_the_file_system_is_one_line_and_creates_nothing(
+    tmp_path: Path, args: list[str], fragment: str
+) -> None:
+    result = invoke(*(arg.replace("{t}", str(tmp_path)) for arg in args))
+    assert_usage_error(result, fragment, "longer than the file system holds")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1e3", "", "1.5"])
+def test_a_bad_heartbeat_is_one_line_before_the_home_is_created(tmp_path: Path, value: str) -> None:
+    home = tmp_path / "home"
+    args = ["run", "--study", "s", "--trials", "1", "--epochs", "2", "--home", str(home)]
+    result = invoke(*args, "--no-track", env={"SWEEPS_HEARTBEAT_S": value})
+    assert_usage_error(result, "SWEEPS_HEARTBEAT_S")
+    assert not home.exists()
+
+
+@pytest.mark.parametrize("track", [[], ["--no-track"]], ids=["tracked", "untracked"])
+def test_a_storage_where_no_file_can_be_made_is_refused_before_the_home_is_created(
+    tmp_path: Path, track: list[str]
+) -> None:
+    """/proc passes access(W_OK) as root, yet holds no new file."""
+    home = tmp_path / "home"
+    args = ["run", "--study", "s", "--trials", "1", "--epochs", "2", "--home", str(home)]
+    result = invoke(*args, *track, "--storage", "sqlite:////proc/x.db")
+    assert_usage_error(result, "/proc", "is not writable")
+    assert not home.exists()
 
 
 READERS = [

@@ -42,19 +42,47 @@ def _chattr(flag: str, *paths: Path) -> None:
     subprocess.run(["chattr", flag, *map(str, paths)], check=True, capture_output=True)
 
 
-def test_a_database_index_made_immutable_mid_run_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    """Needs `chattr` (e2fsprogs, which `.ci/run` installs) as root on a filesystem with the
-    immutable flag (ext4, xfs, btrfs): without them the test fails saying so."""
+def _require_immutable_flag(tmp_path: Path) -> None:
+    """`chattr` as root on a filesystem with the immutable flag, or the test fails saying so."""
     if shutil.which("chattr") is None:
         pytest.fail("chattr is missing: apt-get install e2fsprogs", pytrace=False)
-    home = tmp_path / "h"
-    shm = home / "sweeps.db-shm"  # SQLite's WAL index, mapped into memory
     probe = tmp_path / "probe"
     probe.touch()
     refused = subprocess.run(["chattr", "+i", str(probe)], capture_output=True, text=True)
     if refused.returncode != 0:
         pytest.fail(f"cannot set the immutable flag here: {refused.stderr.strip()}", pytrace=False)
     _chattr("-i", probe)
+    probe.unlink()
+
+
+@pytest.mark.parametrize("command", [["trials"], ["best"]])
+def test_reading_a_study_in_an_immutable_home_says_read_only(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Reading a WAL database makes its -shm file beside it: an immutable home forbids it."""
+    _require_immutable_flag(tmp_path)
+    home = tmp_path / "h"
+    done = run_cli(
+        "run", "--study", "s", "--trials", "1", "--epochs", "2", "--no-track", env=cli_env(home)
+    )
+    assert done.returncode == 0, done.stderr
+    _chattr("+i", home)
+    try:
+        refused = run_cli(*command, "--study", "s", env=cli_env(home))
+    finally:
+        _chattr("-i", home)
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "sweeps.db is read-only" in lines[0], refused.stderr
+    assert "damaged" not in lines[0]
+
+
+def test_a_database_index_made_immutable_mid_run_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Needs `chattr` (e2fsprogs, which `.ci/run` installs) as root on a filesystem with the
+    immutable flag (ext4, xfs, btrfs): without them the test fails saying so."""
+    _require_immutable_flag(tmp_path)
+    home = tmp_path / "h"
+    shm = home / "sweeps.db-shm"  # SQLite's WAL index, mapped into memory
     gate = Gate(tmp_path / "gate")
     env = cli_env(home, SWEEPS_HEARTBEAT_S=HEARTBEAT_S, **gate.env)
     env.pop("PYTHONFAULTHANDLER", None)
