@@ -52,6 +52,41 @@ def trained(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenT
     return [t for t in trials if REUSED_ATTR not in t.user_attrs]
 
 
+def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`sweeps ARGS` started in the background, its output piped as text."""
+    return subprocess.Popen(
+        sweeps_cmd(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_until_lost(
+    url: str, study: str, count: int = 1, heartbeat_s: str = "1", timeout_s: float = 120
+) -> None:
+    """Until `count` RUNNING trials count as lost (their heartbeats stale: their worker is
+    dead or stopped), as they would for a worker started then with `heartbeat_s`."""
+    import time
+
+    from sweeps.storage import lost_trials
+
+    before = os.environ.get("SWEEPS_HEARTBEAT_S")
+    os.environ["SWEEPS_HEARTBEAT_S"] = heartbeat_s
+    try:
+        storage = open_storage(url)
+    finally:
+        if before is None:
+            del os.environ["SWEEPS_HEARTBEAT_S"]
+        else:
+            os.environ["SWEEPS_HEARTBEAT_S"] = before
+    try:
+        found = optuna.load_study(study_name=study, storage=storage)
+        deadline = time.monotonic() + timeout_s
+        while len(lost_trials(found, storage)) < count:
+            assert time.monotonic() < deadline, f"{count} trial(s) of {study} never went stale"
+            time.sleep(0.1)
+    finally:
+        storage.engine.dispose()
+
+
 def load(study: str, storage: str) -> optuna.Study:
     return optuna.load_study(study_name=study, storage=storage)
 

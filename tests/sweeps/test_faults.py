@@ -6,36 +6,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
 
-from sweeps.storage import lost_trials, open_storage
 from tests.gate import SPEC as GATE_TASK
 from tests.gate import Gate
-from tests.sweeps.study_helpers import cli_env, load, run_cli, sweeps_cmd
+from tests.sweeps.study_helpers import cli_env, load, run_cli, start_cli, wait_until_lost
 
 pytestmark = pytest.mark.slow
 
 HEARTBEAT_S = "1"  # a trial of the dead process is stale after 2 s
-
-
-def _wait_until_lost(url: str, study: str, timeout_s: float = 120) -> None:
-    """Until a RUNNING trial counts as lost, as it would for a resume started later."""
-    os.environ["SWEEPS_HEARTBEAT_S"] = HEARTBEAT_S
-    try:
-        storage = open_storage(url)
-    finally:
-        del os.environ["SWEEPS_HEARTBEAT_S"]
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not lost_trials(load(study, url), storage):
-            assert time.monotonic() < deadline, "the dead process's trial never went stale"
-            time.sleep(0.1)
-    finally:
-        storage.engine.dispose()
 
 
 def _chattr(flag: str, *paths: Path) -> None:
@@ -88,13 +70,7 @@ def test_a_database_index_made_immutable_mid_run_is_one_line_and_exit_2(tmp_path
     env.pop("PYTHONFAULTHANDLER", None)
     args = ["--study", "im", "--task", GATE_TASK, "--penalties", "l2", "--pruner", "none"]
     gate.hold(1)  # build 0 is the check of the task, 1 the first trial
-    proc = subprocess.Popen(
-        sweeps_cmd("run", *args, "--trials", "2"),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli("run", *args, "--trials", "2", env=env)
     try:
         gate.wait_until_held()
         fd = os.open(shm, os.O_RDONLY)
@@ -116,7 +92,7 @@ def test_a_database_index_made_immutable_mid_run_is_one_line_and_exit_2(tmp_path
     assert line.startswith("sweeps: error: a file mapped in memory failed (SIGBUS)"), err
     assert "Traceback" not in err and "Fatal Python error" not in err, err
     url = f"sqlite:///{home / 'sweeps.db'}"
-    _wait_until_lost(url, "im")
+    wait_until_lost(url, "im")
     resumed = run_cli("run", *args, "--trials", "1", env=env)
     assert resumed.returncode == 0, resumed.stderr
     states = [t.state for t in load("im", url).trials]

@@ -16,39 +16,27 @@ import subprocess
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from sweeps import killpoints
 from sweeps.fencing import EXIT_LOST
-from sweeps.storage import lost_trials, open_storage
 from tests.gate import SPEC as GATE_TASK
 from tests.gate import Gate
-from tests.sweeps.study_helpers import cli_env, load, run_cli, sweeps_cmd
+from tests.sweeps.study_helpers import (
+    cli_env,
+    load,
+    run_cli,
+    start_cli,
+    sweeps_cmd,
+    wait_until_lost,
+)
 
 pytestmark = pytest.mark.slow
 
 HEARTBEAT_S = "1"  # stale after 2 s
 STUDY = "paused"
-
-
-def _wait_until_stale(storage_url: str, count: int, timeout_s: float = 120) -> None:
-    """Until `count` RUNNING trials have a stale heartbeat (their worker is stopped)."""
-    os.environ["SWEEPS_HEARTBEAT_S"] = HEARTBEAT_S
-    try:
-        storage = open_storage(storage_url)
-    finally:
-        del os.environ["SWEEPS_HEARTBEAT_S"]
-    try:
-        study = optuna.load_study(study_name=STUDY, storage=storage)
-        deadline = time.monotonic() + timeout_s
-        while len(lost_trials(study, storage)) < count:
-            assert time.monotonic() < deadline, "the paused worker's trials never went stale"
-            time.sleep(0.1)
-    finally:
-        storage.engine.dispose()
 
 
 def _running_once_earlier_told(storage_url: str, count: int, timeout_s: float = 120) -> list[int]:
@@ -90,20 +78,15 @@ def test_a_paused_worker_writes_nothing_for_trials_taken_over(
     env = cli_env(home, storage_url, SWEEPS_HEARTBEAT_S=HEARTBEAT_S, **gate.env)
     study = ["--study", STUDY, "--task", GATE_TASK, "--pruner", "none"]
     gate.hold(ticket)
-    paused = subprocess.Popen(
-        sweeps_cmd(
-            "run", *study, "--penalties", "l1,l2", "--trials", str(trials), "--batch", str(batch)
-        ),
+    paused = start_cli(
+        "run", *study, "--penalties", "l1,l2", "--trials", str(trials), "--batch", str(batch),
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    )  # fmt: skip
     try:
         gate.wait_until_held()
         held = _running_once_earlier_told(storage_url, batch)
         paused.send_signal(signal.SIGSTOP)
-        _wait_until_stale(storage_url, batch)
+        wait_until_lost(storage_url, STUDY, batch)
         # Another worker fails the stale trials, records them and retries their parameters.
         rescuer = run_cli("worker", "--study", STUDY, "--trials", str(batch), env=env)
         assert rescuer.returncode == 0, rescuer.stderr
@@ -156,7 +139,7 @@ def test_a_worker_paused_between_the_fences_checks_leaves_one_run(
     try:
         _, status = os.waitpid(paused.pid, os.WUNTRACED)  # it stops itself at `point`
         assert os.WIFSTOPPED(status), status
-        _wait_until_stale(storage_url, 1)
+        wait_until_lost(storage_url, STUDY)
         rescuer = run_cli("worker", "--study", STUDY, "--trials", "1", env=env)
         assert rescuer.returncode == 0, rescuer.stderr
     finally:

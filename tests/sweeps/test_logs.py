@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import sqlalchemy as sa
 from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.gate import SPEC as GATE_TASK
 from tests.gate import Gate
-from tests.sweeps.study_helpers import cli_env, sweeps_cmd
+from tests.sweeps.study_helpers import cli_env, start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -40,13 +39,7 @@ def test_mlflow_failing_on_its_database_writes_one_line_per_kind_and_no_tracebac
     env["SWEEPS_TRACKING_URI"] = tracking
     gate.hold(1)  # build 0 is the check of the task, 1 the first trial
     args = ["run", "--study", "gone", "--task", GATE_TASK, "--penalties", "l2"]
-    proc = subprocess.Popen(
-        sweeps_cmd(*args, "--pruner", "none", "--trials", "3"),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(*args, "--pruner", "none", "--trials", "3", env=env)
     try:
         gate.wait_until_held()
         name = sa.make_url(tracking).database
@@ -87,13 +80,7 @@ def test_a_study_whose_mlflow_writes_all_fail_says_so_once_and_exits_1(
     trials = 2 * workers
     gate.hold(1)  # build 0 is the check of the task, 1 the first trial
     args = ["run", "--study", "art", "--task", GATE_TASK, "--penalties", "l2", "--pruner", "none"]
-    proc = subprocess.Popen(
-        sweeps_cmd(*args, "--trials", str(trials), "--workers", str(workers)),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(*args, "--trials", str(trials), "--workers", str(workers), env=env)
     try:
         gate.wait_until_held()
         artifacts = home / "mlartifacts"
