@@ -52,6 +52,13 @@ def trained(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenT
     return [t for t in trials if REUSED_ATTR not in t.user_attrs]
 
 
+def spent(trials: list[optuna.trial.FrozenTrial], budget: int) -> bool:
+    """Whether workers spent exactly `budget` trials: every one trained counts, and a
+    repeat of a finished configuration counts only past each worker's free ones, so the
+    study holds at least `budget` trials of which at most `budget` trained."""
+    return len(trained(trials)) <= budget <= len(trials)
+
+
 def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     """`sweeps ARGS` started in the background, its output piped as text."""
     return subprocess.Popen(

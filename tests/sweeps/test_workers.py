@@ -20,7 +20,7 @@ from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.gate import SPEC as GATE_TASK
 from tests.gate import Gate
 from tests.services import PrivatePostgres
-from tests.sweeps.study_helpers import cli_env, load, run_cli, sweeps_cmd, trained
+from tests.sweeps.study_helpers import cli_env, load, run_cli, spent, sweeps_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def test_four_workers_forty_trials(tmp_path: Path, storage_url: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     trials = load("mp", storage_url).trials
-    assert len(trained(trials)) == 40  # repeats of a finished configuration come on top
+    assert spent(trials, 40)  # repeats of a finished configuration come on top
     assert sorted(t.number for t in trials) == list(range(len(trials)))
     assert all(t.state is TrialState.COMPLETE for t in trials)
 
@@ -74,7 +74,7 @@ def test_concurrent_starts_create_one_study(tmp_path: Path, storage_url: str) ->
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     assert optuna.get_all_study_names(storage_url) == ["race"]
-    assert len(trained(load("race", storage_url).trials)) == 8
+    assert spent(load("race", storage_url).trials, 8)
 
 
 def test_killed_worker_is_failed_and_retried(tmp_path: Path, storage_url: str) -> None:
