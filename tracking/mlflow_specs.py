@@ -260,7 +260,8 @@ def _history_rows(epochs: int) -> str:
 
 def history_csv(history: Mapping[str, Sequence[float]]) -> bytes:
     """`epoch` and the METRICS, one row per epoch, each value to float32 precision, the
-    precision the trainer computes in (≤ 9 digits instead of repr's 17: half the file)."""
+    precision the trainer computes in (≤ 9 digits instead of repr's 17: half the file). A
+    value beyond float32's range (a float64 task diverging) is written as it is."""
     columns = [history.get(name, ()) for name in METRICS]
     epochs = max(len(column) for column in columns)
     header = ",".join(("epoch", *METRICS)) + "\n"
@@ -268,12 +269,12 @@ def history_csv(history: Mapping[str, Sequence[float]]) -> bytes:
         # One float32 rounding for the table, then one format per row.
         table = np.empty((epochs, len(columns) + 1), dtype=np.float64)
         table[:, 0] = np.arange(1, epochs + 1)
-        table[:, 1:] = np.asarray(columns, dtype=np.float32).T
+        table[:, 1:] = _to_float32(np.asarray(columns, dtype=np.float64)).T
         return (header + _history_rows(epochs) % tuple(table.ravel().tolist())).encode()
     out = io.StringIO()  # ragged columns (a hand-made history): empty cells past the end
     out.write(header)
     for i in range(epochs):
-        cells = [f"{float(np.float32(c[i])):.9g}" if i < len(c) else "" for c in columns]
+        cells = [f"{_to_float32(np.float64(c[i])):.9g}" if i < len(c) else "" for c in columns]
         out.write(",".join((str(i + 1), *cells)) + "\n")
     return out.getvalue().encode()
 
@@ -281,7 +282,20 @@ def history_csv(history: Mapping[str, Sequence[float]]) -> bytes:
 def read_history_csv(data: bytes) -> dict[str, list[float]]:
     """`history_csv` read back (float32 values as Python floats)."""
     rows = list(csv.DictReader(io.StringIO(data.decode())))
-    return {m: [float(np.float32(r[m])) for r in rows if r[m] != ""] for m in METRICS}
+    return {
+        m: _to_float32(np.array([r[m] for r in rows if r[m] != ""], dtype=np.float64)).tolist()
+        for m in METRICS
+    }
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _to_float32(values: Any) -> Any:
+    """`values` (a float64 array or scalar) rounded to float32, as float64; those beyond
+    float32's range kept as they are, not turned into infinities."""
+    fits = ~(np.abs(values) > _FLOAT32_MAX)  # NaN and ±inf fit
+    return np.where(fits, np.where(fits, values, 0.0).astype(np.float32), values)
 
 
 def _json_value(value: Any) -> Any:

@@ -174,11 +174,15 @@ def test_history_csv_round_trips_to_float32() -> None:
     rng = np.random.default_rng(0)
     history = {m: [float(x) for x in rng.normal(size=30) * 10.0**i] for i, m in enumerate(METRICS)}
     history["val_loss"][3], history["w_norm"][4] = math.inf, math.nan
-    history["penalty_value"] = history["penalty_value"][:29]  # diverged one epoch early
-    data = history_csv(history)
-    back = read_history_csv(data)
-    for metric, values in history.items():
-        assert repr(back[metric]) == repr([float(np.float32(v)) for v in values]), metric
+    history["test_loss"][5] = -1e300  # a float64 task diverging: beyond float32's range
+    ragged = {**history, "penalty_value": history["penalty_value"][:29]}  # diverged early
+    for written in (history, ragged):
+        back = read_history_csv(history_csv(written))
+        for metric, values in written.items():
+            expected = [v if abs(v) > 3.5e38 else float(np.float32(v)) for v in values]
+            assert repr(back[metric]) == repr(expected), metric
+        assert back["test_loss"][5] == -1e300
+    data = history_csv(ragged)
     assert data.decode().splitlines()[0] == "epoch," + ",".join(METRICS)
     assert len(data) < 30 * 80  # ≤ 9 digits a value, not repr's 17
 

@@ -14,7 +14,7 @@ from tests.gate import SPEC as GATE_TASK
 from tests.gate import Gate
 from tests.sweeps.study_helpers import cli_env, start_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
 @pytest.fixture

@@ -195,6 +195,7 @@ def test_two_workers_ride_out_a_restart_of_their_postgres_server(
     _study_through_outage(tmp_path, storage, tracking, restart)
 
 
+@pytest.mark.postgres
 def test_two_workers_ride_out_their_connections_dropped_and_refused(tmp_path: Path) -> None:
     """On the shared server: the study's sessions terminated by an administrator and its
     databases refusing connections for a while, as during a restart."""
