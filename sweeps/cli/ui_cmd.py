@@ -32,7 +32,11 @@ def _is_loopback(host: str) -> bool:
 
 
 def ui_args(
-    host: str, port: int, artifact_root: Path | None, allowed_hosts: str | None
+    host: str,
+    port: int,
+    artifact_root: Path | None,
+    allowed_hosts: str | None,
+    app_name: str | None = None,
 ) -> list[str]:
     """The `mlflow server` command line serving the UI over our store; the store's URI
     itself goes through the environment (`ui_env`), since a command line is visible to
@@ -48,11 +52,25 @@ def ui_args(
         "--workers",
         "1",
     ]
+    if app_name is not None:
+        args += ["--app-name", app_name]
     if artifact_root is not None:
         args += ["--default-artifact-root", artifact_root.as_uri()]
     if allowed_hosts:
         args += ["--allowed-hosts", allowed_hosts]
     return args
+
+
+def ui_app_name() -> str | None:
+    """`tracking.ui_app`'s name when this installation registers it as an `mlflow.app`
+    entry point (pyproject.toml; a source tree used without `pip install` does not)."""
+    from importlib.metadata import entry_points
+
+    from tracking import ui_app
+
+    value = f"{ui_app.__name__}:{ui_app.create_app.__name__}"
+    registered = entry_points(group="mlflow.app", name=ui_app.APP_NAME)
+    return ui_app.APP_NAME if any(ep.value == value for ep in registered) else None
 
 
 def ui_env(tracking_uri: str) -> dict[str, str]:
@@ -118,7 +136,14 @@ def ui_command(
         )
     env = {**os.environ, **ui_env(stores.tracking_uri)}  # before this process quiets MLflow
     path = "" if study is None else study_path(stores.tracking_uri, study)
-    args = ui_args(host, port, stores.artifact_root, allowed_hosts)
+    app_name = ui_app_name()
+    if app_name is None:
+        click.echo(
+            "sweeps: warning: this installation does not register sweeps' MLflow app"
+            " (pip install -e . does); run pages may open in MLflow's GenAI view",
+            err=True,
+        )
+    args = ui_args(host, port, stores.artifact_root, allowed_hosts, app_name)
     stores.make_home()
     raise SystemExit(serve(args, env, host, port, stores.ui_log, path))
 
@@ -155,9 +180,10 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def study_path(tracking_uri: str, study: str) -> str:
-    """The UI's path to the study's runs, in its model-training view: MLflow's UI opens
-    every experiment in its GenAI view unless the link says otherwise (its view is a
-    per-browser setting; the experiment's kind tag does not override it)."""
+    """The UI's path to the study's runs, in its model-training view even where the UI is
+    served without sweeps' app (`tracking.ui_app`): MLflow's UI opens every experiment in
+    its GenAI view unless the link says otherwise (its view is a per-browser setting; the
+    experiment's kind tag does not override it)."""
     from sweeps.errors import UsageError
     from sweeps.recording import quiet_mlflow
 

@@ -16,6 +16,7 @@ import pytest
 
 from tests.services import free_port
 from tests.sweeps.study_helpers import cli_env, run_cli, sweeps_cmd
+from tracking.ui_app import WORKFLOW_KEY
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,10 @@ def test_ui_serves_the_study(home: Path) -> None:
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             names = {e["name"] for e in json.load(response)["experiments"]}
+        with urllib.request.urlopen(f"{base}/", timeout=10) as response:
+            index = response.read().decode()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
     assert "q" in names
+    assert WORKFLOW_KEY in index  # served by sweeps' app: the UI opens in model training

@@ -87,7 +87,7 @@ def home(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_ui_args_bind_what_they_are_given() -> None:
-    args = ui_args("127.0.0.1", 5000, None, None)
+    args = ui_args("127.0.0.1", 5000, None, None, "sweeps")
     assert args[1:] == [
         "server",
         "--host",
@@ -96,8 +96,11 @@ def test_ui_args_bind_what_they_are_given() -> None:
         "5000",
         "--workers",
         "1",
+        "--app-name",
+        "sweeps",
     ]
     assert Path(args[0]).name == "mlflow"
+    assert "--app-name" not in ui_args("127.0.0.1", 5000, None, None)
 
 
 def test_ui_serves_loopback_by_default_without_warning(home: Path) -> None:
@@ -109,6 +112,7 @@ def test_ui_serves_loopback_by_default_without_warning(home: Path) -> None:
     assert served.environ["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{home / 'mlflow.db'}"
     assert served.option("--default-artifact-root") == (home / "mlartifacts").as_uri()
     assert "--allowed-hosts" not in served.argv
+    assert served.option("--app-name") == "sweeps"  # tracking/ui_app.py: the model-training view
     assert "warning" not in served.stderr
     assert served.stderr == ""  # nothing until the server answers (it was killed before)
     # the UI and server would otherwise try to phone home

@@ -2,7 +2,9 @@
 
 A real study is run with the CLI, `sweeps ui` serves its store, and Playwright walks
 experiment → parent run → child run → metric chart → artifacts, asserting on what is on
-screen. Screenshots of every step land in `test-artifacts/ui/` at the repository root.
+screen, and that every page is in MLflow's model-training view (sweeps' `mlflow.app`,
+tracking/ui_app.py), not its GenAI view. Screenshots of every step land in
+`test-artifacts/ui/` at the repository root.
 
 Needs the system Chromium (`apt-get install chromium`; `.ci/run` installs it) and the
 `playwright` package (dev extra); browsers are never downloaded. Without them the test
@@ -207,15 +209,33 @@ def _expand_parent(page: Page, served: Served) -> str:
     return href
 
 
+def _see_model_training_view(page: Page) -> None:
+    """The page is in MLflow's model-training view: its sidebar lists the experiment's
+    runs and models and links the ML docs; the GenAI view's lists traces, sessions,
+    judges and evaluation runs, and links the GenAI docs."""
+    from playwright.sync_api import expect
+
+    sidebar = page.get_by_role("navigation")
+    runs = sidebar.get_by_role("link", name="Runs", exact=True)
+    expect(runs).to_have_attribute("href", re.compile(r"^#/experiments/\d+/runs$"))
+    expect(sidebar.get_by_role("link", name="Docs")).to_have_attribute(
+        "href", re.compile(r"/docs/latest/ml/$")
+    )
+    for genai in ("Evaluation runs", "Sessions", "Judges"):
+        expect(sidebar.get_by_role("link", name=genai)).to_have_count(0)
+
+
 def _open_child(page: Page, served: Served, parent_href: str) -> dict[str, Any]:
     """Click trial #0's run: the MLflow run the results table names for it, under the parent,
-    with the final w_norm the results table holds."""
+    with the final w_norm the results table holds, in the model-training view (the link
+    carries no view: the UI keeps it per browser, and sweeps' app sets it)."""
     from playwright.sync_api import expect
 
     trial = next(t for t in served.trials if t["number"] == 0)
     page.get_by_role("link", name=re.compile(r"^#0 ")).click()
-    expect(page).to_have_url(re.compile(rf"/runs/{trial['mlflow_run_id']}$"))
+    expect(page).to_have_url(re.compile(rf"#/experiments/\d+/runs/{trial['mlflow_run_id']}$"))
     expect(page.get_by_role("heading", name=re.compile(r"^#0 "))).to_be_visible()
+    _see_model_training_view(page)
     expect(page.get_by_text("Finished", exact=True)).to_be_visible()
     expect(page.locator(f'a[href="{parent_href}"]')).to_have_text(STUDY)  # "Parent run"
     w_norm = page.get_by_role("row").filter(has=page.get_by_role("link", name="w_norm"))
@@ -259,8 +279,9 @@ def _see_parent(page: Page, base_url: str, parent_href: str) -> None:
     tags, the λ figure among its artifacts."""
     from playwright.sync_api import expect
 
-    page.goto(f"{base_url}/{parent_href}?workflowType=machine_learning", wait_until="load")
+    page.goto(f"{base_url}/{parent_href}", wait_until="load")  # a fresh load, no view asked
     expect(page.get_by_role("heading", name=STUDY, exact=True)).to_be_visible()
+    _see_model_training_view(page)
     params = page.get_by_role("row").filter(has=page.get_by_text("penalties", exact=True))
     expect(params).to_contain_text("l2,weight_decay")
     expect(page.get_by_text("sweeps.best_penalty", exact=True).first).to_be_visible()
