@@ -12,7 +12,7 @@ EXTRAS ?= postgres,dev
 # PYTEST_WORKERS=0 runs it in one process, in order.
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test test-fast docs lint typecheck bench clean
 
 $(BIN)/sweeps: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ test: $(BIN)/sweeps
 	$(BIN)/ruff format --check sweeps trainer tracking tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+
+# The inner loop: the tests that need no PostgreSQL, browser or real services (markers set by
+# tests/conftest.py from the fixtures a test uses); `make test` runs them all, as CI does.
+FAST := not slow and not postgres and not ui
+test-fast: $(BIN)/sweeps
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal -m "$(FAST)" $(PYTEST_ARGS)
+
+# The docs' code blocks run as a reader would, output shown; DOC=docs/cli.md for one page.
+DOC ?= README.md docs/*.md
+docs: $(BIN)/sweeps
+	$(BIN)/python -m tests.docs.runner $(DOC)
 
 lint: $(BIN)/sweeps
 	$(BIN)/ruff check --fix sweeps trainer tracking tests bench

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 import sweeps.lifecycle
 from sweeps.cli import cli
 from tests.sweeps.study_helpers import cli_env, run_cli
-from tests.tracking.test_results_sql import README_PORTABLE
+from tests.tracking.test_results_sql import DOC_PORTABLE
 from trainer import TrialConfig, TrialResult
 
 EPOCHS = 20
@@ -190,8 +190,8 @@ def test_best_json_equals_plain_sql(study: Study) -> None:
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     with sqlite3.connect(study.home / "sweeps.db") as db:
-        # The README's portable "best λ per penalty" query, as a user would run it.
-        query = README_PORTABLE.replace("'my-study'", "?")
+        # docs/tracking.md's portable "best λ per penalty" query, as a user would run it.
+        query = DOC_PORTABLE.replace("'my-study'", "?")
         expected = [(r[0], r[1], r[3], r[6]) for r in db.execute(query, ("tracked",))]
     got = [(a["penalty"], a["lambda"], a["value"], a["trial_number"]) for a in answer]
     assert got == expected and len(got) == 2

@@ -1,4 +1,5 @@
-"""The results tables as users query them: best() against hand-written and README SQL."""
+"""The results tables as users query them: best() against hand-written SQL and the SQL
+of docs/tracking.md."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from tests.docs.blocks import ROOT, read_blocks
 from tests.tracking.results_helpers import fill_sweep
 from tracking.errors import UnknownStudyError
 from tracking.results import ResultsStore
@@ -101,49 +103,30 @@ def test_compare_studies(store: ResultsStore) -> None:
         store.compare(["one", "three"])
 
 
-# The README's "best λ per penalty" queries, verbatim apart from the bound study name.
-README_SQLITE = """
-SELECT t.penalty, t.lambda, t.l1_ratio, MIN(t.value) AS value, t.test_loss, t.w_norm,
-       t.number AS trial_number
-FROM sweeps_trials AS t JOIN sweeps_studies AS s ON s.id = t.study_id
-WHERE s.name = 'my-study' AND t.state = 'COMPLETE'
-GROUP BY t.penalty
-ORDER BY value;
-"""
-README_POSTGRES = """
-SELECT DISTINCT ON (t.penalty)
-       t.penalty, t.lambda, t.l1_ratio, t.value, t.test_loss, t.w_norm, t.number AS trial_number
-FROM sweeps_trials AS t JOIN sweeps_studies AS s ON s.id = t.study_id
-WHERE s.name = 'my-study' AND t.state = 'COMPLETE' AND t.value IS NOT NULL
-ORDER BY t.penalty, t.value, t.number;
-"""
-README_PORTABLE = """
-SELECT penalty, lambda, l1_ratio, value, test_loss, w_norm, trial_number
-FROM (
-  SELECT t.penalty, t.lambda, t.l1_ratio, t.value, t.test_loss, t.w_norm,
-         t.number AS trial_number,
-         ROW_NUMBER() OVER (PARTITION BY t.penalty ORDER BY t.value, t.number) AS pos
-  FROM sweeps_trials AS t JOIN sweeps_studies AS s ON s.id = t.study_id
-  WHERE s.name = 'my-study' AND t.state = 'COMPLETE' AND t.value IS NOT NULL
-) AS ranked
-WHERE pos = 1
-ORDER BY value;
-"""
+# docs/tracking.md's "best λ per penalty" queries, read from the page (`sql file=NAME`).
+DOC_SQL = {
+    block.file: block.text
+    for block in read_blocks(ROOT / "docs" / "tracking.md")[0]
+    if block.language == "sql"
+}
+DOC_PORTABLE = DOC_SQL["best-portable.sql"]
+DOC_POSTGRES = DOC_SQL["best-postgresql.sql"]
+DOC_SQLITE = DOC_SQL["best-sqlite.sql"]
 
 
-def test_readme_queries_agree_with_best(store: ResultsStore) -> None:
+def test_the_docs_queries_agree_with_best(store: ResultsStore) -> None:
     fill_sweep(store, "my-study")
     fill_sweep(store, "other", offset=-1.0)
     best = [
         (r["penalty"], r["value"], r["lambda"], r["trial_number"]) for r in store.best("my-study")
     ]
-    dialect_query = README_SQLITE if store.engine.dialect.name == "sqlite" else README_POSTGRES
-    for query in (README_PORTABLE, dialect_query):
+    dialect_query = DOC_SQLITE if store.engine.dialect.name == "sqlite" else DOC_POSTGRES
+    for query in (DOC_PORTABLE, dialect_query):
         with store.engine.connect() as conn:
             bound = sa.text(query.replace("'my-study'", ":study"))
             rows = conn.execute(bound, {"study": "my-study"}).mappings().all()
         got = [(r["penalty"], r["value"], r["lambda"], r["trial_number"]) for r in rows]
-        if query is README_SQLITE:  # there a tie picks any of the tied rows, in any order
+        if query is DOC_SQLITE:  # there a tie picks any of the tied rows, in any order
             assert sorted(g[:2] for g in got) == sorted(b[:2] for b in best)
         else:
             assert sorted(got) == sorted(best)
