@@ -93,15 +93,30 @@ def test_blocks_inside_list_items_and_longer_fences_are_read(tmp_path: Path) -> 
 def test_data_must_parse_and_commands_that_cannot_run_must_say_so(tmp_path: Path) -> None:
     page = _page(
         tmp_path,
-        "```toml\nstudy = \n```\n\n```bash\nsweeps ui --study x\n```\n\n"
-        "```bash\n# make sure\nsweeps --help\n```\n\n```bash norun\nls\n```\n",
+        """\
+```toml
+study =
+```
+
+```bash
+sweeps ui --study x
+```
+
+```bash
+# make sure
+sweeps --help
+```
+
+```bash norun
+ls
+```
+""",
     )
     _, problems = read_blocks(page)
     assert len(problems) == 3, problems
     assert problems[0].startswith(f"{page}:1: this toml does not parse")
-    assert (
-        problems[1] == f"{page}:5: `sweeps ui` serves until stopped: mark the block ```bash no-run"
-    )
+    no_run = "mark the block ```bash no-run"
+    assert problems[1] == f"{page}:5: `sweeps ui` serves until stopped: {no_run}"
     assert problems[2].startswith(f"{page}:14: unknown word 'norun' in the info string")
 
 
@@ -110,12 +125,36 @@ def test_blocks_run_in_order_in_one_directory_and_a_failure_names_its_line(
 ) -> None:
     page = _page(
         tmp_path,
-        "```python file=greet.py\nWHO = 'docs'\n```\n\n"
-        '```bash\necho "home=$SWEEPS_HOME" > seen.txt\ncommand -v sweeps >> seen.txt\n```\n\n'
-        "```python\nimport greet\nfrom pathlib import Path\nseen = Path('seen.txt').read_text()\n```\n\n"
-        "```python no-run\nraise SystemExit('never run')\n```\n\n"
-        "```python\nprint(greet.WHO, seen.splitlines()[0])\nassert 'sweeps-data' in seen\n"
-        "1 / 0\n```\n\n```bash\necho never\n```\n",
+        """\
+```python file=greet.py
+WHO = 'docs'
+```
+
+```bash
+echo "home=$SWEEPS_HOME" > seen.txt
+command -v sweeps >> seen.txt
+```
+
+```python
+import greet
+from pathlib import Path
+seen = Path('seen.txt').read_text()
+```
+
+```python no-run
+raise SystemExit('never run')
+```
+
+```python
+print(greet.WHO, seen.splitlines()[0])
+assert 'sweeps-data' in seen
+1 / 0
+```
+
+```bash
+echo never
+```
+""",
     )
     output, code = run_page(page, tmp_path / "work")
     assert code == 1
