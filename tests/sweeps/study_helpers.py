@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -92,6 +93,42 @@ def wait_until_lost(
             time.sleep(0.1)
     finally:
         storage.engine.dispose()
+
+
+def wait_until_beaten(
+    url: str, study: str, numbers: Iterable[int], span_s: float = 0.0, timeout_s: float = 120
+) -> None:
+    """Until each trial's heartbeat has moved on from the first one seen here by more than
+    `span_s` (on the database's clock): its worker is beating for it, and has been for
+    that long, past a grace period of `span_s`."""
+    import time
+
+    beats = sa.text(
+        "SELECT t.number, h.heartbeat FROM trial_heartbeats h"
+        " JOIN trials t ON t.trial_id = h.trial_id"
+        " JOIN studies s ON s.study_id = t.study_id WHERE s.study_name = :study"
+    )
+    wanted = set(numbers)
+    first: dict[int, datetime] = {}
+    engine = sa.create_engine(url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with engine.connect() as conn:
+                now = {n: _as_datetime(b) for n, b in conn.execute(beats, {"study": study})}
+            for number in wanted & now.keys():
+                first.setdefault(number, now[number])
+            if all(n in first and (now[n] - first[n]).total_seconds() > span_s for n in wanted):
+                return
+            assert time.monotonic() < deadline, f"trials {sorted(wanted)} of {study} not beaten"
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    """SQLite hands DateTime columns read through plain SQL back as text."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
 def load(study: str, storage: str) -> optuna.Study:

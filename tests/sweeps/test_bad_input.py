@@ -259,7 +259,9 @@ def test_damaged_pages_past_the_schema_are_one_line(tmp_path: Path, studied_home
     assert lines[0].startswith("sweeps: error:"), lines
 
 
-def test_more_bounds_from_the_second_adversarial_pass(tmp_path: Path) -> None:
+def test_trials_and_hidden_widths_beyond_their_bounds_are_refused(tmp_path: Path) -> None:
+    """Counts and widths too large for any machine (2**64) are a usage error, not an
+    overflow or a model that cannot be allocated."""
     home = str(tmp_path / "home")
     invoke_json("run", "--study", "s", "--create-only", "--no-track", "--home", home)
     worker = ["worker", "--study", "s", "--no-track", "--home", home, "--trials"]

@@ -25,7 +25,7 @@ from sweeps.pruning import PruningView
 from sweeps.storage import lost_trials, open_storage
 from sweeps.study import create_or_load
 from tests.sweeps.cli_helpers import assert_usage_error, invoke
-from tests.sweeps.study_helpers import cli_env, load, run_cli
+from tests.sweeps.study_helpers import cli_env, load, run_cli, wait_until_lost
 from tracking.results import ResultsStore
 from trainer import Penalty, load_task
 
@@ -57,7 +57,7 @@ def test_check_repairs_a_trial_lost_before_its_first_heartbeat(tmp_path: Path) -
     # Young for a checker whose grace period is 2 minutes: its worker may be about to beat.
     code, report = _check(env=cli_env(home, SWEEPS_HEARTBEAT_S="60"))
     assert code == 0, report
-    time.sleep(2.5)  # past the 2 s grace period of `env`
+    wait_until_lost(storage, "lost", heartbeat_s=HEARTBEAT_S)  # past the grace period of `env`
     code, report = _check(env=env)
     assert code == 1 and report["problems"] == [
         f"trial {lost.number}: RUNNING, but its worker is lost (no heartbeat)"
@@ -95,7 +95,7 @@ def test_a_worker_starting_fails_and_retries_a_lost_trial(tmp_path: Path) -> Non
     args = ("--study", "lost", "--penalties", "l2", "--epochs", "5", "--quiet", "--no-track")
     assert run_cli("run", *args, "--trials", "1", env=env).returncode == 0
     lost = _abandoned_trial("lost", storage)
-    time.sleep(2.5)  # past the grace period
+    wait_until_lost(storage, "lost", heartbeat_s=HEARTBEAT_S)
     worker = run_cli("worker", "--study", "lost", "--trials", "1", "--no-track", env=env)
     assert worker.returncode == 0, worker.stderr
     trials = load("lost", storage).trials
@@ -125,7 +125,7 @@ def test_a_long_ask_round_beats_for_the_trials_asked_so_far(
     ask = batched._ask
 
     def slow_ask(*args: Any) -> Any:
-        time.sleep(0.3)  # a sampler busy over a long history
+        time.sleep(0.3)  # what is tested: an ask that takes time (a sampler over a long history)
         return ask(*args)
 
     monkeypatch.setattr(batched, "_ask", slow_ask)

@@ -141,7 +141,7 @@ def _asked(
     return params
 
 
-def test_rounds_of_one_are_sampled_by_tpe_as_before() -> None:
+def test_rounds_of_one_are_sampled_by_optunas_own_tpe() -> None:
     cfg = SweepConfig(study="s", penalties=(Penalty.NONE, Penalty.L2), batch=1)
     wrapped = make_sampler(cfg)
     assert isinstance(wrapped, RoundSampler)

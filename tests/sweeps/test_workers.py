@@ -20,7 +20,15 @@ from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.gate import SPEC as GATE_TASK
 from tests.gate import Gate
 from tests.services import PrivatePostgres
-from tests.sweeps.study_helpers import cli_env, load, run_cli, spent, sweeps_cmd
+from tests.sweeps.study_helpers import (
+    cli_env,
+    load,
+    run_cli,
+    spent,
+    sweeps_cmd,
+    wait_until_beaten,
+    wait_until_lost,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -88,11 +96,11 @@ def test_killed_worker_is_failed_and_retried(tmp_path: Path, storage_url: str) -
     )
     gate.wait_until_held()
     [killed] = [t for t in load("kill", storage_url).trials if t.state is TrialState.RUNNING]
-    time.sleep(1.5)  # a heartbeat or two
+    wait_until_beaten(storage_url, "kill", [killed.number])  # stale beats, not none, below
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     gate.release()
-    time.sleep(2.5)  # past the grace period (2 × heartbeat)
+    wait_until_lost(storage_url, "kill")
     rescuer = run_cli("worker", "--study", "kill", "--trials", "1", "--no-track", env=env)
     assert rescuer.returncode == 0, rescuer.stderr
     trials = {t.number: t for t in load("kill", storage_url).trials}
@@ -153,14 +161,16 @@ def test_batch_worker_beats_for_its_trials_and_a_killed_one_is_retried(tmp_path:
     victim = subprocess.Popen(sweeps_cmd(*worker), env=env)
     gate.wait_until_held()
     assert [t.state for t in load("kb", storage).trials] == [TrialState.RUNNING] * 3
-    time.sleep(3)  # past the grace period: only the worker's heartbeats keep them alive
+    # Beaten for longer than the grace period (2 × heartbeat): only the worker's heartbeats
+    # keep them alive now.
+    wait_until_beaten(storage, "kb", [0, 1, 2], span_s=2.0)
     study = optuna.load_study(study_name="kb", storage=storage)
     optuna.storages.fail_stale_trials(study)
     assert [t.state for t in load("kb", storage).trials] == [TrialState.RUNNING] * 3
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     gate.release()
-    time.sleep(2.5)
+    wait_until_lost(storage, "kb", count=3)
     rescuer = run_cli(*worker, env=env)
     assert rescuer.returncode == 0, rescuer.stderr
     trials = load("kb", storage).trials

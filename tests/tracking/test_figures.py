@@ -6,6 +6,7 @@ import gc
 import io
 import math
 import os
+from typing import Any
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
@@ -58,6 +59,23 @@ def assert_png(data: bytes) -> None:
     assert (width, height) == (1200, 480)
 
 
+def _series(ax: Any) -> dict[tuple[str, str], tuple[list[float], list[float]]]:
+    """Each penalty's line on the axes, by (colour, line style): its λs and values."""
+    return {
+        (line.get_color(), line.get_linestyle()): (
+            [float(x) for x in line.get_xdata()],
+            [float(y) for y in line.get_ydata()],
+        )
+        for line in ax.lines
+        if line.get_gid() is None
+    }
+
+
+def _references(ax: Any) -> dict[str, float]:
+    """The `none` penalty's horizontal lines: their values by line style."""
+    return {line.get_linestyle(): line.get_ydata()[0] for line in ax.lines if line.get_gid()}
+
+
 def test_several_penalties() -> None:
     penalties = ["l1", "l2", "l2_unsquared", "elastic_net", "weight_decay", "custom"]
     records = [trial(i, penalties[i % len(penalties)], 10 ** (-5 + 7 * i / 36)) for i in range(36)]
@@ -65,10 +83,42 @@ def test_several_penalties() -> None:
         trial(36, "none", None),
         trial(37, "none", 0.0),
         trial(38, "l2", 0.0),  # λ ≤ 0 cannot go on a log axis: left out
-        trial(39, "l2", 1.0, w_norm=math.nan),
+        trial(39, "l2", 1.0, w_norm=math.nan),  # its losses drawn, its ‖w‖ left out
         trial(40, "l2", 2.0, state=TrialState.PRUNED),
         trial(41, "l1", 2.0, state=TrialState.FAIL),
     ]
+    figure = draw_lambda_figure(records)
+    loss_ax, norm_ax = figure.axes
+    assert _legend(norm_ax) == [
+        "custom (6 trials)",
+        "elastic_net (6 trials)",
+        "l1 (6 trials)",
+        "l2 (8 trials)",  # the complete ones, λ = 0 and a NaN ‖w‖ included
+        "l2_unsquared (6 trials)",
+        "none (2 trials; no λ: reference lines)",
+        "weight_decay (6 trials)",
+    ]
+    lambdas = {
+        p: sorted(r.params["lambda"] for r in records[:36] if r.penalty == p) for p in penalties
+    }
+    norms = _series(norm_ax)
+    losses = _series(loss_ax)
+    for penalty in penalties:
+        colour = PENALTY_COLOURS.get(penalty)
+        if colour is None:  # an unknown penalty: a spare colour and its own marker
+            [line] = [ln for ln in norm_ax.lines if ln.get_marker() == "P"]
+            colour = line.get_color()
+        drawn = lambdas[penalty]
+        xs, ys = norms[colour, "-"]
+        assert xs == drawn and ys == [14 / (1 + 3 * lam) for lam in drawn], penalty
+        with_one = sorted([*drawn, 1.0]) if penalty == "l2" else drawn
+        assert losses[colour, "-"][0] == with_one and losses[colour, "--"][0] == with_one
+        test_losses = [0.01 + 50 / (1 + 20 * lam) for lam in with_one]
+        assert losses[colour, "--"][1] == pytest.approx(test_losses, rel=1e-12)
+    assert len(norms) == len(penalties) and len(losses) == 2 * len(penalties)
+    unpenalized = {"-": 1e-4, "--": 50.01}  # train and test loss at λ = 0
+    assert _references(loss_ax) == pytest.approx(unpenalized)
+    assert _references(norm_ax) == {"-": 14.0}
     assert_png(lambda_figure(records))
 
 
@@ -110,10 +160,27 @@ def test_the_palette_reads_on_white() -> None:
 
 
 def test_none_only() -> None:
-    assert_png(lambda_figure([trial(0, "none", None), trial(1, "none", 0.0)]))
+    records = [trial(0, "none", None), trial(1, "none", 0.0, w_norm=12.0)]
+    figure = draw_lambda_figure(records)
+    loss_ax, norm_ax = figure.axes
+    assert _series(loss_ax) == {} and _series(norm_ax) == {}
+    assert _references(loss_ax) == pytest.approx({"-": 1e-4, "--": 50.01})
+    assert _references(norm_ax) == {"-": 13.0}  # the mean of the two runs
+    for ax in figure.axes:  # no λ to place: the CLI's default range
+        assert ax.get_xscale() == "log" and ax.get_xlim() == pytest.approx((1e-5, 1e2))
+    assert _legend(norm_ax) == ["none (2 trials; no λ: reference lines)"]
+    assert_png(lambda_figure(records))
 
 
 def test_single_point() -> None:
+    figure = draw_lambda_figure([trial(0, "l2", 3.0)])
+    loss_ax, norm_ax = figure.axes
+    l2 = PENALTY_COLOURS["l2"]
+    assert _series(norm_ax) == {(l2, "-"): ([3.0], [14 / 10])}
+    train, test = _series(loss_ax)[l2, "-"], _series(loss_ax)[l2, "--"]
+    assert train == ([3.0], [pytest.approx(1e-4 + 0.05 * 3 / 4)])
+    assert test == ([3.0], [pytest.approx(0.01 + 50 / 61)])
+    assert _legend(norm_ax) == ["l2 (1 trial)"]
     assert_png(lambda_figure([trial(0, "l2", 3.0)]))
 
 
@@ -126,6 +193,10 @@ def test_single_point() -> None:
     ids=["no trials", "none completed"],
 )
 def test_zero_completed(records: list[TrialRecord]) -> None:
+    figure = draw_lambda_figure(records)
+    for ax in figure.axes:
+        assert list(ax.lines) == [] and ax.get_legend() is None
+        assert [t.get_text() for t in ax.texts] == ["no completed trials yet"]
     assert_png(lambda_figure(records))
 
 

@@ -147,7 +147,9 @@ INSERT_0001_TRIAL = (
 @pytest.mark.parametrize(
     ("old", "first_call"), [("0001", "ensure_schema"), ("0001", "query"), ("0002", "query")]
 )
-def test_old_schema_is_upgraded_in_place(storage_url: str, old: str, first_call: str) -> None:
+def test_a_schema_at_an_earlier_revision_is_upgraded_in_place(
+    storage_url: str, old: str, first_call: str
+) -> None:
     upgrade(storage_url, old)
     assert version_rows(storage_url, VERSION_TABLE) == [old]
     assert not NEWER[old] & trial_columns(storage_url)

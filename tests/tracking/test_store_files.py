@@ -33,14 +33,20 @@ def _sqlite(path: Path, *tables: str, rows: int = 0) -> Path:
     ("owner", "tables"),
     [("sweeps", ("studies", "trials", "alembic_version")), ("mlflow", ("experiments", "runs"))],
 )
-def test_an_owners_store_an_empty_one_and_a_missing_one_pass(
+def test_an_owners_store_an_empty_one_and_a_missing_one_pass_untouched(
     tmp_path: Path, owner: str, tables: tuple[str, ...]
 ) -> None:
-    check_store_file(_sqlite(tmp_path / "own.db", *tables), owner, write=True)
-    check_store_file(_sqlite(tmp_path / "empty.db"), owner, write=True)
+    own = _sqlite(tmp_path / "own.db", *tables)
     (tmp_path / "zero.db").touch()
-    check_store_file(tmp_path / "zero.db", owner, write=True)
-    check_store_file(tmp_path / "missing" / "new.db", owner, write=True)
+    files = [own, _sqlite(tmp_path / "empty.db"), tmp_path / "zero.db"]
+    before = {path: path.read_bytes() for path in files}
+    for path in [*files, tmp_path / "missing" / "new.db"]:
+        check_store_file(path, owner, write=True)  # raises StoreFileError where it fails
+    assert {path: path.read_bytes() for path in files} == before  # the check writes nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "own.db", "zero.db"]
+    other = "mlflow" if owner == "sweeps" else "sweeps"
+    with pytest.raises(StoreFileError, match="another program's tables"):
+        check_store_file(own, other)  # the owner's tables were read, not waved through
 
 
 def test_random_bytes_are_not_a_database(tmp_path: Path) -> None:
