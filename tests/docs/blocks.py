@@ -18,6 +18,7 @@ from __future__ import annotations
 import configparser
 import json
 import re
+import subprocess
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,24 @@ CHECKED: dict[str, Callable[[str], Any] | None] = {
     "sql": None,
     "csv": None,
 }
+
+
+def _python_syntax(text: str) -> None:
+    compile(text, "<block>", "exec")
+
+
+def _bash_syntax(text: str) -> None:
+    done = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        first = done.stderr.strip().splitlines()[0]
+        found = re.match(r"bash: line (\d+): (.*)", first)
+        error = SyntaxError(found[2] if found else first)
+        error.lineno = int(found[1]) if found else None
+        raise error
+
+
+# Code is checked for its syntax, also where it is not run.
+SYNTAX: dict[str, Callable[[str], Any]] = {"python": _python_syntax, "bash": _bash_syntax}
 # Commands a runnable bash block must not hold, and why.
 NEEDS_NO_RUN = {
     "sweeps ui|mlflow server|mlflow ui": "serves until stopped",
@@ -143,10 +162,13 @@ def check(block: Block) -> list[str]:
         for flag in block.flags
         if flag != NO_RUN and not (flag.startswith(FILE) and _safe_name(flag[len(FILE) :]))
     ]
-    parse = CHECKED.get(block.language)
+    parse = CHECKED.get(block.language) or SYNTAX.get(block.language)
     if parse is not None:
         try:
             parse(block.text)
+        except SyntaxError as e:  # code: the line of the page
+            at = f"{_shown(block.path)}:{block.line + (e.lineno or 1)}"
+            problems.append(f"{at}: this {block.language} does not parse: {e.msg}")
         except Exception as e:  # any parser's error is the reader's problem
             problems.append(f"{block.where}: this {block.language} does not parse: {e}")
     if block.runs and block.language == "bash":

@@ -110,14 +110,24 @@ sweeps --help
 ```bash norun
 ls
 ```
+
+```python no-run
+print("unclosed"
+```
+
+```bash no-run
+if true; then echo
+```
 """,
     )
     _, problems = read_blocks(page)
-    assert len(problems) == 3, problems
+    assert len(problems) == 5, problems
     assert problems[0].startswith(f"{page}:1: this toml does not parse")
     no_run = "mark the block ```bash no-run"
     assert problems[1] == f"{page}:5: `sweeps ui` serves until stopped: {no_run}"
     assert problems[2].startswith(f"{page}:14: unknown word 'norun' in the info string")
+    assert problems[3] == f"{page}:19: this python does not parse: '(' was never closed"
+    assert problems[4].startswith(f"{page}:24: this bash does not parse: syntax error")
 
 
 def test_blocks_run_in_order_in_one_directory_and_a_failure_names_its_line(
