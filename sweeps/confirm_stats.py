@@ -19,6 +19,7 @@ every seed are "identical": difference exactly 0, CI [0, 0], p = 1, never a NaN.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,18 +77,21 @@ def mean_ci(
     se = float(data.std(ddof=1) / np.sqrt(data.size))
 
     def studentized(x: np.ndarray, axis: int = -1) -> np.ndarray:
-        with np.errstate(all="ignore"):  # a resample of one repeated value: t* is not finite
-            spread = x.std(axis=axis, ddof=1) / np.sqrt(data.size)
-            return np.asarray((x.mean(axis=axis) - mean) / spread)
+        spread = x.std(axis=axis, ddof=1) / np.sqrt(data.size)
+        return np.asarray((x.mean(axis=axis) - mean) / spread)
 
-    res = stats.bootstrap(
-        (data,),
-        studentized,
-        n_resamples=n_resamples,
-        method="percentile",  # only its resampled t* are used
-        vectorized=True,
-        rng=np.random.default_rng(seed),
-    )
+    # Resamples of one repeated value have no finite t*: they are left out below. scipy's
+    # own interval and standard error of the t*, which are not used, would warn about them.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            (data,),
+            studentized,
+            n_resamples=n_resamples,
+            method="percentile",  # only its resampled t* are used
+            vectorized=True,
+            rng=np.random.default_rng(seed),
+        )
     t = res.bootstrap_distribution
     t = t[np.isfinite(t)]
     t_low, t_high = np.quantile(t, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])

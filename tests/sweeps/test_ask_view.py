@@ -42,6 +42,7 @@ def _params(slots: list[Any]) -> list[dict[str, Any]]:
     return [slot.trial.params for slot in slots]
 
 
+@pytest.mark.slow
 def test_ask_round_samples_what_optuna_samples(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,6 +29,7 @@ BAD_VALUES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("flag", "value"), BAD_VALUES)
 def test_a_non_finite_value_is_refused_before_anything_is_written(
     tmp_path: Path, flag: str, value: str
@@ -128,6 +129,7 @@ def _contents(home: Path) -> dict[Path, bytes]:
         ("--storage", "postgresql://sweeps:pa55word@127.0.0.1:{port}/sweeps"),
     ],
 )
+@pytest.mark.slow
 def test_an_unreachable_store_is_refused_at_once_and_nothing_is_written(
     tmp_path: Path, option: str, url: str
 ) -> None:
@@ -299,6 +301,7 @@ def test_export_refuses_to_replace_a_device_and_reports_a_full_stdout(tmp_path: 
     ],
     ids=" ".join,
 )
+@pytest.mark.slow
 def test_a_full_standard_output_is_one_line_and_the_study_stays(
     tmp_path: Path, args: list[str]
 ) -> None:

@@ -25,6 +25,7 @@ def _confirm(home: Path, name: str, *flags: str) -> dict:  # type: ignore[type-a
     return doc
 
 
+@pytest.mark.slow
 def test_d2l_none_is_worse_than_l2_on_every_fresh_seed(tmp_path: Path) -> None:
     _study(tmp_path, "d2l", "--penalties", "none,l2", "--trials", "8", "--lambda-min", "1")
     doc = _confirm(tmp_path, "d2l", "--seeds", "10")

@@ -46,6 +46,7 @@ def _check(*args: str, env: dict[str, str]) -> tuple[int, dict[str, object]]:
     return done.returncode, json.loads(done.stdout)
 
 
+@pytest.mark.slow
 def test_check_repairs_a_trial_lost_before_its_first_heartbeat(tmp_path: Path) -> None:
     home = tmp_path / "h"
     storage = f"sqlite:///{home / 'sweeps.db'}"
@@ -87,6 +88,7 @@ def test_check_repairs_a_trial_lost_before_its_first_heartbeat(tmp_path: Path) -
     assert code == 0 and report["problems"] == [], report
 
 
+@pytest.mark.slow
 def test_a_worker_starting_fails_and_retries_a_lost_trial(tmp_path: Path) -> None:
     """No human needed: the next worker adopts the lost trial as Optuna does stale ones."""
     home = tmp_path / "h"

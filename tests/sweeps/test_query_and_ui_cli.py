@@ -38,6 +38,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["export", "--study", "q", "--format", "csv"],
     ],
 )
+@pytest.mark.slow
 def test_query_commands_import_neither_torch_nor_mlflow(home: Path, args: list[str]) -> None:
     cmd = sweeps_cmd(*args)
     done = subprocess.run(

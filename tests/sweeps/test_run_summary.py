@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.sweeps.cli_helpers import assert_usage_error, invoke, invoke_json
@@ -16,6 +17,7 @@ from tests.sweeps.study_helpers import cli_env, run_cli
 DIVERGING = ["--penalties", "l2", "--lambda-min", "1e4", "--lambda-max", "1e5"]
 
 
+@pytest.mark.slow
 def test_a_run_ends_with_its_stores_and_the_commands_that_read_them(tmp_path: Path) -> None:
     home = tmp_path / "home"
     args = ["run", "--study", "sum", "--trials", "2", "--epochs", "3", "--penalties", "l2"]

@@ -211,6 +211,7 @@ def test_a_task_printing_to_stdout_leaves_json_one_document(tmp_path: Path, chat
     assert json.loads(trained.stdout)["epochs_run"] == 2 and "a loss printed" in trained.stderr
 
 
+@pytest.mark.slow
 def test_a_task_printing_in_worker_processes_leaves_json_one_document(
     tmp_path: Path, chatty: str
 ) -> None:
@@ -237,6 +238,7 @@ def test_a_loss_raising_system_exit_is_one_line_before_any_study(
     assert not home.exists()
 
 
+@pytest.mark.slow
 def test_a_loss_raising_system_exit_in_training_fails_the_trial(
     tmp_path: Path, chatty: str
 ) -> None:
@@ -332,6 +334,7 @@ def test_digits_mlp_sweep_beats_no_penalty(tmp_path: Path) -> None:
     assert 0.8 < l2["val_accuracy"] <= 1 and 0.8 < none["val_accuracy"] <= 1  # batched too
 
 
+@pytest.mark.slow
 def test_classification_accuracy_is_tracked_and_stored(tmp_path: Path) -> None:
     """Accuracy reaches every store a trial's losses reach: the MLflow run (final metrics),
     the results row (`trials`, `best`) and the tables people read; regression shows none."""

@@ -52,6 +52,7 @@ def test_bad_thread_count_is_one_line_exit_2(tmp_path: Path, command: str) -> No
     assert_usage_error(result, "--threads must be in [1, 4096], got 0")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threads", [None, 2])
 def test_launcher_passes_its_thread_count_to_workers(
     tmp_path: Path, threads: int | None, monkeypatch: pytest.MonkeyPatch

@@ -200,6 +200,7 @@ def test_best_json_equals_plain_sql(study: Study) -> None:
     assert [a["penalty"] for a in json.loads(one.stdout)] == ["l2"]
 
 
+@pytest.mark.slow
 def test_check_finds_and_repairs_what_a_crash_leaves(study: Study) -> None:
     env = cli_env(study.home)
     assert run_cli("check", "--study", "tracked", env=env).returncode == 0
@@ -224,6 +225,7 @@ def test_check_finds_and_repairs_what_a_crash_leaves(study: Study) -> None:
     assert len(study.runs("trial")) == 4  # repaired in place, no second run
 
 
+@pytest.mark.slow
 def test_hostile_study_name_end_to_end(tmp_path: Path) -> None:
     home = tmp_path / "home"
     name = 'it\'s a "study"; DROP TABLE sweeps_trials; -- ../../escape'
@@ -239,6 +241,7 @@ def test_hostile_study_name_end_to_end(tmp_path: Path) -> None:
     assert not list(home.rglob("escape*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["train", "run"])
 def test_unreachable_server_fails_fast_with_the_password_masked(
     tmp_path: Path, command: str

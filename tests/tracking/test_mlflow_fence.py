@@ -62,6 +62,7 @@ def counted_side(tmp_path: Path, name: str) -> Side:
     return Side(uri, root, client, MlflowTracker(uri, root, client))
 
 
+@pytest.mark.slow
 def test_public_switch_takes_the_client_path_with_the_same_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -81,6 +82,7 @@ def test_public_switch_takes_the_client_path_with_the_same_runs(
     assert fence_warnings(caplog) == []  # asked for, so nothing to announce
 
 
+@pytest.mark.slow
 def test_a_private_name_gone_degrades_with_one_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -140,6 +142,7 @@ def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
+@pytest.mark.slow
 def test_template_gone_lets_mlflow_create_the_store(
     own_cache: Path,
     tmp_path: Path,

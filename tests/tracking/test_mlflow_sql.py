@@ -206,6 +206,7 @@ def assert_same_runs(
         assert ours == theirs
 
 
+@pytest.mark.slow
 def test_bulk_equals_client_path(pair: Pair, tmp_path: Path) -> None:
     study, fast_parent, slow_parent = study_parents(pair, f"{HOSTILE_STUDY} {next(_names)}")
     recs = varied_records(study)

@@ -29,6 +29,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_first_store_builds_the_template_and_both_are_mlflow_stores(
     cache: Path, tmp_path: Path
 ) -> None:

@@ -68,6 +68,7 @@ def _download(side: Side, run_id: str, path: str, tmp_path: Path) -> bytes:
     return Path(side.client.download_artifacts(run_id, path, str(tmp_path))).read_bytes()
 
 
+@pytest.mark.slow
 def test_a_round_keeps_its_trials_files_in_one_archive(side: Side, tmp_path: Path) -> None:
     parent = _parent(side)
     recs = _round("s", 10, 4)

@@ -93,6 +93,7 @@ def _mixed(optimizer: str, lrs: Sequence[float], **common: object) -> list[Trial
     ("optimizer", "lrs"),
     [("sgd", (0.003, 0.001, 0.01)), ("adam", (0.01, 0.003)), ("adamw", (0.01, 0.1))],
 )
+@pytest.mark.slow
 def test_mixed_batch_equals_sequential(d2l: Task, optimizer: str, lrs: Sequence[float]) -> None:
     _assert_all_match(_mixed(optimizer, lrs), d2l)
 

@@ -97,6 +97,7 @@ def test_batched_mlp_agrees_with_sequential(optimizer: str) -> None:
             assert bat.accuracy[name] == pytest.approx(value, abs=1.5 / len(task.train))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first", ["trainer.models", "trainer.tasks", "trainer.config"])
 def test_each_public_module_imports_first(first: str) -> None:
     """The README's python: task example starts with `from trainer.models import ...`; in a

@@ -41,8 +41,8 @@ def test_values_match_their_formulas() -> None:
 
     def value(p: Penalty, ratio: float | None = None) -> float:
         term = penalty_term(ws, p, lam, ratio)
-        assert term is not None
-        return float(term)
+        assert term is not None and term.requires_grad  # a term the optimizer can follow
+        return float(term.detach())
 
     assert value(Penalty.L2) == pytest.approx(lam * 0.5 * float(flat @ flat))
     assert value(Penalty.L1) == pytest.approx(lam * float(flat.abs().sum()))
