@@ -61,6 +61,20 @@ def left_out_note(optimizer: Optimizer) -> str | None:
     return f"{left} under {optimizer.value}; name both with --penalties to keep both"
 
 
+def default_penalties_text() -> str:
+    """The default set in words, for help texts: `all 6, less weight_decay under sgd and
+    adam, where it is identical to l2`."""
+    left: dict[tuple[Penalty, Penalty], list[str]] = {}
+    for optimizer, same in EQUIVALENT.items():
+        for penalty, twin in same.items():
+            left.setdefault((penalty, twin), []).append(optimizer.value)
+    parts = [
+        f"less {p.value} under {' and '.join(opts)}, where it is identical to {q.value}"
+        for (p, q), opts in left.items()
+    ]
+    return ", ".join([f"all {len(ALL_PENALTIES)}", *parts])
+
+
 # Keys a TOML file may hold (dashes or underscores), with the type each must have.
 _TRAINING_KEYS = {"task", "epochs", "lr", "batch_size", "optimizer", "penalize", "seed", "device"}
 _SWEEP_KEYS = {

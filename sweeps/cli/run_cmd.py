@@ -17,16 +17,26 @@ from sweeps.cli.base import (
     store_options,
 )
 from sweeps.cli.options import (
+    F,
     accept_data_change_option,
     apply_threads,
     collect_task_options,
+    field_flag,
+    shown,
     threads_option,
     training_flags,
 )
 from sweeps.cli.query_cmd import STANDING_COLUMNS, table_columns
-from sweeps.config import MAX_COUNTS, PrunerKind, SamplerKind
+from sweeps.config import (
+    MAX_COUNTS,
+    PrunerKind,
+    SamplerKind,
+    SweepConfig,
+    default_penalties_text,
+)
 from sweeps.errors import mask_secrets
-from tracking.records import History
+from tracking.records import LARGE_ROUND, History
+from trainer.config import field_default
 
 if TYPE_CHECKING:
     from sweeps.runner import RunOutcome
@@ -34,6 +44,14 @@ if TYPE_CHECKING:
 
 SAMPLERS = [s.value for s in SamplerKind]
 PRUNERS = [p.value for p in PrunerKind]
+
+
+def sweep_flag(name: str, *decls: str, **kw: Any) -> Callable[[F], F]:
+    """A flag of `sweeps run` left unset (None) unless given, its help naming SweepConfig's
+    default for it."""
+    return field_flag(SweepConfig, name, *decls, defaults=False, **kw)
+
+
 # Columns of `sweeps best` that a run's own summary needs not repeat.
 NOT_IN_SUMMARY = ("study", "mlflow_run_id")
 
@@ -49,12 +67,11 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
 @training_flags(defaults=False)
 @click.option(
     "--penalties",
-    help="Comma-separated penalties to search [all six, less weight_decay under sgd and"
-    " adam, where it is identical to l2].",
+    help=f"Comma-separated penalties to search [{default_penalties_text()}].",
 )
-@click.option("--lambda-min", type=float, help="Lower end of the log-uniform λ range [1e-5].")
-@click.option("--lambda-max", type=float, help="Upper end of the λ range [100].")
-@click.option("--trials", type=int, help="Trials to add to the study [20].")
+@sweep_flag("lambda_min", "--lambda-min", type=float, help="Lower end of the log-uniform λ range.")
+@sweep_flag("lambda_max", "--lambda-max", type=float, help="Upper end of the λ range.")
+@sweep_flag("trials", "--trials", type=int, help="Trials to add to the study.")
 @click.option(
     "--per-penalty",
     type=int,
@@ -62,20 +79,23 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
     " penalties), λ sampled within each.",
 )
 @click.option("--timeout", type=float, help="Stop starting trials after S seconds.")
-@click.option("--sampler", type=click.Choice(SAMPLERS), help="[tpe]")
-@click.option("--pruner", type=click.Choice(PRUNERS), help="[median]")
-@click.option("--workers", type=int, help="Local worker processes [1].")
-@click.option("--batch", type=int, help="Trials trained together as one stacked model [1].")
+@sweep_flag("sampler", "--sampler", type=click.Choice(SAMPLERS))
+@sweep_flag("pruner", "--pruner", type=click.Choice(PRUNERS))
+@sweep_flag("workers", "--workers", type=int, help="Local worker processes.")
+@sweep_flag("batch", "--batch", type=int, help="Trials trained together as one stacked model.")
 @click.option("--devices", help="Spread workers over devices, e.g. cuda:0,cuda:1.")
-@click.option("--repeats", type=int, help="Seeds per trial; the objective is their mean [1].")
-@click.option("--grid-points", type=int, help="λ values per penalty for --sampler grid [8].")
+@sweep_flag("repeats", "--repeats", type=int, help="Seeds per trial; the objective is their mean.")
+@sweep_flag(
+    "grid_points", "--grid-points", type=int, help="λ values per penalty for --sampler grid."
+)
 @click.option("--report-every", type=int, help="Epochs between pruning reports [epochs/10].")
 @click.option(
     "--history",
     type=click.Choice([h.value for h in History]),
     help="Epochs logged as MLflow metrics: every epoch, every pruning checkpoint, or the"
-    " final one; each trial's history.csv holds them all [auto: checkpoints, or final"
-    " in rounds of 64 or more].",
+    " final one; each trial's history.csv holds them all"
+    f" [{shown(field_default(SweepConfig, 'history'))}: checkpoints, or final in rounds of"
+    f" {LARGE_ROUND} or more].",
 )
 @click.option(
     "--create-only", is_flag=True, help="Create the study for `sweeps worker`s; run none."
@@ -108,7 +128,7 @@ def run_command(
     **flags: Any,
 ) -> None:
     """Run (or resume) a study over λ × penalty type."""
-    from sweeps.config import SweepConfig, left_out_note, load_toml
+    from sweeps.config import left_out_note, load_toml
     from sweeps.confirm import ConfirmOptions, confirm_study
     from sweeps.errors import UsageError
     from sweeps.lookup import stored_penalties
