@@ -79,7 +79,10 @@ def confirm_study(
         }
         candidates = [
             candidate_of(
-                t, seeds, {s: rows[_key(t["number"], configs[t["number"], s])] for s in seeds}
+                t,
+                seeds,
+                {s: rows[_key(t["number"], configs[t["number"], s])] for s in seeds},
+                lr_searched=sweep.searches_lr,
             )
             for t in trials
         ]

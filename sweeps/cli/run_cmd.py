@@ -71,6 +71,13 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
 )
 @sweep_flag("lambda_min", "--lambda-min", type=float, help="Lower end of the log-uniform λ range.")
 @sweep_flag("lambda_max", "--lambda-max", type=float, help="Upper end of the λ range.")
+@click.option(
+    "--lr-min",
+    type=float,
+    help="Search the learning rate too, log-uniform from A to --lr-max (give both; not with"
+    " --lr) [off: every trial takes --lr].",
+)
+@click.option("--lr-max", type=float, help="Upper end of the searched lr range.")
 @sweep_flag("trials", "--trials", type=int, help="Trials to add to the study.")
 @click.option(
     "--per-penalty",
@@ -131,7 +138,7 @@ def run_command(
     from sweeps.config import left_out_note, load_toml
     from sweeps.confirm import ConfirmOptions, confirm_study
     from sweeps.errors import UsageError
-    from sweeps.lookup import stored_penalties
+    from sweeps.lookup import stored_lr_range, stored_penalties
     from sweeps.runner import run_study
     from sweeps.storage import resolve_stores
 
@@ -149,6 +156,11 @@ def run_command(
         resumed = stored_penalties(stores, str(values["study"]))
         if resumed is not None:
             values["penalties"] = resumed
+    if not {"lr", "lr_min", "lr_max"} & values.keys() and "study" in values:
+        # A resume that names no lr keeps the study's searched lr range.
+        lr_range = stored_lr_range(stores, str(values["study"]))
+        if lr_range is not None:
+            values["lr_min"], values["lr_max"] = lr_range
     cfg = SweepConfig.from_mapping(values)
     confirming = None if confirm_seeds is None else ConfirmOptions(seeds=confirm_seeds)
     if "penalties" not in values:
@@ -196,7 +208,7 @@ def run_command(
                 " toward --trials, up to --trials of them)"
             )
         if outcome.best:
-            shown = table_columns(STANDING_COLUMNS, outcome.best)
+            shown = table_columns(STANDING_COLUMNS, outcome.best, lr=cfg.searches_lr)
             click.echo(format_table(outcome.best, [c for c in shown if c not in NOT_IN_SUMMARY]))
         click.echo(where_results_are(stores, outcome))
         if confirmed is not None:
