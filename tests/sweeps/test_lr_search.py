@@ -287,3 +287,25 @@ def test_confirm_retrains_each_candidate_with_its_searched_lr(two: tuple[Path, s
             assert alone["test_loss"] == pytest.approx(value, rel=1e-6)
     text = invoke("confirm", "--study", "s", *at, "--no-track", "--seeds", "2").stdout
     assert f"lr={doc['candidates'][0]['lr']:.3g}" in text
+
+
+@pytest.mark.slow
+def test_the_parent_run_names_the_range_and_its_table_each_lr(tmp_path: Path) -> None:
+    import csv
+    import io
+
+    from mlflow.tracking import MlflowClient
+
+    args = ("--study", "t", "--home", str(tmp_path), "--epochs", "5", "--quiet")
+    result = invoke("run", *args, "--penalties", "none,l2", "--trials", "4", "--batch", "4", *RANGE)
+    assert result.exit_code == 0, result.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("t")
+    assert experiment is not None
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`sweeps.role` = 'parent'")
+    params = parent.data.params
+    assert (params["lr_min"], params["lr_max"]) == ("0.001", "0.005") and "lr" not in params
+    path = client.download_artifacts(parent.info.run_id, "trials.csv", str(tmp_path))
+    rows = list(csv.DictReader(io.StringIO(Path(path).read_text())))
+    by_number = {t["number"]: t["lr"] for t in _trials(tmp_path, "t")}
+    assert {int(r["number"]): float(r["lr"]) for r in rows} == by_number
