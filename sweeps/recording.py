@@ -683,9 +683,11 @@ def _serve(recorder: Recorder, conn: Any, parents: Any, parent_pid: int) -> None
         return
     if os.getppid() != parent_pid:  # the parent died before the line above
         return
-    # Ctrl-C reaches the whole process group: the parent records the interrupted round
-    # and tells this process to finish; the writes in hand are not cut short.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A stop sent to the whole process group (Ctrl-C; SIGTERM from `scancel` or a
+    # preemption) is the parent's to handle: it records the interrupted round and tells
+    # this process to finish, so the writes in hand are not cut short.
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, signal.SIG_IGN)
     writer = Recorder(recorder.stores, recorder.study, track=recorder.mlflow is not None)
     writer.parent, writer.cfg = recorder.parent, recorder.cfg
     writer.fence = recorder.fence

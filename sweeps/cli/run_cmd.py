@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sweeps.cli.base import (
-    EXIT_INTERRUPTED,
     echo_json,
     format_table,
     stdout_for_json_only,
@@ -27,6 +26,7 @@ from sweeps.cli.options import (
     training_flags,
 )
 from sweeps.cli.query_cmd import STANDING_COLUMNS, table_columns
+from sweeps.cli.stops import interrupted_exit_code
 from sweeps.config import (
     MAX_COUNTS,
     PrunerKind,
@@ -221,7 +221,7 @@ def run_command(
         click.echo(f"sweeps: {untracked_message(outcome.untracked)}", err=True)
     if outcome.interrupted:
         click.echo("sweeps: interrupted; completed trials are kept", err=True)
-        raise SystemExit(EXIT_INTERRUPTED)
+        raise SystemExit(interrupted_exit_code())
     if outcome.failed_workers:
         raise SystemExit(1)
     from sweeps.fencing import TrialsLost, lost_message
@@ -349,7 +349,7 @@ def worker_command(
             )
     except KeyboardInterrupt:
         click.echo("sweeps: interrupted; completed trials are kept", err=True)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        raise SystemExit(interrupted_exit_code()) from None
     if not quiet:
         click.echo(state_counts(outcome.counts))
     if outcome.untracked:
