@@ -16,6 +16,7 @@ from sweeps.cli.base import (
     stdout_for_json_only,
     store_options,
 )
+from sweeps.cli.launch_options import LaunchOptions, launch_options, make_launcher
 from sweeps.cli.options import (
     accept_data_change_option,
     apply_threads,
@@ -64,7 +65,7 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
 @click.option("--timeout", type=float, help="Stop starting trials after S seconds.")
 @click.option("--sampler", type=click.Choice(SAMPLERS), help="[tpe]")
 @click.option("--pruner", type=click.Choice(PRUNERS), help="[median]")
-@click.option("--workers", type=int, help="Local worker processes [1].")
+@click.option("--workers", type=int, help="Worker processes, started by --launcher [1].")
 @click.option("--batch", type=int, help="Trials trained together as one stacked model [1].")
 @click.option("--devices", help="Spread workers over devices, e.g. cuda:0,cuda:1.")
 @click.option("--repeats", type=int, help="Seeds per trial; the objective is their mean [1].")
@@ -91,9 +92,11 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
     default=None,
     help="When the study ends, `sweeps confirm` it on S fresh seeds.",
 )
+@launch_options
 @threads_option
 @store_options
 def run_command(
+    launch: LaunchOptions,
     config_file: str | None,
     confirm_seeds: int | None,
     create_only: bool,
@@ -134,6 +137,7 @@ def run_command(
     if "penalties" not in values:
         note = left_out_note(cfg.base.optimizer)
     apply_threads(threads)
+    launcher = make_launcher(launch)
     with stdout_for_json_only(as_json), study_process(track=not no_track) as ready:
         outcome = run_study(
             cfg,
@@ -143,6 +147,7 @@ def run_command(
             create_only=create_only,
             accept_data_change=accept_data_change,
             on_ready=ready,
+            launcher=launcher,
         )
     if note is not None:  # once the study ran: a refused one says only why
         click.echo(f"sweeps: {note}", err=True)
@@ -165,6 +170,7 @@ def run_command(
                 "mlflow_experiment_id": outcome.mlflow_experiment_id,
                 "mlflow_parent_run_id": outcome.mlflow_parent_run_id,
                 "untracked": outcome.untracked,
+                "workers": [report.as_json() for report in outcome.workers],
             }
         )
     else:
@@ -179,6 +185,8 @@ def run_command(
             shown = table_columns(STANDING_COLUMNS, outcome.best)
             click.echo(format_table(outcome.best, [c for c in shown if c not in NOT_IN_SUMMARY]))
         click.echo(where_results_are(stores, outcome))
+        for line in placement_lines(outcome):
+            click.echo(line)
         if confirmed is not None:
             click.echo(f"confirmed on seeds {confirmed.seeds[0]}…{confirmed.seeds[-1]}:")
             for line in confirmed.verdict_lines():
@@ -211,6 +219,17 @@ def state_counts(counts: dict[str, int]) -> str:
     """`3 complete, 1 pruned`; `no trials yet` for a study without any (created only, or
     a --timeout that ran out before its first trial started)."""
     return ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no trials yet"
+
+
+def placement_lines(outcome: RunOutcome) -> list[str]:
+    """Where an engine placed each worker, for the runs of one that says so."""
+    lines = []
+    for report in outcome.workers:
+        if report.node is None:
+            continue
+        gpus = f", GPU {','.join(report.gpus)}" if report.gpus else ""
+        lines.append(f"worker:  {report.index} on {report.node}{gpus}, exit {report.exit_code}")
+    return lines
 
 
 def where_results_are(stores: Stores, outcome: RunOutcome) -> str:
