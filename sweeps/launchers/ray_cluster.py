@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ INSTALL_HINT = "pip install 'sweeps[ray]'"
 RESTARTS = 3  # how often Ray starts a worker again whose process or node died
 FORWARDED = ("SWEEPS_", "MLFLOW_")  # this process's settings that its workers share
 EXIT_CANCELLED = 130  # a worker stopped by Ctrl-C, as the `sweeps` command exits then
+CONNECT_TIMEOUT_S = 10.0  # how long a cluster's address may take to answer
 EXIT_LOST_TASK = 1  # a task Ray could not run to its end (its node lost too often)
 
 
@@ -93,6 +95,7 @@ class RayLauncher:
         if self.address is None:
             options.update(address="local", include_dashboard=False)
         else:
+            probe(self.address)
             options["address"] = self.address
         try:
             ray.init(**options)
@@ -190,6 +193,19 @@ class RayLauncher:
         if self._connected_here:
             self._ray.shutdown()
         self._ray = None
+
+
+def probe(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse (UsageError) a "host:port" or "ray://host:port" nobody listens on: Ray itself
+    waits minutes for a cluster that is not there."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # Ray's own forms ("auto"), or one Ray refuses with its own words
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise UsageError(f"no Ray cluster answers at {address} ({reason})") from None
 
 
 def _first_line(e: BaseException) -> str:
