@@ -61,7 +61,7 @@ def _run(index: int, argv: list[str], env: dict[str, str]) -> dict[str, object]:
         child_env["CUDA_VISIBLE_DEVICES"] = ""
     command = [sys.executable, "-m", "sweeps", "worker", *argv]
     proc = subprocess.Popen(
-        command, env=child_env, stderr=subprocess.PIPE, preexec_fn=_die_with_parent()
+        command, env=child_env, stderr=subprocess.PIPE, preexec_fn=_child_setup()
     )
     assert proc.stderr is not None
     tail = _Tail(proc.stderr)
@@ -84,20 +84,24 @@ def _run(index: int, argv: list[str], env: dict[str, str]) -> dict[str, object]:
     }
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """On Linux, what the child runs before its exec: it is killed when the Ray worker that
-    started it dies (a forced cancel, a crash), so no `sweeps worker` outlives its task.
-    Ray starts its own processes the same way."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
+def _child_setup() -> Callable[[], None]:
+    """What the child runs before its exec. Ray's worker blocks SIGINT, and a child
+    inherits its signal mask: unblocked, so that a cancel's Ctrl-C reaches the worker. On
+    Linux the child is also killed when the Ray worker that started it dies (a forced
+    cancel, a crash), so no `sweeps worker` outlives its task; Ray starts its own
+    processes the same way."""
+    prctl = None
+    if sys.platform.startswith("linux"):
+        import ctypes
 
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
 
-    def set_death_signal() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    def setup() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
-    return set_death_signal
+    return setup
 
 
 def _wait(proc: subprocess.Popen[bytes]) -> int:
