@@ -116,8 +116,8 @@ def run_study(
         return _run_study(
             cfg, stores, None, track, quiet, create_only, accept_data_change, on_ready
         )
-    chosen.prepare(stores, track)  # before anything is written
     try:
+        chosen.prepare(stores, track)  # before anything is written
         return _run_study(cfg, stores, chosen, track, quiet, False, accept_data_change, on_ready)
     finally:
         chosen.close()

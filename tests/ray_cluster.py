@@ -26,6 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180.0  # a cold start on a loaded 2-core machine; only catches a hang
 STOP_TIMEOUT_S = 30.0
 STARTED = "Ray runtime started"
+# No usage statistics; no token authentication, which `ray start` turns on by itself
+# where a token file is left in the user's home (~/.ray/auth_token, written by any new
+# local `ray.init()`) and which a driver given an address does not take up by itself.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 def ray_executable() -> str:
@@ -75,9 +79,9 @@ class RayCluster:
     @property
     def env(self) -> dict[str, str]:
         """The nodes' environment: this checkout importable by their workers (the
-        `sweeps worker` processes and the tests' gate task)."""
+        `sweeps worker` processes and the tests' gate task), RAY_ENV."""
         path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-        return {**os.environ, "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0"}
+        return {**os.environ, "PYTHONPATH": path, **RAY_ENV}
 
     def _start(self, name: str, args: list[str]) -> RayNode:
         log = self.directory / f"{name}.log"

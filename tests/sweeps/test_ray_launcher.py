@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +26,7 @@ from optuna.trial import TrialState
 
 from tests.gate import SPEC as GATE_TASK
 from tests.gate import Gate
-from tests.ray_cluster import RayCluster, start_cluster
+from tests.ray_cluster import RAY_ENV, RayCluster, start_cluster
 from tests.sweeps.cli_helpers import assert_usage_error, invoke
 from tests.sweeps.study_helpers import (
     cli_env,
@@ -78,6 +80,15 @@ def wait_for(condition: str, check: Callable[[], bool], timeout_s: float = WAIT_
         time.sleep(0.1)
 
 
+def wait_held(gate: Gate, driver: subprocess.Popen[str], count: int) -> None:
+    """Until `count` builds are held; fails at once with the launcher's stderr if it ends."""
+    wait_for(
+        f"{count} builds held", lambda: len(gate.waiting()) >= count or driver.poll() is not None
+    )
+    if driver.poll() is not None:
+        pytest.fail(f"sweeps run exited {driver.returncode}: {driver.communicate()[1][-3000:]}")
+
+
 def ray_args(cluster: RayCluster, study: str, *extra: str) -> list[str]:
     return ["run", "--study", study, "--launcher", "ray", "--ray-address", cluster.address, *extra]
 
@@ -95,7 +106,7 @@ def test_workers_on_their_own_gpus_and_a_killed_one_restarted(
     args += ["--penalties", "l1,l2", "--device", "cpu", "--quiet", "--json"]
     driver = start_cli(*args, env=env)
     try:
-        gate.wait_until_held(2, timeout_s=WAIT_S)
+        wait_held(gate, driver, 2)
         workers = sweeps_workers(home)
         assert sorted(workers.values()) == [0, 1], workers
         [victim] = [pid for pid, index in workers.items() if index == 1]
@@ -137,7 +148,7 @@ def test_ctrl_c_stops_every_worker(tmp_path: Path, ray_cluster: RayCluster) -> N
     args += ["--trials", "8", "--task", GATE_TASK, "--epochs", "2", "--penalties", "l2"]
     driver = start_cli(*args, "--no-track", "--quiet", env=env)
     try:
-        gate.wait_until_held(2, timeout_s=WAIT_S)
+        wait_held(gate, driver, 2)
         assert len(sweeps_workers(home)) == 2
         driver.send_signal(signal.SIGINT)  # the launcher only, as `kill -INT` does
         _, err = driver.communicate(timeout=WAIT_S)
@@ -170,9 +181,14 @@ def test_local_stores_refused_on_two_nodes(tmp_path: Path, ray_cluster: RayClust
 def test_a_local_ray_instance_when_no_address(tmp_path: Path) -> None:
     home = tmp_path / "h"
     env = {k: v for k, v in cli_env(home).items() if k != "RAY_ADDRESS"}
+    ray_files = Path(tempfile.mkdtemp(prefix="sweeps-ray-"))  # short: Ray's socket paths
+    env.update(RAY_ENV, RAY_TMPDIR=str(ray_files))  # nothing left in /tmp/ray or ~/.ray
     args = ["run", "--study", "local", "--launcher", "ray", "--trials", "2", "--epochs", "3"]
     args += ["--penalties", "l2", "--no-track", "--quiet", "--json"]
-    done = run_cli(*args, env=env, timeout=WAIT_S)
+    try:
+        done = run_cli(*args, env=env, timeout=WAIT_S)
+    finally:
+        shutil.rmtree(ray_files, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
     reports = json.loads(done.stdout)["workers"]  # one worker, on Ray: no GPU asked for
     assert [(r["index"], r["exit_code"], r["gpus"]) for r in reports] == [(0, 0, [])]
