@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
+import threading
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -97,12 +99,15 @@ class RayLauncher:
         else:
             probe(self.address)
             options["address"] = self.address
+        on_sigterm = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(**options)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = self.address or "a local instance"
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UsageError(f"cannot start Ray workers on {where}: {reason}") from None
+            raise UsageError(f"cannot start Ray workers on {where}: {_first_line(e)}") from None
+        finally:  # ray.init sets its own, which exits on the spot
+            if on_sigterm is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, on_sigterm)
         self._connected_here = True
 
     def _check_fits(self, nodes: list[dict[str, Any]]) -> None:

@@ -163,6 +163,29 @@ def test_ctrl_c_stops_every_worker(tmp_path: Path, ray_cluster: RayCluster) -> N
     assert trials and not [t for t in trials if t.state is TrialState.RUNNING]
 
 
+def test_the_library_leaves_this_process_as_it_was(tmp_path: Path, ray_cluster: RayCluster) -> None:
+    """Connecting changes no signal handler (ray.init sets a SIGTERM one of its own, which
+    would end `sweeps run` on the spot instead of cancelling its workers), and a one-node
+    cluster takes the local stores."""
+    from sweeps.launchers import RayLauncher
+    from sweeps.storage import resolve_stores
+
+    def ours(signum: int, frame: object) -> None:
+        raise AssertionError("not called")
+
+    before = signal.signal(signal.SIGTERM, ours)
+    launcher = RayLauncher(ray_cluster.address, gpus_per_worker=1)
+    try:
+        launcher.prepare(resolve_stores(str(tmp_path / "h"), None, None), True)
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        launcher.close()
+        signal.signal(signal.SIGTERM, before)
+    import ray
+
+    assert not ray.is_initialized()  # disconnected by close()
+
+
 def test_local_stores_refused_on_two_nodes(tmp_path: Path, ray_cluster: RayCluster) -> None:
     node = ray_cluster.add_node()  # registered with the head once started
     try:
