@@ -43,8 +43,8 @@ class WorkerProcessDied(Exception):
 def run_worker_process(index: int, argv: list[str], env: dict[str, str]) -> dict[str, object]:
     """Run `sweeps worker *argv` with `env` added; returns its report (`WorkerReport`'s
     fields). A `ray.cancel` of the task raises KeyboardInterrupt here, which is passed on
-    to the process as Ctrl-C; Ray's workers ignore SIGINT, so the handler is set for the
-    task's time and put back after."""
+    to the process as Ctrl-C. A Ray worker may ignore SIGINT (as its node was started), and
+    then no KeyboardInterrupt comes: Python's handler is set for the task's time."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _run(index, argv, env)
