@@ -15,6 +15,7 @@ from sweeps.cli.base import (
     stdout_for_json_only,
     store_options,
 )
+from sweeps.cli.launch_options import LaunchOptions, launch_options, make_launcher
 from sweeps.cli.options import (
     F,
     accept_data_change_option,
@@ -88,7 +89,7 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
 @click.option("--timeout", type=float, help="Stop starting trials after S seconds.")
 @sweep_flag("sampler", "--sampler", type=click.Choice(SAMPLERS))
 @sweep_flag("pruner", "--pruner", type=click.Choice(PRUNERS))
-@sweep_flag("workers", "--workers", type=int, help="Local worker processes.")
+@sweep_flag("workers", "--workers", type=int, help="Worker processes, started by --launcher.")
 @sweep_flag("batch", "--batch", type=int, help="Trials trained together as one stacked model.")
 @click.option("--devices", help="Spread workers over devices, e.g. cuda:0,cuda:1.")
 @sweep_flag("repeats", "--repeats", type=int, help="Seeds per trial; the objective is their mean.")
@@ -118,9 +119,11 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
     default=None,
     help="When the study ends, `sweeps confirm` it on S fresh seeds.",
 )
+@launch_options
 @threads_option
 @store_options
 def run_command(
+    launch: LaunchOptions,
     config_file: str | None,
     confirm_seeds: int | None,
     create_only: bool,
@@ -166,6 +169,7 @@ def run_command(
     if "penalties" not in values:
         note = left_out_note(cfg.base.optimizer)
     apply_threads(threads)
+    launcher = make_launcher(launch)
     with stdout_for_json_only(as_json), study_process(track=not no_track) as ready:
         outcome = run_study(
             cfg,
@@ -175,6 +179,7 @@ def run_command(
             create_only=create_only,
             accept_data_change=accept_data_change,
             on_ready=ready,
+            launcher=launcher,
         )
     if note is not None:  # once the study ran: a refused one says only why
         click.echo(f"sweeps: {note}", err=True)
@@ -197,6 +202,7 @@ def run_command(
                 "mlflow_experiment_id": outcome.mlflow_experiment_id,
                 "mlflow_parent_run_id": outcome.mlflow_parent_run_id,
                 "untracked": outcome.untracked,
+                "workers": [report.as_json() for report in outcome.workers],
             }
         )
     else:
@@ -211,6 +217,8 @@ def run_command(
             shown = table_columns(STANDING_COLUMNS, outcome.best, lr=cfg.searches_lr)
             click.echo(format_table(outcome.best, [c for c in shown if c not in NOT_IN_SUMMARY]))
         click.echo(where_results_are(stores, outcome))
+        for line in placement_lines(outcome):
+            click.echo(line)
         if confirmed is not None:
             click.echo(f"confirmed on seeds {confirmed.seeds[0]}…{confirmed.seeds[-1]}:")
             for line in confirmed.verdict_lines():
@@ -243,6 +251,17 @@ def state_counts(counts: dict[str, int]) -> str:
     """`3 complete, 1 pruned`; `no trials yet` for a study without any (created only, or
     a --timeout that ran out before its first trial started)."""
     return ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no trials yet"
+
+
+def placement_lines(outcome: RunOutcome) -> list[str]:
+    """Where an engine placed each worker, for the runs of one that says so."""
+    lines = []
+    for report in outcome.workers:
+        if report.node is None:
+            continue
+        gpus = f", GPU {','.join(report.gpus)}" if report.gpus else ""
+        lines.append(f"worker:  {report.index} on {report.node}{gpus}, exit {report.exit_code}")
+    return lines
 
 
 def where_results_are(stores: Stores, outcome: RunOutcome) -> str:
