@@ -61,7 +61,7 @@ from torch import nn
 from trainer.accuracy import accuracy_of_state
 from trainer.batched_run import CheckpointCallback, StackRun
 from trainer.config import TrialConfig
-from trainer.data import head, streamed
+from trainer.data import first_rows, head, readers, streamed
 from trainer.devices import device_label, resolve_device
 from trainer.errors import ConfigError, task_exit_is_task_error
 from trainer.loop import EpochCallback, train
@@ -195,7 +195,10 @@ def _train_group(
     """One stack, or member by member with `trainer.train` when the model cannot be
     stacked (trainer.stackable; said once in the log)."""
     models = _member_models(cfgs, tasks)
-    reason = refusal(models[0], head(tasks[0].train)[0])
+    shared = readers(tasks[0], device) if len({id(t) for t in tasks}) == 1 else None
+    reason = refusal(
+        models[0], lambda: (first_rows(shared[0]) if shared else head(tasks[0].train))[0]
+    )
     if reason is not None:
         _logger.warning("trainer: %d members of a stack train one by one: %s", len(cfgs), reason)
         return [
@@ -203,7 +206,7 @@ def _train_group(
             for k, (cfg, t) in enumerate(zip(cfgs, tasks, strict=True))
         ]
     started = time.perf_counter()
-    run = StackRun(cfgs, tasks, models, device)
+    run = StackRun(cfgs, tasks, models, shared, device)
     for epoch in range(1, cfgs[0].epochs + 1):
         if not run.live:
             break

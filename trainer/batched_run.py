@@ -15,7 +15,7 @@ from torch import nn
 
 from trainer.batched_optim import rows_of
 from trainer.config import TrialConfig
-from trainer.data import chunked_mean, readers
+from trainer.data import Rows, chunked_mean
 from trainer.errors import ConfigError
 from trainer.result import METRICS, TrainStatus
 from trainer.seeding import stream_generator
@@ -80,13 +80,14 @@ class StackRun:
         cfgs: Sequence[TrialConfig],
         tasks: Sequence[Task],
         models: Sequence[nn.Module],
+        shared: tuple[Rows, Rows, Rows] | None,
         device: torch.device,
     ) -> None:
         task = self.task = tasks[0]  # the loss and val_is_test, the same for every member
         self.own = _OwnData(tasks, device) if len({id(t) for t in tasks}) > 1 else None
         seeds = list(dict.fromkeys(cfg.seed for cfg in cfgs))  # distinct, in member order
         self.stack, self.forward, self.keys = build_stack(cfgs, seeds, models, device)
-        self.readers = readers(task, device) if self.own is None else None
+        self.readers = shared if self.own is None else None
         self.device = device
         self.shuffles = [stream_generator(s, "shuffle") for s in seeds]  # on CPU, as in train
         self.n_train = len(task.train)

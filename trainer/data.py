@@ -189,15 +189,20 @@ def _count(t: torch.Tensor, dim: int | None) -> int:
     return t.numel() if dim is None else int(t.shape[dim])
 
 
+def first_rows(rows: Rows, count: int = 2) -> Batch:
+    """The first `count` rows (fewer when there are fewer), read as one whole pass."""
+    order = torch.arange(min(count, len(rows))).unsqueeze(0)
+    (batch,) = rows.minibatches(order, count)  # the pass's one batch, the pass finished
+    return batch
+
+
 def head(split: TaskSplit, rows: int = 2) -> Batch:
     """The split's first `rows` rows (fewer when it is shorter), on the CPU."""
     if isinstance(split, Split):
         return split.X[:rows], split.y[:rows]
     if split.loader is None:  # no worker processes for two rows
         split = dataclasses.replace(split, workers=0)
-    first = Streamed(split, torch.device("cpu"))
-    order = torch.arange(min(rows, len(split))).unsqueeze(0)
-    return next(first.minibatches(order, rows))
+    return first_rows(Streamed(split, torch.device("cpu")), rows)
 
 
 def shapes(task: Task) -> tuple[object, ...]:

@@ -10,8 +10,11 @@ Parameter names (what `--penalize` globs address):
     `--penalize 'layers.*.weight'` is the same as the default `weights`;
   - `cnn` (image tasks: each row is a C×H×W image, digits' 1×8×8) with `--hidden 8,16`
     (the default): `convs.0` (C → 8 channels) and `convs.1` (8 → 16), 3×3 convolutions
-    with padding 1, each followed by the activation; a 2×2 max-pool; `--dropout P`; and
-    `head`, the linear layer from the pooled features to the outputs.
+    with padding 1, each followed by the activation, all but the first with stride 2 (it
+    halves the image: 8×8 → 4×4); `--dropout P`; and `head`, the linear layer from the
+    last feature maps to the outputs. A strided convolution rather than max-pooling: no
+    argmax ties on the images' constant borders, whose choice a rounding difference
+    would flip (stacked and sequential training would part ways).
 
 Initialization is torch's default for nn.Linear and nn.Conv2d, U(−1/√fan_in, 1/√fan_in)
 for weight and bias, but drawn from the given generator so the init stream stays
@@ -107,8 +110,9 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    """3×3 convolutions `convs.0 … convs.N` (padding 1) with the activation after each,
-    a 2×2 max-pool, dropout, and the linear `head`. Input rows are flat images."""
+    """3×3 convolutions `convs.0 … convs.N` (padding 1; stride 2 after the first) with
+    the activation after each, dropout, and the linear `head`. Input rows are flat
+    images."""
 
     def __init__(
         self,
@@ -122,12 +126,13 @@ class CNN(nn.Module):
         c, h, w = image
         self.image = image
         self.convs = nn.ModuleList(
-            nn.Conv2d(a, b, 3, padding=1, device="meta")
-            for a, b in itertools.pairwise([c, *channels])
+            nn.Conv2d(a, b, 3, stride=1 if i == 0 else 2, padding=1, device="meta")
+            for i, (a, b) in enumerate(itertools.pairwise([c, *channels]))
         )
-        self.pool = nn.MaxPool2d(2)
+        for _ in channels[1:]:
+            h, w = (h + 1) // 2, (w + 1) // 2
         self.dropout = _dropout(dropout)
-        self.head = nn.Linear(channels[-1] * (h // 2) * (w // 2), n_outputs, device="meta")
+        self.head = nn.Linear(channels[-1] * h * w, n_outputs, device="meta")
         self.activation_name = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +140,7 @@ class CNN(nn.Module):
         x = x.reshape(-1, *self.image)
         for conv in self.convs:
             x = act(conv(x))
-        out: torch.Tensor = self.head(self.dropout(self.pool(x).flatten(1)))
+        out: torch.Tensor = self.head(self.dropout(x.flatten(1)))
         return out
 
 

@@ -15,6 +15,7 @@ Such members train one by one with `trainer.train` instead (trainer.batched).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -26,9 +27,9 @@ from trainer.stacked_model import VmapForward
 PROBE_MEMBERS = 2
 
 
-def refusal(model: nn.Module, sample: torch.Tensor) -> str | None:
-    """Why `model` cannot train in a stack, or None when it can. `sample` is a few rows
-    of training input (on the CPU); `model` is left as it was."""
+def refusal(model: nn.Module, rows: Callable[[], torch.Tensor]) -> str | None:
+    """Why `model` cannot train in a stack, or None when it can. `rows()` gives a few
+    rows of training input; `model` is left as it was."""
     if type(model) is nn.Linear:
         return None  # the hand-written path (trainer.stacked_model.LinearForward)
     for name, module in model.named_modules():
@@ -39,6 +40,7 @@ def refusal(model: nn.Module, sample: torch.Tensor) -> str | None:
     except Exception as e:  # a module holding what cannot be copied
         return f"the model cannot be copied ({_one_line(e)})"
     seed_dropout(probe, None)  # dropout keeps every element: the probe draws nothing
+    sample = rows().cpu()
     return _changed_buffer(probe, sample) or _vmap_failure(probe, sample)
 
 
