@@ -19,13 +19,15 @@ from trainer.data import Rows, chunked_mean
 from trainer.errors import ConfigError
 from trainer.result import METRICS, TrainStatus
 from trainer.seeding import stream_generator
-from trainer.stacked_model import build_stack
+from trainer.stacked_model import LinearForward, build_stack
 from trainer.tasks import Split, Task
 
 # Called every `every` epochs with (epoch, the members still training — indices into the
 # configs, ascending —, their METRICS as a [members, len(METRICS)] float32 CPU tensor);
 # returns the members to stop now (pruned), or None.
 CheckpointCallback = Callable[[int, list[int], torch.Tensor], Iterable[int] | None]
+
+EVAL_BUDGET_ROWS = 4096  # members × rows of one evaluation chunk (vmap path)
 
 
 class _OwnData:
@@ -96,6 +98,10 @@ class StackRun:
         # Row e holds epoch e+1 of every member; a member's rows past its end are garbage.
         dtype = next(iter(self.stack.params.values())).dtype  # the metrics' dtype
         self.history = torch.empty(cfgs[0].epochs, k, len(METRICS), dtype=dtype, device=device)
+        # vmap's evaluation in chunks of K × rows within a budget: a whole split at once for
+        # 64 members thrashes the caches (the linear path keeps train's whole split).
+        linear = isinstance(self.forward, LinearForward)
+        self.eval_rows = None if linear else max(1, EVAL_BUDGET_ROWS // k)
         self.rows = torch.arange(k, device=device)  # the live members, as stack.members
         self.epochs_run = [0] * k
         self.status = [TrainStatus.COMPLETED] * k
@@ -163,7 +169,8 @@ class StackRun:
             return self._per_sample(split.X, split.y, shared=False).mean(1)
         assert self.readers is not None
         rows = self.readers[which]
-        return chunked_mean(rows.chunks(), lambda X, y: self._per_sample(X, y, True), dim=1)
+        chunks = rows.chunks(self.eval_rows)
+        return chunked_mean(chunks, lambda X, y: self._per_sample(X, y, True), dim=1)
 
     @torch.no_grad()
     def _metrics(self) -> torch.Tensor:

@@ -37,8 +37,9 @@ class Rows(Protocol):
         """Step by step, the rows orders[:, t·size : (t+1)·size], flattened (seed-major)."""
         ...
 
-    def chunks(self) -> Iterator[Batch]:
-        """Every row once, in index order, in one or more chunks."""
+    def chunks(self, rows: int | None = None) -> Iterator[Batch]:
+        """Every row once, in index order: in chunks of at most `rows` rows, or the
+        split's own (an in-memory split: one chunk; a streamed one: its `chunk_rows`)."""
         ...
 
 
@@ -62,8 +63,13 @@ class InMemory:
                 idx = idx.reshape(-1)
             yield X[idx], y[idx]
 
-    def chunks(self) -> Iterator[Batch]:
-        yield self.split.X, self.split.y
+    def chunks(self, rows: int | None = None) -> Iterator[Batch]:
+        X, y = self.split.X, self.split.y
+        if rows is None or rows >= len(X):
+            yield X, y
+            return
+        for start in range(0, len(X), rows):
+            yield X[start : start + rows], y[start : start + rows]
 
 
 class _Passes(Sampler[list[int]]):
@@ -128,8 +134,9 @@ class Streamed:
     def minibatches(self, orders: torch.Tensor, size: int) -> Iterator[Batch]:
         return self._read(orders.cpu(), size)
 
-    def chunks(self) -> Iterator[Batch]:
-        return self._read(torch.arange(self.n).unsqueeze(0), self.split.chunk_rows)
+    def chunks(self, rows: int | None = None) -> Iterator[Batch]:
+        size = self.split.chunk_rows if rows is None else min(rows, self.split.chunk_rows)
+        return self._read(torch.arange(self.n).unsqueeze(0), size)
 
 
 def _pair(batch: Any) -> Batch:
