@@ -98,8 +98,8 @@ class StackRun:
         # Row e holds epoch e+1 of every member; a member's rows past its end are garbage.
         dtype = next(iter(self.stack.params.values())).dtype  # the metrics' dtype
         self.history = torch.empty(cfgs[0].epochs, k, len(METRICS), dtype=dtype, device=device)
-        # vmap's evaluation in chunks of K × rows within a budget: a whole split at once for
-        # 64 members thrashes the caches (the linear path keeps train's whole split).
+        # The vmap path evaluates in chunks of members × rows within a budget (a whole
+        # split for 64 CNN members ran slower); the linear path keeps train's whole split.
         linear = isinstance(self.forward, LinearForward)
         self.eval_rows = None if linear else max(1, EVAL_BUDGET_ROWS // k)
         self.rows = torch.arange(k, device=device)  # the live members, as stack.members
