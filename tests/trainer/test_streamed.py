@@ -42,18 +42,20 @@ class Rows(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return self.X[index], self.y[index]
 
 
-def _streamed(task: Task, plain: bool = False, **options: Any) -> Task:
-    """The task with its splits read through Datasets of the same tensors."""
+def _streamed(task: Task, plain: bool = False, workers: int = 0, **options: Any) -> Task:
+    """The task with its splits read through Datasets of the same tensors (the training
+    split by `workers` DataLoader workers)."""
 
-    def wrap(split: object) -> DatasetSplit:
+    def wrap(split: object, workers: int = 0) -> DatasetSplit:
         assert isinstance(split, Split)
         if plain:
             return DatasetSplit(TensorDataset(split.X, split.y))
-        return DatasetSplit(Rows(split, not options.get("collate", True)), **options)
+        batched = not options.get("collate", True)
+        return DatasetSplit(Rows(split, batched), workers=workers, **options)
 
     val = wrap(task.val)
     test = val if task.test is task.val else wrap(task.test)
-    return dataclasses.replace(task, train=wrap(task.train), val=val, test=test)
+    return dataclasses.replace(task, train=wrap(task.train, workers), val=val, test=test)
 
 
 def assert_identical(a: TrialResult, b: TrialResult) -> None:
