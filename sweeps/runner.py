@@ -9,10 +9,6 @@ that is the caller's to decide, as the `sweeps` command does at its entry point.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,6 +22,7 @@ from sweeps._optuna import fenced
 from sweeps.config import TRAIN_EXPERIMENT, SweepConfig
 from sweeps.data_pins import hash_data, pin
 from sweeps.fencing import EXIT_LOST
+from sweeps.launchers import Launcher, LocalLauncher, WorkerPlan, follow
 from sweeps.lifecycle import RoundOptimizer, build_record, conclude
 from sweeps.lookup import require_storage
 from sweeps.progress import Progress
@@ -99,11 +96,14 @@ def run_study(
     create_only: bool = False,
     accept_data_change: bool = False,
     on_ready: Callable[[], None] = lambda: None,
+    launcher: Launcher | None = None,
 ) -> RunOutcome:
     """Create or resume the study and run `cfg.trials` more trials (none with create_only).
     A resumed study whose data files changed is refused unless `accept_data_change`
     (`sweeps.data_pins`). `on_ready` is called once the stores are open and the study
-    loaded, before the first trial (the CLI freezes the heap there)."""
+    loaded, before the first trial (the CLI freezes the heap there). With `cfg.workers`
+    above 1 the trials run in `sweeps worker` processes started by `launcher` (local
+    child processes by default)."""
     preflight(cfg)
     data = hash_data(cfg.base)  # once, before any store is opened
     check_reachable(stores.storage)  # before the recorder creates the home for artifacts
@@ -130,7 +130,9 @@ def run_study(
                 study, cfg, recorder, cfg.trials, device, progress, data.digest
             )
         else:
-            codes = _run_processes(study, cfg, stores, progress, track)
+            plan = worker_plan(cfg, stores, track)
+            chosen = launcher if launcher is not None else LocalLauncher()
+            codes = _run_processes(study, plan, chosen, stores, progress)
             outcome.lost_workers = codes.count(EXIT_LOST)
             outcome.failed_workers = len(codes) - outcome.lost_workers
     except KeyboardInterrupt:
@@ -240,67 +242,52 @@ def _optimize(
     return rounds.lost
 
 
-def _run_processes(
-    study: optuna.Study, cfg: SweepConfig, stores: Stores, progress: Progress, track: bool
-) -> list[int]:
-    """Start `sweeps worker` processes (the same path a remote machine uses) and follow them.
-
-    Returns the exit codes of those that did not exit 0."""
+def worker_plan(cfg: SweepConfig, stores: Stores, track: bool) -> WorkerPlan:
+    """The `sweeps worker` command lines of `--workers N`: each its share of the trials
+    and its device; the stores in the environment, so no password shows in `ps`."""
     env = {
-        **os.environ,
         "SWEEPS_HOME": str(stores.home),
-        "SWEEPS_STORAGE": stores.storage,  # via env, so no password shows in `ps`
+        "SWEEPS_STORAGE": stores.storage,
         "SWEEPS_TRACKING_URI": stores.tracking_uri,
     }
-    known = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
-    procs = []
+    argv = []
     plan = zip(shares(cfg.trials, cfg.workers), worker_devices(cfg), strict=True)
     for index, (n, device) in enumerate(plan):
         if n == 0:
             continue
-        args = [
-            sys.executable,
-            "-m",
-            "sweeps",
-            "worker",
-            "--study",
-            cfg.study,
-            "--trials",
-            str(n),
-            "--device",
-            device,
-            "--quiet",
-            "--no-summary",
-            "--worker-index",
-            str(index),
-            "--batch",
-            str(cfg.batch),
-            # The launcher's per-process share of the cores (sweeps run --threads).
-            "--threads",
-            str(torch.get_num_threads()),
-        ]
+        args = ["--study", cfg.study, "--trials", str(n), "--device", device]
+        args += ["--quiet", "--no-summary", "--worker-index", str(index)]
+        # The launcher's per-process share of the cores (sweeps run --threads).
+        args += ["--batch", str(cfg.batch), "--threads", str(torch.get_num_threads())]
         if cfg.timeout is not None:
             args += ["--timeout", str(cfg.timeout)]
         if not track:
             args.append("--no-track")
-        procs.append(subprocess.Popen(args, env=env))
+        argv.append(args)
+    return WorkerPlan(cfg.study, argv, env)
+
+
+def _run_processes(
+    study: optuna.Study,
+    plan: WorkerPlan,
+    launcher: Launcher,
+    stores: Stores,
+    progress: Progress,
+) -> list[int]:
+    """Start the plan's workers with `launcher` and follow them to the end.
+
+    Returns the exit codes of those that did not exit 0."""
+    known = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
 
     def poll() -> None:  # a read: rerun when the storage's server drops the connection
         retrying(lambda: _poll(study, known, progress), stores.storage)
 
+    launcher.start(plan)
     try:
-        while any(p.poll() is None for p in procs):
-            poll()
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        _wait(procs, 60)
-        raise
+        follow(launcher, poll)
     finally:
-        poll()
-    codes = [p.returncode for p in procs if p.returncode not in (0, None)]
+        launcher.close()
+    codes = launcher.exit_codes()
     if failed := [code for code in codes if code != EXIT_LOST]:
         from sweeps.recording import warn
 
@@ -313,15 +300,6 @@ def _poll(study: optuna.Study, known: set[int], progress: Progress) -> None:
         if trial.number not in known:
             known.add(trial.number)
             progress.update(trial)
-
-
-def _wait(procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    for p in procs:
-        try:
-            p.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 def count_states(

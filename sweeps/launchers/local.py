@@ -1,0 +1,41 @@
+"""`--launcher local` (the default): the workers are child processes of this one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from sweeps.launchers.base import WorkerPlan
+
+
+class LocalLauncher:
+    """N `sweeps worker` processes on this machine, the same path a remote machine uses."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, plan: WorkerPlan) -> None:
+        env = {**os.environ, **plan.env}
+        for args in plan.argv:
+            command = [sys.executable, "-m", "sweeps", "worker", *args]
+            self._procs.append(subprocess.Popen(command, env=env))
+
+    def running(self) -> bool:
+        return any(p.poll() is None for p in self._procs)
+
+    def cancel(self) -> None:
+        for p in self._procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+
+    def exit_codes(self) -> list[int]:
+        return [p.returncode for p in self._procs if p.returncode not in (0, None)]
+
+    def close(self) -> None:
+        """Kills what outlived a cancel's grace period, so no worker is left behind."""
+        for p in self._procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
