@@ -436,17 +436,24 @@ def _parent_params(cfg: SweepConfig | None, study: str) -> tuple[dict[str, objec
         "penalties": ",".join(p.value for p in cfg.penalties),
         "lambda_min": cfg.lambda_min,
         "lambda_max": cfg.lambda_max,
+        "lr_min": cfg.lr_min,  # None (left out) unless lr is searched
+        "lr_max": cfg.lr_max,
         "sampler": cfg.sampler.value,
         "pruner": cfg.pruner.value,
         "report_every": cfg.checkpoint_every,
         "batch": cfg.batch,
         "repeats": cfg.repeats,
         "history": cfg.history.value,
-        **{k: v for k, v in cfg.base.as_params().items() if k not in _PER_TRIAL},
+        **{
+            k: v
+            for k, v in cfg.base.as_params().items()
+            if k not in _PER_TRIAL and not (k == "lr" and cfg.searches_lr)
+        },
     }
+    lr = f"lr from {cfg.lr_min:g} to {cfg.lr_max:g} (log), " if cfg.searches_lr else ""
     description = (
         f"sweeps study `{study}`: {cfg.base.task}, penalties"
-        f" {params['penalties']}, λ from {cfg.lambda_min:g} to {cfg.lambda_max:g} (log), "
+        f" {params['penalties']}, λ from {cfg.lambda_min:g} to {cfg.lambda_max:g} (log), {lr}"
         f"{cfg.sampler.value} sampler, {cfg.pruner.value} pruner, {cfg.base.epochs} epochs."
         " Each child run is one trial; this run holds the λ figure, the trials table and"
         " Optuna's plots when the study ends, and the best trial (tags sweeps.best_*)."

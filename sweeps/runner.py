@@ -21,8 +21,9 @@ from optuna.trial import TrialState
 from sweeps._optuna import fenced
 from sweeps.config import TRAIN_EXPERIMENT, SweepConfig
 from sweeps.data_pins import hash_data, pin
+from sweeps.errors import UsageError
 from sweeps.fencing import EXIT_LOST
-from sweeps.launchers import Launcher, LocalLauncher, WorkerPlan, follow
+from sweeps.launchers import Launcher, LocalLauncher, WorkerPlan, WorkerReport, follow
 from sweeps.lifecycle import RoundOptimizer, build_record, conclude
 from sweeps.lookup import require_storage
 from sweeps.progress import Progress
@@ -65,12 +66,14 @@ class RunOutcome:
     reused: int = 0  # trials that took an identical earlier trial's result, not trained
     mlflow_experiment_id: str | None = None  # None when not tracked
     mlflow_parent_run_id: str | None = None
+    workers: list[WorkerReport] = field(default_factory=list)  # where a launcher ran them
 
 
-def preflight(cfg: SweepConfig) -> None:
-    """Everything that can be refused is refused before a study or directory exists."""
+def preflight(cfg: SweepConfig, *, devices: bool = True) -> None:
+    """Everything that can be refused is refused before a study or directory exists (the
+    devices only where this machine's are the workers': not where an engine places them)."""
     check_config(cfg.base)
-    for spec in cfg.devices or (cfg.base.device,):
+    for spec in (cfg.devices or (cfg.base.device,)) if devices else ():
         resolve_device(spec)
     check_space(cfg)
     heartbeat_interval()  # a bad SWEEPS_HEARTBEAT_S, before the home is created
@@ -101,10 +104,36 @@ def run_study(
     """Create or resume the study and run `cfg.trials` more trials (none with create_only).
     A resumed study whose data files changed is refused unless `accept_data_change`
     (`sweeps.data_pins`). `on_ready` is called once the stores are open and the study
-    loaded, before the first trial (the CLI freezes the heap there). With `cfg.workers`
-    above 1 the trials run in `sweeps worker` processes started by `launcher` (local
-    child processes by default)."""
-    preflight(cfg)
+    loaded, before the first trial (the CLI freezes the heap there). The trials run in
+    `sweeps worker` processes started by `launcher` when one is given, else in local child
+    processes with `cfg.workers` above 1, else in this process."""
+    chosen = launcher if launcher is not None or cfg.workers == 1 else LocalLauncher()
+    placed = chosen is not None and chosen.places_devices
+    if placed and cfg.devices:
+        raise UsageError("--devices spreads local workers; this launcher gives each its GPUs")
+    preflight(cfg, devices=not placed)
+    if chosen is None or create_only:
+        return _run_study(
+            cfg, stores, None, track, quiet, create_only, accept_data_change, on_ready
+        )
+    try:
+        chosen.prepare(stores, track)  # before anything is written
+        return _run_study(cfg, stores, chosen, track, quiet, False, accept_data_change, on_ready)
+    finally:
+        chosen.close()
+
+
+def _run_study(
+    cfg: SweepConfig,
+    stores: Stores,
+    launcher: Launcher | None,
+    track: bool,
+    quiet: bool,
+    create_only: bool,
+    accept_data_change: bool,
+    on_ready: Callable[[], None],
+) -> RunOutcome:
+    """`run_study` once its launcher, if any, is ready."""
     data = hash_data(cfg.base)  # once, before any store is opened
     check_reachable(stores.storage)  # before the recorder creates the home for artifacts
     recorder = Recorder(stores, cfg.study, track=track)  # refuses an unreachable store
@@ -123,7 +152,7 @@ def run_study(
     try:
         if create_only:
             pass
-        elif cfg.workers == 1:
+        elif launcher is None:
             on_ready()
             device = worker_devices(cfg)[0]
             outcome.lost = _optimize(
@@ -131,8 +160,7 @@ def run_study(
             )
         else:
             plan = worker_plan(cfg, stores, track)
-            chosen = launcher if launcher is not None else LocalLauncher()
-            codes = _run_processes(study, plan, chosen, stores, progress)
+            codes = _run_processes(study, plan, launcher, stores, progress, outcome)
             outcome.lost_workers = codes.count(EXIT_LOST)
             outcome.failed_workers = len(codes) - outcome.lost_workers
     except KeyboardInterrupt:
@@ -273,8 +301,10 @@ def _run_processes(
     launcher: Launcher,
     stores: Stores,
     progress: Progress,
+    outcome: RunOutcome,
 ) -> list[int]:
-    """Start the plan's workers with `launcher` and follow them to the end.
+    """Start the plan's workers with `launcher` and follow them to the end (the caller
+    closes it); their reports go to `outcome.workers`.
 
     Returns the exit codes of those that did not exit 0."""
     known = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
@@ -286,12 +316,16 @@ def _run_processes(
     try:
         follow(launcher, poll)
     finally:
-        launcher.close()
+        outcome.workers = launcher.reports()
     codes = launcher.exit_codes()
     if failed := [code for code in codes if code != EXIT_LOST]:
         from sweeps.recording import warn
 
         warn(f"{len(failed)} worker process(es) exited with an error (codes {failed})")
+        for report in outcome.workers:
+            if report.exit_code not in (0, EXIT_LOST) and report.error:
+                where = f" on {report.node}" if report.node else ""
+                warn(f"worker {report.index}{where} (exit {report.exit_code}): {report.error}")
     return codes
 
 

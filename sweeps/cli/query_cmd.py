@@ -23,19 +23,27 @@ STUDY_COLUMNS = ["study", "task", "trials", "complete", "pruned", "failed", "bes
 NOT_IN_TABLES = frozenset({"val_loss", "penalty_value", "train_accuracy", "reused_from"})
 
 
-def table_columns(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[str]:
-    """`columns` as a table shows them: less NOT_IN_TABLES, and less the accuracies when no
-    row has one (regression tasks have none)."""
+def table_columns(
+    columns: Sequence[str], rows: Sequence[dict[str, Any]], *, lr: bool = False
+) -> list[str]:
+    """`columns` as a table shows them: less NOT_IN_TABLES, less the accuracies when no
+    row has one (regression tasks have none), and less `lr` unless it was searched (`lr`)."""
     return [
         c
         for c in columns
         if c not in NOT_IN_TABLES
+        and (c != "lr" or lr)
         and (c not in ACCURACY_METRICS or any(row.get(c) is not None for row in rows))
     ]
 
 
-def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    return format_table(rows, table_columns(columns, rows))
+def _table(
+    rows: list[dict[str, Any]], columns: Sequence[str], stores: Stores, studies: Sequence[str]
+) -> str:
+    """The rows as a table; with an `lr` column where one of `studies` searches lr."""
+    from sweeps.lookup import searches_lr
+
+    return format_table(rows, table_columns(columns, rows, lr=searches_lr(stores, studies)))
 
 
 def _stores(home: str, storage: str | None) -> Stores:
@@ -74,11 +82,14 @@ def trials_command(study: str, as_json: bool, home: str, storage: str | None) ->
     """Every trial of a study with its state, λ and losses."""
     from sweeps.lookup import list_trials
 
-    rows = list_trials(_stores(home, storage), study)
+    stores = _stores(home, storage)
+    rows = list_trials(stores, study)
     if as_json:
         echo_json(rows)
+    elif rows:
+        click.echo(_table(rows, TRIAL_COLUMNS, stores, [study]))
     else:
-        click.echo(_table(rows, TRIAL_COLUMNS) if rows else f"study {study!r} has no trials")
+        click.echo(f"study {study!r} has no trials")
 
 
 @click.command("best")
@@ -112,7 +123,7 @@ def best_command(
     if as_json:
         echo_json(rows)
     else:
-        click.echo(_table(rows, _best_columns(rows)))
+        click.echo(_table(rows, _best_columns(rows), stores, [study]))
 
 
 def _best_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -149,11 +160,15 @@ def compare_command(
     """Best λ and losses per study × penalty."""
     from sweeps.lookup import compare
 
-    rows = compare(_stores(home, storage), studies)
+    stores = _stores(home, storage)
+    rows = compare(stores, studies)
     if as_json:
         echo_json(rows)
     else:
-        click.echo(_table(rows, _best_columns(rows)) if rows else "no complete trials")
+        names = [str(row["study"]) for row in rows]
+        click.echo(
+            _table(rows, _best_columns(rows), stores, names) if rows else "no complete trials"
+        )
 
 
 @click.command("export")

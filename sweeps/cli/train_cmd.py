@@ -12,17 +12,27 @@ from sweeps.cli.options import (
     PENALTIES,
     apply_threads,
     collect_task_options,
+    field_flag,
+    shown,
     threads_option,
     training_flags,
 )
 from sweeps.errors import mask_secrets
+from trainer.config import DEFAULT_L1_RATIO, TrialConfig
 
 
 @click.command("train")
 @training_flags()
-@click.option("--penalty", type=click.Choice(PENALTIES), default="none", show_default=True)
-@click.option("--lambda", "lambda_", type=float, default=0.0, show_default=True, help="λ >= 0.")
-@click.option("--l1-ratio", type=float, default=None, help="elastic_net mix α in [0,1] [0.5].")
+@field_flag(TrialConfig, "penalty", "--penalty", type=click.Choice(PENALTIES), defaults=True)
+@field_flag(
+    TrialConfig, "lambda_", "--lambda", "lambda_", type=float, defaults=True, help="λ >= 0."
+)
+@click.option(
+    "--l1-ratio",
+    type=float,
+    default=None,
+    help=f"elastic_net mix α in [0,1] [{shown(DEFAULT_L1_RATIO)}].",
+)
 @click.option(
     "--split-seed",
     type=int,
@@ -41,7 +51,7 @@ def train_command(no_track: bool, as_json: bool, threads: int | None, **kwargs: 
     from sweeps.runner import run_single
 
     quiet_mlflow()  # this process's settings, before MLflow's first import
-    from trainer.config import Penalty, TrialConfig
+    from trainer.config import Penalty
 
     stores = {k: kwargs.pop(k) for k in ("home", "storage", "tracking_uri")}
     task_options = collect_task_options(kwargs)

@@ -7,7 +7,8 @@ processes, Ray, Slurm): this package adapts it to `Launcher`.
 
 from __future__ import annotations
 
-from sweeps.launchers.base import Launcher, WorkerPlan, follow
+from sweeps.launchers.base import Launcher, WorkerPlan, WorkerReport, follow
 from sweeps.launchers.local import LocalLauncher
+from sweeps.launchers.ray_cluster import RayLauncher
 
-__all__ = ["Launcher", "LocalLauncher", "WorkerPlan", "follow"]
+__all__ = ["Launcher", "LocalLauncher", "RayLauncher", "WorkerPlan", "WorkerReport", "follow"]
