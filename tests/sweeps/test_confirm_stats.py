@@ -54,6 +54,7 @@ def test_friedman_is_scipys() -> None:
     assert friedman(groups) == stats.friedmanchisquare(*groups).pvalue
 
 
+@pytest.mark.slow
 def test_difference_ci_covers_zero_in_95_percent_of_null_pairs() -> None:
     rng = np.random.default_rng(12345)
     covered = 0

@@ -52,6 +52,7 @@ def test_first_store_builds_the_template_and_both_are_mlflow_stores(
     assert rows(template, "SELECT * FROM experiments") == []
 
 
+@pytest.mark.slow
 def test_later_stores_are_independent_copies(cache: Path, tmp_path: Path) -> None:
     stores = []
     for name in ("one", "two"):
@@ -77,6 +78,7 @@ def test_an_existing_store_or_another_backend_is_left_alone(cache: Path, tmp_pat
     assert not cache.exists()  # nothing was built for any of them
 
 
+@pytest.mark.slow
 def test_an_unusable_cache_falls_back_to_mlflow_creating_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -92,6 +94,7 @@ def test_an_unusable_cache_falls_back_to_mlflow_creating_the_store(
     assert not list(tmp_path.glob(".*seeding"))
 
 
+@pytest.mark.slow
 def test_a_store_created_meanwhile_is_not_overwritten(cache: Path, tmp_path: Path) -> None:
     """Another process (or MLflow) creating the file first wins; the copy is discarded."""
     from tracking import mlflow_store

@@ -221,6 +221,7 @@ def _worker(url: str, worker: int, start: Barrier, report: Queue[Report]) -> Non
     report.put((worker, registered.config["worker"], won, parent, wrote_shared))
 
 
+@pytest.mark.slow
 def test_concurrent_processes(storage_url: str) -> None:
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(WORKERS)
