@@ -38,10 +38,10 @@ def _timed(fn: object) -> float:
 def run(repeats: int) -> None:
     import torch
 
-    from sweeps.confirm import ConfirmOptions, confirm_study
+    from sweeps.cli.process import quiet_optuna
+    from sweeps.confirm_study import ConfirmOptions, confirm_study
     from sweeps.confirm_train import load_tasks, stacks
     from sweeps.storage import resolve_stores
-    from sweeps.study import quiet_optuna
     from trainer import load_task, train
     from trainer.batched import train_batch
 
@@ -81,7 +81,7 @@ def run(repeats: int) -> None:
 
 def _configs(stores: object, name: str, seeds: list[int], fixed: bool) -> list[TrialConfig]:
     """The 30 configurations `confirm_study` trained, rebuilt from its rows."""
-    from sweeps.confirm import _config
+    from sweeps.confirm_study import _config
     from sweeps.lookup import open_results
     from sweeps.study import config_from_stored
 

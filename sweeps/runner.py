@@ -39,6 +39,7 @@ from sweeps.storage import (
     resolve_stores,
 )
 from sweeps.study import check_space, create_or_load, load_existing, study_exists
+from sweeps.worker_pipes import WorkerProcesses
 from tracking import records
 from tracking.reconnect import retrying
 from trainer import (
@@ -99,11 +100,13 @@ def run_study(
     create_only: bool = False,
     accept_data_change: bool = False,
     on_ready: Callable[[], None] = lambda: None,
+    workers: WorkerProcesses | None = None,
 ) -> RunOutcome:
     """Create or resume the study and run `cfg.trials` more trials (none with create_only).
     A resumed study whose data files changed is refused unless `accept_data_change`
     (`sweeps.data_pins`). `on_ready` is called once the stores are open and the study
-    loaded, before the first trial (the CLI freezes the heap there)."""
+    loaded, before the first trial (the CLI freezes the heap there). `workers`: how the
+    `sweeps worker` processes of `cfg.workers > 1` are started (`sweeps.worker_pipes`)."""
     preflight(cfg)
     data = hash_data(cfg.base)  # once, before any store is opened
     check_reachable(stores.storage)  # before the recorder creates the home for artifacts
@@ -130,7 +133,8 @@ def run_study(
                 study, cfg, recorder, cfg.trials, device, progress, data.digest
             )
         else:
-            codes = _run_processes(study, cfg, stores, progress, track)
+            launch = workers or WorkerProcesses()
+            codes = _run_processes(study, cfg, stores, progress, track, launch)
             outcome.lost_workers = codes.count(EXIT_LOST)
             outcome.failed_workers = len(codes) - outcome.lost_workers
     except KeyboardInterrupt:
@@ -241,13 +245,18 @@ def _optimize(
 
 
 def _run_processes(
-    study: optuna.Study, cfg: SweepConfig, stores: Stores, progress: Progress, track: bool
+    study: optuna.Study,
+    cfg: SweepConfig,
+    stores: Stores,
+    progress: Progress,
+    track: bool,
+    launch: WorkerProcesses,
 ) -> list[int]:
     """Start `sweeps worker` processes (the same path a remote machine uses) and follow them.
 
     Returns the exit codes of those that did not exit 0."""
     env = {
-        **os.environ,
+        **launch.environment(),
         "SWEEPS_HOME": str(stores.home),
         "SWEEPS_STORAGE": stores.storage,  # via env, so no password shows in `ps`
         "SWEEPS_TRACKING_URI": stores.tracking_uri,
@@ -283,7 +292,7 @@ def _run_processes(
             args += ["--timeout", str(cfg.timeout)]
         if not track:
             args.append("--no-track")
-        procs.append(subprocess.Popen(args, env=env))
+        procs.append(launch.start(args, env, index))
 
     def poll() -> None:  # a read: rerun when the storage's server drops the connection
         retrying(lambda: _poll(study, known, progress), stores.storage)
@@ -300,6 +309,7 @@ def _run_processes(
         raise
     finally:
         poll()
+        launch.close()
     codes = [p.returncode for p in procs if p.returncode not in (0, None)]
     if failed := [code for code in codes if code != EXIT_LOST]:
         from sweeps.recording import warn
@@ -349,6 +359,7 @@ def _state_counts(engine: sa.Engine, study: optuna.Study) -> dict[str, int]:
 class SingleOutcome:
     summary: dict[str, Any]
     stores: Stores | None = None  # where it was tracked
+    result: TrialResult | None = None  # the history and weights
 
 
 def run_single(
@@ -371,7 +382,7 @@ def run_single(
     summary["mlflow_run_id"] = None
     if stores is not None:
         summary["mlflow_run_id"] = _track(stores, result, started)
-    return SingleOutcome(summary, stores)
+    return SingleOutcome(summary, stores, result)
 
 
 def _track(stores: Stores, result: TrialResult, started_ms: int) -> str:

@@ -140,7 +140,7 @@ def _read(
             .order_by(table.primary_key.columns.values()[0])  # insertion order, as the ORM
         )
         rows: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
-        for row in conn.execute(query).tuples():
+        for row in conn.execute(query):
             rows[row[0]].append(row)
         return rows
 
