@@ -19,6 +19,7 @@ every seed are "identical": difference exactly 0, CI [0, 0], p = 1, never a NaN.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -80,14 +81,19 @@ def mean_ci(
             spread = x.std(axis=axis, ddof=1) / np.sqrt(data.size)
             return np.asarray((x.mean(axis=axis) - mean) / spread)
 
-    res = stats.bootstrap(
-        (data,),
-        studentized,
-        n_resamples=n_resamples,
-        method="percentile",  # only its resampled t* are used
-        vectorized=True,
-        rng=np.random.default_rng(seed),
-    )
+    # scipy summarizes the resampled t* too (their spread, their percentile interval),
+    # non-finite ones included, which only their filtering below keeps out: its warnings
+    # about them say nothing of the interval computed here.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            (data,),
+            studentized,
+            n_resamples=n_resamples,
+            method="percentile",  # only its resampled t* are used
+            vectorized=True,
+            rng=np.random.default_rng(seed),
+        )
     t = res.bootstrap_distribution
     t = t[np.isfinite(t)]
     t_low, t_high = np.quantile(t, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])

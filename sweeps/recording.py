@@ -363,6 +363,8 @@ class Recorder:
 
     def close(self) -> None:
         self.results.dispose()
+        if self.mlflow is not None:
+            self.mlflow.close()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from sweeps._optuna import fenced
 from sweeps.config import TRAIN_EXPERIMENT, SweepConfig
-from sweeps.data_pins import hash_data, pin
+from sweeps.data_pins import DataFiles, hash_data, pin
 from sweeps.fencing import EXIT_LOST
 from sweeps.lifecycle import RoundOptimizer, build_record, conclude
 from sweeps.lookup import require_storage
@@ -33,6 +33,7 @@ from sweeps.recording import Recorder, make_tracker
 from sweeps.storage import (
     Stores,
     check_reachable,
+    close_storage,
     fail_lost_trials,
     heartbeat_interval,
     open_storage,
@@ -111,37 +112,67 @@ def run_study(
     data = hash_data(cfg.base)  # once, before any store is opened
     check_reachable(stores.storage)  # before the recorder creates the home for artifacts
     recorder = Recorder(stores, cfg.study, track=track)  # refuses an unreachable store
-    recorder.refuse_foreign_experiment()  # before the storage's tables are created
-    if stores.uses_home:
-        stores.make_home()
-    storage = open_storage(stores.storage, recorder.stale_trial_callback)
+    storage = None
+    try:
+        recorder.refuse_foreign_experiment()  # before the storage's tables are created
+        if stores.uses_home:
+            stores.make_home()
+        storage = open_storage(stores.storage, recorder.stale_trial_callback)
+        how = _Run(track, quiet, create_only, accept_data_change, on_ready, workers)
+        return _run_opened(cfg, stores, recorder, storage, data, how)
+    finally:  # nothing stays connected once the call returns (the Python API calls again)
+        recorder.close()
+        if storage is not None:
+            close_storage(storage)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The options of `run_study` past the study and its stores."""
+
+    track: bool
+    quiet: bool
+    create_only: bool
+    accept_data_change: bool
+    on_ready: Callable[[], None]
+    workers: WorkerProcesses | None
+
+
+def _run_opened(
+    cfg: SweepConfig,
+    stores: Stores,
+    recorder: Recorder,
+    storage: optuna.storages.RDBStorage,
+    data: DataFiles,
+    how: _Run,
+) -> RunOutcome:
     if not study_exists(cfg.study, storage):  # claimed first: a refused claim leaves no study
         recorder.claim_experiment(cfg)
-    study = create_or_load(cfg, storage, data, accept_data_change=accept_data_change)
+    study = create_or_load(cfg, storage, data, accept_data_change=how.accept_data_change)
     recorder.attach(cfg, study)
     fail_lost_trials(study, storage)  # recorded, then retried: see run_worker
     outcome = RunOutcome(cfg.study, cfg.trials)
     reused_before = recorder.results.reused_count(cfg.study)
-    progress = Progress(total=0 if create_only else cfg.trials, quiet=quiet)
+    progress = Progress(total=0 if how.create_only else cfg.trials, quiet=how.quiet)
     try:
-        if create_only:
+        if how.create_only:
             pass
         elif cfg.workers == 1:
-            on_ready()
+            how.on_ready()
             device = worker_devices(cfg)[0]
             outcome.lost = _optimize(
                 study, cfg, recorder, cfg.trials, device, progress, data.digest
             )
         else:
-            launch = workers or WorkerProcesses()
-            codes = _run_processes(study, cfg, stores, progress, track, launch)
+            launch = how.workers or WorkerProcesses()
+            codes = _run_processes(study, cfg, stores, progress, how.track, launch)
             outcome.lost_workers = codes.count(EXIT_LOST)
             outcome.failed_workers = len(codes) - outcome.lost_workers
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
         progress.close()
-        if not create_only:
+        if not how.create_only:
             recorder.finish(study)
     outcome.counts = count_states(study, storage)
     outcome.untracked = sorted(recorder.untracked)
@@ -150,7 +181,6 @@ def run_study(
     if recorder.parent is not None:
         outcome.mlflow_experiment_id = recorder.parent.experiment_id
         outcome.mlflow_parent_run_id = recorder.parent.run_id
-    recorder.close()
     return outcome
 
 
@@ -176,6 +206,7 @@ def run_worker(
     index = os.getpid() if worker_index is None else worker_index
     # First, so that the storage's stale-trial callback records a trial before its retry.
     recorder = Recorder(stores, study_name, track=track)
+    storage = None
     try:
         storage = open_storage(stores.storage, recorder.stale_trial_callback)
         study, cfg = load_existing(study_name, storage, index)
@@ -183,6 +214,8 @@ def run_worker(
         pin(study, data, accept_change=accept_data_change)
     except BaseException:
         recorder.close()
+        if storage is not None:
+            close_storage(storage)
         raise
     if timeout is not None:
         cfg = replace(cfg, timeout=timeout)
@@ -199,12 +232,14 @@ def run_worker(
         on_ready()
         spec = device or cfg.base.device
         lost = _optimize(study, cfg, recorder, n, spec, progress, data.digest)
+        counts = count_states(study, storage)
     finally:
         progress.close()
         if summarize:  # refresh the parent run's figure with what the study has now
             recorder.finish(study)
         recorder.close()
-    return WorkerOutcome(count_states(study, storage), lost, sorted(recorder.untracked))
+        close_storage(storage)
+    return WorkerOutcome(counts, lost, sorted(recorder.untracked))
 
 
 @dataclass(frozen=True)
@@ -389,4 +424,7 @@ def _track(stores: Stores, result: TrialResult, started_ms: int) -> str:
     state, error = conclude([result], pruned_at=None)  # the study's rule: diverged is PRUNED
     rec = build_record(TRAIN_EXPERIMENT, 0, result.config, [result], state, started_ms, error)
     tracker = make_tracker(stores)
-    return tracker.log_run(tracker.ensure_experiment(TRAIN_EXPERIMENT), rec)
+    try:
+        return tracker.log_run(tracker.ensure_experiment(TRAIN_EXPERIMENT), rec)
+    finally:
+        tracker.close()

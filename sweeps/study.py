@@ -8,7 +8,7 @@ import optuna
 
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.data_pins import DataFiles, hash_data, pin
-from sweeps.errors import UsageError
+from sweeps.errors import UnknownStudyError, UsageError
 from sweeps.sampling import GridSampler, RoundSampler, Space, suggest
 
 # Keys of the study's user attributes, stored in existing studies: never renamed.
@@ -121,7 +121,7 @@ def load_existing(
     try:
         summary = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        raise UsageError(f"no study named {name!r} in this storage") from None
+        raise UnknownStudyError(f"no study named {name!r} in this storage") from None
     stored = summary.user_attrs.get(CONFIG_ATTR)
     if stored is None:
         raise UsageError(f"study {name!r} was not created by `sweeps run`")

@@ -123,6 +123,13 @@ class MlflowTracker:
         self._try_bulk = bulk
         self._bulk_writer: RunWriter | None = None
 
+    def close(self) -> None:
+        """Close the bulk writer's connections (MLflow's client keeps its own engines)."""
+        writer, self._bulk_writer = self._bulk_writer, None
+        engine = getattr(writer, "engine", None)
+        if engine is not None:
+            engine.dispose()
+
     def ensure_experiment(self, study: str, uid: str | None = None) -> str:
         """Returns the id of the study's experiment (named `study`), creating it if needed.
 
