@@ -59,7 +59,7 @@ from tracking.records import EVERY_EPOCH, HistoryPolicy, TrialRecord, TrialState
 from tracking.secrets import mask_secrets
 from tracking.store_files import holds_tables
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"sweeps.{__name__}")  # under the package's logger
 
 # MLflow's per-call limits of log_batch (mlflow.utils.validation): at most 100 params and
 # 1000 entities in all.

@@ -183,7 +183,6 @@ class _How:
 
 
 def _run(cfg: SweepConfig, stores: Stores, ref: TaskRef, how: _How, note: str | None) -> RunResult:
-    from sweeps.confirm_study import ConfirmOptions
     from sweeps.runner import run_study
     from sweeps.task_refs import import_root
     from sweeps.worker_pipes import WorkerProcesses
@@ -192,7 +191,11 @@ def _run(cfg: SweepConfig, stores: Stores, ref: TaskRef, how: _How, note: str | 
         require_importable(ref, "with create_only,")
     elif cfg.workers > 1:
         require_importable(ref, f"with workers={cfg.workers},")
-    confirming = None if how.confirm is None else ConfirmOptions(seeds=how.confirm)
+    confirming = None
+    if how.confirm is not None:  # refused before the study runs; scipy loaded only then
+        from sweeps.confirm_study import ConfirmOptions
+
+        confirming = ConfirmOptions(seeds=how.confirm)
     launch = WorkerProcesses(how.worker_output == "log", import_root(ref))
     with serving(ref):
         outcome = run_study(

@@ -43,6 +43,7 @@ import matplotlib.pyplot as plt
 
 home, task_dir = sys.argv[1], sys.argv[2]
 sys.path.insert(0, task_dir)
+torch.set_num_threads(1)  # the application's choice: tiny models, shared cores
 plt.figure()  # the application's own figure
 LOGGERS = ("", "optuna", "mlflow", "alembic", "sqlalchemy.engine", "sweeps")
 
@@ -79,7 +80,7 @@ with warnings.catch_warnings(record=True) as caught:
     rows = sweeps.trials("q", **where)
     sweeps.compare("q", **where)
     sweeps.studies(**where)
-    resumed = sweeps.resume("q", trials=1, task=build, **where)
+    resumed = sweeps.resume("q", trials=1, task=build, workers=1, **where)
     trained = sweeps.train(penalty="l2", lambda_=1.0, epochs=5, **where)
     report = sweeps.check("q", **where)
     filters_after = repr(warnings.filters)
