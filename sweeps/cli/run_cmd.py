@@ -117,7 +117,8 @@ def run_command(
     study = flags.pop("study") or config.get("study")
     if study is None:
         raise UsageError("--study NAME is required")
-    options = {**flags, **dict(collect_task_options(flags))}
+    task_options = dict(collect_task_options(flags))  # taken out of `flags`
+    options = {**flags, **task_options}
     apply_threads(threads)
     with stdout_for_json_only(as_json), study_process(track=not no_track) as ready:
         outcome = sweeps.run(
