@@ -13,7 +13,8 @@ Kinds (each measured in a fresh process, repeats alternating so drift hits all a
 and a scaling line: `sweeps run --workers 1` vs `--workers 2` on PostgreSQL. `--scale` adds
 the cost of 1024 trials added to a `--batch K` study (K = 512; untracked and fully tracked)
 against `trainer.batched.train_batch` of the same configs; `--threads` measures torch's
-CPU threads instead (bench/threads.py).
+CPU threads instead (bench/threads.py), `--stream` the memory of a stack trained from a
+file (bench/stream.py), `--cnn` the digits CNN stacked and one at a time (bench/cnn.py).
 """
 
 from __future__ import annotations
@@ -182,11 +183,31 @@ def main() -> None:
         help="Instead: ms per trial logged to MLflow, bulk vs client (bench/tracking.py).",
     )
     parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="Instead: peak RSS of a stack trained from a file on disk (bench/stream.py).",
+    )
+    parser.add_argument(
+        "--cnn",
+        action="store_true",
+        help="Instead: the digits CNN, K=64 stacked vs one at a time (bench/cnn.py).",
+    )
+    parser.add_argument(
         "--confirm",
         action="store_true",
         help="Instead: sweeps confirm vs bare train_batch vs one at a time (bench/confirm.py).",
     )
     args = parser.parse_args()
+    if args.stream:
+        from bench import stream
+
+        stream.main([])
+        return
+    if args.cnn:
+        from bench import cnn
+
+        cnn.main(["--repeats", str(args.repeats), "--device", args.device])
+        return
     if args.confirm:
         from bench import confirm
 

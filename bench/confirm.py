@@ -4,7 +4,7 @@ A d2l study over none, l2 and l1 (untracked) is confirmed on 10 fresh seeds (3 Ã
 30 runs in one stack, each member on its own seed's data), and with --fixed-data (one
 stack of 30 on the study's data); against it, the bare `trainer.batched.train_batch` of the same 30
 configurations in the same stacks, and `trainer.train` one at a time. The confirm is timed
-as the library call (`sweeps.confirm.confirm_study`: reading the study, training, the
+as the library call (`sweeps.confirm_study.confirm_study`: reading the study, training, the
 results rows, the statistics); process start-up is not. Prints seconds and ratios.
 """
 

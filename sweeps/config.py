@@ -16,7 +16,7 @@ from typing import Any
 
 from sweeps.errors import UsageError
 from tracking.records import History, HistoryPolicy
-from trainer.config import Optimizer, Penalty, TaskOption, TrialConfig, parse_enum
+from trainer.config import MAX_LR, Optimizer, Penalty, TaskOption, TrialConfig, parse_enum
 from trainer.errors import ConfigError
 from trainer.task_options import option_names
 
@@ -61,6 +61,20 @@ def left_out_note(optimizer: Optimizer) -> str | None:
     return f"{left} under {optimizer.value}; name both with --penalties to keep both"
 
 
+def default_penalties_text() -> str:
+    """The default set in words, for help texts: `all 6, less weight_decay under sgd and
+    adam, where it is identical to l2`."""
+    left: dict[tuple[Penalty, Penalty], list[str]] = {}
+    for optimizer, same in EQUIVALENT.items():
+        for penalty, twin in same.items():
+            left.setdefault((penalty, twin), []).append(optimizer.value)
+    parts = [
+        f"less {p.value} under {' and '.join(opts)}, where it is identical to {q.value}"
+        for (p, q), opts in left.items()
+    ]
+    return ", ".join([f"all {len(ALL_PENALTIES)}", *parts])
+
+
 # Keys a TOML file may hold (dashes or underscores), with the type each must have.
 _TRAINING_KEYS = {"task", "epochs", "lr", "batch_size", "optimizer", "penalize", "seed", "device"}
 _SWEEP_KEYS = {
@@ -68,6 +82,8 @@ _SWEEP_KEYS = {
     "penalties",
     "lambda_min",
     "lambda_max",
+    "lr_min",
+    "lr_max",
     "trials",
     "timeout",
     "sampler",
@@ -113,6 +129,10 @@ class SweepConfig:
     penalties: tuple[Penalty, ...] = ()
     lambda_min: float = 1e-5
     lambda_max: float = 100.0
+    # The learning rate searched too, log-uniform in [lr_min, lr_max]; None: the base lr
+    # for every trial (a decay step is lr·λ, so the best λ at one lr can mislead at another).
+    lr_min: float | None = None
+    lr_max: float | None = None
     trials: int = 20
     timeout: float | None = None
     sampler: SamplerKind = SamplerKind.TPE
@@ -159,6 +179,7 @@ class SweepConfig:
             raise UsageError(
                 f"need 0 < --lambda-min < --lambda-max, got {self.lambda_min} and {self.lambda_max}"
             )
+        self._check_lr_range()
         if self.per_penalty is not None:
             self._check_per_penalty(self.per_penalty)
         for name, most in MAX_COUNTS.items():
@@ -170,6 +191,26 @@ class SweepConfig:
             raise UsageError(f"--timeout must be > 0 seconds, got {self.timeout}")
         if self.report_every is not None and self.report_every <= 0:
             raise UsageError(f"--report-every must be >= 1, got {self.report_every}")
+
+    def _check_lr_range(self) -> None:
+        if (self.lr_min is None) != (self.lr_max is None):
+            raise UsageError("give both --lr-min and --lr-max (a log-uniform lr range), or neither")
+        if self.lr_min is None or self.lr_max is None:
+            return
+        for flag, value in (("lr-min", self.lr_min), ("lr-max", self.lr_max)):
+            if not math.isfinite(value):
+                raise UsageError(f"--{flag} must be a finite number, got {value}")
+        if not 0 < self.lr_min <= self.lr_max:
+            raise UsageError(
+                f"need 0 < --lr-min <= --lr-max, got {self.lr_min:g} and {self.lr_max:g}"
+            )
+        if self.lr_max > MAX_LR:
+            raise UsageError(f"--lr-max must be at most {MAX_LR:g}, got {self.lr_max:g}")
+
+    @property
+    def searches_lr(self) -> bool:
+        """Whether lr is searched (`--lr-min/--lr-max`) instead of fixed (`--lr`)."""
+        return self.lr_min is not None
 
     def _check_per_penalty(self, n: int) -> None:
         if not 1 <= n <= MAX_COUNTS["trials"] // len(self.penalties):
@@ -201,10 +242,16 @@ class SweepConfig:
         base = self.base.as_params()
         for key in ("penalty", "lambda", "l1_ratio", "device"):
             base.pop(key)
+        # lr's range only where it is searched (and then no fixed lr): a study made without
+        # it keeps its stored signature.
+        searched = {"lr_min": self.lr_min, "lr_max": self.lr_max} if self.searches_lr else {}
+        if self.searches_lr:
+            base.pop("lr")
         return {
             "penalties": [p.value for p in self.penalties],
             "lambda_min": self.lambda_min,
             "lambda_max": self.lambda_max,
+            **searched,
             "grid_points": self.grid_points if self.sampler is SamplerKind.GRID else None,
             "repeats": self.repeats,
             **base,
@@ -258,6 +305,8 @@ class SweepConfig:
                 sweep["history"] = parse_enum(History, sweep["history"], "history")
             if "study" not in sweep:
                 raise UsageError("--study NAME is required")
+            if "lr" in values and ("lr_min" in sweep or "lr_max" in sweep):
+                raise UsageError("give either --lr (a fixed lr) or --lr-min/--lr-max, not both")
             if "per_penalty" in sweep and "trials" not in sweep:
                 n_penalties = len(sweep.get("penalties") or default_penalties(base.optimizer))
                 sweep["trials"] = sweep["per_penalty"] * n_penalties

@@ -40,15 +40,20 @@ class Candidate:
     val_losses: list[float | None]
     accuracies: list[float | None] | None  # test accuracy per seed (classification)
     summary: Summary | None  # None when some seed did not complete
+    lr: float | None = None  # the trial's learning rate, which every seed trains with
+    lr_searched: bool = False  # the study searched lr: the label says it
 
     @property
     def label(self) -> str:
-        """`l2 λ=2.93`, `elastic_net λ=0.1 α=0.5`, `none`."""
+        """`l2 λ=2.93`, `elastic_net λ=0.1 α=0.5`, `none`; `l2 λ=2.93 lr=0.01` where the
+        study searched lr."""
         text = self.penalty
         if self.penalty != "none" and self.lambda_ is not None:
             text += f" λ={self.lambda_:.3g}"
         if self.l1_ratio is not None:
             text += f" α={self.l1_ratio:.2g}"
+        if self.lr_searched and self.lr is not None:
+            text += f" lr={self.lr:.3g}"
         return text
 
 
@@ -171,6 +176,7 @@ def _candidate_json(c: Candidate) -> dict[str, Any]:
         "penalty": c.penalty,
         "lambda": c.lambda_,
         "l1_ratio": c.l1_ratio,
+        "lr": c.lr,
         "search_value": c.search_value,
         "values": c.values,
         "val_losses": c.val_losses,
@@ -242,7 +248,11 @@ def _floats(values: Sequence[float | None]) -> list[float]:
 
 
 def candidate_of(
-    trial: Mapping[str, Any], seeds: Sequence[int], by_seed: Mapping[int, Mapping[str, Any]]
+    trial: Mapping[str, Any],
+    seeds: Sequence[int],
+    by_seed: Mapping[int, Mapping[str, Any]],
+    *,
+    lr_searched: bool = False,
 ) -> Candidate:
     """A candidate from its search row and its confirmation rows keyed by seed."""
     rows = [by_seed[s] for s in seeds]
@@ -259,6 +269,8 @@ def candidate_of(
         val_losses=[r["val_loss"] if r["state"] == "COMPLETE" else None for r in rows],
         accuracies=accuracies if any(a is not None for a in accuracies) else None,
         summary=summarize(_floats(values)) if complete else None,
+        lr=None if trial.get("lr") is None else float(trial["lr"]),
+        lr_searched=lr_searched,
     )
 
 
@@ -267,6 +279,7 @@ CSV_COLUMNS = (
     "penalty",
     "lambda",
     "l1_ratio",
+    "lr",
     "search_value",
     "mean",
     "std",

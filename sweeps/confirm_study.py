@@ -15,10 +15,10 @@ without its row) are deleted before their pair trains again.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sweeps import killpoints
+from sweeps.confirm_options import ConfirmOptions as ConfirmOptions
 from sweeps.confirm_report import Confirmation, analyse, candidate_of, confirm_csv
 from sweeps.errors import UsageError
 from sweeps.storage import Stores
@@ -34,28 +34,8 @@ if TYPE_CHECKING:
 
 CONFIRM_CSV = "confirm.csv"
 CONFIRM_FIGURE = "confirm.png"
+DEFAULT_OPTIONS = ConfirmOptions()  # frozen: one instance serves every call
 LOGGED = "confirm_logged"  # kill point: a stack's MLflow runs written, its rows not
-MAX_SEEDS = 1000
-
-
-@dataclass(frozen=True)
-class ConfirmOptions:
-    """What to confirm and how (the flags of `sweeps confirm`)."""
-
-    seeds: int = 10
-    top: int = 1
-    trials: tuple[int, ...] = ()  # exactly these trials, instead of each penalty's best
-    fixed_data: bool = False
-    batch: int | None = None  # at most this many (candidate, seed) runs per stack
-    device: str | None = None  # default: the study's device
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.seeds <= MAX_SEEDS:
-            raise UsageError(f"--seeds must be in [1, {MAX_SEEDS}], got {self.seeds}")
-        if self.top < 1:
-            raise UsageError(f"--top must be >= 1, got {self.top}")
-        if self.batch is not None and self.batch < 1:
-            raise UsageError(f"--batch must be >= 1, got {self.batch}")
 
 
 def confirm_seeds(study_seed: int, repeats: int, n: int) -> list[int]:
@@ -67,7 +47,7 @@ def confirm_seeds(study_seed: int, repeats: int, n: int) -> list[int]:
 def confirm_study(
     name: str,
     stores: Stores,
-    options: ConfirmOptions = ConfirmOptions(),
+    options: ConfirmOptions = DEFAULT_OPTIONS,
     *,
     track: bool = True,
 ) -> Confirmation:
@@ -99,7 +79,10 @@ def confirm_study(
         }
         candidates = [
             candidate_of(
-                t, seeds, {s: rows[_key(t["number"], configs[t["number"], s])] for s in seeds}
+                t,
+                seeds,
+                {s: rows[_key(t["number"], configs[t["number"], s])] for s in seeds},
+                lr_searched=sweep.searches_lr,
             )
             for t in trials
         ]

@@ -11,6 +11,7 @@ from sweeps.lifecycle import build_record, conclude
 from tracking.records import TrialRecord, now_ms
 from trainer import TrialConfig, load_task, resolve_device
 from trainer.batched import DataKey, stack_key, train_batch
+from trainer.data import shapes as data_shapes
 from trainer.tasks import Task
 
 
@@ -21,10 +22,7 @@ def stacks(
     seen first, cut into stacks of `batch`."""
     groups: dict[tuple[object, ...], list[tuple[int, TrialConfig]]] = {}
     for pair in pairs:
-        task = tasks[pair[1].data_key]
-        shapes = tuple(
-            (tuple(s.X.shape), tuple(s.y.shape)) for s in (task.train, task.val, task.test)
-        )
+        shapes = data_shapes(tasks[pair[1].data_key])
         groups.setdefault((stack_key(pair[1]), shapes), []).append(pair)
     size = batch or max(len(g) for g in groups.values())
     return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]

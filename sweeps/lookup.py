@@ -57,19 +57,38 @@ def _answer(stores: Stores, ask: Any) -> Any:
         store.dispose()
 
 
-def stored_penalties(stores: Stores, study: str) -> list[str] | None:
-    """The penalties an existing study was created with, read without creating anything;
-    None for a study not in this storage (yet). A resume that names no --penalties keeps
-    them, whatever today's default set is."""
+def _stored_config(stores: Stores, study: str) -> dict[str, Any] | None:
+    """The configuration an existing study was created with, read without creating
+    anything; None for a study not in this storage (yet)."""
     check_reachable(stores.storage)  # an unreachable server is said as every command says it
     store = ResultsStore(stores.storage)
     try:
         if store.find_study_uid(study) is None:
             return None
-        penalties = store.get_study(study).config.get("penalties")
+        return dict(store.get_study(study).config)
     finally:
         store.dispose()
+
+
+def stored_penalties(stores: Stores, study: str) -> list[str] | None:
+    """The penalties an existing study was created with (None: no such study yet). A
+    resume that names no --penalties keeps them, whatever today's default set is."""
+    penalties = (_stored_config(stores, study) or {}).get("penalties")
     return list(penalties) if penalties else None
+
+
+def stored_lr_range(stores: Stores, study: str) -> tuple[float, float] | None:
+    """The lr range an existing study searches (None: it fixes lr, or no such study). A
+    resume that names no lr keeps it."""
+    config = _stored_config(stores, study) or {}
+    if config.get("lr_min") is None or config.get("lr_max") is None:
+        return None
+    return float(config["lr_min"]), float(config["lr_max"])
+
+
+def searches_lr(stores: Stores, studies: Sequence[str]) -> bool:
+    """Whether any of `studies` searches lr: the tables then show each row's lr."""
+    return any(stored_lr_range(stores, study) is not None for study in dict.fromkeys(studies))
 
 
 def list_studies(stores: Stores) -> list[dict[str, Any]]:
@@ -173,6 +192,7 @@ def _unfinished(storage: str, study: str) -> list[dict[str, Any]]:
                 "penalty": t.params.get("penalty"),
                 "lambda": t.params.get("lambda"),
                 "l1_ratio": t.params.get("l1_ratio"),
+                "lr": t.params.get("lr"),  # only where searched: the study's lr is not here
             }
         )
     return out

@@ -410,17 +410,24 @@ def _parent_params(cfg: SweepConfig | None, study: str) -> tuple[dict[str, objec
         "penalties": ",".join(p.value for p in cfg.penalties),
         "lambda_min": cfg.lambda_min,
         "lambda_max": cfg.lambda_max,
+        "lr_min": cfg.lr_min,  # None (left out) unless lr is searched
+        "lr_max": cfg.lr_max,
         "sampler": cfg.sampler.value,
         "pruner": cfg.pruner.value,
         "report_every": cfg.checkpoint_every,
         "batch": cfg.batch,
         "repeats": cfg.repeats,
         "history": cfg.history.value,
-        **{k: v for k, v in cfg.base.as_params().items() if k not in _PER_TRIAL},
+        **{
+            k: v
+            for k, v in cfg.base.as_params().items()
+            if k not in _PER_TRIAL and not (k == "lr" and cfg.searches_lr)
+        },
     }
+    lr = f"lr from {cfg.lr_min:g} to {cfg.lr_max:g} (log), " if cfg.searches_lr else ""
     description = (
         f"sweeps study `{study}`: {cfg.base.task}, penalties"
-        f" {params['penalties']}, λ from {cfg.lambda_min:g} to {cfg.lambda_max:g} (log), "
+        f" {params['penalties']}, λ from {cfg.lambda_min:g} to {cfg.lambda_max:g} (log), {lr}"
         f"{cfg.sampler.value} sampler, {cfg.pruner.value} pruner, {cfg.base.epochs} epochs."
         " Each child run is one trial; this run holds the λ figure, the trials table and"
         " Optuna's plots when the study ends, and the best trial (tags sweeps.best_*)."
@@ -652,9 +659,11 @@ def _serve(recorder: Recorder, conn: Any, parents: Any, parent_pid: int) -> None
         return
     if os.getppid() != parent_pid:  # the parent died before the line above
         return
-    # Ctrl-C reaches the whole process group: the parent records the interrupted round
-    # and tells this process to finish; the writes in hand are not cut short.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A stop sent to the whole process group (Ctrl-C; SIGTERM from `scancel` or a
+    # preemption) is the parent's to handle: it records the interrupted round and tells
+    # this process to finish, so the writes in hand are not cut short.
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, signal.SIG_IGN)
     writer = Recorder(recorder.stores, recorder.study, track=recorder.mlflow is not None)
     writer.parent, writer.cfg = recorder.parent, recorder.cfg
     writer.fence = recorder.fence

@@ -9,10 +9,6 @@ that is the caller's to decide, as the `sweeps` command does at its entry point.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,7 +21,9 @@ from optuna.trial import TrialState
 from sweeps._optuna import fenced
 from sweeps.config import TRAIN_EXPERIMENT, SweepConfig
 from sweeps.data_pins import DataFiles, hash_data, pin
+from sweeps.errors import UsageError
 from sweeps.fencing import EXIT_LOST
+from sweeps.launchers import Launcher, LocalLauncher, WorkerPlan, WorkerReport, follow
 from sweeps.lifecycle import RoundOptimizer, build_record, conclude
 from sweeps.lookup import require_storage
 from sweeps.progress import Progress
@@ -40,7 +38,6 @@ from sweeps.storage import (
     resolve_stores,
 )
 from sweeps.study import check_space, create_or_load, load_existing, study_exists
-from sweeps.worker_pipes import WorkerProcesses
 from tracking import records
 from tracking.reconnect import retrying
 from trainer import (
@@ -70,12 +67,14 @@ class RunOutcome:
     reused: int = 0  # trials that took an identical earlier trial's result, not trained
     mlflow_experiment_id: str | None = None  # None when not tracked
     mlflow_parent_run_id: str | None = None
+    workers: list[WorkerReport] = field(default_factory=list)  # where a launcher ran them
 
 
-def preflight(cfg: SweepConfig) -> None:
-    """Everything that can be refused is refused before a study or directory exists."""
+def preflight(cfg: SweepConfig, *, devices: bool = True) -> None:
+    """Everything that can be refused is refused before a study or directory exists (the
+    devices only where this machine's are the workers': not where an engine places them)."""
     check_config(cfg.base)
-    for spec in cfg.devices or (cfg.base.device,):
+    for spec in (cfg.devices or (cfg.base.device,)) if devices else ():
         resolve_device(spec)
     check_space(cfg)
     heartbeat_interval()  # a bad SWEEPS_HEARTBEAT_S, before the home is created
@@ -101,14 +100,41 @@ def run_study(
     create_only: bool = False,
     accept_data_change: bool = False,
     on_ready: Callable[[], None] = lambda: None,
-    workers: WorkerProcesses | None = None,
+    launcher: Launcher | None = None,
 ) -> RunOutcome:
     """Create or resume the study and run `cfg.trials` more trials (none with create_only).
     A resumed study whose data files changed is refused unless `accept_data_change`
     (`sweeps.data_pins`). `on_ready` is called once the stores are open and the study
-    loaded, before the first trial (the CLI freezes the heap there). `workers`: how the
-    `sweeps worker` processes of `cfg.workers > 1` are started (`sweeps.worker_pipes`)."""
-    preflight(cfg)
+    loaded, before the first trial (the CLI freezes the heap there). The trials run in
+    `sweeps worker` processes started by `launcher` when one is given, else in local child
+    processes with `cfg.workers` above 1, else in this process."""
+    chosen = launcher if launcher is not None or cfg.workers == 1 else LocalLauncher()
+    placed = chosen is not None and chosen.places_devices
+    if placed and cfg.devices:
+        raise UsageError("--devices spreads local workers; this launcher gives each its GPUs")
+    preflight(cfg, devices=not placed)
+    if chosen is None or create_only:
+        return _run_study(
+            cfg, stores, None, track, quiet, create_only, accept_data_change, on_ready
+        )
+    try:
+        chosen.prepare(stores, track)  # before anything is written
+        return _run_study(cfg, stores, chosen, track, quiet, False, accept_data_change, on_ready)
+    finally:
+        chosen.close()
+
+
+def _run_study(
+    cfg: SweepConfig,
+    stores: Stores,
+    launcher: Launcher | None,
+    track: bool,
+    quiet: bool,
+    create_only: bool,
+    accept_data_change: bool,
+    on_ready: Callable[[], None],
+) -> RunOutcome:
+    """`run_study` once its launcher, if any, is ready."""
     data = hash_data(cfg.base)  # once, before any store is opened
     check_reachable(stores.storage)  # before the recorder creates the home for artifacts
     recorder = Recorder(stores, cfg.study, track=track)  # refuses an unreachable store
@@ -118,7 +144,7 @@ def run_study(
         if stores.uses_home:
             stores.make_home()
         storage = open_storage(stores.storage, recorder.stale_trial_callback)
-        how = _Run(track, quiet, create_only, accept_data_change, on_ready, workers)
+        how = _Run(launcher, track, quiet, create_only, accept_data_change, on_ready)
         return _run_opened(cfg, stores, recorder, storage, data, how)
     finally:  # nothing stays connected once the call returns (the Python API calls again)
         recorder.close()
@@ -130,12 +156,12 @@ def run_study(
 class _Run:
     """The options of `run_study` past the study and its stores."""
 
+    launcher: Launcher | None
     track: bool
     quiet: bool
     create_only: bool
     accept_data_change: bool
     on_ready: Callable[[], None]
-    workers: WorkerProcesses | None
 
 
 def _run_opened(
@@ -157,15 +183,15 @@ def _run_opened(
     try:
         if how.create_only:
             pass
-        elif cfg.workers == 1:
+        elif how.launcher is None:
             how.on_ready()
             device = worker_devices(cfg)[0]
             outcome.lost = _optimize(
                 study, cfg, recorder, cfg.trials, device, progress, data.digest
             )
         else:
-            launch = how.workers or WorkerProcesses()
-            codes = _run_processes(study, cfg, stores, progress, how.track, launch)
+            plan = worker_plan(cfg, stores, how.track)
+            codes = _run_processes(study, plan, how.launcher, stores, progress, outcome)
             outcome.lost_workers = codes.count(EXIT_LOST)
             outcome.failed_workers = len(codes) - outcome.lost_workers
     except KeyboardInterrupt:
@@ -279,77 +305,62 @@ def _optimize(
     return rounds.lost
 
 
-def _run_processes(
-    study: optuna.Study,
-    cfg: SweepConfig,
-    stores: Stores,
-    progress: Progress,
-    track: bool,
-    launch: WorkerProcesses,
-) -> list[int]:
-    """Start `sweeps worker` processes (the same path a remote machine uses) and follow them.
-
-    Returns the exit codes of those that did not exit 0."""
+def worker_plan(cfg: SweepConfig, stores: Stores, track: bool) -> WorkerPlan:
+    """The `sweeps worker` command lines of `--workers N`: each its share of the trials
+    and its device; the stores in the environment, so no password shows in `ps`."""
     env = {
-        **launch.environment(),
         "SWEEPS_HOME": str(stores.home),
-        "SWEEPS_STORAGE": stores.storage,  # via env, so no password shows in `ps`
+        "SWEEPS_STORAGE": stores.storage,
         "SWEEPS_TRACKING_URI": stores.tracking_uri,
     }
-    known = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
-    procs = []
+    argv = []
     plan = zip(shares(cfg.trials, cfg.workers), worker_devices(cfg), strict=True)
     for index, (n, device) in enumerate(plan):
         if n == 0:
             continue
-        args = [
-            sys.executable,
-            "-m",
-            "sweeps",
-            "worker",
-            "--study",
-            cfg.study,
-            "--trials",
-            str(n),
-            "--device",
-            device,
-            "--quiet",
-            "--no-summary",
-            "--worker-index",
-            str(index),
-            "--batch",
-            str(cfg.batch),
-            # The launcher's per-process share of the cores (sweeps run --threads).
-            "--threads",
-            str(torch.get_num_threads()),
-        ]
+        args = ["--study", cfg.study, "--trials", str(n), "--device", device]
+        args += ["--quiet", "--no-summary", "--worker-index", str(index)]
+        # The launcher's per-process share of the cores (sweeps run --threads).
+        args += ["--batch", str(cfg.batch), "--threads", str(torch.get_num_threads())]
         if cfg.timeout is not None:
             args += ["--timeout", str(cfg.timeout)]
         if not track:
             args.append("--no-track")
-        procs.append(launch.start(args, env, index))
+        argv.append(args)
+    return WorkerPlan(cfg.study, argv, env)
+
+
+def _run_processes(
+    study: optuna.Study,
+    plan: WorkerPlan,
+    launcher: Launcher,
+    stores: Stores,
+    progress: Progress,
+    outcome: RunOutcome,
+) -> list[int]:
+    """Start the plan's workers with `launcher` and follow them to the end (the caller
+    closes it); their reports go to `outcome.workers`.
+
+    Returns the exit codes of those that did not exit 0."""
+    known = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
 
     def poll() -> None:  # a read: rerun when the storage's server drops the connection
         retrying(lambda: _poll(study, known, progress), stores.storage)
 
+    launcher.start(plan)
     try:
-        while any(p.poll() is None for p in procs):
-            poll()
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        _wait(procs, 60)
-        raise
+        follow(launcher, poll)
     finally:
-        poll()
-        launch.close()
-    codes = [p.returncode for p in procs if p.returncode not in (0, None)]
+        outcome.workers = launcher.reports()
+    codes = launcher.exit_codes()
     if failed := [code for code in codes if code != EXIT_LOST]:
         from sweeps.recording import warn
 
         warn(f"{len(failed)} worker process(es) exited with an error (codes {failed})")
+        for report in outcome.workers:
+            if report.exit_code not in (0, EXIT_LOST) and report.error:
+                where = f" on {report.node}" if report.node else ""
+                warn(f"worker {report.index}{where} (exit {report.exit_code}): {report.error}")
     return codes
 
 
@@ -358,15 +369,6 @@ def _poll(study: optuna.Study, known: set[int], progress: Progress) -> None:
         if trial.number not in known:
             known.add(trial.number)
             progress.update(trial)
-
-
-def _wait(procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    for p in procs:
-        try:
-            p.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 def count_states(

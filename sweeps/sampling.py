@@ -1,14 +1,15 @@
 """The search space and its samplers: `suggest`, the grid, and `RoundSampler`.
 
 `suggest` is the one place that turns an Optuna trial into a TrialConfig. λ is suggested
-only when the penalty is not `none` (a conditional space) and `l1_ratio` only for
-elastic_net. Under the grid sampler λ and l1_ratio come from fixed log-spaced / linear
-grids as categorical choices, so Optuna's BruteForceSampler (`GridSampler`) can enumerate
-the conditional space exactly (Optuna's own GridSampler cannot express conditional
-parameters). Where the storage allows, a grid study's rounds claim their points
-(`grid_points`) in the transaction that creates their trials (`sweeps._optuna.ask`)
-instead: BruteForceSampler picks from the trials it reads, and concurrent asks reading
-the same trials pick the same point.
+only when the penalty is not `none` (a conditional space), `l1_ratio` only for
+elastic_net, and lr (log-uniform) for every penalty when the study searches it. Under the
+grid sampler λ, l1_ratio and lr come from fixed log-spaced / linear grids as categorical
+choices (lr on `grid_points` values, every other point at each), so Optuna's
+BruteForceSampler (`GridSampler`) can enumerate the conditional space exactly (Optuna's
+own GridSampler cannot express conditional parameters). Where the storage allows, a grid
+study's rounds claim their points (`grid_points`) in the transaction that creates their
+trials (`sweeps._optuna.ask`) instead: BruteForceSampler picks from the trials it reads,
+and concurrent asks reading the same trials pick the same point.
 
 `RoundSampler` draws a round's proposals from one model of the history.
 Optuna's TPE fits its Parzen estimators to the whole history on every ask, and with the
@@ -23,13 +24,14 @@ exactly as before; a round that starts before STARTUP_TRIALS trials finished dra
 the prior, as TPE's own startup does (random trials).
 
 The model is TPE (Bergstra et al. 2011), on the conditional space of this product:
-the penalty is categorical; log λ (and l1_ratio for elastic_net) are modelled per penalty,
-each by a Parzen estimator of truncated Gaussians with a uniform-ish prior component,
-fitted to the trials of that penalty. Trials are split into the best γ(n) = min(⌈n/10⌉, 25)
-(Optuna's default) and the rest; pruned trials count among the rest. Each proposal is the
-best of `CANDIDATES` draws from the good density by the ratio good/rest; a proposal made
-earlier in the round then counts among the rest for its penalty (TPE's constant liar), so
-a round spreads over the penalties instead of repeating the best one.
+the penalty is categorical; log λ (and l1_ratio for elastic_net, log lr when searched)
+are modelled per penalty, each by a Parzen estimator of truncated Gaussians with a
+uniform-ish prior component, fitted to the trials of that penalty. Trials are split into
+the best γ(n) = min(⌈n/10⌉, 25) (Optuna's default) and the rest; pruned trials count
+among the rest. Each proposal is the best of `CANDIDATES` draws from the good density by
+the ratio good/rest; a proposal made earlier in the round then counts among the rest for
+its penalty (TPE's constant liar), so a round spreads over the penalties instead of
+repeating the best one.
 """
 
 from __future__ import annotations
@@ -58,20 +60,35 @@ GRID_POINTS = 1024  # where a density evaluated at many points is interpolated
 STARTUP_TRIALS = 10  # finished trials before the model is used, as Optuna's TPE
 _FIXED_PARAMS = "fixed_params"  # system attr of an enqueued trial (Study.enqueue_trial)
 L1_RATIO_GRID = (0.25, 0.5, 0.75)
+LOG_SCALED = ("lambda", "lr")  # parameters the model sees as their logarithm
+
+
+def log_grid(low: float, high: float, n: int) -> list[float]:
+    """n values log-spaced over [low, high], ends included; one where low == high."""
+    if n == 1 or low == high:
+        return [low]
+    lo, hi = math.log10(low), math.log10(high)
+    return [10 ** (lo + (hi - lo) * i / (n - 1)) for i in range(n)]
 
 
 def lambda_grid(cfg: SweepConfig) -> list[float]:
     """`grid_points` values log-spaced over [lambda_min, lambda_max], ends included."""
-    lo, hi, n = math.log10(cfg.lambda_min), math.log10(cfg.lambda_max), cfg.grid_points
-    if n == 1:
-        return [cfg.lambda_min]
-    return [10 ** (lo + (hi - lo) * i / (n - 1)) for i in range(n)]
+    return log_grid(cfg.lambda_min, cfg.lambda_max, cfg.grid_points)
+
+
+def lr_grid(cfg: SweepConfig) -> list[float]:
+    """The grid's lr values: `grid_points` log-spaced over [lr_min, lr_max] when lr is
+    searched, else none (the base lr)."""
+    if cfg.lr_min is None or cfg.lr_max is None:
+        return []
+    return log_grid(cfg.lr_min, cfg.lr_max, cfg.grid_points)
 
 
 def suggest(trial: optuna.trial.BaseTrial, cfg: SweepConfig) -> TrialConfig:
-    """Sample penalty, λ and l1_ratio; everything else comes from the study's base config."""
+    """Sample penalty, λ, l1_ratio and (when searched) lr; everything else comes from the
+    study's base config."""
     penalty = Penalty(trial.suggest_categorical("penalty", [p.value for p in cfg.penalties]))
-    lam, l1_ratio = 0.0, None
+    lam, l1_ratio, lr = 0.0, None, cfg.base.lr
     grid = cfg.sampler is SamplerKind.GRID
     if penalty is not Penalty.NONE:
         if grid:
@@ -83,13 +100,19 @@ def suggest(trial: optuna.trial.BaseTrial, cfg: SweepConfig) -> TrialConfig:
             l1_ratio = float(trial.suggest_categorical("l1_ratio", list(L1_RATIO_GRID)))
         else:
             l1_ratio = trial.suggest_float("l1_ratio", 0.0, 1.0)
-    return cfg.base.replace(penalty=penalty, lambda_=lam, l1_ratio=l1_ratio)
+    if cfg.lr_min is not None and cfg.lr_max is not None:  # in every penalty's branch
+        if grid:
+            lr = float(trial.suggest_categorical("lr", lr_grid(cfg)))
+        else:
+            lr = trial.suggest_float("lr", cfg.lr_min, cfg.lr_max, log=True)
+    return cfg.base.replace(penalty=penalty, lambda_=lam, l1_ratio=l1_ratio, lr=lr)
 
 
 def grid_size(cfg: SweepConfig) -> int:
     """How many distinct points the grid sampler has."""
     per = {Penalty.NONE: 1, Penalty.ELASTIC_NET: cfg.grid_points * len(L1_RATIO_GRID)}
-    return sum(per.get(p, cfg.grid_points) for p in cfg.penalties)
+    per_lr = max(1, len(lr_grid(cfg)))
+    return per_lr * sum(per.get(p, cfg.grid_points) for p in cfg.penalties)
 
 
 def grid_points(cfg: SweepConfig) -> list[dict[str, Any]]:
@@ -107,25 +130,37 @@ def grid_points(cfg: SweepConfig) -> list[dict[str, Any]]:
                 continue
             for ratio in L1_RATIO_GRID:
                 points.append({"penalty": penalty.value, "lambda": lam, "l1_ratio": ratio})
+    if cfg.searches_lr:  # every point at each lr
+        points = [{**point, "lr": lr} for point in points for lr in lr_grid(cfg)]
     order = np.random.default_rng(cfg.base.seed).permutation(len(points))
     return [points[i] for i in order]
 
 
 @dataclass(frozen=True)
 class Space:
-    """The searched space (`suggest`): penalty, then λ and l1_ratio as it says."""
+    """The searched space (`suggest`): penalty, then λ and l1_ratio as it says, and lr in
+    every branch when `lr` (its range) is given."""
 
     penalties: tuple[str, ...]
     lambda_min: float
     lambda_max: float
+    lr: tuple[float, float] | None = None
+
+    @classmethod
+    def of(cls, cfg: SweepConfig) -> Space:
+        lr = None if cfg.lr_min is None or cfg.lr_max is None else (cfg.lr_min, cfg.lr_max)
+        return cls(tuple(p.value for p in cfg.penalties), cfg.lambda_min, cfg.lambda_max, lr)
 
     def dims(self, penalty: str) -> dict[str, tuple[float, float]]:
-        """Continuous dimensions of a penalty's branch, in the model's coordinates."""
+        """Continuous dimensions of a penalty's branch, in the model's coordinates (log λ,
+        log lr); an lr range of one value is no dimension (`_params` fixes it)."""
         dims: dict[str, tuple[float, float]] = {}
         if penalty != Penalty.NONE.value:
             dims["lambda"] = (math.log(self.lambda_min), math.log(self.lambda_max))
         if penalty == Penalty.ELASTIC_NET.value:
             dims["l1_ratio"] = (0.0, 1.0)
+        if self.lr is not None and self.lr[0] < self.lr[1]:
+            dims["lr"] = (math.log(self.lr[0]), math.log(self.lr[1]))
         return dims
 
 
@@ -425,8 +460,9 @@ class Features:
         self._seen = seen  # only this round's trials: earlier rounds' previews are let go
         table = np.array(rows, dtype=float).reshape(len(rows), 2 + len(self.names))
         params = {name: table[:, 2 + i] for i, name in enumerate(self.names)}
-        if "lambda" in params:
-            params["lambda"] = np.log(params["lambda"])
+        for name in LOG_SCALED:
+            if name in params:
+                params[name] = np.log(params[name])
         return _History(table[:, 0].astype(np.intp), table[:, 1], params)
 
     def _row(self, trial: FrozenTrial) -> _Row | None:
@@ -536,6 +572,9 @@ def _params(penalty: str, values: dict[str, float], space: Space) -> dict[str, A
         params["lambda"] = min(max(lam, space.lambda_min), space.lambda_max)
     if "l1_ratio" in dims:
         params["l1_ratio"] = min(max(float(values["l1_ratio"]), 0.0), 1.0)
+    if space.lr is not None:
+        low, high = space.lr
+        params["lr"] = min(max(math.exp(values["lr"]), low), high) if "lr" in dims else low
     return params
 
 
@@ -553,6 +592,8 @@ __all__ = [
     "grid_points",
     "grid_size",
     "lambda_grid",
+    "log_grid",
+    "lr_grid",
     "penalty_counts",
     "propose",
     "propose_within",

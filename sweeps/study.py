@@ -20,7 +20,7 @@ def make_sampler(cfg: SweepConfig, worker: int | None = None) -> optuna.samplers
     """The study's sampler. Each worker process gets its own seed: identically seeded
     workers would propose the very same trials in parallel."""
     seed = cfg.base.seed if worker is None else cfg.base.seed * 10_007 + 1 + worker
-    space = Space(tuple(p.value for p in cfg.penalties), cfg.lambda_min, cfg.lambda_max)
+    space = Space.of(cfg)
     if cfg.per_penalty is not None:  # a stratified study: the penalty chosen by count
         inner = (
             optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)

@@ -1,4 +1,5 @@
-"""The d2l-style figure of a study: train/test loss and ‖w‖₂ against λ, one series per penalty.
+"""The d2l-style figure of a study: train/test loss and ‖w‖₂ against λ, one series per penalty;
+where the trials differ in lr (a study that searches it), a third panel: test loss against lr.
 
 Drawn on a bare `matplotlib.figure.Figure` rendered by Agg: no pyplot, so no global figure
 registry or backend state is touched.
@@ -20,6 +21,7 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 from tracking.records import TrialRecord, TrialState
 
 TITLE = "train/test loss and ‖w‖₂ against λ"
+LR_TITLE = "test loss against lr"
 NO_PENALTY = "none"
 # Fixed colours and markers, so a penalty looks the same in every study's figure: the
 # Okabe–Ito palette (distinct for the colour-blind, dark enough on white; no yellow), and a
@@ -50,6 +52,12 @@ _TRAIN_STYLE: dict[str, Any] = {"linestyle": "-"}
 _TEST_STYLE: dict[str, Any] = {"linestyle": "--", "markerfacecolor": "none"}
 
 
+# Points of several learning rates: markers only, since a line through neighbours on the λ
+# axis would join trials of different lr.
+_UNJOINED: dict[str, Any] = {"linestyle": "none"}
+_UNJOINED_STYLES = (_UNJOINED, {**_UNJOINED, "markerfacecolor": "none"})  # train, test
+
+
 @dataclass(frozen=True)
 class _Point:
     lambda_: float
@@ -68,22 +76,59 @@ def draw_lambda_figure(records: Sequence[TrialRecord]) -> Figure:
     penalty, its legend entry saying how many trials it holds.
 
     The `none` penalty has no λ and is drawn as horizontal reference lines; λ ≤ 0 and
-    non-finite or (on log axes) non-positive values are left out.
+    non-finite or (on log axes) non-positive values are left out. Where the complete trials
+    differ in lr, the λ panels show markers only (no line joins two lrs) and a third panel
+    shows each trial's test loss against its lr (log-log), `none` included, in the same
+    colours and markers.
     """
     complete = [r for r in records if r.state is TrialState.COMPLETE]
-    fig = Figure(figsize=(12, 4.8), layout=None)
-    loss_ax, norm_ax = fig.subplots(1, 2)
+    several_lrs = len({lr for r in complete if (lr := _lr(r)) is not None}) > 1
+    fig = Figure(figsize=(18 if several_lrs else 12, 4.8), layout=None)
+    axes = fig.subplots(1, 3 if several_lrs else 2)
+    loss_ax, norm_ax = axes[0], axes[1]
     # Fixed margins: constrained/tight layout redraws the log ticks and costs 2x the time.
-    fig.subplots_adjust(left=0.075, right=0.985, bottom=0.11, top=0.86, wspace=0.2)
-    fig.suptitle(TITLE)
+    left = 0.05 if several_lrs else 0.075
+    fig.subplots_adjust(left=left, right=0.985, bottom=0.11, top=0.86, wspace=0.2)
+    fig.suptitle(f"{TITLE}; {LR_TITLE}" if several_lrs else TITLE)
     if complete:
-        _draw(loss_ax, norm_ax, complete)
+        _draw(loss_ax, norm_ax, complete, joined=not several_lrs)
     # Log scales only now: on an empty log axis matplotlib warns about singular limits.
-    _scale_and_label(loss_ax, norm_ax)
+    _scale_and_label(loss_ax, norm_ax, joined=not several_lrs)
+    if several_lrs:
+        _draw_lr(axes[2], complete)
     if not complete:
         for ax in (loss_ax, norm_ax):
             _say(ax, "no completed trials yet")
     return fig
+
+
+def _lr(rec: TrialRecord) -> float | None:
+    return _usable(rec.params.get("lr"), positive=True)
+
+
+def _draw_lr(ax: Axes, complete: Sequence[TrialRecord]) -> None:
+    """Each complete trial's test loss against its lr, one series per penalty."""
+    by_penalty: dict[str, list[tuple[float, float]]] = {}
+    for rec in complete:
+        lr, loss = _lr(rec), _usable(rec.final.get("test_loss"), positive=True)
+        if lr is not None and loss is not None:
+            by_penalty.setdefault(rec.penalty, []).append((lr, loss))
+    colours = _colours(sorted({r.penalty for r in complete}))
+    for penalty in sorted(by_penalty):
+        xs, ys = zip(*sorted(by_penalty[penalty]), strict=True)
+        marker = "o" if penalty == NO_PENALTY else _marker(penalty)
+        line = ax.plot(xs, ys, color=colours[penalty], marker=marker, markersize=6, **_UNJOINED)
+        line[0].set_gid(penalty)
+        line[0].set_markerfacecolor("none")  # hollow: test loss, as on the λ panel
+    ax.set_xscale("log")
+    if ax.lines:
+        ax.set_yscale("log")
+    else:
+        _say(ax, "nothing to plot on these axes")
+    ax.set_xlabel("lr")
+    ax.set_ylabel("test data loss")
+    ax.set_title(f"{LR_TITLE} (every penalty, none included)")
+    ax.grid(True, which="major", alpha=0.3)
 
 
 def png_bytes(fig: Figure) -> bytes:
@@ -111,7 +156,7 @@ def _decade_label(value: float, _position: int) -> str:
     return f"1e{round(exponent)}" if decade and not -2 <= exponent <= 3 else f"{value:g}"
 
 
-def _scale_and_label(loss_ax: Axes, norm_ax: Axes) -> None:
+def _scale_and_label(loss_ax: Axes, norm_ax: Axes, *, joined: bool = True) -> None:
     for ax in (loss_ax, norm_ax):
         has_lambda = any(not _is_reference(line) for line in ax.lines)
         ax.set_xscale("log")
@@ -122,12 +167,13 @@ def _scale_and_label(loss_ax: Axes, norm_ax: Axes) -> None:
     if loss_ax.lines:  # every value drawn is > 0
         loss_ax.set_yscale("log")
     loss_ax.set_ylabel("data loss (no penalty)")
-    loss_ax.set_title("train (solid, filled) and test (dashed, hollow) loss")
+    styles = "solid, filled) and test (dashed, hollow" if joined else "filled) and test (hollow"
+    loss_ax.set_title(f"train ({styles}) loss")
     norm_ax.set_ylabel("‖w‖₂")
     norm_ax.set_title("‖w‖₂ of the penalized weights")
 
 
-def _draw(loss_ax: Axes, norm_ax: Axes, complete: Sequence[TrialRecord]) -> None:
+def _draw(loss_ax: Axes, norm_ax: Axes, complete: Sequence[TrialRecord], *, joined: bool) -> None:
     by_penalty: dict[str, list[TrialRecord]] = {}
     for rec in complete:
         by_penalty.setdefault(rec.penalty, []).append(rec)
@@ -139,9 +185,10 @@ def _draw(loss_ax: Axes, norm_ax: Axes, complete: Sequence[TrialRecord]) -> None
             continue
         points = sorted(_points(by_penalty[penalty]), key=lambda p: p.lambda_)
         marker = _marker(penalty)
-        _plot(loss_ax, points, "train_loss", colour, marker, _TRAIN_STYLE, positive=True)
-        _plot(loss_ax, points, "test_loss", colour, marker, _TEST_STYLE, positive=True)
-        _plot(norm_ax, points, "w_norm", colour, marker, _TRAIN_STYLE, positive=False)
+        train, test = (_TRAIN_STYLE, _TEST_STYLE) if joined else _UNJOINED_STYLES
+        _plot(loss_ax, points, "train_loss", colour, marker, train, positive=True)
+        _plot(loss_ax, points, "test_loss", colour, marker, test, positive=True)
+        _plot(norm_ax, points, "w_norm", colour, marker, train, positive=False)
     for ax in (loss_ax, norm_ax):
         if not ax.lines:
             _say(ax, "nothing to plot on these axes")
@@ -156,10 +203,11 @@ def _draw(loss_ax: Axes, norm_ax: Axes, complete: Sequence[TrialRecord]) -> None
         for p in sorted(by_penalty)
     ]
     norm_ax.legend(handles=handles, title="penalty (trials)", fontsize="small")
+    train, test = (_TRAIN_STYLE, _TEST_STYLE) if joined else _UNJOINED_STYLES
     loss_ax.legend(
         handles=[
-            Line2D([], [], color="0.2", marker="o", label="train", **_TRAIN_STYLE),
-            Line2D([], [], color="0.2", marker="o", label="test", **_TEST_STYLE),
+            Line2D([], [], color="0.2", marker="o", label="train", **train),
+            Line2D([], [], color="0.2", marker="o", label="test", **test),
         ],
         fontsize="small",
     )

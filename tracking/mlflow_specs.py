@@ -97,6 +97,7 @@ def trials_csv(records: Sequence[TrialRecord]) -> bytes:
             "penalty": rec.params.get("penalty"),
             "lambda": rec.params.get("lambda"),
             "l1_ratio": rec.params.get("l1_ratio"),
+            "lr": rec.params.get("lr"),
             "value": rec.value,
             **{name: rec.final.get(name) for name in FINAL_METRICS},
             "duration_s": rec.duration_s,

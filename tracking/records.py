@@ -26,6 +26,7 @@ TRIAL_COLUMNS = (
     "penalty",
     "lambda",
     "l1_ratio",
+    "lr",  # the trial's learning rate: searched (`--lr-min/--lr-max`) or the study's `--lr`
     "value",
     *FINAL_METRICS,
     "duration_s",
@@ -40,6 +41,7 @@ BEST_COLUMNS = (
     "penalty",
     "lambda",
     "l1_ratio",
+    "lr",
     "value",
     "train_loss",
     "val_loss",

@@ -25,6 +25,20 @@ Equality with `trainer.loop.train(cfg)`:
     losses and w_norm); only the outcome (status, epochs) is comparable there, as between
     two runs of train() on different BLAS builds.
 
+Which models stack: `nn.Linear` by the hand-written path; any other module whose forward
+is a function of its parameters, buffers and input through `torch.vmap(functional_call)`
+(trainer.stacked_model): Linear, Conv1d/2d, Embedding, LayerNorm, pooling, activations,
+and `nn.Dropout`, whose masks each member draws from its seed's own stream exactly as
+`train` does (trainer.dropout). What vmap cannot run, or a module that updates buffers in
+its forward (BatchNorm's running statistics), is found before any training
+(trainer.stackable): those members train one by one with `train` in the same call, and
+one warning on the `trainer.batched` logger says why.
+
+Data: one pass over the shared training set per epoch feeds every member (members of S
+seeds read their S minibatches of a step as one batch); streamed splits (a Dataset) are
+read through trainer.data, in-memory ones indexed on the device, with equal results.
+Members of several datasets of which one streams train as one stack per dataset.
+
 Nothing runs per member per epoch: the histories are one [epochs, K, metrics] tensor on the
 training device, moved to the host at checkpoints (for pruning, `CheckpointCallback`) and
 at the end; divergence costs one scalar read per epoch. Python per member runs only when
@@ -36,36 +50,31 @@ step, so no per-member time exists.
 
 from __future__ import annotations
 
-import copy
+import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state
 
 from trainer.accuracy import accuracy_of_state
-from trainer.batched_optim import PenaltyCoefficients, StackedOptimizer, rows_of
-from trainer.config import Penalty, TrialConfig
+from trainer.batched_run import CheckpointCallback, StackRun
+from trainer.config import TrialConfig
+from trainer.data import first_rows, head, readers, streamed
 from trainer.devices import device_label, resolve_device
 from trainer.errors import ConfigError, task_exit_is_task_error
-from trainer.penalties import select_penalized
+from trainer.loop import EpochCallback, train
 from trainer.result import METRICS, TrainStatus, TrialResult
 from trainer.seeding import stream_generator
-from trainer.tasks import Split, Task, load_task
+from trainer.stackable import refusal
+from trainer.tasks import Task, load_task
 
-# Called every `every` epochs with (epoch, the members still training — indices into the
-# configs, ascending —, their METRICS as a [members, len(METRICS)] float32 CPU tensor);
-# returns the members to stop now (pruned), or None.
-CheckpointCallback = Callable[[int, list[int], torch.Tensor], Iterable[int] | None]
+_logger = logging.getLogger(__name__)
+
 
 # TrialConfig.data_key: (data seed, split seed), what a task's data depends on
 DataKey = tuple[int, int | None]
-
-# (stacked params and buffers, input [B, ...] shared by all members or [K, B, ...], shared?)
-# → output [K, B, ...]
-Forward = Callable[[dict[str, torch.Tensor], torch.Tensor, bool], torch.Tensor]
 
 
 def stack_key(cfg: TrialConfig) -> tuple[object, ...]:
@@ -96,308 +105,6 @@ def _check_batchable(cfgs: Sequence[TrialConfig]) -> None:
                 f"configs 0 and {i} cannot share a batch: (task, task options, optimizer,"
                 f" epochs, batch size, penalize, device) differ: {first} vs {stack_key(cfg)}"
             )
-
-
-# --- the stacked model -----------------------------------------------------------------
-
-
-def _linear_forward(
-    tensors: dict[str, torch.Tensor], X: torch.Tensor, shared: bool
-) -> torch.Tensor:
-    """nn.Linear for K members: y = X·Wᵀ + b, as bmm(W, Xᵀ)ᵀ.
-
-    This orientation makes MKL run, per member, the kernel `F.linear` runs on one model
-    (for one output it is a gemv over the samples), so the sums round identically.
-    """
-    W = tensors["weight"]
-    n = X.shape[-2]
-    if n == 1:
-        # bmm sends a one-sample product to a naive loop that sums in another order; a
-        # duplicated sample keeps it on the BLAS kernel the single model uses.
-        X = torch.cat([X, X], dim=-2)
-    Xt = X.t().expand(W.shape[0], -1, -1) if shared else X.transpose(1, 2)
-    out = torch.bmm(W, Xt)[..., :n].transpose(1, 2)
-    bias = tensors.get("bias")
-    return out if bias is None else out + bias.unsqueeze(1)
-
-
-def _vmap_forward(template: nn.Module) -> Forward:
-    """Any module: functional_call under vmap over the stacked parameters and buffers."""
-    base = copy.deepcopy(template).to("meta")  # only its structure is used
-
-    def one(tensors: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = functional_call(base, tensors, (x,))
-        return out
-
-    def forward(tensors: dict[str, torch.Tensor], X: torch.Tensor, shared: bool) -> torch.Tensor:
-        out: torch.Tensor = torch.vmap(one, in_dims=(0, None if shared else 0))(tensors, X)
-        return out
-
-    return forward
-
-
-@dataclass
-class _Stack:
-    """The live members' stacked tensors; row r is original member `members[r]`."""
-
-    members: list[int]
-    params: dict[str, torch.Tensor]  # leaves [K, ...] requiring grad
-    buffers: dict[str, torch.Tensor]
-    penalized: list[str]  # names the penalty and weight_decay cover, in model order
-    coefs: PenaltyCoefficients
-    optimizer: StackedOptimizer
-    seed_rows: torch.Tensor  # [K] row of each member's shuffle order
-
-    @property
-    def weights(self) -> list[torch.Tensor]:
-        return [self.params[n] for n in self.penalized]
-
-    @property
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {**self.params, **self.buffers}
-
-    def select(self, rows: list[int]) -> None:
-        """Keep only `rows`: fresh leaves, so nothing of the dropped members remains."""
-        index = torch.tensor(rows, dtype=torch.long, device=self.seed_rows.device)
-        self.members = [self.members[r] for r in rows]
-        self.params = {n: p.detach()[index].requires_grad_() for n, p in self.params.items()}
-        self.buffers = {n: b[index] for n, b in self.buffers.items()}
-        self.coefs = self.coefs.select(index)
-        self.optimizer.select(rows)
-        self.seed_rows = self.seed_rows[index]
-
-    def snapshot(self, rows: list[int], keys: Sequence[str]) -> list[dict[str, torch.Tensor]]:
-        """State dicts of `rows` on CPU, in the single model's key order (one copy per key)."""
-        index = torch.tensor(rows, dtype=torch.long, device=self.seed_rows.device)
-        tensors = self.tensors
-        moved = {k: tensors[k].detach()[index].cpu() for k in keys}
-        # clone: each state dict must own its storage, not a view of the stacked one
-        return [{k: moved[k][i].clone() for k in keys} for i in range(len(rows))]
-
-
-def _build_stack(
-    cfgs: Sequence[TrialConfig], seeds: list[int], tasks: Sequence[Task], device: torch.device
-) -> tuple[_Stack, Forward, list[str]]:
-    """Each member's model from its own init stream (and its own task's factory), stacked;
-    plus its forward and keys."""
-    built: dict[tuple[int, int], nn.Module] = {}
-    models = []
-    for cfg, task in zip(cfgs, tasks, strict=True):  # members with one seed share one init
-        key = (cfg.seed, id(task))
-        if key not in built:
-            built[key] = task.make_model(stream_generator(cfg.seed, "init"))
-        models.append(built[key])
-    template = models[0]
-    penalized = [n for n, _ in select_penalized(template.named_parameters(), cfgs[0].penalize)]
-    stacked, buffers = stack_module_state(models)
-    params = {n: p.detach().to(device).requires_grad_() for n, p in stacked.items()}
-    stack = _Stack(
-        members=list(range(len(cfgs))),
-        params=params,
-        buffers={n: b.to(device) for n, b in buffers.items()},
-        penalized=penalized,
-        coefs=PenaltyCoefficients.of(cfgs, device),
-        optimizer=_make_optimizer(cfgs, list(params), penalized, device),
-        seed_rows=torch.tensor([seeds.index(cfg.seed) for cfg in cfgs], device=device),
-    )
-    forward = _linear_forward if type(template) is nn.Linear else _vmap_forward(template)
-    return stack, forward, list(template.state_dict())
-
-
-def _make_optimizer(
-    cfgs: Sequence[TrialConfig], names: list[str], penalized: list[str], device: torch.device
-) -> StackedOptimizer:
-    """Per-member lr; weight_decay λ on the penalized tensors of weight_decay members only."""
-    decay = [cfg.lambda_ if cfg.penalty is Penalty.WEIGHT_DECAY else 0.0 for cfg in cfgs]
-    wd = torch.tensor(decay, dtype=torch.float64) if any(decay) else None
-    return StackedOptimizer(
-        kind=cfgs[0].optimizer,
-        lr=torch.tensor([cfg.lr for cfg in cfgs], dtype=torch.float64),
-        weight_decay=[wd if n in penalized else None for n in names],
-        device=device,
-    )
-
-
-# --- the loop --------------------------------------------------------------------------
-
-
-class _OwnData:
-    """Each live member's own train/val/test splits, stacked [K, n, ...]: for members
-    whose data differs (several data seeds). Row r is the stack's row r."""
-
-    def __init__(self, tasks: Sequence[Task], device: torch.device) -> None:
-        distinct = list({id(t): t for t in tasks}.values())
-        row_of = {id(t): i for i, t in enumerate(distinct)}
-        rows = torch.tensor([row_of[id(t)] for t in tasks], dtype=torch.long)
-        self.splits = [
-            _stacked([getattr(t, which) for t in distinct], which, rows, device)
-            for which in ("train", "val", "test")
-        ]
-        self._index = torch.arange(len(tasks), device=device).unsqueeze(1)
-
-    def select(self, index: torch.Tensor) -> None:
-        self.splits = [Split(s.X[index], s.y[index]) for s in self.splits]
-        self._index = self._index[: len(index)]
-
-    def minibatch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Member k's samples rows[k] of its own training split: X [K, B, ...], y [K, B, ...]."""
-        train = self.splits[0]
-        return train.X[self._index, rows], train.y[self._index, rows]
-
-
-def _stacked(parts: Sequence[Split], which: str, rows: torch.Tensor, device: torch.device) -> Split:
-    """The distinct datasets' `which` splits as one [K, n, ...] Split, row k member k's."""
-    shapes = {(tuple(p.X.shape), tuple(p.y.shape), p.X.dtype, p.y.dtype) for p in parts}
-    if len(shapes) > 1:
-        raise ConfigError(
-            f"members' {which} splits differ in shape or type ({sorted(map(str, shapes))}):"
-            " members of several data seeds stack only when their data has one shape"
-        )
-    X = torch.stack([p.X for p in parts])[rows]
-    y = torch.stack([p.y for p in parts])[rows]
-    return Split(X.to(device), y.to(device))
-
-
-class _BatchRun:
-    """One batch's training state; `epoch` runs the sequential loop's epoch for all members.
-
-    `tasks[k]` is member k's task; when they are not all one object the members' data
-    differs and each trains and is evaluated on its own (`_OwnData`), otherwise every
-    member reads the one shared dataset.
-    """
-
-    def __init__(
-        self, cfgs: Sequence[TrialConfig], tasks: Sequence[Task], device: torch.device
-    ) -> None:
-        task = self.task = tasks[0]  # the loss and val_is_test, the same for every member
-        self.own = _OwnData(tasks, device) if len({id(t) for t in tasks}) > 1 else None
-        seeds = list(dict.fromkeys(cfg.seed for cfg in cfgs))  # distinct, in member order
-        self.stack, self.forward, self.keys = _build_stack(cfgs, seeds, tasks, device)
-        self.splits = [s.to(device) for s in (task.train, task.val, task.test)]
-        self.device = device
-        self.shuffles = [stream_generator(s, "shuffle") for s in seeds]  # on CPU, as in train
-        self.n_train = len(task.train)
-        self.batch = cfgs[0].batch_size or self.n_train  # 0 means full batch
-        k = len(cfgs)
-        # Row e holds epoch e+1 of every member; a member's rows past its end are garbage.
-        dtype = next(iter(self.stack.params.values())).dtype  # the metrics' dtype
-        self.history = torch.empty(cfgs[0].epochs, k, len(METRICS), dtype=dtype, device=device)
-        self.rows = torch.arange(k, device=device)  # the live members, as stack.members
-        self.epochs_run = [0] * k
-        self.status = [TrainStatus.COMPLETED] * k
-        self.diverged_epoch: list[int | None] = [None] * k
-        self.state_dicts: list[dict[str, torch.Tensor]] = [{} for _ in cfgs]
-
-    @property
-    def live(self) -> bool:
-        return bool(self.stack.members)
-
-    def epoch(self, epoch: int, on_checkpoint: CheckpointCallback | None, every: int) -> None:
-        n = self.n_train
-        orders = torch.stack([torch.randperm(n, generator=g) for g in self.shuffles])
-        orders = orders.to(self.device)  # [seeds, n]: one draw per seed, as each trial draws
-        for start in range(0, n, self.batch):
-            self._step(orders[:, start : start + self.batch])
-        values = self._metrics()
-        self.history[epoch - 1].index_copy_(0, self.rows, values)
-        self._end_epoch(epoch, values, on_checkpoint if epoch % every == 0 else None)
-
-    def _step(self, idx: torch.Tensor) -> None:
-        train, stack = self.splits[0], self.stack
-        if self.own is not None:  # each member its own order over its own data
-            X, y = self.own.minibatch(idx[stack.seed_rows])
-            loss = self._data_loss(X, y, shared=False)
-        elif idx.shape[0] == 1:  # one seed: every member sees the same minibatch
-            loss = self._data_loss(train.X[idx[0]], train.y[idx[0]], shared=True)
-        else:
-            rows = idx[stack.seed_rows]  # [K, B]
-            loss = self._data_loss(train.X[rows], train.y[rows], shared=False)
-        term = stack.coefs.term(stack.weights)
-        if term is not None:
-            loss = loss + term
-        params = list(stack.params.values())
-        for p in params:
-            p.grad = None
-        # Members are independent, so d(Σ_k loss_k)/dθ_k = dloss_k/dθ_k exactly.
-        loss.sum().backward()  # type: ignore[no-untyped-call]
-        stack.optimizer.step(params)
-
-    def _data_loss(self, X: torch.Tensor, y: torch.Tensor, shared: bool) -> torch.Tensor:
-        """[K] mean per-sample loss; the task's loss sees the members as one long batch."""
-        out = self.forward(self.stack.tensors, X, shared)
-        k = out.shape[0]
-        if shared:
-            y = y.expand(k, *y.shape)
-        per_sample = self.task.loss(out.flatten(0, 1), y.flatten(0, 1))
-        return per_sample.reshape(k, -1).mean(1)
-
-    @torch.no_grad()
-    def _metrics(self) -> torch.Tensor:
-        """METRICS of every live member, [K, 5], on the device."""
-        shared = self.own is None
-        train, val, test = self.splits if self.own is None else self.own.splits
-        val_loss = self._data_loss(val.X, val.y, shared)
-        weights = self.stack.weights
-        values = [
-            self._data_loss(train.X, train.y, shared),
-            val_loss,
-            val_loss if self.task.val_is_test else self._data_loss(test.X, test.y, shared),
-            torch.stack([rows_of(w).pow(2).sum(1) for w in weights], 1).sum(1).sqrt(),
-            self.stack.coefs.value(weights),
-        ]
-        return torch.stack(values, 1)
-
-    def _end_epoch(
-        self, epoch: int, values: torch.Tensor, on_checkpoint: CheckpointCallback | None
-    ) -> None:
-        """The sequential loop's end of epoch for all members: divergence (a non-finite
-        metric ends a member without recording the epoch), then the checkpoint."""
-        finite = torch.isfinite(values).all(1)
-        done: dict[int, None] = {}  # rows leaving the stack, in order
-        if not bool(finite.all()):  # the one read of the device every epoch
-            for row in (~finite).nonzero().flatten().tolist():
-                member = self.stack.members[row]
-                self.status[member], self.diverged_epoch[member] = TrainStatus.DIVERGED, epoch
-                self.epochs_run[member] = epoch - 1
-                done[row] = None
-        if on_checkpoint is not None:
-            rows = [r for r in range(len(self.stack.members)) if r not in done]
-            host = values.cpu()[rows]
-            members = [self.stack.members[r] for r in rows]
-            row_of = dict(zip(members, rows, strict=True))
-            for member in on_checkpoint(epoch, members, host) or ():
-                if member in row_of:  # members not training any more are ignored
-                    self.status[member], self.epochs_run[member] = TrainStatus.STOPPED, epoch
-                    done[row_of[member]] = None
-        if done:
-            self._retire(sorted(done))
-
-    def _retire(self, rows: list[int]) -> None:
-        """Save the members at `rows` as they are now and drop them from the stack."""
-        for row, state in zip(rows, self.stack.snapshot(rows, self.keys), strict=True):
-            self.state_dicts[self.stack.members[row]] = state
-        gone = set(rows)
-        keep = [r for r in range(len(self.stack.members)) if r not in gone]
-        self.stack.select(keep)
-        index = torch.tensor(keep, dtype=torch.long, device=self.device)
-        self.rows = self.rows[index]
-        if self.own is not None:
-            self.own.select(index)
-
-    def finish(self, epochs: int) -> None:
-        """Members still in the stack ran every epoch."""
-        for member in self.stack.members:
-            self.epochs_run[member] = epochs
-        if self.live:
-            self._retire(list(range(len(self.stack.members))))
-
-    def histories(self) -> list[dict[str, list[float]]]:
-        """Each member's METRICS per epoch, moved to the host in one copy."""
-        per_member: list[list[list[float]]] = self.history.permute(1, 2, 0).cpu().tolist()
-        return [
-            {m: values[:ran] for m, values in zip(METRICS, rows, strict=True)}
-            for rows, ran in zip(per_member, self.epochs_run, strict=True)
-        ]
 
 
 def train_batch(
@@ -437,8 +144,69 @@ def _train_batch(
     _check_batchable(cfgs)
     device = device or resolve_device(cfgs[0].device)
     tasks = _member_tasks(cfgs, task)
+    groups = _groups(tasks)
+    if len(groups) == 1:
+        return _train_group(cfgs, tasks, on_checkpoint, device, every)
+    results: list[TrialResult | None] = [None] * len(cfgs)
+    for members in groups:
+        hook = None if on_checkpoint is None else _Group(members, on_checkpoint).checkpoint
+        trained = _train_group(
+            [cfgs[k] for k in members], [tasks[k] for k in members], hook, device, every
+        )
+        for k, result in zip(members, trained, strict=True):
+            results[k] = result
+    return [r for r in results if r is not None]
+
+
+def _groups(tasks: Sequence[Task]) -> list[list[int]]:
+    """The members that train as one stack: all of them, unless they read several
+    datasets of which one streams (each such dataset's members are a stack of their own,
+    one after the other: one pass of each dataset's minibatches feeds its members)."""
+    distinct = {id(t): t for t in tasks}
+    if len(distinct) == 1 or not any(streamed(t) for t in distinct.values()):
+        return [list(range(len(tasks)))]
+    by_task: dict[int, list[int]] = {}
+    for k, t in enumerate(tasks):
+        by_task.setdefault(id(t), []).append(k)
+    return list(by_task.values())
+
+
+@dataclass
+class _Group:
+    """Some members of a batch, seen by the batch's checkpoint callback by their indices
+    in the whole batch."""
+
+    members: list[int]
+    on_checkpoint: CheckpointCallback
+
+    def checkpoint(self, epoch: int, live: list[int], metrics: torch.Tensor) -> set[int]:
+        local = {m: i for i, m in enumerate(self.members)}
+        stopped = self.on_checkpoint(epoch, [self.members[i] for i in live], metrics)
+        return {local[m] for m in stopped or () if m in local}
+
+
+def _train_group(
+    cfgs: Sequence[TrialConfig],
+    tasks: Sequence[Task],
+    on_checkpoint: CheckpointCallback | None,
+    device: torch.device,
+    every: int,
+) -> list[TrialResult]:
+    """One stack, or member by member with `trainer.train` when the model cannot be
+    stacked (trainer.stackable; said once in the log)."""
+    models = _member_models(cfgs, tasks)
+    shared = readers(tasks[0], device) if len({id(t) for t in tasks}) == 1 else None
+    reason = refusal(
+        models[0], lambda: (first_rows(shared[0]) if shared else head(tasks[0].train))[0]
+    )
+    if reason is not None:
+        _logger.warning("trainer: %d members of a stack train one by one: %s", len(cfgs), reason)
+        return [
+            train(cfg, t, on_epoch=_alone(k, on_checkpoint, every), device=device)
+            for k, (cfg, t) in enumerate(zip(cfgs, tasks, strict=True))
+        ]
     started = time.perf_counter()
-    run = _BatchRun(cfgs, tasks, device)
+    run = StackRun(cfgs, tasks, models, shared, device)
     for epoch in range(1, cfgs[0].epochs + 1):
         if not run.live:
             break
@@ -465,6 +233,36 @@ def _train_batch(
             cfgs, tasks, run.status, histories, run.state_dicts, run.diverged_epoch, strict=True
         )
     ]
+
+
+def _alone(
+    member: int, on_checkpoint: CheckpointCallback | None, every: int
+) -> EpochCallback | None:
+    """`train`'s epoch callback for one member of a batch: the batch's checkpoint
+    callback, every `every` epochs, with this member alone."""
+    if on_checkpoint is None:
+        return None
+
+    def on_epoch(epoch: int, metrics: Mapping[str, float]) -> bool:
+        if epoch % every:
+            return False
+        values = torch.tensor([[metrics[m] for m in METRICS]], dtype=torch.float32)
+        return member in set(on_checkpoint(epoch, [member], values) or ())
+
+    return on_epoch
+
+
+def _member_models(cfgs: Sequence[TrialConfig], tasks: Sequence[Task]) -> list[nn.Module]:
+    """Each member's model from its own init stream (and its own task's factory); members
+    of one seed and task share one build."""
+    built: dict[tuple[int, int], nn.Module] = {}
+    models = []
+    for cfg, task in zip(cfgs, tasks, strict=True):
+        key = (cfg.seed, id(task))
+        if key not in built:
+            built[key] = task.make_model(stream_generator(cfg.seed, "init"))
+        models.append(built[key])
+    return models
 
 
 def _member_tasks(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,6 +36,7 @@ class OptionSpec:
 MAX_SEED = 2**32 - 1
 MAX_LR = 1e6
 MAX_EPOCHS = 10**7
+DEFAULT_L1_RATIO = 0.5  # elastic_net's mix α when none is given: half L1, half L2
 
 
 class Penalty(StrEnum):
@@ -99,7 +101,7 @@ class TrialConfig:
             raise ConfigError(f"lambda must be a finite number >= 0, got {self.lambda_}")
         if self.penalty is Penalty.ELASTIC_NET:
             if self.l1_ratio is None:
-                object.__setattr__(self, "l1_ratio", 0.5)
+                object.__setattr__(self, "l1_ratio", DEFAULT_L1_RATIO)
             elif not 0.0 <= self.l1_ratio <= 1.0:
                 raise ConfigError(f"l1_ratio must be in [0, 1], got {self.l1_ratio}")
         elif self.l1_ratio is not None:
@@ -162,22 +164,34 @@ class TrialConfig:
     def from_params(cls, params: dict[str, Any]) -> TrialConfig:
         """Inverse of `as_params` (used to rebuild a config from a stored record)."""
         options = tuple((k[5:], v) for k, v in params.items() if k.startswith("task."))
+        default = functools.partial(field_default, cls)
         return cls(
             task=params["task"],
             penalty=params["penalty"],
             lambda_=float(params["lambda"]),
             l1_ratio=None if params.get("l1_ratio") is None else float(params["l1_ratio"]),
-            penalize=params.get("penalize", "weights"),
-            optimizer=params.get("optimizer", "sgd"),
+            penalize=params.get("penalize", default("penalize")),
+            optimizer=params.get("optimizer", default("optimizer")),
             lr=float(params["lr"]),
             batch_size=int(params["batch_size"]),
             epochs=int(params["epochs"]),
             seed=int(params["seed"]),
             data_seed=params.get("data_seed"),
-            device=params.get("device", "auto"),
+            device=params.get("device", default("device")),
             split_seed=None if params.get("split_seed") is None else int(params["split_seed"]),
             task_options=options,
         )
+
+
+def field_default(cls: type[Any], name: str) -> Any:
+    """The default of dataclass `cls`'s field `name` (a factory's product): the one place a
+    default is written, which the CLI's flags and help texts read."""
+    found = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if found.default is not dataclasses.MISSING:
+        return found.default
+    if found.default_factory is not dataclasses.MISSING:
+        return found.default_factory()
+    raise KeyError(f"{cls.__name__}.{name} has no default")
 
 
 def _finite(x: float) -> bool:

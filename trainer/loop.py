@@ -13,13 +13,15 @@ from torch import nn
 
 from trainer.accuracy import final_accuracy
 from trainer.config import Penalty, TrialConfig
+from trainer.data import Rows, chunked_mean, readers
 from trainer.devices import device_label, resolve_device
+from trainer.dropout import DropoutMasks, seed_dropout
 from trainer.errors import AllocationError, ConfigError, task_exit_is_task_error
 from trainer.optim import FunctionalOptimizer, ParamGroup
 from trainer.penalties import l2_norm, penalty_term, penalty_value, select_penalized
 from trainer.result import METRICS, TrainStatus, TrialResult
 from trainer.seeding import stream_generator
-from trainer.tasks import Split, Task, load_task
+from trainer.tasks import Task, load_task
 
 # Called after every finished epoch with (epoch, metrics); returning True stops training
 # (the sweep uses this for pruning without the trainer knowing about Optuna).
@@ -84,8 +86,8 @@ def _allocation_refused(cfg: TrialConfig) -> Iterator[None]:
         ) from None
 
 
-def _data_loss(model: nn.Module, task: Task, split: Split) -> torch.Tensor:
-    return task.loss(model(split.X), split.y).mean()
+def _data_loss(model: nn.Module, task: Task, rows: Rows) -> torch.Tensor:
+    return chunked_mean(rows.chunks(), lambda X, y: task.loss(model(X), y))
 
 
 def train(
@@ -116,24 +118,25 @@ def _train(
     started = time.perf_counter()
 
     model = task.make_model(stream_generator(cfg.seed, "init")).to(device)
+    seed_dropout(model, DropoutMasks([cfg.seed], device))
     named = list(model.named_parameters())
     chosen = select_penalized(named, cfg.penalize)
     chosen_ids = {id(p) for _, p in chosen}
     weights = [p for _, p in chosen]
     optimizer = make_optimizer(cfg, weights, [p for _, p in named if id(p) not in chosen_ids])
 
-    train_split, val_split, test_split = (s.to(device) for s in (task.train, task.val, task.test))
-    n = len(train_split)
+    train_rows, val_rows, test_rows = readers(task, device)
+    n = len(train_rows)
     batch = n if cfg.batch_size == 0 else cfg.batch_size
     shuffle = stream_generator(cfg.seed, "shuffle")
     history: dict[str, list[float]] = {m: [] for m in METRICS}
     status, diverged_epoch = TrainStatus.COMPLETED, None
 
     for epoch in range(1, cfg.epochs + 1):
-        order = torch.randperm(n, generator=shuffle).to(device)
-        for start in range(0, n, batch):
-            idx = order[start : start + batch]
-            loss = task.loss(model(train_split.X[idx]), train_split.y[idx]).mean()
+        order = torch.randperm(n, generator=shuffle).unsqueeze(0)
+        model.train()
+        for X, y in train_rows.minibatches(order, batch):
+            loss = task.loss(model(X), y).mean()
             term = penalty_term(weights, cfg.penalty, cfg.lambda_, cfg.l1_ratio)
             if term is not None:
                 loss = loss + term
@@ -141,12 +144,13 @@ def _train(
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
 
+        model.eval()
         with torch.no_grad():
-            val = _data_loss(model, task, val_split)
-            test = val if task.val_is_test else _data_loss(model, task, test_split)
+            val = _data_loss(model, task, val_rows)
+            test = val if task.val_is_test else _data_loss(model, task, test_rows)
             values = torch.stack(
                 [
-                    _data_loss(model, task, train_split),
+                    _data_loss(model, task, train_rows),
                     val,
                     test,
                     l2_norm(weights),

@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-Stream = Literal["data", "init", "shuffle", "split"]
+Stream = Literal["data", "init", "shuffle", "split", "dropout"]
 
 
 def stream_seed(seed: int, stream: Stream) -> int:

@@ -12,14 +12,17 @@ DIABETES = "diabetes"
 DIGITS = "digits"
 CSV = "csv"
 
-MODELS = ("linear", "mlp")
+MODELS = ("linear", "mlp", "cnn")  # cnn: image tasks only (digits, 8×8)
 ACTIVATIONS = ("relu", "tanh", "gelu")  # trainer.models' functions, in this order
 
-# The model options every task accepts (`--model`, `--hidden`, `--activation`).
+# The model options every task accepts (`--model`, `--hidden`, `--activation`, `--dropout`).
 MODEL_OPTIONS: dict[str, OptionSpec] = {
     "model": OptionSpec(str, "linear", help="model family", choices=MODELS),
-    "hidden": OptionSpec(str, "64", help="mlp hidden widths, e.g. 64,32"),
-    "activation": OptionSpec(str, "relu", help="mlp activation", choices=ACTIVATIONS),
+    "hidden": OptionSpec(str, "64", help="mlp hidden widths, e.g. 64,32 (cnn: channels, 8,16)"),
+    "activation": OptionSpec(str, "relu", help="mlp/cnn activation", choices=ACTIVATIONS),
+    "dropout": OptionSpec(
+        float, 0.0, 0.0, "mlp/cnn dropout probability after the hidden layers", maximum=1
+    ),
 }
 D2L_OPTIONS: dict[str, OptionSpec] = {
     # The maxima keep the generated data in memory (exclusive bounds).

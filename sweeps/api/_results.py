@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from sweeps.confirm_report import Confirmation
+    from sweeps.launchers import WorkerReport
 
 Row = dict[str, Any]
 
@@ -64,6 +65,8 @@ class RunResult:
         mlflow_parent_run_id: The study's parent run; None when not tracked.
         note: What the default set of penalties left out and why, when it left one out.
         confirmation: The confirmation asked for with `confirm=`, else None.
+        workers: How each worker process ended (and where, where an engine placed it).
+        searches_lr: Whether the study searches the learning rate (`lr_min`, `lr_max`).
     """
 
     study: str
@@ -84,6 +87,8 @@ class RunResult:
     mlflow_parent_run_id: str | None = None
     note: str | None = None
     confirmation: Confirmation | None = None
+    workers: list[WorkerReport] = field(default_factory=list)
+    searches_lr: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """The `sweeps run --json` document."""
@@ -101,6 +106,7 @@ class RunResult:
             "mlflow_experiment_id": self.mlflow_experiment_id,
             "mlflow_parent_run_id": self.mlflow_parent_run_id,
             "untracked": self.untracked,
+            "workers": [report.as_json() for report in self.workers],
         }
 
 

@@ -21,6 +21,7 @@ from sweeps.task_refs import TaskLike, TaskRef, require_importable, serving, tas
 if TYPE_CHECKING:
     from sweeps.config import SweepConfig
     from sweeps.confirm_report import Confirmation
+    from sweeps.launchers import Launcher
     from sweeps.runner import RunOutcome
     from sweeps.storage import Stores
 
@@ -54,6 +55,7 @@ def run(
     tracking_uri: str | None = None,
     on_ready: Callable[[], None] | None = None,
     worker_output: Literal["log", "inherit"] = "log",
+    launcher: Launcher | None = None,
     **options: Any,
 ) -> RunResult:
     """Run a study over λ × penalty type, or more trials of an existing one.
@@ -96,12 +98,15 @@ def run(
             `sqlite:///HOME/mlflow.db`), or an MLflow server's `http://host:port`.
         on_ready: Called once the stores are open and the study is loaded, before the
             first trial (the `sweeps` command settles its heap there).
-        worker_output: Where the worker processes write: `log`, records of the logger
+        worker_output: Where local worker processes write: `log`, records of the logger
             `sweeps.workers` (stderr at WARNING, stdout at INFO); `inherit`, this
             process's standard output and error (as the `sweeps` command).
-        **options: Any other option of `sweeps run` (`per_penalty`, `repeats`, `timeout`,
-            `devices`, `grid_points`, `report_every`, `history`, `penalize`) and the
-            task's options (`csv`: `train_csv`, `target`, ...).
+        launcher: What starts the `workers` (a `sweeps.launchers.Launcher`, such as
+            `RayLauncher`); default: local child processes.
+        **options: Any other option of `sweeps run` (`lr_min` and `lr_max` to search the
+            learning rate, `per_penalty`, `repeats`, `timeout`, `devices`, `grid_points`,
+            `report_every`, `history`, `penalize`) and the task's options (`csv`:
+            `train_csv`, `target`, ...).
 
     Returns:
         What the call did, with each penalty's best trial.
@@ -138,7 +143,14 @@ def run(
         if worker_output not in ("log", "inherit"):
             raise UsageError(f"worker_output must be 'log' or 'inherit', got {worker_output!r}")
         how = _How(
-            track, progress, confirm, create_only, accept_data_change, on_ready, worker_output
+            track,
+            progress,
+            confirm,
+            create_only,
+            accept_data_change,
+            on_ready,
+            worker_output,
+            launcher,
         )
         return _run(cfg, stores, ref, how, note)
 
@@ -152,7 +164,7 @@ def _sweep_config(
     """The study's configuration from the file or mapping, what was given, and the stored
     penalties of an existing study; with the note on what the default penalties left out."""
     from sweeps.config import SweepConfig, left_out_note, load_toml
-    from sweeps.lookup import stored_penalties
+    from sweeps.lookup import stored_lr_range, stored_penalties
 
     base = config if isinstance(config, Mapping) else load_toml(os.fspath(config)) if config else {}
     values = {k.replace("-", "_"): v for k, v in base.items()}
@@ -164,6 +176,10 @@ def _sweep_config(
         resumed = stored_penalties(stores, study)
         if resumed is not None:
             values["penalties"] = resumed
+    if not {"lr", "lr_min", "lr_max"} & values.keys():  # a resume keeps a searched lr
+        lr_range = stored_lr_range(stores, study)
+        if lr_range is not None:
+            values["lr_min"], values["lr_max"] = lr_range
     cfg = SweepConfig.from_mapping(values)
     note = None if "penalties" in values else left_out_note(cfg.base.optimizer)
     return cfg, note
@@ -179,24 +195,27 @@ class _How:
     create_only: bool = False
     accept_data_change: bool = False
     on_ready: Callable[[], None] | None = None
-    worker_output: str = "log"
+    worker_output: Literal["log", "inherit"] = "log"
+    launcher: Launcher | None = None
 
 
 def _run(cfg: SweepConfig, stores: Stores, ref: TaskRef, how: _How, note: str | None) -> RunResult:
+    from sweeps.launchers import LocalLauncher
     from sweeps.runner import run_study
     from sweeps.task_refs import import_root
-    from sweeps.worker_pipes import WorkerProcesses
 
     if how.create_only:
         require_importable(ref, "with create_only,")
     elif cfg.workers > 1:
         require_importable(ref, f"with workers={cfg.workers},")
     confirming = None
-    if how.confirm is not None:  # refused before the study runs; scipy loaded only then
-        from sweeps.confirm_study import ConfirmOptions
+    if how.confirm is not None:  # refused before the study runs
+        from sweeps.confirm_options import ConfirmOptions
 
         confirming = ConfirmOptions(seeds=how.confirm)
-    launch = WorkerProcesses(how.worker_output == "log", import_root(ref))
+    launcher = how.launcher
+    if launcher is None and cfg.workers > 1:
+        launcher = LocalLauncher(how.worker_output, import_root(ref))
     with serving(ref):
         outcome = run_study(
             cfg,
@@ -206,7 +225,7 @@ def _run(cfg: SweepConfig, stores: Stores, ref: TaskRef, how: _How, note: str | 
             create_only=how.create_only,
             accept_data_change=how.accept_data_change,
             on_ready=how.on_ready or (lambda: None),
-            workers=launch,
+            launcher=launcher,
         )
         confirmed = None
         if confirming is not None and not outcome.interrupted and outcome.counts.get("COMPLETE"):
@@ -245,6 +264,8 @@ def run_result(
         mlflow_parent_run_id=outcome.mlflow_parent_run_id,
         note=note,
         confirmation=confirmed,
+        workers=outcome.workers,
+        searches_lr=cfg.searches_lr,
     )
 
 

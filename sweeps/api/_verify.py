@@ -6,18 +6,21 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sweeps.api._base import PathLike, library_call, stored_config, stores_for, study_task
+from sweeps.confirm_options import ConfirmOptions
 from sweeps.task_refs import TaskLike, serving
 
 if TYPE_CHECKING:
     from sweeps.check_study import CheckReport
     from sweeps.confirm_report import Confirmation
 
+_DEFAULTS = ConfirmOptions()  # the defaults of `sweeps confirm`
+
 
 def confirm(
     study: str,
     *,
-    seeds: int = 10,
-    top: int = 1,
+    seeds: int = _DEFAULTS.seeds,
+    top: int = _DEFAULTS.top,
     trials: Sequence[int] = (),
     fixed_data: bool = False,
     batch: int | None = None,
@@ -55,7 +58,7 @@ def confirm(
         UnknownStudyError: No study of that name.
         UsageError: Bad options, an unknown or unfinished trial, nothing complete.
     """
-    from sweeps.confirm_study import ConfirmOptions, confirm_study
+    from sweeps.confirm_study import confirm_study
 
     with library_call(mlflow=track):
         options = ConfirmOptions(seeds, top, tuple(trials), fixed_data, batch, device)

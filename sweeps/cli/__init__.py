@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import signal
-
 import click
 
 from sweeps import __version__
+from sweeps.cli import stops
 from sweeps.cli.base import SweepsGroup
 from sweeps.cli.check_cmd import check_command
 from sweeps.cli.confirm_cmd import confirm_command
@@ -47,18 +46,6 @@ for command in (
 
 def main() -> None:
     """The process's entry point (console script and `python -m sweeps`)."""
-    stop_on_sigint()
+    stops.install()
     report_bus_errors()
     cli.main(prog_name="sweeps")
-
-
-def stop_on_sigint() -> None:
-    """Ctrl-C (SIGINT) stops a study wherever the process was started.
-
-    A command started in the background by a non-interactive shell (`sweeps run ... &` in
-    a script, a test runner started that way) inherits SIGINT ignored, and Python then
-    installs no KeyboardInterrupt handler: `kill -INT`, or the launcher of `--workers`
-    passing on a Ctrl-C, would do nothing and the study would run to its end.
-    """
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)

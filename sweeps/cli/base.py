@@ -12,6 +12,7 @@ from typing import Any, NoReturn, TextIO, TypeVar, cast
 
 import click
 
+from sweeps.cli.stops import interrupted_exit_code
 from sweeps.errors import SweepsError, UsageError, mask_secrets
 from tracking.errors import TrackingError
 from trainer.errors import TrainerError
@@ -19,7 +20,6 @@ from trainer.errors import TrainerError
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -51,7 +51,7 @@ class SweepsGroup(click.Group):
         except (SweepsError, TrainerError, TrackingError) as e:
             fail(str(e), getattr(e, "exit_code", EXIT_USAGE))
         except (KeyboardInterrupt, click.exceptions.Abort):
-            fail("interrupted", EXIT_INTERRUPTED)
+            fail("interrupted", interrupted_exit_code())
         except Exception as e:
             database = _database_error(e)
             if database is None:

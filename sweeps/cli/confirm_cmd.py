@@ -5,13 +5,18 @@ from __future__ import annotations
 import click
 
 from sweeps.cli.base import echo_json, store_options
-from sweeps.cli.options import apply_threads, threads_option
+from sweeps.cli.options import apply_threads, field_flag, threads_option
+from sweeps.confirm_options import ConfirmOptions
 
 
 @click.command("confirm")
 @click.option("--study", required=True)
-@click.option("--seeds", type=int, default=10, show_default=True, help="Fresh seeds per candidate.")
-@click.option("--top", type=int, default=1, show_default=True, help="Best trials per penalty.")
+@field_flag(
+    ConfirmOptions, "seeds", "--seeds", type=int, defaults=True, help="Fresh seeds per candidate."
+)
+@field_flag(
+    ConfirmOptions, "top", "--top", type=int, defaults=True, help="Best trials per penalty."
+)
 @click.option(
     "--trial", "trials", type=int, multiple=True, help="Confirm exactly these trials (repeat)."
 )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from typing import Any, TypeVar
 
 import click
 
-from trainer.config import Optimizer, OptionSpec, Penalty, TaskOption
+from trainer.config import Optimizer, OptionSpec, Penalty, TaskOption, TrialConfig, field_default
 from trainer.task_options import TASK_OPTIONS, option_names
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,53 +64,65 @@ def collect_task_options(kwargs: dict[str, Any]) -> tuple[tuple[str, TaskOption]
     return tuple((k, v) for k, v in given.items() if v is not None)
 
 
+def default_value(cls: type[Any], name: str) -> Any:
+    """The default of dataclass field `cls.name` as a flag takes it (an enum by its value)."""
+    value = field_default(cls, name)
+    return value.value if isinstance(value, Enum) else value
+
+
+def shown(value: Any) -> str:
+    """A default as a help text shows it: `1e-05`, `0.003`, `sgd`."""
+    if isinstance(value, Enum):
+        return str(value.value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def default_text(cls: type[Any], name: str) -> str:
+    """`[1e-05]`: the default of dataclass field `cls.name`, for a help text that shows the
+    default of a flag left unset (None: a TOML file's value or the stored study's holds)."""
+    return f"[{shown(field_default(cls, name))}]"
+
+
+def field_flag(
+    cls: type[Any], name: str, *decls: str, defaults: bool, help: str | None = None, **kw: Any
+) -> Callable[[F], F]:
+    """A flag whose default is dataclass field `cls.name`'s: its value with click's shown
+    default (`defaults`), or unset with the default named at the end of its help."""
+    if defaults:
+        value = default_value(cls, name)
+        return click.option(*decls, default=value, show_default=True, help=help, **kw)
+    text = default_text(cls, name)
+    if help:  # `Learning rate [0.003].`
+        text = f"{help[:-1]} {text}." if help.endswith(".") else f"{help} {text}"
+    return click.option(*decls, default=None, help=text, **kw)
+
+
 def training_flags(*, defaults: bool = True) -> Callable[[F], F]:
-    """Trainer options that are not searched: task, optimizer, lr, batch, epochs, scope.
+    """Trainer options that are not searched: task, optimizer, lr, batch, epochs, scope;
+    their defaults are TrialConfig's.
 
     `defaults=False` (for `sweeps run`) leaves unset flags as None, so a TOML file's values
     are overridden only by flags actually given.
     """
 
-    def default(value: Any) -> Any:
-        return value if defaults else None
+    def flag(name: str, *decls: str, **kw: Any) -> Callable[[F], F]:
+        return field_flag(TrialConfig, name, *decls, defaults=defaults, **kw)
 
     options = (
-        click.option(
-            "--task",
-            default=default("d2l-synthetic"),
-            show_default=defaults,
-            help="d2l-synthetic, diabetes, digits, csv or python:MODULE:FUNCTION.",
+        flag(
+            "task", "--task", help="d2l-synthetic, diabetes, digits, csv or python:MODULE:FUNCTION."
         ),
-        click.option("--epochs", type=int, default=default(100), show_default=defaults),
-        click.option(
-            "--lr", type=float, default=default(0.003), show_default=defaults, help="Learning rate."
-        ),
-        click.option(
-            "--batch-size",
-            type=int,
-            default=default(5),
-            show_default=defaults,
-            help="0 means full batch.",
-        ),
-        click.option(
-            "--optimizer",
-            type=click.Choice(OPTIMIZERS),
-            default=default("sgd"),
-            show_default=defaults,
-        ),
-        click.option(
+        flag("epochs", "--epochs", type=int),
+        flag("lr", "--lr", type=float, help="Learning rate."),
+        flag("batch_size", "--batch-size", type=int, help="0 means full batch."),
+        flag("optimizer", "--optimizer", type=click.Choice(OPTIMIZERS)),
+        flag(
+            "penalize",
             "--penalize",
-            default=default("weights"),
-            show_default=defaults,
             help="Tensors the penalty covers: weights (dim>=2), all, or name globs.",
         ),
-        click.option("--seed", type=int, default=default(0), show_default=defaults),
-        click.option(
-            "--device",
-            default=default("auto"),
-            show_default=defaults,
-            help="auto|cpu|cuda|cuda:N|mps",
-        ),
+        flag("seed", "--seed", type=int),
+        flag("device", "--device", help="auto|cpu|cuda|cuda:N|mps"),
     )
 
     def decorate(f: F) -> F:

@@ -23,19 +23,33 @@ STUDY_COLUMNS = ["study", "task", "trials", "complete", "pruned", "failed", "bes
 NOT_IN_TABLES = frozenset({"val_loss", "penalty_value", "train_accuracy", "reused_from"})
 
 
-def table_columns(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[str]:
-    """`columns` as a table shows them: less NOT_IN_TABLES, and less the accuracies when no
-    row has one (regression tasks have none)."""
+def table_columns(
+    columns: Sequence[str], rows: Sequence[dict[str, Any]], *, lr: bool = False
+) -> list[str]:
+    """`columns` as a table shows them: less NOT_IN_TABLES, less the accuracies when no
+    row has one (regression tasks have none), and less `lr` unless it was searched (`lr`)."""
     return [
         c
         for c in columns
         if c not in NOT_IN_TABLES
+        and (c != "lr" or lr)
         and (c not in ACCURACY_METRICS or any(row.get(c) is not None for row in rows))
     ]
 
 
-def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    return format_table(rows, table_columns(columns, rows))
+def _table(
+    rows: list[dict[str, Any]],
+    columns: Sequence[str],
+    where: tuple[str, str | None],
+    studies: Sequence[str],
+) -> str:
+    """The rows as a table; with an `lr` column where one of `studies` (in the storage
+    `where`: home, storage) searches lr."""
+    from sweeps.lookup import searches_lr
+    from sweeps.storage import resolve_stores
+
+    lr = searches_lr(resolve_stores(*where, None), studies)
+    return format_table(rows, table_columns(columns, rows, lr=lr))
 
 
 @click.command("studies")
@@ -69,8 +83,10 @@ def trials_command(study: str, as_json: bool, home: str, storage: str | None) ->
     rows = sweeps.trials(study, home=home, storage=storage)
     if as_json:
         echo_json(rows)
+    elif rows:
+        click.echo(_table(rows, TRIAL_COLUMNS, (home, storage), [study]))
     else:
-        click.echo(_table(rows, TRIAL_COLUMNS) if rows else f"study {study!r} has no trials")
+        click.echo(f"study {study!r} has no trials")
 
 
 @click.command("best")
@@ -102,7 +118,7 @@ def best_command(
     if as_json:
         echo_json(rows)
     else:
-        click.echo(_table(rows, _best_columns(rows)))
+        click.echo(_table(rows, _best_columns(rows), (home, storage), [study]))
 
 
 def _best_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -143,7 +159,12 @@ def compare_command(
     if as_json:
         echo_json(rows)
     else:
-        click.echo(_table(rows, _best_columns(rows)) if rows else "no complete trials")
+        names = [str(row["study"]) for row in rows]
+        click.echo(
+            _table(rows, _best_columns(rows), (home, storage), names)
+            if rows
+            else "no complete trials"
+        )
 
 
 @click.command("export")

@@ -10,23 +10,34 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sweeps.cli.base import (
-    EXIT_INTERRUPTED,
     echo_json,
     format_table,
     stdout_for_json_only,
     store_options,
 )
+from sweeps.cli.launch_options import LaunchOptions, launch_options, make_launcher
 from sweeps.cli.options import (
+    F,
     accept_data_change_option,
     apply_threads,
     collect_task_options,
+    field_flag,
+    shown,
     threads_option,
     training_flags,
 )
 from sweeps.cli.query_cmd import STANDING_COLUMNS, table_columns
-from sweeps.config import MAX_COUNTS, PrunerKind, SamplerKind
+from sweeps.cli.stops import interrupted_exit_code
+from sweeps.config import (
+    MAX_COUNTS,
+    PrunerKind,
+    SamplerKind,
+    SweepConfig,
+    default_penalties_text,
+)
 from sweeps.errors import mask_secrets
-from tracking.records import History
+from tracking.records import LARGE_ROUND, History
+from trainer.config import field_default
 
 if TYPE_CHECKING:
     from sweeps.api import RunResult
@@ -34,6 +45,14 @@ if TYPE_CHECKING:
 
 SAMPLERS = [s.value for s in SamplerKind]
 PRUNERS = [p.value for p in PrunerKind]
+
+
+def sweep_flag(name: str, *decls: str, **kw: Any) -> Callable[[F], F]:
+    """A flag of `sweeps run` left unset (None) unless given, its help naming SweepConfig's
+    default for it."""
+    return field_flag(SweepConfig, name, *decls, defaults=False, **kw)
+
+
 # Columns of `sweeps best` that a run's own summary needs not repeat.
 NOT_IN_SUMMARY = ("study", "mlflow_run_id")
 
@@ -49,12 +68,18 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
 @training_flags(defaults=False)
 @click.option(
     "--penalties",
-    help="Comma-separated penalties to search [all six, less weight_decay under sgd and"
-    " adam, where it is identical to l2].",
+    help=f"Comma-separated penalties to search [{default_penalties_text()}].",
 )
-@click.option("--lambda-min", type=float, help="Lower end of the log-uniform λ range [1e-5].")
-@click.option("--lambda-max", type=float, help="Upper end of the λ range [100].")
-@click.option("--trials", type=int, help="Trials to add to the study [20].")
+@sweep_flag("lambda_min", "--lambda-min", type=float, help="Lower end of the log-uniform λ range.")
+@sweep_flag("lambda_max", "--lambda-max", type=float, help="Upper end of the λ range.")
+@click.option(
+    "--lr-min",
+    type=float,
+    help="Search the learning rate too, log-uniform from A to --lr-max (give both; not with"
+    " --lr) [off: every trial takes --lr].",
+)
+@click.option("--lr-max", type=float, help="Upper end of the searched lr range.")
+@sweep_flag("trials", "--trials", type=int, help="Trials to add to the study.")
 @click.option(
     "--per-penalty",
     type=int,
@@ -62,20 +87,23 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
     " penalties), λ sampled within each.",
 )
 @click.option("--timeout", type=float, help="Stop starting trials after S seconds.")
-@click.option("--sampler", type=click.Choice(SAMPLERS), help="[tpe]")
-@click.option("--pruner", type=click.Choice(PRUNERS), help="[median]")
-@click.option("--workers", type=int, help="Local worker processes [1].")
-@click.option("--batch", type=int, help="Trials trained together as one stacked model [1].")
+@sweep_flag("sampler", "--sampler", type=click.Choice(SAMPLERS))
+@sweep_flag("pruner", "--pruner", type=click.Choice(PRUNERS))
+@sweep_flag("workers", "--workers", type=int, help="Worker processes, started by --launcher.")
+@sweep_flag("batch", "--batch", type=int, help="Trials trained together as one stacked model.")
 @click.option("--devices", help="Spread workers over devices, e.g. cuda:0,cuda:1.")
-@click.option("--repeats", type=int, help="Seeds per trial; the objective is their mean [1].")
-@click.option("--grid-points", type=int, help="λ values per penalty for --sampler grid [8].")
+@sweep_flag("repeats", "--repeats", type=int, help="Seeds per trial; the objective is their mean.")
+@sweep_flag(
+    "grid_points", "--grid-points", type=int, help="λ values per penalty for --sampler grid."
+)
 @click.option("--report-every", type=int, help="Epochs between pruning reports [epochs/10].")
 @click.option(
     "--history",
     type=click.Choice([h.value for h in History]),
     help="Epochs logged as MLflow metrics: every epoch, every pruning checkpoint, or the"
-    " final one; each trial's history.csv holds them all [auto: checkpoints, or final"
-    " in rounds of 64 or more].",
+    " final one; each trial's history.csv holds them all"
+    f" [{shown(field_default(SweepConfig, 'history'))}: checkpoints, or final in rounds of"
+    f" {LARGE_ROUND} or more].",
 )
 @click.option(
     "--create-only", is_flag=True, help="Create the study for `sweeps worker`s; run none."
@@ -91,9 +119,11 @@ NOT_IN_SUMMARY = ("study", "mlflow_run_id")
     default=None,
     help="When the study ends, `sweeps confirm` it on S fresh seeds.",
 )
+@launch_options
 @threads_option
 @store_options
 def run_command(
+    launch: LaunchOptions,
     config_file: str | None,
     confirm_seeds: int | None,
     create_only: bool,
@@ -120,6 +150,7 @@ def run_command(
     task_options = dict(collect_task_options(flags))  # taken out of `flags`
     options = {**flags, **task_options}
     apply_threads(threads)
+    launcher = make_launcher(launch)
     with stdout_for_json_only(as_json), study_process(track=not no_track) as ready:
         outcome = sweeps.run(
             str(study),
@@ -134,6 +165,7 @@ def run_command(
             tracking_uri=tracking_uri,
             on_ready=ready,
             worker_output="inherit",
+            launcher=launcher,
             **options,
         )
     if outcome.note is not None:  # once the study ran: a refused one says only why
@@ -150,9 +182,11 @@ def run_command(
                 " toward --trials, up to --trials of them)"
             )
         if outcome.best:
-            shown = table_columns(STANDING_COLUMNS, outcome.best)
+            shown = table_columns(STANDING_COLUMNS, outcome.best, lr=outcome.searches_lr)
             click.echo(format_table(outcome.best, [c for c in shown if c not in NOT_IN_SUMMARY]))
         click.echo(where_results_are(resolve_stores(home, storage, tracking_uri), outcome))
+        for line in placement_lines(outcome):
+            click.echo(line)
         if confirmed is not None:
             click.echo(f"confirmed on seeds {confirmed.seeds[0]}…{confirmed.seeds[-1]}:")
             for line in confirmed.verdict_lines():
@@ -163,7 +197,7 @@ def run_command(
         click.echo(f"sweeps: {untracked_message(outcome.untracked)}", err=True)
     if outcome.interrupted:
         click.echo("sweeps: interrupted; completed trials are kept", err=True)
-        raise SystemExit(EXIT_INTERRUPTED)
+        raise SystemExit(interrupted_exit_code())
     if outcome.failed_workers:
         raise SystemExit(1)
     from sweeps.fencing import TrialsLost, lost_message
@@ -185,6 +219,17 @@ def state_counts(counts: dict[str, int]) -> str:
     """`3 complete, 1 pruned`; `no trials yet` for a study without any (created only, or
     a --timeout that ran out before its first trial started)."""
     return ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no trials yet"
+
+
+def placement_lines(outcome: RunResult) -> list[str]:
+    """Where an engine placed each worker, for the runs of one that says so."""
+    lines = []
+    for report in outcome.workers:
+        if report.node is None:
+            continue
+        gpus = f", GPU {','.join(report.gpus)}" if report.gpus else ""
+        lines.append(f"worker:  {report.index} on {report.node}{gpus}, exit {report.exit_code}")
+    return lines
 
 
 def where_results_are(stores: Stores, outcome: RunResult) -> str:
@@ -291,7 +336,7 @@ def worker_command(
             )
     except KeyboardInterrupt:
         click.echo("sweeps: interrupted; completed trials are kept", err=True)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        raise SystemExit(interrupted_exit_code()) from None
     if not quiet:
         click.echo(state_counts(outcome.counts))
     if outcome.untracked:

@@ -12,10 +12,13 @@ from sweeps.cli.options import (
     PENALTIES,
     apply_threads,
     collect_task_options,
+    field_flag,
+    shown,
     threads_option,
     training_flags,
 )
 from sweeps.errors import mask_secrets
+from trainer.config import DEFAULT_L1_RATIO, TrialConfig
 
 if TYPE_CHECKING:
     from sweeps.storage import Stores
@@ -23,9 +26,16 @@ if TYPE_CHECKING:
 
 @click.command("train")
 @training_flags()
-@click.option("--penalty", type=click.Choice(PENALTIES), default="none", show_default=True)
-@click.option("--lambda", "lambda_", type=float, default=0.0, show_default=True, help="λ >= 0.")
-@click.option("--l1-ratio", type=float, default=None, help="elastic_net mix α in [0,1] [0.5].")
+@field_flag(TrialConfig, "penalty", "--penalty", type=click.Choice(PENALTIES), defaults=True)
+@field_flag(
+    TrialConfig, "lambda_", "--lambda", "lambda_", type=float, defaults=True, help="λ >= 0."
+)
+@click.option(
+    "--l1-ratio",
+    type=float,
+    default=None,
+    help=f"elastic_net mix α in [0,1] [{shown(DEFAULT_L1_RATIO)}].",
+)
 @click.option(
     "--split-seed",
     type=int,

@@ -61,4 +61,4 @@ def test_flags_parse_to_the_specs_types(tmp_path: Path, monkeypatch: pytest.Monk
     }
     assert not TASK_OPTION_KEYS & given.keys()  # popped: the command sees the rest
     with pytest.raises(click.BadParameter):
-        parsed("train", "--model", "cnn")
+        parsed("train", "--model", "rnn")

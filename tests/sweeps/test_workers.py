@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -103,11 +104,23 @@ def test_killed_worker_is_failed_and_retried(tmp_path: Path, storage_url: str) -
     assert trials[0].state is TrialState.COMPLETE  # the completed trial survived
 
 
-@pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN], ids=["default", "ignored"])
-def test_ctrl_c_fails_the_current_trial_and_keeps_the_rest(
-    tmp_path: Path, inherited: signal.Handlers
+@pytest.mark.parametrize(
+    ("stop", "inherited", "group"),
+    [
+        (signal.SIGINT, signal.SIG_DFL, False),
+        (signal.SIGINT, signal.SIG_IGN, False),
+        (signal.SIGTERM, signal.SIG_DFL, False),
+        (signal.SIGTERM, signal.SIG_DFL, True),
+        (signal.SIGHUP, signal.SIG_DFL, False),
+    ],
+    ids=["ctrl-c", "ctrl-c-ignored", "sigterm", "sigterm-group", "sighup"],
+)
+def test_a_stop_signal_fails_the_current_trial_and_keeps_the_rest(
+    tmp_path: Path, stop: signal.Signals, inherited: signal.Handlers, group: bool
 ) -> None:
-    """Also when started with SIGINT ignored, as a non-interactive shell starts a background
+    """Ctrl-C, SIGTERM (`scancel`, a preemption, `docker stop`; to the whole process group
+    as Slurm sends it) and SIGHUP all end the study the same way, exit 128 + the signal.
+    Also when started with SIGINT ignored, as a non-interactive shell starts a background
     job (`make test &`): Python then installs no KeyboardInterrupt handler of its own."""
     gate = Gate(tmp_path / "gate")
     gate.hold(2)  # builds: 0 the launcher's pre-flight check, 1 trial #0, 2 trial #1
@@ -120,6 +133,7 @@ def test_ctrl_c_fails_the_current_trial_and_keeps_the_rest(
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, inherited),
+        start_new_session=group,
     )
     gate.wait_until_held()
     # Trial #1 is in training now, and stays there: the interrupt cannot come too late.
@@ -127,9 +141,12 @@ def test_ctrl_c_fails_the_current_trial_and_keeps_the_rest(
         TrialState.COMPLETE,
         TrialState.RUNNING,
     ]
-    proc.send_signal(signal.SIGINT)
+    if group:
+        os.killpg(proc.pid, stop)
+    else:
+        proc.send_signal(stop)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + stop, err
     assert "interrupted" in err and "Traceback" not in err + out
     states = [t.state for t in load("int", storage).trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL]  # and no trial #2 was started

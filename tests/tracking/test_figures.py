@@ -137,3 +137,40 @@ def test_renders_without_warnings(recwarn: pytest.WarningsRecorder) -> None:
     # ResourceWarnings come from the garbage collector, which may run here at any time
     ours = [w for w in recwarn if not issubclass(w.category, ResourceWarning)]
     assert [str(w.message) for w in ours] == []
+
+
+def _with_lr(rec: TrialRecord, lr: float) -> TrialRecord:
+    from dataclasses import replace
+
+    return replace(rec, params={**rec.params, "lr": lr})
+
+
+def test_trials_of_several_lrs_get_a_panel_of_test_loss_against_lr() -> None:
+    lrs = [1e-3, 3e-3, 1e-2, 3e-2]
+    records = [_with_lr(trial(i, "l2", 10.0 ** (i - 3)), lrs[i % 4]) for i in range(8)]
+    records += [_with_lr(trial(8 + i, "none", None), lrs[i]) for i in range(2)]
+    records += [_with_lr(trial(10, "l2", 1.0, state=TrialState.PRUNED), 0.5)]  # not drawn
+    figure = draw_lambda_figure(records)
+    loss_ax, norm_ax, lr_ax = figure.axes
+    assert (lr_ax.get_xlabel(), lr_ax.get_xscale(), lr_ax.get_yscale()) == ("lr", "log", "log")
+    series = {line.get_gid(): line for line in lr_ax.lines}
+    assert sorted(series) == ["l2", "none"]  # `none` has an lr, if no λ
+    for penalty, line in series.items():
+        complete = [r for r in records if r.penalty == penalty and r.state is TrialState.COMPLETE]
+        drawn = sorted((r.params["lr"], r.final["test_loss"]) for r in complete)
+        assert list(zip(line.get_xdata(), line.get_ydata(), strict=True)) == drawn
+        assert line.get_linestyle() == "None" and line.get_color() == PENALTY_COLOURS[penalty]
+    # On the λ panels no line joins two trials of different lr: markers only.
+    for ax in (loss_ax, norm_ax):
+        assert {line.get_linestyle() for line in ax.lines if line.get_gid() is None} == {"None"}
+    assert "lr" in figure.get_suptitle()
+    height, width, _ = imread(io.BytesIO(lambda_figure(records)), format="png").shape
+    assert (width, height) == (1800, 480)
+
+
+def test_trials_of_one_lr_keep_two_panels_and_their_lines() -> None:
+    records = [_with_lr(trial(i, "l2", 10.0 ** (i - 3)), 0.003) for i in range(4)]
+    figure = draw_lambda_figure(records)
+    assert len(figure.axes) == 2
+    assert figure.axes[0].lines[0].get_linestyle() == "-"
+    assert_png(lambda_figure(records))

@@ -16,6 +16,7 @@ BEST_KEYS = [
     "penalty",
     "lambda",
     "l1_ratio",
+    "lr",
     "value",
     "train_loss",
     "val_loss",

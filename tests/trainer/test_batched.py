@@ -59,6 +59,8 @@ def assert_matches(seq: TrialResult, bat: TrialResult, exact: bool) -> None:
     cfg = seq.config
     if cfg.optimizer is not Optimizer.SGD and cfg.penalty in NON_SMOOTH and cfg.lambda_ > 0:
         return  # chaotic under rounding: the outcome above is all that is comparable
+    if seq.status is TrainStatus.DIVERGED:
+        return  # each step multiplies the rounding difference: the same epoch is the match
     for metric, values in seq.history.items():
         torch.testing.assert_close(bat.history[metric], values, rtol=1e-5, atol=1e-6)
     for name, tensor in seq.state_dict.items():

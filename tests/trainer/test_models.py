@@ -50,15 +50,47 @@ def test_init_comes_from_the_generator_only() -> None:
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        ((("hidden", "32"),), "--hidden applies only to --model mlp"),
+        ((("hidden", "32"),), "--hidden applies only to --model mlp or cnn"),
+        ((("dropout", 0.5),), "--dropout applies only to --model mlp or cnn"),
         ((("model", "mlp"), ("hidden", "32,x")), "--hidden needs comma-separated widths"),
         ((("model", "mlp"), ("activation", "swish")), "activation must be one of"),
-        ((("model", "cnn"),), "model must be one of"),
+        ((("model", "rnn"),), "model must be one of"),
+        ((("model", "cnn"), ("dropout", 1.0)), "dropout must be < 1"),
     ],
 )
 def test_bad_model_options(options: tuple[tuple[str, str], ...], fragment: str) -> None:
     with pytest.raises(TaskError, match=fragment):
         load_task(TrialConfig(task="digits", task_options=options))
+
+
+def test_cnn_layer_names_shapes_and_init() -> None:
+    task = load_task(TrialConfig(task="digits", task_options=(("model", "cnn"),)))
+    model = task.make_model(torch.Generator().manual_seed(1))
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    assert shapes == {
+        "convs.0.weight": (8, 1, 3, 3),
+        "convs.0.bias": (8,),
+        "convs.1.weight": (16, 8, 3, 3),
+        "convs.1.bias": (16,),
+        "head.weight": (10, 16 * 4 * 4),
+        "head.bias": (10,),
+    }
+    assert model(torch.zeros(5, 64)).shape == (5, 10)
+    weights = select_penalized(model.named_parameters(), "weights")
+    assert [n for n, _ in weights] == ["convs.0.weight", "convs.1.weight", "head.weight"]
+    bound = 1 / (8 * 9) ** 0.5  # torch's default conv init: fan_in = channels × kernel
+    assert 0.9 * bound < model.convs[1].weight.abs().max() <= bound  # type: ignore[index]
+    wider = load_task(
+        TrialConfig(task="digits", task_options=(("model", "cnn"), ("hidden", "4,6,12")))
+    ).make_model(torch.Generator())
+    assert [tuple(c.weight.shape[:2]) for c in wider.convs] == [(4, 1), (6, 4), (12, 6)]  # type: ignore[union-attr]
+    assert wider(torch.zeros(2, 64)).shape == (2, 10)  # 8×8 → 4×4 → 2×2
+
+
+@pytest.mark.parametrize("task", ["diabetes", "d2l-synthetic"])
+def test_cnn_needs_an_image_task(task: str) -> None:
+    with pytest.raises(TaskError, match="--model cnn needs image inputs"):
+        load_task(TrialConfig(task=task, task_options=(("model", "cnn"),)))
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])

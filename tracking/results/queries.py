@@ -14,7 +14,7 @@ from tracking.results.models import StudyRow, TrialRow
 
 COMPLETE = TrialState.COMPLETE.value
 # Stored configuration a record is rebuilt from, beside TRIAL_COLUMNS (sweeps.recording).
-CONFIG_COLUMNS = ("lr", "epochs", "seed")
+CONFIG_COLUMNS = ("epochs", "seed")
 # Names that are not a TrialRow attribute of the same name.
 _SOURCES: dict[str, Any] = {
     "lambda": TrialRow.lambda_,

@@ -13,6 +13,7 @@ from trainer.config import OptionSpec, TaskOption, TrialConfig
 from trainer.errors import TaskError
 from trainer.tasks import bundled, csv_task, d2l, python_task
 from trainer.tasks.base import (
+    DatasetSplit,
     PerSampleLoss,
     Split,
     Task,
@@ -67,6 +68,7 @@ def load_task(cfg: TrialConfig) -> Task:
 
 __all__ = [
     "TASKS",
+    "DatasetSplit",
     "OptionSpec",
     "PerSampleLoss",
     "Split",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import Dataset, Sampler
 
 from trainer.config import OptionSpec, TaskOption
 from trainer.errors import TaskError
@@ -28,11 +30,60 @@ class Split:
         return Split(self.X.to(device), self.y.to(device))
 
 
+# A pass's minibatches, as lists of row indices in order → the (X, y) of each, in order.
+LoaderFactory = Callable[[Sampler[list[int]]], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+EVAL_CHUNK_ROWS = 4096  # rows per evaluation chunk of a streamed split
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    """A split read from a map-style Dataset, minibatch by minibatch, never held whole.
+
+    `dataset[i]` is one row's `(x, y)` (a `__getitems__(indices)` returning the rows, or
+    a collated `(X, y)` with `collate=False`, reads a minibatch at once). The trainer
+    chooses the rows: minibatches in the trial's shuffle order, and evaluation chunks of
+    `chunk_rows` rows in index order. `workers` > 0 reads them in DataLoader worker
+    processes (the order stays the trainer's). `loader`, when given, replaces the
+    trainer's DataLoader: it is called once per split and training run with the batch
+    sampler (one list of row indices per minibatch, re-iterable, its order set before
+    each pass) and returns an iterable of `(X, y)` batches in that order, iterated once a
+    pass, e.g. `lambda batches: DataLoader(ds, batch_sampler=batches, num_workers=2,
+    persistent_workers=True)`.
+    """
+
+    dataset: Dataset[Any]
+    workers: int = 0
+    loader: LoaderFactory | None = None
+    chunk_rows: int = EVAL_CHUNK_ROWS
+    collate: bool = True  # False: `__getitems__` already returns the batch's (X, y)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        if not hasattr(self.dataset, "__len__") or not hasattr(self.dataset, "__getitem__"):
+            raise TaskError(
+                f"a DatasetSplit needs a map-style Dataset (len() and [i]), got"
+                f" {type(self.dataset).__name__}"
+            )
+        if self.workers < 0 or self.chunk_rows < 1:
+            raise TaskError(
+                f"DatasetSplit: workers must be >= 0 and chunk_rows >= 1, got"
+                f" {self.workers} and {self.chunk_rows}"
+            )
+
+
+TaskSplit = Split | DatasetSplit
+
+
 @dataclass(frozen=True)
 class Task:
     """A dataset and model family: the contract every task, built-in or user's, fulfils.
 
-    `make_model(generator)` must draw its initialization from the generator only. `loss`
+    A split is in memory (`Split`) or streamed (`DatasetSplit`; a bare map-style Dataset
+    is wrapped in one). `make_model(generator)` must draw its initialization from the
+    generator only. `loss`
     returns one loss per sample (no reduction); the trainer takes the mean. `val_is_test`
     says the objective uses the test split (only d2l, as the book does). `classification`
     says outputs are class scores and `y` holds class indices (int64): the trainer then
@@ -40,13 +91,19 @@ class Task:
     """
 
     name: str
-    train: Split
-    val: Split
-    test: Split
+    train: TaskSplit
+    val: TaskSplit
+    test: TaskSplit
     make_model: Callable[[torch.Generator], nn.Module]  # initializes from the given stream
     loss: PerSampleLoss  # returns one loss per sample, no reduction
     val_is_test: bool = False
     classification: bool = False
+
+    def __post_init__(self) -> None:
+        for which in ("train", "val", "test"):
+            split = getattr(self, which)
+            if isinstance(split, Dataset) and not isinstance(split, DatasetSplit):
+                object.__setattr__(self, which, DatasetSplit(split))
 
 
 def squared_loss(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

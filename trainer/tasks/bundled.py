@@ -2,7 +2,8 @@
 
 `diabetes`: 442 patients, 10 raw features (`load_diabetes(scaled=False)`), target a
 disease-progression score; squared loss. `digits`: 1797 8×8 images, 64 pixel features,
-10 classes; cross-entropy, accuracy reported too. Both are split 60/20/20 into
+10 classes (`--model cnn` reads each row as the 1×8×8 image); cross-entropy, accuracy
+reported too. Both are split 60/20/20 into
 train/validation/test by trainer.tasks.tabular's fixed permutation (seed SPLIT_SEED = 0),
 or by the config's `split_seed` when it has one, and standardized with training
 statistics. scikit-learn is imported only when one of these tasks is built (it takes
@@ -26,6 +27,7 @@ DIGITS = task_options.DIGITS
 VAL_FRACTION = 0.2
 TEST_FRACTION = 0.2
 OPTIONS = task_options.MODEL_OPTIONS
+DIGITS_IMAGE = (1, 8, 8)  # each row's 64 pixels, row by row: `--model cnn` sees the image
 
 
 @functools.cache
@@ -51,6 +53,7 @@ def _build(name: str, options: Mapping[str, TaskOption], split_seed: int | None)
         n_classes=10 if classification else 1,
         options=opts,
         given=options,
+        image=DIGITS_IMAGE if classification else None,
     )
 
 

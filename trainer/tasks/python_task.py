@@ -19,13 +19,14 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
 
 from trainer.config import TaskOption
 from trainer.errors import TaskError
-from trainer.tasks.base import Split, Task
+from trainer.tasks.base import DatasetSplit, Split, Task
 
 PREFIX = "python:"
 TaskFunction = Callable[[int], Task]
@@ -122,27 +123,11 @@ CHECK_SEED = 0x5EEDC4EC
 
 def check_task(task: Task, name: str) -> None:
     """The Task contract, checked once on two training rows before any trial: splits of
-    tensors with as many targets as rows, a model that is an nn.Module, and a loss that
-    gives one value per sample. A user's task that breaks it is one line (TaskError)
-    instead of a traceback from inside training."""
+    tensors (or Datasets of rows of tensors) with as many targets as rows, a model that is
+    an nn.Module, and a loss that gives one value per sample. A user's task that breaks it
+    is one line (TaskError) instead of a traceback from inside training."""
     for split_name in ("train", "val", "test"):
-        split = getattr(task, split_name)
-        if not isinstance(split, Split):
-            raise TaskError(f"{name}: {split_name} is {type(split).__name__}, not a Split")
-        X, y = split.X, split.y
-        if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
-            raise TaskError(f"{name}: {split_name}.X and .y must be torch tensors")
-        if X.dim() == 0 or y.dim() == 0 or X.shape[0] != y.shape[0]:
-            raise TaskError(
-                f"{name}: {split_name} has {tuple(X.shape)} inputs for {tuple(y.shape)} targets;"
-                " X and y need one row per example"
-            )
-        if X.shape[0] == 0:
-            raise TaskError(f"{name}: {split_name} has no rows")
-        if task.classification and y.is_floating_point():
-            raise TaskError(
-                f"{name}: a classification task's {split_name}.y must hold class indices"
-            )
+        _check_split(task, split_name, name)
     try:
         model = task.make_model(torch.Generator().manual_seed(CHECK_SEED))
     except KeyboardInterrupt:
@@ -151,10 +136,11 @@ def check_task(task: Task, name: str) -> None:
         raise TaskError(f"{name}: make_model raised {type(e).__name__}: {e}") from None
     if not isinstance(model, nn.Module):
         raise TaskError(f"{name}: make_model returned {type(model).__name__}, not an nn.Module")
-    X, y = task.train.X[:2], task.train.y[:2]
+    X, y = _rows(task.train, name, "train")
+    X, y = X[:2], y[:2]
     try:
         with torch.no_grad():
-            out = model(X)
+            out = model.eval()(X)  # eval: a dropout draws nothing from torch's generator
             loss = task.loss(out, y)
     except KeyboardInterrupt:
         raise
@@ -166,3 +152,42 @@ def check_task(task: Task, name: str) -> None:
             f"{name}: loss must return one value per sample (a tensor of shape ({len(X)},)),"
             f" got {shown}"
         )
+
+
+def _check_split(task: Task, split_name: str, name: str) -> None:
+    split = getattr(task, split_name)
+    if not isinstance(split, Split | DatasetSplit):
+        raise TaskError(
+            f"{name}: {split_name} is {type(split).__name__}, not a Split, DatasetSplit or Dataset"
+        )
+    if isinstance(split, DatasetSplit) and len(split) == 0:
+        raise TaskError(f"{name}: {split_name} has no rows")
+    X, y = _rows(split, name, split_name)
+    if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TaskError(f"{name}: {split_name}.X and .y must be torch tensors")
+    if X.dim() == 0 or y.dim() == 0 or X.shape[0] != y.shape[0]:
+        raise TaskError(
+            f"{name}: {split_name} has {tuple(X.shape)} inputs for {tuple(y.shape)} targets;"
+            " X and y need one row per example"
+        )
+    if X.shape[0] == 0:
+        raise TaskError(f"{name}: {split_name} has no rows")
+    if task.classification and y.is_floating_point():
+        raise TaskError(f"{name}: a classification task's {split_name}.y must hold class indices")
+
+
+def _rows(split: Split | DatasetSplit, name: str, split_name: str) -> tuple[Any, Any]:
+    """A Split's X and y (checked by the caller), or a Dataset's first two rows as its
+    loader gives them."""
+    if isinstance(split, Split):
+        return split.X, split.y
+    from trainer.data import head  # trainer.data imports this package
+
+    try:
+        return head(split)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:
+        raise TaskError(
+            f"{name}: reading {split_name}'s first rows raised {type(e).__name__}: {e}"
+        ) from None

@@ -18,7 +18,7 @@ import torch
 
 from trainer.config import TaskOption
 from trainer.errors import TaskError
-from trainer.models import make_model_factory, model_spec
+from trainer.models import Image, make_model_factory, model_spec
 from trainer.seeding import stream_generator
 from trainer.tasks.base import (
     Split,
@@ -86,8 +86,10 @@ def tabular_task(
     options: Mapping[str, TaskOption],
     given: Mapping[str, TaskOption],
     standardized: bool = True,
+    image: Image | None = None,
 ) -> Task:
-    """A Task over train/val/test splits with the model the options ask for."""
+    """A Task over train/val/test splits with the model the options ask for; `image` is
+    the (channels, height, width) of rows that are images (`--model cnn`)."""
     train, val, test = standardize(*splits) if standardized else splits
     spec = model_spec(options, given)
     outputs = n_classes if classification else 1
@@ -96,7 +98,7 @@ def tabular_task(
         train=train,
         val=val,
         test=test,
-        make_model=make_model_factory(spec, int(train.X.shape[1]), outputs),
+        make_model=make_model_factory(spec, int(train.X.shape[1]), outputs, image),
         loss=cross_entropy_loss if classification else squared_loss,
         classification=classification,
     )
