@@ -101,9 +101,9 @@ def require_importable(ref: TaskRef, why: str) -> None:
     """
     if ref.problem is not None:
         raise TaskNotImportable(
-            f"{ref.problem}; {why} worker processes import the task by name: define it at"
+            f"{ref.problem}; {why}, worker processes import the task by name: define it at"
             " the top level of a module (a .py file next to the notebook, or installed) and"
-            " pass it imported from there, or use workers=1"
+            " pass it imported from there"
         )
 
 

@@ -140,8 +140,6 @@ def run(
         stores.check_files(write=True, tracking=track)
         cfg, note = _sweep_config(study, config, given, stores)
         ref = ref or task_ref(cfg.base.task)
-        if worker_output not in ("log", "inherit"):
-            raise UsageError(f"worker_output must be 'log' or 'inherit', got {worker_output!r}")
         how = _How(
             track,
             progress,
@@ -204,10 +202,14 @@ def _run(cfg: SweepConfig, stores: Stores, ref: TaskRef, how: _How, note: str | 
     from sweeps.runner import run_study
     from sweeps.task_refs import import_root
 
+    if how.worker_output not in ("log", "inherit"):
+        raise UsageError(f"worker_output must be 'log' or 'inherit', got {how.worker_output!r}")
     if how.create_only:
-        require_importable(ref, "with create_only,")
+        require_importable(ref, "with create_only")
+    elif how.launcher is not None:
+        require_importable(ref, "with a launcher")
     elif cfg.workers > 1:
-        require_importable(ref, f"with workers={cfg.workers},")
+        require_importable(ref, f"with workers={cfg.workers}")
     confirming = None
     if how.confirm is not None:  # refused before the study runs
         from sweeps.confirm_options import ConfirmOptions
@@ -285,6 +287,8 @@ def resume(
     home: PathLike | None = None,
     storage: str | None = None,
     tracking_uri: str | None = None,
+    worker_output: Literal["log", "inherit"] = "log",
+    launcher: Launcher | None = None,
 ) -> RunResult:
     """Run more trials of an existing study, with the configuration it was created with.
 
@@ -304,6 +308,8 @@ def resume(
         home: As in `run`.
         storage: As in `run`.
         tracking_uri: As in `run`.
+        worker_output: As in `run`.
+        launcher: As in `run`.
 
     Returns:
         What the call did, with each penalty's best trial.
@@ -327,5 +333,7 @@ def resume(
         cfg = replace(cfg, **{k: v for k, v in changes.items() if v is not None})
         if device is not None:
             cfg = replace(cfg, base=cfg.base.replace(device=device), devices=())
-        how = _How(track, progress, confirm, False, accept_data_change)
+        how = _How(
+            track, progress, confirm, False, accept_data_change, None, worker_output, launcher
+        )
         return _run(cfg, stores, study_task(cfg, task), how, None)
