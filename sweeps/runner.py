@@ -1,7 +1,7 @@
-"""The library's entry points: a study (`run_study`), a worker joining one (`run_worker`),
-and one training run outside any study (`run_single`, `sweeps train`).
+"""What the Python API and the workers run: a study (`run_study`), a worker joining one
+(`run_worker`); one training run outside any study is `sweeps.single_run`.
 
-A study runs in this process or in N local `sweeps worker` processes. These functions
+A study runs in this process or in `sweeps worker` processes started by a launcher. These functions
 change nothing process-wide (logging, warning filters, the environment, the collector):
 that is the caller's to decide, as the `sweeps` command does at its entry point.
 """
@@ -19,15 +19,15 @@ import torch
 from optuna.trial import TrialState
 
 from sweeps._optuna import fenced
-from sweeps.config import TRAIN_EXPERIMENT, SweepConfig
+from sweeps.config import SweepConfig
 from sweeps.data_pins import DataFiles, hash_data, pin
 from sweeps.errors import UsageError
 from sweeps.fencing import EXIT_LOST
 from sweeps.launchers import Launcher, LocalLauncher, WorkerPlan, WorkerReport, follow
-from sweeps.lifecycle import RoundOptimizer, build_record, conclude
+from sweeps.lifecycle import RoundOptimizer
 from sweeps.lookup import require_storage
 from sweeps.progress import Progress
-from sweeps.recording import Recorder, make_tracker
+from sweeps.recording import Recorder
 from sweeps.storage import (
     Stores,
     check_reachable,
@@ -35,18 +35,13 @@ from sweeps.storage import (
     fail_lost_trials,
     heartbeat_interval,
     open_storage,
-    resolve_stores,
 )
 from sweeps.study import check_space, create_or_load, load_existing, study_exists
-from tracking import records
 from tracking.reconnect import retrying
 from trainer import (
-    TrialConfig,
-    TrialResult,
     check_config,
     load_task,
     resolve_device,
-    train,
 )
 from trainer.devices import device_label
 
@@ -390,43 +385,3 @@ def _state_counts(engine: sa.Engine, study: optuna.Study) -> dict[str, int]:
     from sweeps._optuna.read import state_counts
 
     return state_counts(engine, study)
-
-
-@dataclass(frozen=True)
-class SingleOutcome:
-    summary: dict[str, Any]
-    stores: Stores | None = None  # where it was tracked
-    result: TrialResult | None = None  # the history and weights
-
-
-def run_single(
-    cfg: TrialConfig,
-    *,
-    track: bool,
-    home: str,
-    storage: str | None,
-    tracking_uri: str | None,
-) -> SingleOutcome:
-    """Validate everything (device, task, scope, store URLs) before any work, train, track."""
-    device = resolve_device(cfg.device)
-    task = check_config(cfg)
-    stores = resolve_stores(home, storage, tracking_uri) if track else None
-    if stores is not None:
-        stores.check_files(write=True, storage=False)
-    started = records.now_ms()
-    result = train(cfg, task, device=device)
-    summary = result.summary()
-    summary["mlflow_run_id"] = None
-    if stores is not None:
-        summary["mlflow_run_id"] = _track(stores, result, started)
-    return SingleOutcome(summary, stores, result)
-
-
-def _track(stores: Stores, result: TrialResult, started_ms: int) -> str:
-    state, error = conclude([result], pruned_at=None)  # the study's rule: diverged is PRUNED
-    rec = build_record(TRAIN_EXPERIMENT, 0, result.config, [result], state, started_ms, error)
-    tracker = make_tracker(stores)
-    try:
-        return tracker.log_run(tracker.ensure_experiment(TRAIN_EXPERIMENT), rec)
-    finally:
-        tracker.close()

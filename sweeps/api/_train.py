@@ -59,7 +59,7 @@ def train(
     Raises:
         UsageError: An option is invalid (`ConfigError`, `TaskError`, `DeviceError`).
     """
-    from sweeps.runner import run_single
+    from sweeps.single_run import run_single
     from trainer.config import Penalty, TrialConfig
 
     ref = task_ref(task)
