@@ -4,7 +4,7 @@ A d2l study over none, l2 and l1 (untracked) is confirmed on 10 fresh seeds (3 Ã
 30 runs in one stack, each member on its own seed's data), and with --fixed-data (one
 stack of 30 on the study's data); against it, the bare `trainer.batched.train_batch` of the same 30
 configurations in the same stacks, and `trainer.train` one at a time. The confirm is timed
-as the library call (`sweeps.confirm.confirm_study`: reading the study, training, the
+as the library call (`sweeps.confirm_study.confirm_study`: reading the study, training, the
 results rows, the statistics); process start-up is not. Prints seconds and ratios.
 """
 
@@ -38,10 +38,10 @@ def _timed(fn: object) -> float:
 def run(repeats: int) -> None:
     import torch
 
-    from sweeps.confirm import ConfirmOptions, confirm_study
+    from sweeps.cli.process import quiet_optuna
+    from sweeps.confirm_study import ConfirmOptions, confirm_study
     from sweeps.confirm_train import load_tasks, stacks
     from sweeps.storage import resolve_stores
-    from sweeps.study import quiet_optuna
     from trainer import load_task, train
     from trainer.batched import train_batch
 
@@ -81,7 +81,7 @@ def run(repeats: int) -> None:
 
 def _configs(stores: object, name: str, seeds: list[int], fixed: bool) -> list[TrialConfig]:
     """The 30 configurations `confirm_study` trained, rebuilt from its rows."""
-    from sweeps.confirm import _config
+    from sweeps.confirm_study import _config
     from sweeps.lookup import open_results
     from sweeps.study import config_from_stored
 

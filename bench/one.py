@@ -82,8 +82,7 @@ def _peer(args: argparse.Namespace, home: Path, storage: str) -> float:
 
 
 def _sweeps(args: argparse.Namespace, home: Path, storage: str) -> float:
-    from sweeps.recording import quiet_mlflow
-    from sweeps.study import quiet_optuna
+    from sweeps.cli.process import quiet_mlflow, quiet_optuna
 
     # This process's settings, as the `sweeps` command makes them (MLflow's before its import).
     quiet_mlflow()

@@ -1,6 +1,6 @@
 """`ConfirmOptions`: what `sweeps confirm` confirms and how, validated once.
 
-Apart from `sweeps.confirm` so that the command line reads its defaults without importing
+Apart from `sweeps.confirm_study` so that the command line reads its defaults without importing
 the statistics and training code behind it.
 """
 

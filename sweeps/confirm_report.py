@@ -8,7 +8,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweeps.confirm_stats import (
     MIN_SEEDS_FOR_TESTS,
@@ -19,6 +19,9 @@ from sweeps.confirm_stats import (
     holm,
     summarize,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METRIC = "test_loss"  # never used by the search's objective (unless the task has no val split)
 
@@ -100,6 +103,24 @@ class Confirmation:
             "comparisons": [_versus_json(v) for v in self.comparisons],
             "friedman_p": self.friedman_p,
         }
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per candidate (CSV_COLUMNS: its mean and CI over the seeds, and its
+        difference from the best with CI, wins and p-values; None in the best's own)."""
+        versus = {v.candidate.trial_number: _versus_json(v) for v in self.comparisons}
+        return [
+            {
+                k: {**_candidate_json(c), **versus.get(c.trial_number, {})}.get(k)
+                for k in CSV_COLUMNS
+            }
+            for c in self.candidates
+        ]
+
+    def as_frame(self) -> pd.DataFrame:
+        """`rows()` as a pandas DataFrame."""
+        from sweeps.api._results import to_frame
+
+        return to_frame(self.rows(), CSV_COLUMNS)
 
     def verdict_lines(self) -> list[str]:
         """Plain words, best first: one line per candidate."""
@@ -276,12 +297,10 @@ CSV_COLUMNS = (
 
 def confirm_csv(result: Confirmation) -> bytes:
     """The comparison table, one row per candidate (the best's comparison cells empty)."""
-    versus = {v.candidate.trial_number: _versus_json(v) for v in result.comparisons}
     out = io.StringIO()
     writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for c in result.candidates:
-        row = {**_candidate_json(c), **versus.get(c.trial_number, {})}
+    for row in result.rows():
         writer.writerow(
             {
                 k: (

@@ -77,11 +77,13 @@ def mean_ci(
     se = float(data.std(ddof=1) / np.sqrt(data.size))
 
     def studentized(x: np.ndarray, axis: int = -1) -> np.ndarray:
-        spread = x.std(axis=axis, ddof=1) / np.sqrt(data.size)
-        return np.asarray((x.mean(axis=axis) - mean) / spread)
+        with np.errstate(all="ignore"):  # a resample of one repeated value: t* is not finite
+            spread = x.std(axis=axis, ddof=1) / np.sqrt(data.size)
+            return np.asarray((x.mean(axis=axis) - mean) / spread)
 
-    # Resamples of one repeated value have no finite t*: they are left out below. scipy's
-    # own interval and standard error of the t*, which are not used, would warn about them.
+    # scipy summarizes the resampled t* too (their spread, their percentile interval),
+    # non-finite ones included, which only their filtering below keeps out: its warnings
+    # about them say nothing of the interval computed here.
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         res = stats.bootstrap(

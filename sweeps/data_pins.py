@@ -22,17 +22,13 @@ from typing import Any
 
 import optuna
 
-from sweeps.errors import UsageError
+from sweeps.errors import DataChanged, UsageError
 from trainer.config import TrialConfig
 
 # Keys of the study's and the trials' user attributes, stored in existing studies: never renamed.
 STUDY_ATTR = "sweeps.data"
 TRIAL_ATTR = "sweeps.data_version"
 ACCEPT_FLAG = "--accept-data-change"
-
-
-class DataChanged(UsageError):
-    """A file the study pinned differs from the one here (exit 2, one line)."""
 
 
 @dataclass(frozen=True)

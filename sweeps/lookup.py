@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sweeps.errors import StorageError, UsageError
+from sweeps.errors import StorageError, UnknownStudyError, UsageError
 from sweeps.storage import Stores, check_reachable
 from tracking.records import TRIAL_COLUMNS
 from tracking.results import ResultsStore
@@ -30,20 +30,20 @@ def open_results(stores: Stores) -> ResultsStore:
 
 
 def require_storage(stores: Stores, study: str) -> None:
-    """Refuse (UsageError) a storage that holds no sweeps study at all, found without
+    """Refuse (UnknownStudyError) a storage that holds no sweeps study at all, found without
     creating anything there: no directory, no SQLite file, no table. Joining or checking
     a study reads its storage; only `sweeps run` creates one."""
     check_reachable(stores.storage)
     url = sa.make_url(stores.storage)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
-        raise UsageError(
+        raise UnknownStudyError(
             f"no study named {study!r}: no sweeps storage at {url.database} (`sweeps run`"
             " creates it)"
         )
     store = ResultsStore(stores.storage)
     try:
         if not store.exists():
-            raise UsageError(f"no study named {study!r} in this storage")
+            raise UnknownStudyError(f"no study named {study!r} in this storage")
     finally:
         store.dispose()
 
@@ -171,12 +171,18 @@ def list_trials(stores: Stores, study: str) -> list[dict[str, Any]]:
 def _unfinished(storage: str, study: str) -> list[dict[str, Any]]:
     import optuna
 
+    from sweeps.storage import close_storage
+
+    opened = optuna.storages.RDBStorage(storage)
     try:
-        loaded = optuna.load_study(study_name=study, storage=storage)
+        loaded = optuna.load_study(study_name=study, storage=opened)
+        trials = loaded.get_trials(deepcopy=False)
     except KeyError:
         return []
+    finally:
+        close_storage(opened)
     out = []
-    for t in loaded.get_trials(deepcopy=False):
+    for t in trials:
         if t.state.is_finished():
             continue
         out.append(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import sys
@@ -42,35 +43,6 @@ if TYPE_CHECKING:
 
 PARENT_ATTR = "mlflow_parent_run_id"
 EXPERIMENT_ATTR = "mlflow_experiment_id"
-
-
-def quiet_mlflow() -> None:
-    """Settles, for the whole process, what MLflow prints; for an entry point (the `sweeps`
-    command, a benchmark, the tests) to call before MLflow's first import, library code
-    never calls it.
-
-    MLflow decides on telemetry when imported: say no before the first import. This
-    network refuses it anyway, and progress bars on artifact uploads are noise. With an
-    MLflow server, ending a run writes its URL to stdout, which would corrupt `--json`.
-    "Creating initial MLflow database tables..." and friends are not for our users: MLflow
-    sets its loggers' level from MLFLOW_LOGGING_LEVEL when imported. Its warnings and
-    errors reach stderr as one line per kind (`sweeps.logs`): MLflow logs every failed
-    database call with SQLAlchemy's whole traceback, and is told not to install its own
-    handlers (MLFLOW_CONFIGURE_LOGGING), which are replaced too for an MLflow imported
-    already.
-    """
-    from sweeps.logs import one_line_per_kind
-
-    for key, value in (
-        ("MLFLOW_DISABLE_TELEMETRY", "true"),
-        ("DO_NOT_TRACK", "true"),
-        ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
-        ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true"),
-        ("MLFLOW_LOGGING_LEVEL", "WARNING"),
-        ("MLFLOW_CONFIGURE_LOGGING", "false"),
-    ):
-        os.environ.setdefault(key, value)
-    one_line_per_kind("mlflow", "alembic")
 
 
 def make_tracker(stores: Stores) -> MlflowTracker:
@@ -391,6 +363,8 @@ class Recorder:
 
     def close(self) -> None:
         self.results.dispose()
+        if self.mlflow is not None:
+            self.mlflow.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -499,7 +473,9 @@ def untracked_message(numbers: Sequence[int]) -> str:
 
 
 def warn(message: str) -> None:
-    sys.stderr.write(f"sweeps: warning: {mask_secrets(message)}\n")
+    """A warning of the study's: a record of the `sweeps` logger (the `sweeps` command
+    prints it as one line on stderr)."""
+    logging.getLogger("sweeps").warning("%s", mask_secrets(message))
 
 
 def record_from_trial(

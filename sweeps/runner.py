@@ -1,7 +1,7 @@
-"""The library's entry points: a study (`run_study`), a worker joining one (`run_worker`),
-and one training run outside any study (`run_single`, `sweeps train`).
+"""What the Python API and the workers run: a study (`run_study`), a worker joining one
+(`run_worker`); one training run outside any study is `sweeps.single_run`.
 
-A study runs in this process or in N local `sweeps worker` processes. These functions
+A study runs in this process or in `sweeps worker` processes started by a launcher. These functions
 change nothing process-wide (logging, warning filters, the environment, the collector):
 that is the caller's to decide, as the `sweeps` command does at its entry point.
 """
@@ -19,33 +19,29 @@ import torch
 from optuna.trial import TrialState
 
 from sweeps._optuna import fenced
-from sweeps.config import TRAIN_EXPERIMENT, SweepConfig
-from sweeps.data_pins import hash_data, pin
+from sweeps.config import SweepConfig
+from sweeps.data_pins import DataFiles, hash_data, pin
 from sweeps.errors import UsageError
 from sweeps.fencing import EXIT_LOST
 from sweeps.launchers import Launcher, LocalLauncher, WorkerPlan, WorkerReport, follow
-from sweeps.lifecycle import RoundOptimizer, build_record, conclude
+from sweeps.lifecycle import RoundOptimizer
 from sweeps.lookup import require_storage
 from sweeps.progress import Progress
-from sweeps.recording import Recorder, make_tracker
+from sweeps.recording import Recorder
 from sweeps.storage import (
     Stores,
     check_reachable,
+    close_storage,
     fail_lost_trials,
     heartbeat_interval,
     open_storage,
-    resolve_stores,
 )
 from sweeps.study import check_space, create_or_load, load_existing, study_exists
-from tracking import records
 from tracking.reconnect import retrying
 from trainer import (
-    TrialConfig,
-    TrialResult,
     check_config,
     load_task,
     resolve_device,
-    train,
 )
 from trainer.devices import device_label
 
@@ -137,37 +133,67 @@ def _run_study(
     data = hash_data(cfg.base)  # once, before any store is opened
     check_reachable(stores.storage)  # before the recorder creates the home for artifacts
     recorder = Recorder(stores, cfg.study, track=track)  # refuses an unreachable store
-    recorder.refuse_foreign_experiment()  # before the storage's tables are created
-    if stores.uses_home:
-        stores.make_home()
-    storage = open_storage(stores.storage, recorder.stale_trial_callback)
+    storage = None
+    try:
+        recorder.refuse_foreign_experiment()  # before the storage's tables are created
+        if stores.uses_home:
+            stores.make_home()
+        storage = open_storage(stores.storage, recorder.stale_trial_callback)
+        how = _Run(launcher, track, quiet, create_only, accept_data_change, on_ready)
+        return _run_opened(cfg, stores, recorder, storage, data, how)
+    finally:  # nothing stays connected once the call returns (the Python API calls again)
+        recorder.close()
+        if storage is not None:
+            close_storage(storage)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The options of `run_study` past the study and its stores."""
+
+    launcher: Launcher | None
+    track: bool
+    quiet: bool
+    create_only: bool
+    accept_data_change: bool
+    on_ready: Callable[[], None]
+
+
+def _run_opened(
+    cfg: SweepConfig,
+    stores: Stores,
+    recorder: Recorder,
+    storage: optuna.storages.RDBStorage,
+    data: DataFiles,
+    how: _Run,
+) -> RunOutcome:
     if not study_exists(cfg.study, storage):  # claimed first: a refused claim leaves no study
         recorder.claim_experiment(cfg)
-    study = create_or_load(cfg, storage, data, accept_data_change=accept_data_change)
+    study = create_or_load(cfg, storage, data, accept_data_change=how.accept_data_change)
     recorder.attach(cfg, study)
     fail_lost_trials(study, storage)  # recorded, then retried: see run_worker
     outcome = RunOutcome(cfg.study, cfg.trials)
     reused_before = recorder.results.reused_count(cfg.study)
-    progress = Progress(total=0 if create_only else cfg.trials, quiet=quiet)
+    progress = Progress(total=0 if how.create_only else cfg.trials, quiet=how.quiet)
     try:
-        if create_only:
+        if how.create_only:
             pass
-        elif launcher is None:
-            on_ready()
+        elif how.launcher is None:
+            how.on_ready()
             device = worker_devices(cfg)[0]
             outcome.lost = _optimize(
                 study, cfg, recorder, cfg.trials, device, progress, data.digest
             )
         else:
-            plan = worker_plan(cfg, stores, track)
-            codes = _run_processes(study, plan, launcher, stores, progress, outcome)
+            plan = worker_plan(cfg, stores, how.track)
+            codes = _run_processes(study, plan, how.launcher, stores, progress, outcome)
             outcome.lost_workers = codes.count(EXIT_LOST)
             outcome.failed_workers = len(codes) - outcome.lost_workers
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
         progress.close()
-        if not create_only:
+        if not how.create_only:
             recorder.finish(study)
     outcome.counts = count_states(study, storage)
     outcome.untracked = sorted(recorder.untracked)
@@ -176,7 +202,6 @@ def _run_study(
     if recorder.parent is not None:
         outcome.mlflow_experiment_id = recorder.parent.experiment_id
         outcome.mlflow_parent_run_id = recorder.parent.run_id
-    recorder.close()
     return outcome
 
 
@@ -202,6 +227,7 @@ def run_worker(
     index = os.getpid() if worker_index is None else worker_index
     # First, so that the storage's stale-trial callback records a trial before its retry.
     recorder = Recorder(stores, study_name, track=track)
+    storage = None
     try:
         storage = open_storage(stores.storage, recorder.stale_trial_callback)
         study, cfg = load_existing(study_name, storage, index)
@@ -209,6 +235,8 @@ def run_worker(
         pin(study, data, accept_change=accept_data_change)
     except BaseException:
         recorder.close()
+        if storage is not None:
+            close_storage(storage)
         raise
     if timeout is not None:
         cfg = replace(cfg, timeout=timeout)
@@ -225,12 +253,14 @@ def run_worker(
         on_ready()
         spec = device or cfg.base.device
         lost = _optimize(study, cfg, recorder, n, spec, progress, data.digest)
+        counts = count_states(study, storage)
     finally:
         progress.close()
         if summarize:  # refresh the parent run's figure with what the study has now
             recorder.finish(study)
         recorder.close()
-    return WorkerOutcome(count_states(study, storage), lost, sorted(recorder.untracked))
+        close_storage(storage)
+    return WorkerOutcome(counts, lost, sorted(recorder.untracked))
 
 
 @dataclass(frozen=True)
@@ -355,39 +385,3 @@ def _state_counts(engine: sa.Engine, study: optuna.Study) -> dict[str, int]:
     from sweeps._optuna.read import state_counts
 
     return state_counts(engine, study)
-
-
-@dataclass(frozen=True)
-class SingleOutcome:
-    summary: dict[str, Any]
-    stores: Stores | None = None  # where it was tracked
-
-
-def run_single(
-    cfg: TrialConfig,
-    *,
-    track: bool,
-    home: str,
-    storage: str | None,
-    tracking_uri: str | None,
-) -> SingleOutcome:
-    """Validate everything (device, task, scope, store URLs) before any work, train, track."""
-    device = resolve_device(cfg.device)
-    task = check_config(cfg)
-    stores = resolve_stores(home, storage, tracking_uri) if track else None
-    if stores is not None:
-        stores.check_files(write=True, storage=False)
-    started = records.now_ms()
-    result = train(cfg, task, device=device)
-    summary = result.summary()
-    summary["mlflow_run_id"] = None
-    if stores is not None:
-        summary["mlflow_run_id"] = _track(stores, result, started)
-    return SingleOutcome(summary, stores)
-
-
-def _track(stores: Stores, result: TrialResult, started_ms: int) -> str:
-    state, error = conclude([result], pruned_at=None)  # the study's rule: diverged is PRUNED
-    rec = build_record(TRAIN_EXPERIMENT, 0, result.config, [result], state, started_ms, error)
-    tracker = make_tracker(stores)
-    return tracker.log_run(tracker.ensure_experiment(TRAIN_EXPERIMENT), rec)

@@ -318,6 +318,13 @@ def open_storage(
     raise StorageError(f"cannot open storage {mask_secrets(url)}: {reason}")
 
 
+def close_storage(storage: optuna.storages.RDBStorage) -> None:
+    """Close the storage's connections (its engine's pool): a call of the Python API
+    leaves none open behind it."""
+    storage.remove_session()
+    storage.engine.dispose()
+
+
 _FINDING_LOST = "finding lost trials"  # what Optuna's tables are read for (see fenced)
 
 

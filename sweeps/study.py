@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import optuna
 
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.data_pins import DataFiles, hash_data, pin
-from sweeps.errors import UsageError
+from sweeps.errors import UnknownStudyError, UsageError
 from sweeps.sampling import GridSampler, RoundSampler, Space, suggest
 
 # Keys of the study's user attributes, stored in existing studies: never renamed.
 SPACE_ATTR = "sweeps.space"
 CONFIG_ATTR = "sweeps.config"
-
-
-def quiet_optuna() -> None:
-    """Settles, for the whole process, what Optuna prints; for an entry point (the `sweeps`
-    command, a benchmark, the tests) to call, library code never calls it.
-
-    Optuna logs every trial at INFO and failures with a traceback; we print our own."""
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-    # Trials run by ask/tell and beat for themselves (sweeps.lifecycle), which Optuna warns of.
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
 def make_sampler(cfg: SweepConfig, worker: int | None = None) -> optuna.samplers.BaseSampler:
@@ -134,7 +121,7 @@ def load_existing(
     try:
         summary = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        raise UsageError(f"no study named {name!r} in this storage") from None
+        raise UnknownStudyError(f"no study named {name!r} in this storage") from None
     stored = summary.user_attrs.get(CONFIG_ATTR)
     if stored is None:
         raise UsageError(f"study {name!r} was not created by `sweeps run`")

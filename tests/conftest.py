@@ -23,8 +23,7 @@ import pytest
 import sqlalchemy as sa
 import torch
 
-from sweeps.recording import quiet_mlflow
-from sweeps.study import quiet_optuna
+from sweeps.cli.process import quiet_mlflow, quiet_optuna
 
 # The test process is an entry point of its own: it settles what the `sweeps` command
 # settles for itself, since the library leaves the process alone.

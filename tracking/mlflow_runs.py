@@ -59,7 +59,7 @@ from tracking.records import EVERY_EPOCH, HistoryPolicy, TrialRecord, TrialState
 from tracking.secrets import mask_secrets
 from tracking.store_files import holds_tables
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"sweeps.{__name__}")  # under the package's logger
 
 # MLflow's per-call limits of log_batch (mlflow.utils.validation): at most 100 params and
 # 1000 entities in all.
@@ -122,6 +122,13 @@ class MlflowTracker:
         self._client = client
         self._try_bulk = bulk
         self._bulk_writer: RunWriter | None = None
+
+    def close(self) -> None:
+        """Close the bulk writer's connections (MLflow's client keeps its own engines)."""
+        writer, self._bulk_writer = self._bulk_writer, None
+        engine = getattr(writer, "engine", None)
+        if engine is not None:
+            engine.dispose()
 
     def ensure_experiment(self, study: str, uid: str | None = None) -> str:
         """Returns the id of the study's experiment (named `study`), creating it if needed.

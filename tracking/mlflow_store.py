@@ -29,7 +29,7 @@ from mlflow.version import VERSION as MLFLOW_VERSION
 
 from tracking._mlflow_sql import forced_public, warn_once
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"sweeps.{__name__}")  # under the package's logger
 
 
 def cache_dir() -> Path:

@@ -27,7 +27,7 @@ DEFAULT_RETRY_S = 60.0
 _FIRST_DELAY_S = 0.1
 _MAX_DELAY_S = 2.0
 
-_logger = logging.getLogger(__name__)
+_logger = logging.getLogger(f"sweeps.{__name__}")  # under the package's logger
 _T = TypeVar("_T")
 
 

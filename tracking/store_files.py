@@ -41,6 +41,36 @@ def check_store_file(path: Path, owner: str, *, write: bool = False) -> None:
         return
     if path.is_dir():
         raise StoreFileError(f"{what} {path} is a directory, not an SQLite file")
+    if not _open_here(path):
+        _check_header(path, what)
+    tables = _tables(path, what)
+    foreign = tables - OWNERS[owner] - SHARED
+    if tables and not tables & OWNERS[owner]:
+        shown = ", ".join(sorted(foreign)[:4])
+        raise StoreFileError(f"{what} {path} holds another program's tables ({shown})")
+
+
+def _open_here(path: Path) -> bool:
+    """Whether this process holds `path` open already (a connection an earlier call of
+    the Python API pooled, MLflow's cached engine): then it is read through SQLite only.
+    Closing a descriptor opened outside SQLite would drop that connection's locks (a POSIX
+    lock belongs to the process and the file, whichever descriptor took it), and another
+    process closing the database would then delete its write-ahead log under it."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        return False
+    target = os.path.realpath(path)
+    for fd in os.listdir(fds):
+        try:
+            if os.readlink(fds / fd) == target:
+                return True
+        except OSError:  # closed meanwhile
+            continue
+    return False
+
+
+def _check_header(path: Path, what: str) -> None:
+    """An SQLite header, and as many pages as it declares (or a WAL file with the rest)."""
     try:
         with path.open("rb") as f:
             head = f.read(100)
@@ -56,11 +86,6 @@ def check_store_file(path: Path, owner: str, *, write: bool = False) -> None:
         raise StoreFileError(
             f"{what} {path} is truncated ({path.stat().st_size} of {pages * page_size} bytes)"
         )
-    tables = _tables(path, what)
-    foreign = tables - OWNERS[owner] - SHARED
-    if tables and not tables & OWNERS[owner]:
-        shown = ", ".join(sorted(foreign)[:4])
-        raise StoreFileError(f"{what} {path} holds another program's tables ({shown})")
 
 
 def _tables(path: Path, what: str) -> set[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Collection, Container, Iterable, Sequence
+from collections.abc import Collection, Container, Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -131,7 +131,7 @@ def _read(
     if ids is not None:
         where.append(_TRIALS.c.trial_id.in_(ids))
 
-    def children(table: sa.Table, *columns: str) -> dict[int, list[Sequence[Any]]]:
+    def children(table: sa.Table, *columns: str) -> dict[int, list[tuple[Any, ...]]]:
         # Joined to the trials rather than listed by id: the same filter, whatever its size.
         query = (
             sa.select(table.c.trial_id, *(table.c[c] for c in columns))
@@ -139,7 +139,7 @@ def _read(
             .where(*where)
             .order_by(table.primary_key.columns.values()[0])  # insertion order, as the ORM
         )
-        rows: dict[int, list[Sequence[Any]]] = defaultdict(list)
+        rows: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
         for row in conn.execute(query):
             rows[row[0]].append(row)
         return rows
@@ -197,7 +197,7 @@ def _distribution(js: str) -> BaseDistribution:
     return json_to_distribution(js)
 
 
-def _objective_values(rows: list[Sequence[Any]]) -> list[float]:
+def _objective_values(rows: list[tuple[Any, ...]]) -> list[float]:
     values = [0.0] * len(rows)
     for _, objective, value, kind in rows:
         values[objective] = _VALUES.stored_repr_to_value(value, kind)

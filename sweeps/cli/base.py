@@ -33,7 +33,11 @@ class SweepsGroup(click.Group):
     """A group whose errors are one clear line and exit 2 — never a traceback."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
+        from sweeps.cli.process import log_warnings_to_stderr, working_directory_importable
+
         kwargs["standalone_mode"] = False
+        log_warnings_to_stderr()
+        working_directory_importable()
         try:
             with _checked_stdout():
                 rv = super().main(*args, **kwargs)
@@ -92,21 +96,10 @@ def _checked_stdout() -> Iterator[None]:
 def _database_error(e: BaseException) -> str | None:
     """One line for a store that failed beneath us (damaged pages the up-front file checks
     cannot see, a server that went away mid-command); None for anything else."""
-    import sqlite3
+    from sweeps.errors import database_failure
 
-    sa = sys.modules.get("sqlalchemy")
-    seen: set[int] = set()
-    cause: BaseException | None = e
-    while cause is not None and id(cause) not in seen:  # Optuna wraps SQLAlchemy's errors
-        seen.add(id(cause))
-        if sa is not None and isinstance(cause, sa.exc.DBAPIError):
-            orig = cause.orig
-            reason = str(orig).strip().splitlines()[0] if orig is not None else type(cause).__name__
-            return f"the database failed: {reason}"
-        if isinstance(cause, sqlite3.DatabaseError):
-            return f"the database failed: {cause}"
-        cause = cause.__cause__ or cause.__context__
-    return None
+    reason = database_failure(e)
+    return None if reason is None else f"the database failed: {reason}"
 
 
 def _click_message(e: click.ClickException) -> str:

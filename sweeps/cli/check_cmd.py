@@ -27,17 +27,19 @@ def check_command(
 
     Exit 0 when consistent (after --repair), 1 when problems remain.
     """
-    from sweeps.check import check_study
-    from sweeps.recording import quiet_mlflow
-    from sweeps.storage import resolve_stores
-    from sweeps.study import quiet_optuna
+    import sweeps
+    from sweeps.cli.process import quiet_mlflow, quiet_optuna
 
     quiet_mlflow()  # this process's settings, before MLflow's first import
     quiet_optuna()
-
-    stores = resolve_stores(home, storage, tracking_uri)
-    stores.check_files(write=repair, tracking=not no_track)
-    report = check_study(study, stores, repair=repair, track=not no_track)
+    report = sweeps.check(
+        study,
+        repair=repair,
+        track=not no_track,
+        home=home,
+        storage=storage,
+        tracking_uri=tracking_uri,
+    )
     if as_json:
         echo_json(report.as_dict())
     else:

@@ -47,23 +47,25 @@ def confirm_command(
     """Retrain each penalty's best trial (or --trial N ...) on fresh seeds and compare
     them paired: mean and 95% CI per candidate, differences against the best with CIs,
     wins, Wilcoxon p-values (Holm), Friedman over three or more."""
-    from sweeps.confirm import confirm_study
-    from sweeps.lookup import open_results
-    from sweeps.recording import quiet_mlflow
-    from sweeps.storage import resolve_stores
-    from sweeps.study import quiet_optuna
-    from trainer import resolve_device
+    import sweeps
+    from sweeps.cli.process import quiet_mlflow, quiet_optuna
 
     quiet_mlflow()
     quiet_optuna()
-    options = ConfirmOptions(seeds, top, trials, fixed_data, batch, device)
-    if device is not None:
-        resolve_device(device)  # a bad device is refused before anything is written
-    stores = resolve_stores(home, storage, tracking_uri)
-    stores.check_files(write=True, tracking=not no_track)
-    open_results(stores).dispose()  # refuses a storage that does not exist yet
     apply_threads(threads)
-    result = confirm_study(study, stores, options, track=not no_track)
+    result = sweeps.confirm(
+        study,
+        seeds=seeds,
+        top=top,
+        trials=trials,
+        fixed_data=fixed_data,
+        batch=batch,
+        device=device,
+        track=not no_track,
+        home=home,
+        storage=storage,
+        tracking_uri=tracking_uri,
+    )
     if as_json:
         echo_json(result.as_json())
         return

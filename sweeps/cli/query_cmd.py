@@ -14,7 +14,7 @@ from sweeps.cli.options import PENALTIES
 from tracking.records import ACCURACY_METRICS, BEST_COLUMNS, COUNT_COLUMNS, TRIAL_COLUMNS
 
 if TYPE_CHECKING:
-    from sweeps.storage import Stores
+    pass
 
 # A penalty's best trial and its trials by how they ended (`sweeps best`, `compare`).
 STANDING_COLUMNS = (*BEST_COLUMNS, *COUNT_COLUMNS)
@@ -38,20 +38,18 @@ def table_columns(
 
 
 def _table(
-    rows: list[dict[str, Any]], columns: Sequence[str], stores: Stores, studies: Sequence[str]
+    rows: list[dict[str, Any]],
+    columns: Sequence[str],
+    where: tuple[str, str | None],
+    studies: Sequence[str],
 ) -> str:
-    """The rows as a table; with an `lr` column where one of `studies` searches lr."""
+    """The rows as a table; with an `lr` column where one of `studies` (in the storage
+    `where`: home, storage) searches lr."""
     from sweeps.lookup import searches_lr
-
-    return format_table(rows, table_columns(columns, rows, lr=searches_lr(stores, studies)))
-
-
-def _stores(home: str, storage: str | None) -> Stores:
     from sweeps.storage import resolve_stores
 
-    stores = resolve_stores(home, storage, None)
-    stores.check_files(write=False, tracking=False)  # queries read the storage only
-    return stores
+    lr = searches_lr(resolve_stores(*where, None), studies)
+    return format_table(rows, table_columns(columns, rows, lr=lr))
 
 
 @click.command("studies")
@@ -59,9 +57,9 @@ def _stores(home: str, storage: str | None) -> Stores:
 @storage_options
 def studies_command(as_json: bool, home: str, storage: str | None) -> None:
     """List the studies in the storage."""
-    from sweeps.lookup import list_studies
+    import sweeps
 
-    rows = list_studies(_stores(home, storage))
+    rows = sweeps.studies(home=home, storage=storage)
     if as_json:
         echo_json(rows)
     else:
@@ -80,14 +78,13 @@ def _minute(iso: str) -> str:
 @storage_options
 def trials_command(study: str, as_json: bool, home: str, storage: str | None) -> None:
     """Every trial of a study with its state, λ and losses."""
-    from sweeps.lookup import list_trials
+    import sweeps
 
-    stores = _stores(home, storage)
-    rows = list_trials(stores, study)
+    rows = sweeps.trials(study, home=home, storage=storage)
     if as_json:
         echo_json(rows)
     elif rows:
-        click.echo(_table(rows, TRIAL_COLUMNS, stores, [study]))
+        click.echo(_table(rows, TRIAL_COLUMNS, (home, storage), [study]))
     else:
         click.echo(f"study {study!r} has no trials")
 
@@ -108,22 +105,20 @@ def best_command(
 
     --json prints a list of the same rows, one object per penalty.
     """
+    import sweeps
     from sweeps.errors import UsageError
-    from sweeps.lookup import best
 
-    stores = _stores(home, storage)
-    rows = best(stores, study, penalty)
+    rows = sweeps.best(study, penalty=penalty, home=home, storage=storage)
     if not any(row["value"] is not None for row in rows):
         if as_json:
             echo_json([])  # what a JSON reader can parse; the reason goes to stderr
         what = f"penalty {penalty!r}" if penalty else "any penalty"
-        raise UsageError(
-            f"study {study!r} has no complete trial for {what}{_unfinished(stores, study, penalty)}"
-        )
+        why = _unfinished(home, storage, study, penalty)
+        raise UsageError(f"study {study!r} has no complete trial for {what}{why}")
     if as_json:
         echo_json(rows)
     else:
-        click.echo(_table(rows, _best_columns(rows), stores, [study]))
+        click.echo(_table(rows, _best_columns(rows), (home, storage), [study]))
 
 
 def _best_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -134,12 +129,12 @@ def _best_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [*STANDING_COLUMNS, *extra]
 
 
-def _unfinished(stores: Stores, study: str, penalty: str | None) -> str:
+def _unfinished(home: str, storage: str | None, study: str, penalty: str | None) -> str:
     """Why there is no best: e.g. ` (3 pruned, 1 failed)`; empty when it has no trials."""
-    from sweeps.lookup import list_trials
+    import sweeps
 
     counts: dict[str, int] = {}
-    for row in list_trials(stores, study):
+    for row in sweeps.trials(study, home=home, storage=storage):
         if penalty is None or row.get("penalty") == penalty:
             counts[row["state"]] = counts.get(row["state"], 0) + 1
     named = {"PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
@@ -158,16 +153,17 @@ def compare_command(
     storage: str | None,
 ) -> None:
     """Best λ and losses per study × penalty."""
-    from sweeps.lookup import compare
+    import sweeps
 
-    stores = _stores(home, storage)
-    rows = compare(stores, studies)
+    rows = sweeps.compare(*studies, home=home, storage=storage)
     if as_json:
         echo_json(rows)
     else:
         names = [str(row["study"]) for row in rows]
         click.echo(
-            _table(rows, _best_columns(rows), stores, names) if rows else "no complete trials"
+            _table(rows, _best_columns(rows), (home, storage), names)
+            if rows
+            else "no complete trials"
         )
 
 
@@ -193,14 +189,14 @@ def export_command(
 
     --tracking-uri names the MLflow store only so that -o never replaces it.
     """
-    from sweeps.lookup import list_trials, render_export
+    import sweeps
+    from sweeps.lookup import render_export
     from sweeps.outputs import STDOUT, output_path, write_whole
     from sweeps.storage import resolve_stores
 
     stores = resolve_stores(home, storage, tracking_uri)
     target = None if output in (None, STDOUT) else output_path(output, stores)
-    stores.check_files(write=False, tracking=False)
-    text = render_export(list_trials(stores, study), fmt)
+    text = render_export(sweeps.trials(study, home=home, storage=storage), fmt)
     if target is not None:
         write_whole(target, text)
         return

@@ -40,7 +40,7 @@ from tracking.records import LARGE_ROUND, History
 from trainer.config import field_default
 
 if TYPE_CHECKING:
-    from sweeps.runner import RunOutcome
+    from sweeps.api import RunResult
     from sweeps.storage import Stores
 
 SAMPLERS = [s.value for s in SamplerKind]
@@ -138,75 +138,43 @@ def run_command(
     **flags: Any,
 ) -> None:
     """Run (or resume) a study over λ × penalty type."""
-    from sweeps.config import left_out_note, load_toml
-    from sweeps.confirm import ConfirmOptions, confirm_study
+    import sweeps
+    from sweeps.config import load_toml
     from sweeps.errors import UsageError
-    from sweeps.lookup import stored_lr_range, stored_penalties
-    from sweeps.runner import run_study
     from sweeps.storage import resolve_stores
 
-    values = load_toml(config_file) if config_file else {}
-    values = {k.replace("-", "_"): v for k, v in values.items()}
-    task_options = dict(collect_task_options(flags))
-    values.update({k: v for k, v in {**flags, **task_options}.items() if v is not None})
-    if values.get("devices") and "device" in flags and flags["device"] is not None:
-        raise UsageError("give either --device or --devices, not both")
-    stores = resolve_stores(home, storage, tracking_uri)
-    stores.check_files(write=True, tracking=not no_track)
-    note = None
-    if "penalties" not in values and "study" in values:
-        # A resume keeps the study's penalties; a new study takes the default set.
-        resumed = stored_penalties(stores, str(values["study"]))
-        if resumed is not None:
-            values["penalties"] = resumed
-    if not {"lr", "lr_min", "lr_max"} & values.keys() and "study" in values:
-        # A resume that names no lr keeps the study's searched lr range.
-        lr_range = stored_lr_range(stores, str(values["study"]))
-        if lr_range is not None:
-            values["lr_min"], values["lr_max"] = lr_range
-    cfg = SweepConfig.from_mapping(values)
-    confirming = None if confirm_seeds is None else ConfirmOptions(seeds=confirm_seeds)
-    if "penalties" not in values:
-        note = left_out_note(cfg.base.optimizer)
+    config = load_toml(config_file) if config_file else {}
+    study = flags.pop("study") or config.get("study")
+    if study is None:
+        raise UsageError("--study NAME is required")
+    task_options = dict(collect_task_options(flags))  # taken out of `flags`
+    options = {**flags, **task_options}
     apply_threads(threads)
     launcher = make_launcher(launch)
     with stdout_for_json_only(as_json), study_process(track=not no_track) as ready:
-        outcome = run_study(
-            cfg,
-            stores,
+        outcome = sweeps.run(
+            str(study),
+            config=config,
             track=not no_track,
-            quiet=quiet,
+            progress=not quiet,
+            confirm=confirm_seeds,
             create_only=create_only,
             accept_data_change=accept_data_change,
+            home=home,
+            storage=storage,
+            tracking_uri=tracking_uri,
             on_ready=ready,
+            worker_output="inherit",
             launcher=launcher,
+            **options,
         )
-    if note is not None:  # once the study ran: a refused one says only why
-        click.echo(f"sweeps: {note}", err=True)
-    confirmed = None
-    if confirming is not None and not outcome.interrupted and outcome.counts.get("COMPLETE"):
-        confirmed = confirm_study(cfg.study, stores, confirming, track=not no_track)
+    if outcome.note is not None:  # once the study ran: a refused one says only why
+        click.echo(f"sweeps: {outcome.note}", err=True)
+    confirmed = outcome.confirmation
     if as_json:
-        echo_json(
-            {
-                "confirmation": None if confirmed is None else confirmed.as_json(),
-                "study": outcome.study,
-                "requested": outcome.requested,
-                "penalties": [p.value for p in cfg.penalties],
-                "states": outcome.counts,
-                "interrupted": outcome.interrupted,
-                "best": outcome.best,
-                "reused": outcome.reused,
-                "storage": mask_secrets(stores.storage),
-                "tracking_uri": None if no_track else mask_secrets(stores.tracking_uri),
-                "mlflow_experiment_id": outcome.mlflow_experiment_id,
-                "mlflow_parent_run_id": outcome.mlflow_parent_run_id,
-                "untracked": outcome.untracked,
-                "workers": [report.as_json() for report in outcome.workers],
-            }
-        )
+        echo_json(outcome.as_json())
     else:
-        click.echo(f"study {outcome.study}: {state_counts(outcome.counts)}")
+        click.echo(f"study {outcome.study}: {state_counts(outcome.states)}")
         if outcome.reused:
             click.echo(
                 f"{outcome.reused} trial(s) repeated an earlier trial's configuration and took"
@@ -214,9 +182,9 @@ def run_command(
                 " toward --trials, up to --trials of them)"
             )
         if outcome.best:
-            shown = table_columns(STANDING_COLUMNS, outcome.best, lr=cfg.searches_lr)
+            shown = table_columns(STANDING_COLUMNS, outcome.best, lr=outcome.searches_lr)
             click.echo(format_table(outcome.best, [c for c in shown if c not in NOT_IN_SUMMARY]))
-        click.echo(where_results_are(stores, outcome))
+        click.echo(where_results_are(resolve_stores(home, storage, tracking_uri), outcome))
         for line in placement_lines(outcome):
             click.echo(line)
         if confirmed is not None:
@@ -253,7 +221,7 @@ def state_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no trials yet"
 
 
-def placement_lines(outcome: RunOutcome) -> list[str]:
+def placement_lines(outcome: RunResult) -> list[str]:
     """Where an engine placed each worker, for the runs of one that says so."""
     lines = []
     for report in outcome.workers:
@@ -264,7 +232,7 @@ def placement_lines(outcome: RunOutcome) -> list[str]:
     return lines
 
 
-def where_results_are(stores: Stores, outcome: RunOutcome) -> str:
+def where_results_are(stores: Stores, outcome: RunResult) -> str:
     """The closing lines of `sweeps run`: where everything went and the commands that
     read it (passwords masked: give them through SWEEPS_STORAGE / SWEEPS_TRACKING_URI)."""
     home = ["--home", shlex.quote(str(stores.home))]
@@ -391,8 +359,7 @@ def study_process(*, track: bool) -> AbstractContextManager[Callable[[], None]]:
     frozen once everything the study lives with is imported, and again by the call the
     block gets, once the study's stores are open (`sweeps.cli.heap`)."""
     from sweeps.cli.heap import study_heap
-    from sweeps.recording import quiet_mlflow
-    from sweeps.study import quiet_optuna
+    from sweeps.cli.process import quiet_mlflow, quiet_optuna
 
     quiet_mlflow()
     quiet_optuna()

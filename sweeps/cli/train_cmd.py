@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +19,9 @@ from sweeps.cli.options import (
 )
 from sweeps.errors import mask_secrets
 from trainer.config import DEFAULT_L1_RATIO, TrialConfig
+
+if TYPE_CHECKING:
+    from sweeps.storage import Stores
 
 
 @click.command("train")
@@ -46,39 +49,40 @@ from trainer.config import DEFAULT_L1_RATIO, TrialConfig
 @store_options
 def train_command(no_track: bool, as_json: bool, threads: int | None, **kwargs: Any) -> None:
     """Train one configuration and print its final metrics."""
-    from sweeps.errors import UsageError
-    from sweeps.recording import quiet_mlflow
-    from sweeps.runner import run_single
+    import sweeps
+    from sweeps.cli.process import quiet_mlflow
 
     quiet_mlflow()  # this process's settings, before MLflow's first import
-    from trainer.config import Penalty
-
-    stores = {k: kwargs.pop(k) for k in ("home", "storage", "tracking_uri")}
-    task_options = collect_task_options(kwargs)
-    cfg = TrialConfig(task_options=task_options, **kwargs)
-    if cfg.penalty is Penalty.NONE and cfg.lambda_ != 0:  # typed, and it would be ignored
-        raise UsageError(f"--lambda {cfg.lambda_:g} has no effect with --penalty none")
+    options: dict[str, Any] = dict(collect_task_options(kwargs))
+    lambda_ = kwargs.pop("lambda_")
     apply_threads(threads)
     with stdout_for_json_only(as_json):
-        outcome = run_single(cfg, track=not no_track, **stores)
+        outcome = sweeps.train(lambda_=lambda_, track=not no_track, **kwargs, **options)
     summary = outcome.summary
     if as_json:
         echo_json(summary)
     else:
         _print_human(summary)
-        if summary.get("mlflow_run_id") and outcome.stores is not None:
-            home = shlex.quote(str(outcome.stores.home))
-            tracking = outcome.stores.tracking_uri
-            if tracking.startswith(("http://", "https://")):
-                click.echo(f"open:    {mask_secrets(tracking)} (experiment sweeps-train)")
-            else:
-                extra = ""
-                if tracking != outcome.stores.home_tracking:
-                    extra = f" --tracking-uri {shlex.quote(mask_secrets(tracking))}"
-                click.echo(f"open:    sweeps ui --home {home}{extra} (experiment sweeps-train)")
+        if summary.get("mlflow_run_id"):
+            from sweeps.storage import resolve_stores
+
+            where = (kwargs["home"], kwargs["storage"], kwargs["tracking_uri"])
+            click.echo(_where(resolve_stores(*where)))
     if summary["status"] == "diverged":
         causes = "--lr" if summary["penalty"] == "none" else "--lr or --lambda"
         fail(f"training diverged at epoch {summary['diverged_epoch']}; try a smaller {causes}", 1)
+
+
+def _where(stores: Stores) -> str:
+    """Where the run is shown (passwords masked)."""
+    home = shlex.quote(str(stores.home))
+    tracking = stores.tracking_uri
+    if tracking.startswith(("http://", "https://")):
+        return f"open:    {mask_secrets(tracking)} (experiment sweeps-train)"
+    extra = ""
+    if tracking != stores.home_tracking:
+        extra = f" --tracking-uri {shlex.quote(mask_secrets(tracking))}"
+    return f"open:    sweeps ui --home {home}{extra} (experiment sweeps-train)"
 
 
 def _print_human(s: dict[str, Any]) -> None:

@@ -184,8 +184,8 @@ def study_path(tracking_uri: str, study: str) -> str:
     served without sweeps' app (`tracking.ui_app`): MLflow's UI opens every experiment in
     its GenAI view unless the link says otherwise (its view is a per-browser setting; the
     experiment's kind tag does not override it)."""
+    from sweeps.cli.process import quiet_mlflow
     from sweeps.errors import UsageError
-    from sweeps.recording import quiet_mlflow
 
     quiet_mlflow()
     from mlflow.tracking import MlflowClient

@@ -13,9 +13,10 @@ from pathlib import Path
 import optuna
 import sqlalchemy as sa
 
+from sweeps.cli.process import quiet_optuna
 from sweeps.config import SweepConfig
 from sweeps.storage import open_storage
-from sweeps.study import create_or_load, quiet_optuna
+from sweeps.study import create_or_load
 from trainer import TrialConfig, load_task, train
 
 

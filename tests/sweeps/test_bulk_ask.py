@@ -12,11 +12,12 @@ from optuna.trial import FixedTrial, TrialState
 
 from sweeps._optuna import storage_of, trial_id
 from sweeps._optuna.ask import TRIAL_ATTRIBUTES, BulkAsker
+from sweeps.cli.process import quiet_optuna
 from sweeps.config import SweepConfig
 from sweeps.lifecycle import _bulk_asker, _fenced
 from sweeps.sampling import suggest
 from sweeps.storage import open_storage
-from sweeps.study import create_or_load, quiet_optuna
+from sweeps.study import create_or_load
 from tests.sweeps.study_helpers import sweep_study
 from trainer import Penalty
 

@@ -5,13 +5,12 @@ PostgreSQL."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.sweeps.study_helpers import cli_env, sweeps_cmd
 
 pytestmark = pytest.mark.slow
@@ -19,10 +18,8 @@ STARTS = 3
 
 
 @pytest.fixture
-def mlflow_url() -> Iterator[str]:
-    url, admin = create_postgres_database("sweeps_mlflow")
-    yield url
-    drop_postgres_database(url, admin)
+def mlflow_url(postgres_database: Callable[[str], str]) -> str:
+    return postgres_database("sweeps_mlflow")
 
 
 def test_concurrent_first_starts_on_fresh_postgres_stores(

@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
 from sweeps import killpoints
-from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.sweeps.cli_helpers import invoke_json
 from tests.sweeps.study_helpers import cli_env, sweeps_cmd
 from tracking.mlflow_specs import HISTORY_FILE, history_csv, read_history_csv
@@ -98,11 +97,9 @@ def _execute(url: str, *statements: str) -> None:
 
 
 @pytest.fixture
-def tracking_url() -> Iterator[str]:
+def tracking_url(postgres_database: Callable[[str], str]) -> str:
     """A PostgreSQL database of its own for MLflow (never Optuna's)."""
-    url, admin = create_postgres_database("sweeps_test_mlflow")
-    yield url
-    drop_postgres_database(url, admin)
+    return postgres_database("sweeps_test_mlflow")
 
 
 def _waiting_for_a_lock(url: str) -> bool:

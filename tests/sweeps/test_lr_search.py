@@ -15,12 +15,13 @@ import pytest
 from optuna.distributions import FloatDistribution
 
 from sweeps import lifecycle
+from sweeps.cli.process import quiet_optuna
 from sweeps.config import SamplerKind, SweepConfig
 from sweeps.lookup import list_trials
 from sweeps.runner import run_study
 from sweeps.sampling import Space, grid_points, grid_size, lambda_grid, lr_grid, propose, suggest
 from sweeps.storage import resolve_stores
-from sweeps.study import SPACE_ATTR, check_space, quiet_optuna
+from sweeps.study import SPACE_ATTR, check_space
 from tests.sweeps.cli_helpers import assert_usage_error, invoke, invoke_json
 from tests.sweeps.study_helpers import load
 from trainer import Penalty, load_task, train

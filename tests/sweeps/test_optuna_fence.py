@@ -24,10 +24,10 @@ from sweeps._optuna import (
     trial_id,
 )
 from sweeps._optuna.ask_view import AskView
+from sweeps.cli.process import quiet_optuna
 from sweeps.pruning import PruningView, Reports
 from sweeps.sampling import GridSampler
 from sweeps.storage import fail_lost_trials, lost_trials, open_storage
-from sweeps.study import quiet_optuna
 
 
 @pytest.fixture(autouse=True)

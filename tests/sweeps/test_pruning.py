@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from sweeps._optuna import storage_of, trial_id
+from sweeps.cli.process import quiet_optuna
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.lifecycle import Checkpoints, RoundOptimizer
 from sweeps.pruning import PruningView, Reports, SnapshotPruner
 from sweeps.storage import open_storage
-from sweeps.study import create_or_load, quiet_optuna
+from sweeps.study import create_or_load
 from trainer import TrialConfig, load_task
 
 MakeStudy = Callable[[str, optuna.pruners.BasePruner], optuna.Study]

@@ -10,9 +10,9 @@ import pytest
 
 import sweeps._optuna
 from sweeps import pruning
+from sweeps.cli.process import quiet_optuna
 from sweeps.pruning import Reports
 from sweeps.storage import open_storage
-from sweeps.study import quiet_optuna
 
 VALUES = {0: 0.5, 1: math.inf, 2: -math.inf, 3: math.nan, 5: 1e-300, 7: -2.0}
 

@@ -38,7 +38,7 @@ def fence_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == _mlflow_sql.__name__ and r.levelno == logging.WARNING
+        if r.name == f"sweeps.{_mlflow_sql.__name__}" and r.levelno == logging.WARNING
     ]
 
 

@@ -32,7 +32,7 @@ TESTED_SCHEMA_REVISIONS = frozenset({"dc11669786a5"})
 SQL_BACKENDS = frozenset({"sqlite", "postgresql"})
 SQLITE_BUSY_TIMEOUT_MS = 20_000  # what MLflow's own sessions wait for a locked SQLite file
 
-_logger = logging.getLogger(__name__)
+_logger = logging.getLogger(f"sweeps.{__name__}")  # under the package's logger
 _warned: set[str] = set()
 
 

@@ -55,7 +55,7 @@ from tracking._mlflow_sql.rows import COLUMNS, Row, run_rows
 from tracking.db import insert_rows
 from tracking.mlflow_specs import Attached, RunSpec, is_local_location
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"sweeps.{__name__}")  # under the package's logger
 
 ARTIFACTS_FOLDER = "artifacts"  # SqlAlchemyStore.ARTIFACTS_FOLDER_NAME
 TABLES = (SqlRun, SqlTag, SqlParam, SqlMetric, SqlLatestMetric)  # runs first: foreign keys

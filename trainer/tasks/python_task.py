@@ -6,14 +6,19 @@ environment; `FUNCTION(data_seed: int)` returns a `trainer.tasks.Task` (train/va
 indices and accuracy). The function must be deterministic given `data_seed`: every worker
 calls it to rebuild the same data. The module is imported and run with the sweep's own
 permissions — exactly like `python -c "import MODULE"` — so only name modules you trust.
+
+A task given to the Python API as an object (`sweeps.run(task=build)`) keeps such a name
+(`sweeps.task_refs`), and this process builds it by calling the object itself while the
+API call runs (`in_process`), whether or not the name could be imported.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -24,6 +29,34 @@ from trainer.errors import TaskError
 from trainer.tasks.base import DatasetSplit, Split, Task
 
 PREFIX = "python:"
+TaskFunction = Callable[[int], Task]
+
+# The tasks given as objects to the API calls running now, by name (`in_process`).
+_in_process: dict[str, list[TaskFunction]] = {}
+_in_process_lock = threading.Lock()
+
+
+@contextmanager
+def in_process(name: str, function: TaskFunction) -> Iterator[None]:
+    """While the block runs, task `name` is built here by calling `function` (not by
+    importing its module). Blocks nest; the innermost object wins."""
+    parse_spec(name)
+    with _in_process_lock:
+        _in_process.setdefault(name, []).append(function)
+    try:
+        yield
+    finally:
+        with _in_process_lock:
+            stack = _in_process[name]
+            stack.remove(function)
+            if not stack:
+                del _in_process[name]
+
+
+def _given(name: str) -> TaskFunction | None:
+    with _in_process_lock:
+        stack = _in_process.get(name)
+        return stack[-1] if stack else None
 
 
 def parse_spec(name: str) -> tuple[str, str]:
@@ -35,9 +68,8 @@ def parse_spec(name: str) -> tuple[str, str]:
 
 
 def _import(module: str) -> object:
-    cwd = os.getcwd()
-    if cwd not in sys.path:  # the console script, unlike `python -m`, does not add it
-        sys.path.insert(0, cwd)
+    """Import `module` from `sys.path` as it is (the `sweeps` command puts the working
+    directory on it, as `python -m` does)."""
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
@@ -49,7 +81,14 @@ def _import(module: str) -> object:
 
 
 def module_file(name: str) -> str | None:
-    """The file the task's module was imported from (None for one without a file)."""
+    """The file the task's module was imported from (None for one without a file, and
+    for a task given as an object from `__main__`: a notebook has no file)."""
+    given = _given(name)
+    if given is not None:
+        module_name = getattr(given, "__module__", None) or type(given).__module__
+        found = None if module_name == "__main__" else sys.modules.get(module_name)
+        path = getattr(found, "__file__", None)
+        return path if isinstance(path, str) else None
     module = _import(parse_spec(name)[0])
     path = getattr(module, "__file__", None)
     return path if isinstance(path, str) else None
@@ -62,8 +101,7 @@ def build(name: str, options: Mapping[str, TaskOption], data_seed: int) -> Task:
             f"task {name!r} takes no task options (got {sorted(options)[0]!r}); "
             "build the data and model in the function"
         )
-    module = _import(module_name)
-    function = getattr(module, function_name, None)
+    function = _given(name) or getattr(_import(module_name), function_name, None)
     if not callable(function):
         raise TaskError(f"module {module_name!r} has no function {function_name!r}")
     try:

@@ -20,7 +20,7 @@ import optuna
 
 from sweeps.lookup import require_storage
 from sweeps.recording import Recorder, record_from_trial
-from sweeps.storage import Stores, fail_trial, lost_trials, open_storage
+from sweeps.storage import Stores, close_storage, fail_trial, lost_trials, open_storage
 from sweeps.study import CONFIG_ATTR, config_from_stored
 from tracking.records import RUN_STATUS, TrialRecord, TrialState
 from tracking.results.confirmations import key_of
@@ -54,16 +54,19 @@ def check_study(
     require_storage(stores, name)  # checking reads the storage: it creates none
     storage = open_storage(stores.storage)
     try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        from sweeps.errors import UsageError
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            from sweeps.errors import UnknownStudyError
 
-        raise UsageError(f"no study named {name!r} in this storage") from None
-    recorder = Recorder(stores, name, track=track)
-    try:
-        return _Checker(study, storage, recorder, repair).run()
-    finally:
-        recorder.close()
+            raise UnknownStudyError(f"no study named {name!r} in this storage") from None
+        recorder = Recorder(stores, name, track=track)
+        try:
+            return _Checker(study, storage, recorder, repair).run()
+        finally:
+            recorder.close()
+    finally:  # nothing stays connected once the call returns
+        close_storage(storage)
 
 
 @dataclass
