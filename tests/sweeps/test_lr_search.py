@@ -162,7 +162,7 @@ def test_a_round_models_lr_and_proposes_near_the_good_one() -> None:
     assert {p["lr"] for p in propose(study.trials, fixed, 16, rng)} == {0.02}
 
 
-def test_the_signature_of_a_study_without_lr_is_as_before() -> None:
+def test_a_fixed_lr_is_signed_as_lr_and_a_searched_one_as_its_range() -> None:
     fixed = SweepConfig("s").space_signature()
     assert "lr_min" not in fixed and "lr_max" not in fixed and fixed["lr"] == 0.003
     searched = SweepConfig("s", lr_min=1e-3, lr_max=0.01).space_signature()
