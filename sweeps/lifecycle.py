@@ -73,6 +73,7 @@ from sweeps.sampling import (
     penalty_counts,
     suggest,
 )
+from sweeps.shares import SHARE_ATTR
 from tracking.records import TrialRecord, TrialState, now_ms
 from trainer import METRICS, Task, TrainStatus, TrialConfig, TrialResult, train
 from trainer.batched import batch_key, train_batch
@@ -103,15 +104,19 @@ class StudyStopped(SweepsError):
 
 
 REUSED_ATTR = "sweeps.reused_from"  # user attribute: the trial whose result it took
+INTERRUPTED = "interrupted"  # the error of a trial a stop (Ctrl-C, SIGTERM) cut short
 
 
-def _user_attrs(rec: TrialRecord, data_version: str | None) -> dict[str, object]:
+def _user_attrs(rec: TrialRecord, data_version: str | None, share: str | None) -> dict[str, object]:
     """What a told trial keeps as user attributes: its record (for repair), the data
-    version it was trained on (`sweeps.data_pins`) and, if it took an earlier trial's
-    result, which one."""
+    version it was trained on (`sweeps.data_pins`), the share of a launch it counts
+    toward (`sweeps.shares`; not when a stop cut it short: a restarted worker runs
+    another in its place) and, if it took an earlier trial's result, which one."""
     attrs: dict[str, object] = {RECORD_ATTR: repair_info(rec)}
     if data_version is not None:
         attrs[DATA_ATTR] = data_version
+    if share is not None and rec.error != INTERRUPTED:  # a restart runs one in its place
+        attrs[SHARE_ATTR] = share
     if rec.reused_from is not None:
         attrs[REUSED_ATTR] = rec.reused_from
     return attrs
@@ -178,6 +183,9 @@ class RoundOptimizer:
     # The digest of the data this process trains on (`sweeps.data_pins`), kept on each
     # trial: a result is reused only from a trial of the same data.
     data_version: str | None = None
+    # The share of a launch this worker runs (`sweeps worker --share-id`), kept on each
+    # trial it tells: a worker restarted by its engine counts them and runs the rest.
+    share: str | None = None
     _reporting: bool = field(init=False)
     _space: SweepConfig = field(init=False)
     _reports: Reports = field(init=False)
@@ -466,7 +474,7 @@ class RoundOptimizer:
                 for stack in self._stacks(training):
                     self._train(training, stack, pruning)
         except KeyboardInterrupt:
-            self._finish([self._outcome(s, "interrupted") for s in slots], slots)
+            self._finish([self._outcome(s, INTERRUPTED) for s in slots], slots)
             raise
         except Exception as e:  # the untrained trials of the round fail; the study goes on
             error = f"{type(e).__name__}: {e}"
@@ -681,7 +689,7 @@ class RoundOptimizer:
             self.on_trial(frozen)
 
     def _told(self, rec: TrialRecord, slot: _Slot) -> Told:
-        attrs = _user_attrs(rec, self.data_version)
+        attrs = _user_attrs(rec, self.data_version, self.share)
         return Told(slot.trial, OPTUNA_STATE[rec.state], rec.value, attrs)
 
     def _tell(self, recorded: list[TrialRecord], slots: list[_Slot]) -> None:
@@ -698,7 +706,7 @@ class RoundOptimizer:
             return
         for rec, slot in zip(recorded, slots, strict=True):
             keep(slot.trial, rec)
-            for key, value in _user_attrs(rec, self.data_version).items():
+            for key, value in _user_attrs(rec, self.data_version, self.share).items():
                 if key != RECORD_ATTR:
                     slot.trial.set_user_attr(key, value)
             value = rec.value if rec.state is TrialState.COMPLETE else None

@@ -15,7 +15,6 @@ from typing import Any
 
 import optuna
 import sqlalchemy as sa
-import torch
 from optuna.trial import TrialState
 
 from sweeps._optuna import fenced
@@ -23,11 +22,19 @@ from sweeps.config import SweepConfig
 from sweeps.data_pins import DataFiles, hash_data, pin
 from sweeps.errors import UsageError
 from sweeps.fencing import EXIT_LOST
-from sweeps.launchers import Launcher, LocalLauncher, WorkerPlan, WorkerReport, follow
+from sweeps.launchers import (
+    Detachable,
+    Launcher,
+    LocalLauncher,
+    WorkerPlan,
+    WorkerReport,
+    follow,
+)
 from sweeps.lifecycle import RoundOptimizer
 from sweeps.lookup import require_storage
 from sweeps.progress import Progress
 from sweeps.recording import Recorder
+from sweeps.shares import left_in_share, worker_devices, worker_plan
 from sweeps.storage import (
     Stores,
     check_reachable,
@@ -63,6 +70,7 @@ class RunOutcome:
     mlflow_experiment_id: str | None = None  # None when not tracked
     mlflow_parent_run_id: str | None = None
     workers: list[WorkerReport] = field(default_factory=list)  # where a launcher ran them
+    job: str | None = None  # what names the detached workers (a Slurm job id)
 
 
 def preflight(cfg: SweepConfig, *, devices: bool = True) -> None:
@@ -75,17 +83,6 @@ def preflight(cfg: SweepConfig, *, devices: bool = True) -> None:
     heartbeat_interval()  # a bad SWEEPS_HEARTBEAT_S, before the home is created
 
 
-def worker_devices(cfg: SweepConfig) -> list[str]:
-    """Device per worker: round-robin over --devices, else --device for all."""
-    devices = cfg.devices or (cfg.base.device,)
-    return [devices[i % len(devices)] for i in range(cfg.workers)]
-
-
-def shares(total: int, workers: int) -> list[int]:
-    """Split `total` trials over workers exactly (no overshoot from racing counters)."""
-    return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
-
-
 def run_study(
     cfg: SweepConfig,
     stores: Stores,
@@ -96,13 +93,18 @@ def run_study(
     accept_data_change: bool = False,
     on_ready: Callable[[], None] = lambda: None,
     launcher: Launcher | None = None,
+    detach: bool = False,
 ) -> RunOutcome:
     """Create or resume the study and run `cfg.trials` more trials (none with create_only).
     A resumed study whose data files changed is refused unless `accept_data_change`
     (`sweeps.data_pins`). `on_ready` is called once the stores are open and the study
     loaded, before the first trial (the CLI freezes the heap there). The trials run in
     `sweeps worker` processes started by `launcher` when one is given, else in local child
-    processes with `cfg.workers` above 1, else in this process."""
+    processes with `cfg.workers` above 1, else in this process. With `detach` (a
+    `Detachable` launcher's), the workers are started and left running: `RunOutcome.job`
+    names them."""
+    if detach and not isinstance(launcher, Detachable):
+        raise UsageError("--detach needs a launcher whose workers outlive it (--launcher slurm)")
     chosen = launcher if launcher is not None or cfg.workers == 1 else LocalLauncher()
     placed = chosen is not None and chosen.places_devices
     if placed and cfg.devices:
@@ -114,7 +116,9 @@ def run_study(
         )
     try:
         chosen.prepare(stores, track)  # before anything is written
-        return _run_study(cfg, stores, chosen, track, quiet, False, accept_data_change, on_ready)
+        return _run_study(
+            cfg, stores, chosen, track, quiet, False, accept_data_change, on_ready, detach
+        )
     finally:
         chosen.close()
 
@@ -128,6 +132,7 @@ def _run_study(
     create_only: bool,
     accept_data_change: bool,
     on_ready: Callable[[], None],
+    detach: bool = False,
 ) -> RunOutcome:
     """`run_study` once its launcher, if any, is ready."""
     data = hash_data(cfg.base)  # once, before any store is opened
@@ -139,7 +144,7 @@ def _run_study(
         if stores.uses_home:
             stores.make_home()
         storage = open_storage(stores.storage, recorder.stale_trial_callback)
-        how = _Run(launcher, track, quiet, create_only, accept_data_change, on_ready)
+        how = _Run(launcher, track, quiet, create_only, accept_data_change, on_ready, detach)
         return _run_opened(cfg, stores, recorder, storage, data, how)
     finally:  # nothing stays connected once the call returns (the Python API calls again)
         recorder.close()
@@ -157,6 +162,7 @@ class _Run:
     create_only: bool
     accept_data_change: bool
     on_ready: Callable[[], None]
+    detach: bool = False  # start the workers and leave them running (`Detachable`)
 
 
 def _run_opened(
@@ -184,6 +190,10 @@ def _run_opened(
             outcome.lost = _optimize(
                 study, cfg, recorder, cfg.trials, device, progress, data.digest
             )
+        elif how.detach:
+            assert isinstance(how.launcher, Detachable)
+            how.launcher.start(worker_plan(cfg, stores, how.track, summarize=True))
+            outcome.job = how.launcher.detach()
         else:
             plan = worker_plan(cfg, stores, how.track)
             codes = _run_processes(study, plan, how.launcher, stores, progress, outcome)
@@ -193,7 +203,7 @@ def _run_opened(
         outcome.interrupted = True
     finally:
         progress.close()
-        if not how.create_only:
+        if not how.create_only and outcome.job is None:  # detached: each worker draws them
             recorder.finish(study)
     outcome.counts = count_states(study, storage)
     outcome.untracked = sorted(recorder.untracked)
@@ -217,11 +227,13 @@ def run_worker(
     quiet: bool = False,
     summarize: bool = True,
     worker_index: int | None = None,
+    share_id: str | None = None,
     accept_data_change: bool = False,
     on_ready: Callable[[], None] = lambda: None,
 ) -> WorkerOutcome:
     """`sweeps worker`: join an existing study from any shell or machine (`on_ready` and
-    `accept_data_change`: as in `run_study`)."""
+    `accept_data_change`: as in `run_study`). With `share_id` (a launched worker's,
+    `sweeps.shares`), `trials` is a share of which those told under that id are done."""
     require_storage(stores, study_name)  # a worker joins a study: it creates no storage
     heartbeat_interval()  # a bad SWEEPS_HEARTBEAT_S, before the home is created
     index = os.getpid() if worker_index is None else worker_index
@@ -248,11 +260,14 @@ def run_worker(
     # fails) are failed now.
     fail_lost_trials(study, storage)
     n = trials if trials is not None else cfg.trials
+    if share_id is not None:
+        free = cfg.per_penalty is None  # as `RoundOptimizer._free_reuses` counts them
+        n = left_in_share(study, storage, share_id, n, reuses_free=free)
     progress = Progress(total=n, quiet=quiet)
     try:
         on_ready()
         spec = device or cfg.base.device
-        lost = _optimize(study, cfg, recorder, n, spec, progress, data.digest)
+        lost = _optimize(study, cfg, recorder, n, spec, progress, data.digest, share_id)
         counts = count_states(study, storage)
     finally:
         progress.close()
@@ -278,6 +293,7 @@ def _optimize(
     device_spec: str,
     progress: Progress,
     data_version: str,
+    share: str | None = None,
 ) -> list[int]:
     """Runs the trials; returns those another worker took over (`sweeps.fencing`)."""
     device = resolve_device(device_spec)
@@ -295,34 +311,10 @@ def _optimize(
         on_recorded=recorder.show_best,
         while_last_written=lambda trials: recorder.draw_ahead(study, trials),
         data_version=data_version,
+        share=share,
     )
     rounds.optimize(n_trials)
     return rounds.lost
-
-
-def worker_plan(cfg: SweepConfig, stores: Stores, track: bool) -> WorkerPlan:
-    """The `sweeps worker` command lines of `--workers N`: each its share of the trials
-    and its device; the stores in the environment, so no password shows in `ps`."""
-    env = {
-        "SWEEPS_HOME": str(stores.home),
-        "SWEEPS_STORAGE": stores.storage,
-        "SWEEPS_TRACKING_URI": stores.tracking_uri,
-    }
-    argv = []
-    plan = zip(shares(cfg.trials, cfg.workers), worker_devices(cfg), strict=True)
-    for index, (n, device) in enumerate(plan):
-        if n == 0:
-            continue
-        args = ["--study", cfg.study, "--trials", str(n), "--device", device]
-        args += ["--quiet", "--no-summary", "--worker-index", str(index)]
-        # The launcher's per-process share of the cores (sweeps run --threads).
-        args += ["--batch", str(cfg.batch), "--threads", str(torch.get_num_threads())]
-        if cfg.timeout is not None:
-            args += ["--timeout", str(cfg.timeout)]
-        if not track:
-            args.append("--no-track")
-        argv.append(args)
-    return WorkerPlan(cfg.study, argv, env)
 
 
 def _run_processes(

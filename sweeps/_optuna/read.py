@@ -232,3 +232,27 @@ class Snapshot(optuna.Study):
         use_cache: bool = False,
     ) -> list[FrozenTrial]:
         return self.get_trials(deepcopy, states)
+
+
+def share_counts(
+    engine: sa.Engine, study: optuna.Study, key: str, value_json: str, reused_key: str
+) -> tuple[int, int]:
+    """How many of the study's finished trials have the user attribute `key` =
+    `value_json` (a share's, `sweeps.shares`), and how many of those also `reused_key`:
+    one query, the attribute rows read for no other trial."""
+    mine = (
+        sa.select(_TRIALS.c.trial_id)
+        .join(_USER, _USER.c.trial_id == _TRIALS.c.trial_id)
+        .where(
+            _TRIALS.c.study_id == study._study_id,
+            _TRIALS.c.state.in_(FINISHED),
+            _USER.c.key == key,
+            _USER.c.value_json == value_json,
+        )
+        .subquery()
+    )
+    reused = sa.exists().where(_USER.c.trial_id == mine.c.trial_id, _USER.c.key == reused_key)
+    query = sa.select(sa.func.count(), sa.func.count().filter(reused)).select_from(mine)
+    with engine.connect() as conn:
+        told, with_reuse = conn.execute(query).one()
+    return int(told), int(with_reuse)

@@ -67,6 +67,7 @@ class RunResult:
         confirmation: The confirmation asked for with `confirm=`, else None.
         workers: How each worker process ended (and where, where an engine placed it).
         searches_lr: Whether the study searches the learning rate (`lr_min`, `lr_max`).
+        job: What names the workers a detached call left running (a Slurm job id).
     """
 
     study: str
@@ -89,6 +90,7 @@ class RunResult:
     confirmation: Confirmation | None = None
     workers: list[WorkerReport] = field(default_factory=list)
     searches_lr: bool = False
+    job: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The `sweeps run --json` document."""
@@ -107,6 +109,7 @@ class RunResult:
             "mlflow_parent_run_id": self.mlflow_parent_run_id,
             "untracked": self.untracked,
             "workers": [report.as_json() for report in self.workers],
+            "job": self.job,
         }
 
 

@@ -56,6 +56,7 @@ def run(
     on_ready: Callable[[], None] | None = None,
     worker_output: Literal["log", "inherit"] = "log",
     launcher: Launcher | None = None,
+    detach: bool = False,
     **options: Any,
 ) -> RunResult:
     """Run a study over λ × penalty type, or more trials of an existing one.
@@ -102,7 +103,9 @@ def run(
             `sweeps.workers` (stderr at WARNING, stdout at INFO); `inherit`, this
             process's standard output and error (as the `sweeps` command).
         launcher: What starts the `workers` (a `sweeps.launchers.Launcher`, such as
-            `RayLauncher`); default: local child processes.
+            `RayLauncher` or `SlurmLauncher`); default: local child processes.
+        detach: With a launcher whose workers outlive the call (`SlurmLauncher`): start
+            them and return at once; `RunResult.job` names them (a Slurm job id).
         **options: Any other option of `sweeps run` (`lr_min` and `lr_max` to search the
             learning rate, `per_penalty`, `repeats`, `timeout`, `devices`, `grid_points`,
             `report_every`, `history`, `penalize`) and the task's options (`csv`:
@@ -149,6 +152,7 @@ def run(
             on_ready,
             worker_output,
             launcher,
+            detach,
         )
         return _run(cfg, stores, ref, how, note)
 
@@ -195,6 +199,7 @@ class _How:
     on_ready: Callable[[], None] | None = None
     worker_output: Literal["log", "inherit"] = "log"
     launcher: Launcher | None = None
+    detach: bool = False
 
 
 def _run(cfg: SweepConfig, stores: Stores, ref: TaskRef, how: _How, note: str | None) -> RunResult:
@@ -211,6 +216,8 @@ def _run(cfg: SweepConfig, stores: Stores, ref: TaskRef, how: _How, note: str | 
     elif cfg.workers > 1:
         require_importable(ref, f"with workers={cfg.workers}")
     confirming = None
+    if how.confirm is not None and how.detach:
+        raise UsageError("confirm waits for the study's end: after detach, `sweeps confirm`")
     if how.confirm is not None:  # refused before the study runs
         from sweeps.confirm_options import ConfirmOptions
 
@@ -228,6 +235,7 @@ def _run(cfg: SweepConfig, stores: Stores, ref: TaskRef, how: _How, note: str | 
             accept_data_change=how.accept_data_change,
             on_ready=how.on_ready or (lambda: None),
             launcher=launcher,
+            detach=how.detach,
         )
         confirmed = None
         if confirming is not None and not outcome.interrupted and outcome.counts.get("COMPLETE"):
@@ -268,6 +276,7 @@ def run_result(
         confirmation=confirmed,
         workers=outcome.workers,
         searches_lr=cfg.searches_lr,
+        job=outcome.job,
     )
 
 

@@ -166,6 +166,7 @@ def run_command(
             on_ready=ready,
             worker_output="inherit",
             launcher=launcher,
+            detach=launch.detach,
             **options,
         )
     if outcome.note is not None:  # once the study ran: a refused one says only why
@@ -173,6 +174,8 @@ def run_command(
     confirmed = outcome.confirmation
     if as_json:
         echo_json(outcome.as_json())
+    elif outcome.job is not None:
+        click.echo(detached_lines(resolve_stores(home, storage, tracking_uri), outcome))
     else:
         click.echo(f"study {outcome.study}: {state_counts(outcome.states)}")
         if outcome.reused:
@@ -232,22 +235,38 @@ def placement_lines(outcome: RunResult) -> list[str]:
     return lines
 
 
-def where_results_are(stores: Stores, outcome: RunResult) -> str:
-    """The closing lines of `sweeps run`: where everything went and the commands that
-    read it (passwords masked: give them through SWEEPS_STORAGE / SWEEPS_TRACKING_URI)."""
+def detached_lines(stores: Stores, outcome: RunResult) -> str:
+    """What `sweeps run --detach` prints: the job, where its output goes, how to watch."""
+    job, study = outcome.job, shlex.quote(outcome.study)
+    return "\n".join(
+        [
+            f"study {outcome.study}: submitted as Slurm job {job}",
+            f"output:  {stores.home / 'slurm'}/{job}_<element>.out",
+            f"watch:   squeue -j {job}  ·  {query_command('trials', stores, outcome.study)}",
+            f"cancel:  scancel {job}  (then `sweeps run --study {study}` resumes)",
+        ]
+    )
+
+
+def query_command(command: str, stores: Stores, study: str) -> str:
+    """`sweeps COMMAND --study STUDY` with the options that find this study's stores."""
     home = ["--home", shlex.quote(str(stores.home))]
     storage = (
         []
         if stores.storage == stores.home_storage
-        else [
-            "--storage",
-            shlex.quote(mask_secrets(stores.storage)),
-        ]
+        else ["--storage", shlex.quote(mask_secrets(stores.storage))]
     )
+    return f"sweeps {command} --study {shlex.quote(study)} {' '.join([*home, *storage])}"
+
+
+def where_results_are(stores: Stores, outcome: RunResult) -> str:
+    """The closing lines of `sweeps run`: where everything went and the commands that
+    read it (passwords masked: give them through SWEEPS_STORAGE / SWEEPS_TRACKING_URI)."""
+    home = ["--home", shlex.quote(str(stores.home))]
     study = shlex.quote(outcome.study)
     lines = [
         f"stores:  {mask_secrets(stores.storage)} (Optuna, results)",
-        f"query:   sweeps best --study {study} {' '.join([*home, *storage])}",
+        f"query:   {query_command('best', stores, outcome.study)}",
     ]
     if outcome.mlflow_parent_run_id is None:
         return "\n".join(lines)
@@ -281,6 +300,12 @@ def where_results_are(stores: Stores, outcome: RunResult) -> str:
     help="Leave the parent run's figures to the launcher (`sweeps run --workers`).",
 )
 @click.option("--worker-index", type=int, hidden=True, help="Seeds this worker's sampler.")
+@click.option(
+    "--share-id",
+    hidden=True,
+    help="This worker's share of a launch (`sweeps run --workers`): --trials is the share,"
+    " of which the trials told under this id are done (a restarted worker runs the rest).",
+)
 @threads_option
 @store_options
 def worker_command(
@@ -294,6 +319,7 @@ def worker_command(
     quiet: bool,
     no_summary: bool,
     worker_index: int | None,
+    share_id: str | None,
     threads: int | None,
     home: str,
     storage: str | None,
@@ -331,6 +357,7 @@ def worker_command(
                 quiet=quiet,
                 summarize=not no_summary,
                 worker_index=worker_index,
+                share_id=share_id,
                 accept_data_change=accept_data_change,
                 on_ready=ready,
             )

@@ -7,8 +7,18 @@ processes, Ray, Slurm): this package adapts it to `Launcher`.
 
 from __future__ import annotations
 
-from sweeps.launchers.base import Launcher, WorkerPlan, WorkerReport, follow
+from sweeps.launchers.base import Detachable, Launcher, WorkerPlan, WorkerReport, follow
 from sweeps.launchers.local import LocalLauncher
 from sweeps.launchers.ray_cluster import RayLauncher
+from sweeps.launchers.slurm import SlurmLauncher
 
-__all__ = ["Launcher", "LocalLauncher", "RayLauncher", "WorkerPlan", "WorkerReport", "follow"]
+__all__ = [
+    "Detachable",
+    "Launcher",
+    "LocalLauncher",
+    "RayLauncher",
+    "SlurmLauncher",
+    "WorkerPlan",
+    "WorkerReport",
+    "follow",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from sweeps.storage import Stores
@@ -79,6 +79,15 @@ class Launcher(Protocol):
     def close(self) -> None:
         """Release what `prepare` and `start` took (a cluster connection, workers that
         outlived a cancel); safe to call more than once, or before `start`."""
+
+
+@runtime_checkable
+class Detachable(Protocol):
+    """A launcher whose workers run on without this process (a batch scheduler's)."""
+
+    def detach(self) -> str:
+        """Once started: leave the workers to the engine (`close` then stops none of
+        them); returns what names them there (a Slurm job id)."""
 
 
 def follow(launcher: Launcher, on_poll: Callable[[], None], cancel_wait_s: float = 60) -> None:
