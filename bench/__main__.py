@@ -14,7 +14,8 @@ and a scaling line: `sweeps run --workers 1` vs `--workers 2` on PostgreSQL. `--
 the cost of 1024 trials added to a `--batch K` study (K = 512; untracked and fully tracked)
 against `trainer.batched.train_batch` of the same configs; `--threads` measures torch's
 CPU threads instead (bench/threads.py), `--stream` the memory of a stack trained from a
-file (bench/stream.py), `--cnn` the digits CNN stacked and one at a time (bench/cnn.py).
+file (bench/stream.py), `--cnn` the digits CNN stacked and one at a time (bench/cnn.py),
+`--workers-scale` 1 to 8 workers on PostgreSQL (bench/workers_scale.py).
 """
 
 from __future__ import annotations
@@ -197,7 +198,19 @@ def main() -> None:
         action="store_true",
         help="Instead: sweeps confirm vs bare train_batch vs one at a time (bench/confirm.py).",
     )
+    parser.add_argument(
+        "--workers-scale",
+        action="store_true",
+        help="Instead: 1, 2, 4, 8 workers on PostgreSQL: trials/s, connections, where the"
+        " time goes (bench/workers_scale.py).",
+    )
     args = parser.parse_args()
+    if args.workers_scale:
+        from bench import workers_scale
+
+        scale_args = ["--postgres", args.postgres]
+        workers_scale.main(scale_args + (["--json", args.json_out] if args.json_out else []))
+        return
     if args.stream:
         from bench import stream
 

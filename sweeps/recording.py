@@ -20,6 +20,7 @@ from sweeps.config import SweepConfig
 from sweeps.errors import SweepsError, mask_secrets
 from sweeps.fencing import Fence, fence_of, lost_message
 from sweeps.storage import Stores
+from tracking import connections
 from tracking.errors import TrackingError
 from tracking.records import (
     EVERY_EPOCH,
@@ -36,6 +37,7 @@ from tracking.results import ResultsStore
 
 if TYPE_CHECKING:
     import optuna
+    import sqlalchemy as sa
     from optuna.trial import FrozenTrial
 
     from sweeps._optuna.tell import BulkTeller, TellRow, Written
@@ -264,6 +266,12 @@ class Recorder:
         brought to Optuna's state (duplicates deleted), else one is created; its results
         row is written or replaced. So a plain resume leaves every trial exactly once in
         Optuna, the results table and MLflow, in the same state."""
+        # The writer's turn before the trial's lock: the recording process takes them in
+        # that order, and may be writing this very trial (`tracking.connections`).
+        with connections.turn():
+            return self._heal(rec)
+
+    def _heal(self, rec: TrialRecord) -> TrialRecord:
         if self.fence is None:
             rec = self._heal_mlflow(rec)
             self.results.record_trial(rec, replace=True)
@@ -664,10 +672,11 @@ def _serve(recorder: Recorder, conn: Any, parents: Any, parent_pid: int) -> None
     # this process to finish, so the writes in hand are not cut short.
     for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop, signal.SIG_IGN)
+    connections.become_writer()
     writer = Recorder(recorder.stores, recorder.study, track=recorder.mlflow is not None)
     writer.parent, writer.cfg = recorder.parent, recorder.cfg
     writer.fence = recorder.fence
-    teller = _teller(recorder.stores.storage)
+    teller = _teller(writer.results.engine)
     try:
         while (message := conn.recv()) is not None:
             recs, weights, tell = message
@@ -676,11 +685,12 @@ def _serve(recorder: Recorder, conn: Any, parents: Any, parent_pid: int) -> None
                     rec if w is None else dataclasses.replace(rec, weights=_serialized(w))
                     for rec, w in zip(recs, weights, strict=True)
                 ]
-                done = {rec.number: rec for rec in writer.write(recs)}
-                # Optuna learns only what was written: not the trials the fence dropped.
-                written = teller.write(
-                    [row for rec, row in zip(recs, tell, strict=True) if rec.number in done]
-                )
+                with connections.turn():  # the round's connections, then none
+                    done = {rec.number: rec for rec in writer.write(recs)}
+                    # Optuna learns only what was written: not the trials the fence dropped.
+                    written = teller.write(
+                        [row for rec, row in zip(recs, tell, strict=True) if rec.number in done]
+                    )
             except Exception as e:
                 conn.send(("error", mask_secrets(f"{type(e).__name__}: {e}")))
             else:
@@ -694,17 +704,16 @@ def _serve(recorder: Recorder, conn: Any, parents: Any, parent_pid: int) -> None
         teller.close()
 
 
-def _teller(url: str) -> BulkTeller:
-    """The recording process's own connection to Optuna's tables (the study process
-    checked their schema before it started this one)."""
+def _teller(engine: sa.Engine) -> BulkTeller:
+    """The recording process's teller, on its results store's engine: one connection to
+    the database (the study process checked Optuna's schema before it started this one)."""
     from sweeps._optuna.tell import BulkTeller
-    from tracking.results.engine import make_engine
 
-    # The results store's engine settings, which the same database needs here: the tell
+    # The results store's engine settings are what the same database needs here: the tell
     # reads which trials are still RUNNING, then writes, so on SQLite it must hold the
     # write lock from the start (immediate transactions), or the study process's writes
     # in between fail it.
-    return BulkTeller(make_engine(url))
+    return BulkTeller(engine)
 
 
 def serialize_weights(state_dict: Mapping[str, Any]) -> bytes:

@@ -44,6 +44,7 @@ from sweeps.storage import (
     open_storage,
 )
 from sweeps.study import check_space, create_or_load, load_existing, study_exists
+from tracking.connections import release_idle
 from tracking.reconnect import retrying
 from trainer import (
     check_config,
@@ -143,13 +144,16 @@ def _run_study(
         recorder.refuse_foreign_experiment()  # before the storage's tables are created
         if stores.uses_home:
             stores.make_home()
+        _before_storage(recorder)
         storage = open_storage(stores.storage, recorder.stale_trial_callback)
+        recorder.results.share_engine(storage.engine)  # one storage connection (PostgreSQL)
         how = _Run(launcher, track, quiet, create_only, accept_data_change, on_ready, detach)
         return _run_opened(cfg, stores, recorder, storage, data, how)
     finally:  # nothing stays connected once the call returns (the Python API calls again)
         recorder.close()
         if storage is not None:
             close_storage(storage)
+        release_idle()  # MLflow's connections too
 
 
 @dataclass(frozen=True)
@@ -241,7 +245,11 @@ def run_worker(
     recorder = Recorder(stores, study_name, track=track)
     storage = None
     try:
+        if recorder.mlflow is not None:  # first: a new MLflow store is made with 3 connections
+            recorder.mlflow.open_store()
+        _before_storage(recorder)
         storage = open_storage(stores.storage, recorder.stale_trial_callback)
+        recorder.results.share_engine(storage.engine)  # one storage connection (PostgreSQL)
         study, cfg = load_existing(study_name, storage, index)
         data = hash_data(cfg.base)
         pin(study, data, accept_change=accept_data_change)
@@ -249,6 +257,7 @@ def run_worker(
         recorder.close()
         if storage is not None:
             close_storage(storage)
+        release_idle()
         raise
     if timeout is not None:
         cfg = replace(cfg, timeout=timeout)
@@ -275,7 +284,15 @@ def run_worker(
             recorder.finish(study)
         recorder.close()
         close_storage(storage)
+        release_idle()  # MLflow's connections too: none stays open behind the call
     return WorkerOutcome(counts, lost, sorted(recorder.untracked))
+
+
+def _before_storage(recorder: Recorder) -> None:
+    """Nothing open when Optuna's storage is opened, which takes two connections for a
+    moment (`sweeps.storage`): within the budget (`tracking.connections`)."""
+    recorder.results.dispose()
+    release_idle()
 
 
 @dataclass(frozen=True)

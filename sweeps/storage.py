@@ -31,11 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from sweeps.errors import StorageError, UsageError, mask_secrets
+from tracking.connections import Use, budgeted
 from tracking.db import (
     connect_error,
     engine_options,
@@ -296,16 +297,15 @@ def open_storage(
         max_retry=MAX_RETRIES
     )
     callback = retry if on_stale is None else on_stale(retry)
+    beats: dict[str, Any] = {
+        "heartbeat_interval": interval,
+        "grace_period": 2 * interval,
+        "heartbeat_stale_trial_callback": callback,
+    }
     last: Exception | None = None
     for attempt in range(5):
         try:
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_options(url),
-                heartbeat_interval=interval,
-                grace_period=2 * interval,
-                heartbeat_stale_trial_callback=callback,
-            )
+            storage = _rdb_storage(url, beats)
             if url.startswith("sqlite"):
                 use_wal(storage.engine)
             reached(storage.engine)
@@ -316,6 +316,27 @@ def open_storage(
             time.sleep(0.2 * (attempt + 1))
     reason = str(getattr(last, "orig", last)).strip().splitlines()[0]
     raise StorageError(f"cannot open storage {mask_secrets(url)}: {reason}")
+
+
+def _rdb_storage(url: str, beats: dict[str, Any]) -> optuna.storages.RDBStorage:
+    """Optuna's storage at `url`, its tables created and checked. On PostgreSQL the
+    storage kept holds one connection (`tracking.connections`); Optuna's checks open a
+    second one inside a first, so they run first on connections made for them alone."""
+    import optuna
+
+    if not url.startswith("postgresql"):
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url), **beats)
+    checked = optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url, Use.PROBE), **beats)
+    checked.engine.dispose()
+    storage = optuna.storages.RDBStorage(
+        url,
+        engine_kwargs=engine_options(url),
+        skip_compatibility_check=True,
+        skip_table_creation=True,
+        **beats,
+    )
+    budgeted(storage.engine)
+    return storage
 
 
 def close_storage(storage: optuna.storages.RDBStorage) -> None:

@@ -242,6 +242,7 @@ class PrivatePostgres:
 
     directory: Path
     port: int = field(default_factory=free_port)
+    settings: tuple[str, ...] = ()  # more server settings, e.g. ("max_connections=40",)
 
     @property
     def _as_owner(self) -> list[str]:
@@ -267,6 +268,7 @@ class PrivatePostgres:
 
     def _ctl(self, *args: str) -> None:
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options += "".join(f" -c {setting}" for setting in self.settings)
         data = ["-D", str(self.directory / "data"), "-l", str(self.directory / "log")]
         subprocess.run(
             [*self._as_owner, self._tool("pg_ctl"), *data, "-o", options, "-w", *args],
@@ -296,14 +298,15 @@ class PrivatePostgres:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
 
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
-    """A started PrivatePostgres, stopped and removed afterwards (under /tmp, which the
-    `postgres` user can reach, unlike pytest's per-user temporary directory)."""
+@contextmanager
+def started_private_postgres(*settings: str) -> Iterator[PrivatePostgres]:
+    """A started PrivatePostgres with these server `settings`, stopped and removed
+    afterwards (under /tmp, which the `postgres` user can reach, unlike pytest's per-user
+    temporary directory)."""
     import shutil
     import tempfile
 
-    server = PrivatePostgres(Path(tempfile.mkdtemp(prefix="sweeps-pg-")))
+    server = PrivatePostgres(Path(tempfile.mkdtemp(prefix="sweeps-pg-")), settings=settings)
     try:
         server.init()
         server.start()
@@ -312,3 +315,10 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         with suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
             server.stop()
         shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A started PrivatePostgres (`started_private_postgres`)."""
+    with started_private_postgres() as server:
+        yield server

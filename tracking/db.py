@@ -8,14 +8,20 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tracking.connections import Use, budgeted, pool_options
 
-def engine_options(url: str) -> dict[str, Any]:
+
+def engine_options(url: str, use: Use = Use.STORAGE) -> dict[str, Any]:
     """SQLite waits on a lock held by another worker instead of failing; PostgreSQL checks
-    pooled connections before use (a restarted server is survived) and gives up connecting
-    after 10 s instead of hanging."""
+    pooled connections before use (a restarted server is survived), gives up connecting
+    after 10 s instead of hanging, and keeps to the connection budget of `use`
+    (`tracking.connections`; the engine made is then given to `budgeted`). `url` may be
+    a URL or its drivername."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}
-    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    pool = pool_options(url, use)
+    connect_args = {"connect_timeout": 10, **pool.pop("connect_args", {})}
+    return {"pool_pre_ping": True, "connect_args": connect_args, **pool}
 
 
 def transient_faults_retried(engine: sa.Engine) -> None:
@@ -38,7 +44,7 @@ def reached(engine: sa.Engine) -> None:
 def connect_error(url: str) -> str | None:
     """Why a database server does not take a connection (the driver's first line), or
     None when it does: one try, within `engine_options`' connect timeout."""
-    engine = sa.create_engine(url, **engine_options(url))
+    engine = budgeted(sa.create_engine(url, **engine_options(url, Use.PROBE)))
     try:
         with engine.connect():
             reached(engine)

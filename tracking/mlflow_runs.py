@@ -546,6 +546,12 @@ class MlflowTracker:
             return False
         return is_local_location(self._mlflow().get_experiment(experiment_id).artifact_location)
 
+    def open_store(self) -> None:
+        """Open the tracking store now (MLflow creates its tables in a new database), before
+        the caller holds other connections: creating them takes three (`creating_store`)."""
+        with self._errors("cannot open the tracking store"):
+            self._mlflow()
+
     def _mlflow(self) -> MlflowClient:
         if self._client is None:
             seed_sqlite_store(self._tracking_uri)  # a copy: MLflow's migrations run once

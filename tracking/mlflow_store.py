@@ -27,7 +27,9 @@ import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
 from mlflow.version import VERSION as MLFLOW_VERSION
 
-from tracking._mlflow_sql import forced_public, warn_once
+from tracking._mlflow_sql import forced_public, store_engine, warn_once
+from tracking.connections import Use, budgeted
+from tracking.db import engine_options
 
 logger = logging.getLogger(f"sweeps.{__name__}")  # under the package's logger
 
@@ -121,7 +123,10 @@ def creating_store(tracking_uri: str) -> Iterator[None]:
     if url.get_backend_name() != "postgresql":
         yield
         return
-    engine = sa.create_engine(url, connect_args={"connect_timeout": 10})
+    if not forced_public():
+        store_engine(tracking_uri)  # the engine MlflowClient will use, made ours first
+    # A connection of its own: MLflow's migrations take both of the store engine's.
+    engine = budgeted(sa.create_engine(url, **engine_options(url.drivername, Use.PROBE)))
     try:
         with engine.connect() as conn:
             conn.execute(sa.select(sa.func.pg_advisory_lock(_PG_CREATE_LOCK_KEY)))

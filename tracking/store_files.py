@@ -139,6 +139,7 @@ def holds_tables(url: str, owner: str) -> bool:
     server's http://) is taken to hold them."""
     import sqlalchemy as sa
 
+    from tracking.connections import Use, budgeted
     from tracking.db import engine_options
 
     try:
@@ -151,7 +152,7 @@ def holds_tables(url: str, owner: str) -> bool:
         path = Path(parsed.database or "")
         if not path.is_file() or path.stat().st_size == 0:
             return False
-    engine = sa.create_engine(url, **engine_options(url))
+    engine = budgeted(sa.create_engine(url, **engine_options(url, Use.PROBE)))
     try:
         with engine.connect() as conn:
             return bool(set(sa.inspect(conn).get_table_names()) & OWNERS[owner])

@@ -20,12 +20,16 @@ from sweeps.cli.query_cmd import (
 from sweeps.cli.run_cmd import run_command, worker_command
 from sweeps.cli.train_cmd import train_command
 from sweeps.cli.ui_cmd import ui_command
+from tracking.connections import set_command
 
 
 @click.group(cls=SweepsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sweeps")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Hyperparameter sweeps over regularization: λ × penalty type, with Optuna and MLflow."""
+    if ctx.invoked_subcommand:  # database connections say `sweeps <command> <pid>`
+        set_command(ctx.invoked_subcommand)
 
 
 for command in (

@@ -167,13 +167,12 @@ def _stale_study(storage: optuna.storages.RDBStorage, name: str) -> tuple[optuna
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler)
     trial = study.ask()
     trial.suggest_float("x", 0.0, 1.0)
-    storage.record_heartbeat(trial_id(trial))
+    tid = trial_id(trial)  # not inside the transaction below: the storage's one connection
+    storage.record_heartbeat(tid)
     beats = sa.table("trial_heartbeats", sa.column("trial_id"), sa.column("heartbeat", sa.DateTime))
     with storage.engine.begin() as conn:
         conn.execute(
-            sa.update(beats)
-            .where(beats.c.trial_id == trial_id(trial))
-            .values(heartbeat=datetime(2000, 1, 1))
+            sa.update(beats).where(beats.c.trial_id == tid).values(heartbeat=datetime(2000, 1, 1))
         )
     return study, trial.number
 

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
-from tracking.db import transient_faults_retried, use_wal
+from tracking.connections import Use, budgeted
+from tracking.db import engine_options, transient_faults_retried, use_wal
 
 if TYPE_CHECKING:
     from tracking.mlflow_specs import Attached, RunSpec
@@ -70,20 +71,20 @@ def open_bulk_writer(tracking_uri: str) -> RunWriter | None:
     if url.get_backend_name() not in SQL_BACKENDS:
         return None
     try:
-        engine = _create_engine(url)
+        engine = store_engine(tracking_uri)
     except ImportError:  # no driver for the URI here: MlflowClient will say so
         return None
     revision = schema_revision(engine)
     if revision not in TESTED_SCHEMA_REVISIONS:
         if revision is not None:  # None: no store yet, or not MLflow's
             warn_once("bulk", f"MLflow's schema revision {revision} is untested here")
-        engine.dispose()
+        _release(engine)
         return None
     try:
         from tracking._mlflow_sql.bulk import BulkRunWriter
     except ImportError as e:  # a private name gone in another MLflow
         warn_once("bulk", str(e))
-        engine.dispose()
+        _release(engine)
         return None
     use_wal(engine)
     return BulkRunWriter(engine)
@@ -107,10 +108,35 @@ def warn_once(what: str, reason: str) -> None:
         _logger.warning("sweeps: MLflow's public API replaces %s (slower): %s", what, reason)
 
 
+def store_engine(tracking_uri: str) -> sa.Engine:
+    """The engine on the MLflow SQL store at `tracking_uri`: on PostgreSQL this process's
+    one, shared with MlflowClient (MLflow's engine cache, `engines`) and kept to the
+    connection budget (`tracking.connections`); MLflow's own where it cannot be shared
+    (warned once). On SQLite a new one, for a bulk writer alone."""
+    url = sa.make_url(tracking_uri)
+    if url.get_backend_name() != "postgresql" or forced_public():
+        return _create_engine(url)
+    try:
+        from tracking._mlflow_sql.engines import shared_engine
+    except ImportError as e:  # a private name gone in another MLflow
+        warn_once("one engine", f"{e}: MLflow's store keeps connections of its own")
+        return _create_engine(url)
+    return shared_engine(tracking_uri, lambda: _create_engine(url))
+
+
+def _release(engine: sa.Engine) -> None:
+    """Close a bulk writer's engine that is not in use: a SQLite one; the shared PostgreSQL
+    engine stays, MlflowClient's."""
+    if engine.url.get_backend_name() == "sqlite":
+        engine.dispose()
+
+
 def _create_engine(url: sa.URL) -> sa.Engine:
-    engine = sa.create_engine(url, pool_pre_ping=True)
     if url.get_backend_name() == "sqlite":
+        engine = sa.create_engine(url, pool_pre_ping=True)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = budgeted(sa.create_engine(url, **engine_options(url.drivername, Use.MLFLOW)))
     transient_faults_retried(engine)
     return engine
 

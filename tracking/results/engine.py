@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
+from tracking.connections import budgeted
 from tracking.db import (
     engine_options,
     immediate_transactions,
@@ -50,7 +51,7 @@ def make_engine(url: str) -> sa.Engine:
             f"malformed database URL '{masked_url(url)}': expected {_URL_FORMS}"
         ) from e
     try:
-        engine = sa.create_engine(parsed, **engine_options(parsed.drivername))
+        engine = budgeted(sa.create_engine(parsed, **engine_options(parsed.drivername)))
         use_wal(engine)
         immediate_transactions(engine)
         transient_faults_retried(engine)

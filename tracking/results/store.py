@@ -83,6 +83,17 @@ class ResultsStore:
         """The SQLAlchemy engine, for callers that run their own SQL."""
         return self._engine
 
+    def share_engine(self, engine: sa.Engine) -> None:
+        """Use `engine`, another engine on the same PostgreSQL database (Optuna's storage's):
+        one pool, one connection for both (`tracking.connections`). The store's own engine
+        is closed. SQLite keeps its own engine, whose transactions are set up for it."""
+        if engine is self._engine or engine.url.get_backend_name() != "postgresql":
+            return
+        if engine.url.render_as_string(False) != self._engine.url.render_as_string(False):
+            raise ValueError("a shared engine must be on the results store's own database")
+        self._engine.dispose()
+        self._engine = engine
+
     @_database_errors
     def ensure_schema(self) -> None:
         """Create or upgrade the results tables to the newest revision.
