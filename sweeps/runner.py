@@ -282,20 +282,8 @@ def _optimize(
     """Runs the trials; returns those another worker took over (`sweeps.fencing`)."""
     device = resolve_device(device_spec)
     task = load_task(cfg.base)
-    rounds = RoundOptimizer(
-        study,
-        cfg,
-        task,
-        device,
-        device_label(device),
-        recorder.record_many,
-        progress.update,
-        weights=recorder.mlflow is not None,
-        background=recorder.background,
-        on_recorded=recorder.show_best,
-        while_last_written=lambda trials: recorder.draw_ahead(study, trials),
-        data_version=data_version,
-    )
+    label = device_label(device)
+    rounds = RoundOptimizer(study, cfg, task, device, label, recorder, progress, data_version)
     rounds.optimize(n_trials)
     return rounds.lost
 

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
 from mlflow.version import VERSION as MLFLOW_VERSION
 
-from tracking._mlflow_sql import forced_public, warn_once
+from tracking._mlflow_sql import public_forced, warn_once
 
 logger = logging.getLogger(f"sweeps.{__name__}")  # under the package's logger
 
@@ -54,7 +54,7 @@ def seed_sqlite_store(tracking_uri: str) -> bool:
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return False
     target = Path(url.database).expanduser()
-    if target.exists() or not target.parent.is_dir() or forced_public():
+    if target.exists() or not target.parent.is_dir() or public_forced():
         return False
     try:
         template = template_path()
@@ -62,7 +62,7 @@ def seed_sqlite_store(tracking_uri: str) -> bool:
             _build_template(template)
         _copy_new(template, target)
     except ImportError as e:  # a private name gone in another MLflow
-        warn_once("the store template", str(e))
+        warn_once("a new store from the template", str(e))
         return False
     except (OSError, sqlite3.Error, sa.exc.SQLAlchemyError, MlflowException) as e:
         logger.debug("no MLflow store template (%s); MLflow creates the store", e)
