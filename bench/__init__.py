@@ -1,1 +1,1 @@
-"""`make bench`: trials/s of sweeps against a plain Optuna + MLflow script (see README)."""
+"""`make bench`: trials/s of sweeps against a plain Optuna + MLflow script (docs/performance.md)."""

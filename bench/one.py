@@ -74,10 +74,11 @@ def _peer(args: argparse.Namespace, home: Path, storage: str) -> float:
     from optuna_integration.mlflow import MLflowCallback  # noqa: F401 (import off the clock)
 
     from bench.peer import run_peer
+    from sweeps.storage import default_tracking
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
-    run_peer(storage, f"sqlite:///{home / 'mlflow.db'}", args.trials)
+    run_peer(storage, default_tracking(home), args.trials)
     return time.perf_counter() - started
 
 
@@ -115,8 +116,8 @@ def _sweeps(args: argparse.Namespace, home: Path, storage: str) -> float:
 
 def _bare(args: argparse.Namespace, home: Path, storage: str) -> float:
     """The training loop alone, nothing stored or logged: the trials a study searched
-    (`--configs`; the cost of training differs by penalty, l2 ~1.6x none here) or else a
-    seeded random mix of the same space."""
+    (`--configs`; the cost of training differs by penalty) or else a seeded random mix of
+    the same space."""
     from trainer import load_task, train
 
     configs = _configs(args)
@@ -150,8 +151,8 @@ def _scale_bare(args: argparse.Namespace, home: Path, storage: str) -> float:
 def _trainer_heap() -> Iterator[None]:
     """The garbage collector as a study process has it while it trains (`study_heap`:
     the imports frozen, young collections rare), so that the bare loop's figure is the
-    training alone: at Python's defaults it collects ~14 times a round of 512, ~7 % of
-    the round here, which the study does not pay."""
+    training alone: at Python's defaults it collects many times a round, which the study
+    does not pay."""
     from sweeps.cli.heap import study_heap
 
     with study_heap(track=False) as ready:

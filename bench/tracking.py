@@ -3,8 +3,7 @@
 Per trial, 100 epochs of the five curves and a weights file, into a fresh SQLite store:
 `MlflowTracker.log_trials` of 64 trials at once (the bulk writer, one transaction) against
 the same through MlflowClient, run by run (`bulk=False`, as against an MLflow server).
-Medians of alternating repeats, printed side by side (this was a pair of printing
-"tests"; timings belong here).
+Medians of alternating repeats, printed side by side.
 """
 
 from __future__ import annotations
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from tracking.records import METRICS, TrialRecord, TrialState
+from tracking.records import TrialRecord, TrialState
+from trainer.metrics import METRICS
 
 
 def _record(study: str, number: int, weights: bytes, epochs: int = 100) -> TrialRecord:

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from sweeps.attr_keys import CONFIG_ATTR
 from sweeps.lookup import require_storage
-from sweeps.recording import Recorder, record_from_trial
+from sweeps.recording import Recorder
+from sweeps.records import record_from_trial
 from sweeps.storage import Stores, close_storage, fail_trial, lost_trials, open_storage
-from sweeps.study import CONFIG_ATTR, config_from_stored
+from sweeps.study import config_from_stored
 from tracking.records import RUN_STATUS, TrialRecord, TrialState
 from tracking.results.confirmations import key_of
 

@@ -143,9 +143,9 @@ class SweepConfig:
     repeats: int = 1
     grid_points: int = 8  # λ values per penalty for --sampler grid
     report_every: int | None = None  # epochs between pruning reports; None → epochs // 10
-    # Metric rows per trial in MLflow (README, "Metric history"): checkpoints, or final values
-    # in rounds large enough that writing them outweighs training; every epoch is in each
-    # trial's history.csv all the same, and the best trials get their whole curves.
+    # Metric rows per trial in MLflow (docs/tracking.md, "Metric history"): checkpoints, or
+    # final values in rounds large enough that writing them outweighs training; every epoch
+    # is in each trial's history.csv all the same, and the best trials get their whole curves.
     history: History = History.AUTO
     # A stratified search: every penalty gets exactly this many of the study's trials, the
     # penalty chosen by count, not sampled (sweeps.sampling); `trials` is it × penalties.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-from sweeps.lifecycle import build_record, conclude
+from sweeps.records import build_record, conclude
 from tracking.records import TrialRecord, now_ms
 from trainer import TrialConfig, load_task, resolve_device
 from trainer.batched import DataKey, stack_key, train_batch

@@ -7,9 +7,9 @@ refused (`DataChanged`, one line naming the file) where one differs from what th
 holds; `accept_change` takes the new files as the study's next data version instead.
 
 The study keeps every version it has had (its user attribute `sweeps.data`, the current one
-last), and each trial the version it was trained on (`TRIAL_ATTR`, the version's digest):
-a result is taken for an identical configuration only from a trial of the same version
-(`sweeps.lifecycle.RoundOptimizer._reuse`).
+last), and each trial the version it was trained on (`sweeps.data_version`, the version's
+digest): a result is taken for an identical configuration only from a trial of the same
+version (`sweeps.reuse`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ from typing import Any
 
 import optuna
 
+from sweeps.attr_keys import DATA_ATTR
 from sweeps.errors import DataChanged, UsageError
 from trainer.config import TrialConfig
 
-# Keys of the study's and the trials' user attributes, stored in existing studies: never renamed.
-STUDY_ATTR = "sweeps.data"
-TRIAL_ATTR = "sweeps.data_version"
 ACCEPT_FLAG = "--accept-data-change"
 
 
@@ -64,7 +62,7 @@ def hash_data(cfg: TrialConfig) -> DataFiles:
 
 def versions(study: optuna.Study) -> list[dict[str, Any]]:
     """The study's data versions, oldest first (none for a study made before pinning)."""
-    stored = study.user_attrs.get(STUDY_ATTR)
+    stored = study.user_attrs.get(DATA_ATTR)
     return list(stored) if isinstance(stored, list) else []
 
 
@@ -90,7 +88,7 @@ def pin(study: optuna.Study, data: DataFiles, *, accept_change: bool) -> None:
         "files": data.files,
         "since": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    study.set_user_attr(STUDY_ATTR, [*known, entry])
+    study.set_user_attr(DATA_ATTR, [*known, entry])
 
 
 def _changed(pinned: dict[str, dict[str, str]], here: dict[str, dict[str, str]]) -> str | None:

@@ -28,7 +28,7 @@ def optuna_plots(study: optuna.Study, trials: list[FrozenTrial] | None = None) -
 
 def _read_once(study: optuna.Study) -> optuna.Study:
     """The study with its trials read in one go: Optuna's plots read them three times,
-    twice deep-copied, through the ORM (~0.3 ms a trial; 0.03 ms here)."""
+    twice deep-copied, through the ORM."""
 
     def make(engine: sa.Engine) -> optuna.Study:
         from sweeps._optuna.read import Snapshot

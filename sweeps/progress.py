@@ -9,7 +9,7 @@ from typing import TextIO
 
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeps.recording import RECORD_ATTR
+from sweeps.attr_keys import RECORD_ATTR
 
 
 def describe(trial: FrozenTrial) -> str:

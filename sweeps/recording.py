@@ -1,32 +1,30 @@
-"""The sweep's side of tracking: one MLflow child run and one results row per trial.
+"""The sweep's side of tracking: one MLflow child run and one results row per trial, and
+the study's MLflow experiment and parent run (`Recorder`).
 
 MLflow is optional per process (`track=False`) and imported only when on: a study that is
-not tracked should not wait for MLflow to load (the README has the figures).
+not tracked does not wait for MLflow to load.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
-import os
-import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from sweeps import killpoints
+from sweeps.attr_keys import EXPERIMENT_ATTR, PARENT_ATTR
 from sweeps.config import SweepConfig
-from sweeps.errors import SweepsError, mask_secrets
+from sweeps.errors import mask_secrets
 from sweeps.fencing import Fence, fence_of, lost_message
+from sweeps.records import parent_params, record_from_row, record_from_trial
 from sweeps.storage import Stores
 from tracking import connections
 from tracking.errors import TrackingError
 from tracking.records import (
     EVERY_EPOCH,
-    FINAL_METRICS,
     LARGE_ROUND,
-    METRICS,
     RUN_STATUS,
     HistoryPolicy,
     StudyRecord,
@@ -37,14 +35,10 @@ from tracking.results import ResultsStore
 
 if TYPE_CHECKING:
     import optuna
-    import sqlalchemy as sa
     from optuna.trial import FrozenTrial
 
-    from sweeps._optuna.tell import BulkTeller, TellRow, Written
+    from sweeps.recording_process import RecordingProcess
     from tracking.mlflow_runs import MlflowTracker, ParentRef
-
-PARENT_ATTR = "mlflow_parent_run_id"
-EXPERIMENT_ATTR = "mlflow_experiment_id"
 
 
 def make_tracker(stores: Stores) -> MlflowTracker:
@@ -72,7 +66,13 @@ class Recorder:
         self._ahead: _Drawn | None = None  # the end's figures, drawn while it was written
         self.fence: Fence | None = None  # who owns the study's trials (`attach`)
         self.untracked: set[int] = set()  # trials recorded here that got no MLflow run
-        self._said: set[str] = set()  # the kinds of MLflow failure said on stderr
+        self._said: set[str] = set()  # the kinds of MLflow failure warned of
+
+    @property
+    def tracked(self) -> bool:
+        """Whether trials get MLflow runs, which alone keep their weights and per-epoch
+        history."""
+        return self.mlflow is not None
 
     def refuse_foreign_experiment(self) -> None:
         """Before the study is created or resumed: refuse (TrackingError) a tracking store
@@ -142,7 +142,7 @@ class Recorder:
             return None
         if parent_id is None:
             parent = self.mlflow.create_parent_run(
-                experiment_id, name, *_parent_params(self.cfg, name)
+                experiment_id, name, *parent_params(self.cfg, name)
             )
             won = self.results.set_study_mlflow(
                 name, experiment_id, parent.run_id, expected=stored.mlflow_parent_run_id
@@ -158,23 +158,11 @@ class Recorder:
             self.results.set_study_mlflow(name, experiment_id, parent_id, replace=True)
         return ParentRef(experiment_id, parent_id)
 
-    def record(self, rec: TrialRecord) -> TrialRecord:
-        """One finished trial: see `record_many`."""
-        return self.record_many([rec])[0]
-
-    def record_many(self, recs: list[TrialRecord]) -> list[TrialRecord]:
-        """MLflow first (to learn the run ids), then the results rows. Never raises for
-        MLflow: a lost MLflow write is reported and left for `sweeps check --repair`."""
-        recs = self.write(recs)
-        self.show_best(recs)
-        return recs
-
     def write(self, recs: list[TrialRecord]) -> list[TrialRecord]:
-        """`record_many`'s writes without showing the best: what a `RecordingProcess`
-        does for the process that trained the trials (which then calls `show_best`).
-
-        Only the trials this worker still owns are written and returned; the others are
-        said on stderr (`sweeps.fencing`)."""
+        """MLflow first (to learn the run ids), then the results rows, of the trials this
+        worker still owns (`sweeps.fencing`): those are returned, the others warned of.
+        Never raises for MLflow: a lost MLflow write is warned of and left for `sweeps
+        check --repair`."""
         fence = self.fence
         owned = recs if fence is None else fence.owned(self.results, recs)
         killpoints.passing(killpoints.OWNED)
@@ -202,10 +190,31 @@ class Recorder:
         except Exception as e:  # `sweeps check` then lists them, `--repair` deletes them
             warn(f"could not delete the MLflow runs of trials this worker lost: {e}")
 
-    def background(self) -> RecordingProcess | None:
+    def start_writer(self) -> RecordingProcess | None:
         """A process writing this recorder's rounds while the next one trains, where one
         can be had safely (`RecordingProcess.start`), else None."""
+        from sweeps.recording_process import RecordingProcess
+
         return RecordingProcess.start(self)
+
+    def forkable(self) -> bool:
+        """Whether a forked process can write this recorder's rounds: its fence reads
+        over the writer's own connection, and a tracked round's writes all go straight
+        into MLflow's SQL store (the child never opens an MlflowClient, whose cached
+        engines were made before the fork)."""
+        if self.fence is not None and not self.fence.forkable:
+            return False  # its public reads hold the study process's connections
+        mlflow = self.mlflow
+        return mlflow is None or (
+            self.parent is not None and mlflow.writes_in_bulk(self.parent.experiment_id)
+        )
+
+    def reopened(self) -> Recorder:
+        """A recorder of the same study, parent run and fence with connections of its own:
+        the recording process's, made after the fork."""
+        writer = Recorder(self.stores, self.study, track=self.tracked)
+        writer.parent, writer.cfg, writer.fence = self.parent, self.cfg, self.fence
+        return writer
 
     def show_best(self, recs: list[TrialRecord]) -> None:
         """The parent run shows the best trial as it improves (this process's view; the
@@ -245,7 +254,7 @@ class Recorder:
         ]
 
     def _said_once(self, e: Exception, what: str, recs: list[TrialRecord]) -> None:
-        """Say an MLflow failure on stderr the first time its kind (the exception's, or
+        """Warn of an MLflow failure the first time its kind (the exception's, or
         the one it wraps) happens in this process: a store that stays broken fails every
         round alike, and the command's end counts the trials (`untracked_message`)."""
         cause = e.__cause__ or e
@@ -285,7 +294,7 @@ class Recorder:
             return rec
         try:
             rec = self._heal_run(self.mlflow, self.parent, rec)
-        except Exception as e:  # as record_many: the trial stays in Optuna and SQL
+        except Exception as e:  # as `write`: the trial stays in Optuna and SQL
             self._said_once(e, "MLflow healing failed for trial", [rec])
         if rec.mlflow_run_id is None:
             self.untracked.add(rec.number)
@@ -305,9 +314,9 @@ class Recorder:
     def draw_ahead(self, study: optuna.Study, trials: list[FrozenTrial]) -> None:
         """The end's figures (Optuna's plots, the λ figure) of the study as `trials` make
         it: every finished trial as it will be once the last round is told, drawn while
-        the recording process writes that round, instead of after it (0.1–0.25 s off a
-        tracked study of 3 rounds of 512, measured). `finish` uses them if the results
-        store then holds exactly these trials, and draws them again otherwise."""
+        the recording process writes that round, instead of after it. `finish` uses them
+        if the results store then holds exactly these trials, and draws them again
+        otherwise."""
         if self.mlflow is None or self.parent is None:
             return
         from sweeps.plots import optuna_plots
@@ -383,90 +392,6 @@ class _Drawn:
     figures: dict[str, bytes]
 
 
-RECORD_ATTR = "sweeps.record"  # the Optuna trial's user attribute holding repair_info
-
-
-def keep(trial: optuna.Trial, rec: TrialRecord) -> TrialRecord:
-    """Keep the recorded trial on the Optuna trial too, so `sweeps check --repair` can
-    rebuild a lost results row or MLflow run from it."""
-    trial.set_user_attr(RECORD_ATTR, repair_info(rec))
-    return rec
-
-
-def repair_info(rec: TrialRecord) -> dict[str, object]:
-    return {
-        "state": rec.state.value,
-        "params": rec.params,
-        "final": rec.final,
-        "value": rec.value,
-        "duration_s": rec.duration_s,
-        "device": rec.device,
-        "start_time_ms": rec.start_time_ms,
-        "end_time_ms": rec.end_time_ms,
-        "error": rec.error,
-        "mlflow_run_id": rec.mlflow_run_id,
-        "reused_from": rec.reused_from,
-    }
-
-
-def _parent_params(cfg: SweepConfig | None, study: str) -> tuple[dict[str, object], str]:
-    """The parent run's params (the study's configuration, as `sweeps run` flags) and its
-    description."""
-    if cfg is None:
-        return {}, ""
-    params: dict[str, object] = {
-        "penalties": ",".join(p.value for p in cfg.penalties),
-        "lambda_min": cfg.lambda_min,
-        "lambda_max": cfg.lambda_max,
-        "lr_min": cfg.lr_min,  # None (left out) unless lr is searched
-        "lr_max": cfg.lr_max,
-        "sampler": cfg.sampler.value,
-        "pruner": cfg.pruner.value,
-        "report_every": cfg.checkpoint_every,
-        "batch": cfg.batch,
-        "repeats": cfg.repeats,
-        "history": cfg.history.value,
-        **{
-            k: v
-            for k, v in cfg.base.as_params().items()
-            if k not in _PER_TRIAL and not (k == "lr" and cfg.searches_lr)
-        },
-    }
-    lr = f"lr from {cfg.lr_min:g} to {cfg.lr_max:g} (log), " if cfg.searches_lr else ""
-    description = (
-        f"sweeps study `{study}`: {cfg.base.task}, penalties"
-        f" {params['penalties']}, λ from {cfg.lambda_min:g} to {cfg.lambda_max:g} (log), {lr}"
-        f"{cfg.sampler.value} sampler, {cfg.pruner.value} pruner, {cfg.base.epochs} epochs."
-        " Each child run is one trial; this run holds the λ figure, the trials table and"
-        " Optuna's plots when the study ends, and the best trial (tags sweeps.best_*)."
-    )
-    return {k: v for k, v in params.items() if v is not None}, description
-
-
-# TrialConfig params that differ per trial (the child runs log them) or per process.
-_PER_TRIAL = {"penalty", "lambda", "l1_ratio", "device"}
-
-
-def record_from_row(study: str, row: Mapping[str, Any]) -> TrialRecord:
-    """A results row back as a (history-less) TrialRecord, for figures and repair."""
-    params = {k: row.get(k) for k in ("penalty", "lambda", "l1_ratio", "lr", "epochs", "seed")}
-    return TrialRecord(
-        study=study,
-        number=int(row["number"]),
-        state=TrialState(row["state"]),
-        params=params,
-        final={k: row.get(k) for k in FINAL_METRICS},
-        value=row.get("value"),
-        duration_s=float(row.get("duration_s") or 0.0),
-        device=str(row.get("device") or ""),
-        start_time_ms=0,
-        end_time_ms=0,
-        mlflow_run_id=row.get("mlflow_run_id"),
-        error=row.get("error"),
-        reused_from=row.get("reused_from"),
-    )
-
-
 EXIT_UNTRACKED = 1  # the exit code of a command some of whose trials got no MLflow run
 
 
@@ -484,261 +409,3 @@ def warn(message: str) -> None:
     """A warning of the study's: a record of the `sweeps` logger (the `sweeps` command
     prints it as one line on stderr)."""
     logging.getLogger("sweeps").warning("%s", mask_secrets(message))
-
-
-def record_from_trial(
-    study: str, trial: FrozenTrial, cfg: SweepConfig | None = None
-) -> TrialRecord:
-    """Rebuild a trial's record from what the objective kept on the Optuna trial.
-
-    A trial whose worker died kept nothing: its config is rebuilt from its parameters.
-    """
-    kept: dict[str, Any] = trial.user_attrs.get(RECORD_ATTR) or {}
-    state = TrialState(trial.state.name)
-    params = kept.get("params")
-    if params is None and cfg is not None:
-        from optuna.trial import FixedTrial
-
-        from sweeps.sampling import suggest
-
-        params = suggest(FixedTrial(trial.params), cfg).as_params()
-    if params is None:
-        params = {"lambda": 0.0, **trial.params}
-    start = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else 0
-    end = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else start
-    error = kept.get("error")
-    if not kept and state is TrialState.FAIL:
-        error = "worker lost: heartbeat stale"
-    return TrialRecord(
-        study=study,
-        number=trial.number,
-        state=state,
-        params=params,
-        final=kept.get("final") or dict.fromkeys(METRICS),
-        value=trial.value if state is TrialState.COMPLETE else None,
-        duration_s=float(kept.get("duration_s") or 0.0),
-        device=str(kept.get("device") or ""),
-        start_time_ms=int(kept.get("start_time_ms") or start),
-        end_time_ms=int(kept.get("end_time_ms") or end),
-        error=error,
-        mlflow_run_id=kept.get("mlflow_run_id"),
-        reused_from=kept.get("reused_from"),
-    )
-
-
-# --- recording beside training -------------------------------------------------------
-
-
-RECORDING_ENV = "SWEEPS_RECORDING_PROCESS"  # "0": record every round in the study process
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-class RecordingLost(SweepsError):
-    """The recording process died (killed, out of memory): the rounds it had not finished
-    stay RUNNING in Optuna, and a resume heals and retries them."""
-
-    exit_code = 1
-
-
-class RecordingFailed(SweepsError):
-    """Writing a round failed in the recording process (as `record_many` would have
-    raised in the study process)."""
-
-
-class RecordingProcess:
-    """Writes a round's MLflow runs (when tracked) and results rows in a child process,
-    then tells Optuna the round's ends, while the study process asks and trains the next
-    round.
-
-    Why: on the CPU the writes of a tracked round cost more than training it, those of
-    an untracked one ~9% of it, and two cores are common; a thread would hold the same
-    interpreter lock as training. The child is forked (the imports are already paid)
-    before any round's heartbeat thread runs, opens its own database connections (one
-    must not cross a fork), and dies with its parent (PR_SET_PDEATHSIG), so a killed
-    worker is killed whole and never leaves a writer behind to race a resume's healing.
-    The order of one trial's writes is kept: MLflow, results row, Optuna's tell (the rows
-    the study process decided, its sampler told: `sweeps._optuna.tell`). Linux only;
-    `SWEEPS_RECORDING_PROCESS=0` turns it off.
-    """
-
-    def __init__(self, process: Any, conn: Any) -> None:
-        self._process = process
-        self._conn = conn
-
-    @classmethod
-    def start(cls, recorder: Recorder) -> RecordingProcess | None:
-        """A child for `recorder`'s rounds; None where the child could not die with us, or
-        where a tracked round's writes could not all go straight into MLflow's SQL store
-        (the child never opens an MlflowClient, whose cached engines were made before the
-        fork). An untracked study's child writes the results rows and tells Optuna."""
-        if os.environ.get(RECORDING_ENV) == "0" or not sys.platform.startswith("linux"):
-            return None
-        if _prctl() is None:
-            return None
-        if recorder.fence is not None and not recorder.fence.forkable:
-            return None  # its public reads hold the study process's connections
-        mlflow = recorder.mlflow
-        if mlflow is not None and (
-            recorder.parent is None or not mlflow.writes_in_bulk(recorder.parent.experiment_id)
-        ):
-            return None
-        import multiprocessing
-
-        context = multiprocessing.get_context("fork")
-        ours, theirs = context.Pipe()
-        process = context.Process(
-            target=_serve,
-            args=(recorder, theirs, ours, os.getpid()),
-            name="sweeps-recording",
-            daemon=True,
-        )
-        sys.stderr.flush()  # nothing buffered may be written twice
-        process.start()
-        theirs.close()
-        return cls(process, ours)
-
-    def submit(
-        self,
-        recs: list[TrialRecord],
-        weights: Sequence[Mapping[str, Any] | None],
-        tell: Sequence[TellRow],
-    ) -> None:
-        """Start writing `recs`, each with its `weights` (a state_dict, serialized there),
-        then telling Optuna `tell`; `result` waits for it."""
-        # As numpy arrays: a tensor pickles ~25x slower.
-        arrays = [None if w is None else {k: _array(v) for k, v in w.items()} for w in weights]
-        try:
-            self._conn.send((recs, arrays, tell))
-        except OSError as e:
-            raise self._lost() from e
-
-    def result(self) -> tuple[list[str | None], Written, list[int]]:
-        """The MLflow run ids of the submitted round (None for a trial not written), what
-        its tell wrote and the trials the fence dropped (`sweeps.fencing`), once done."""
-        try:
-            while not self._conn.poll(0.2):
-                if not self._process.is_alive():
-                    raise self._lost()
-            kind, payload = self._conn.recv()
-        except (EOFError, OSError) as e:
-            raise self._lost() from e
-        if kind == "error":
-            raise RecordingFailed(payload)
-        ids, written, lost = payload
-        return ids, written, lost
-
-    def close(self) -> None:
-        """Let the child finish what it has and exit."""
-        with contextlib.suppress(OSError):
-            self._conn.send(None)
-        self._process.join(timeout=60)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-        self._conn.close()
-
-    def _lost(self) -> RecordingLost:
-        self._process.join(timeout=5)
-        code = self._process.exitcode
-        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
-        return RecordingLost(
-            f"the recording process died ({how}); the trials it was writing stay RUNNING "
-            "and a resume retries them"
-        )
-
-
-def _prctl() -> Callable[..., int] | None:
-    import ctypes
-
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-def _serve(recorder: Recorder, conn: Any, parents: Any, parent_pid: int) -> None:
-    """The recording process: write each round received, answer its run ids."""
-    import signal
-
-    parents.close()
-    prctl = _prctl()
-    if prctl is None or prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        return
-    if os.getppid() != parent_pid:  # the parent died before the line above
-        return
-    # A stop sent to the whole process group (Ctrl-C; SIGTERM from `scancel` or a
-    # preemption) is the parent's to handle: it records the interrupted round and tells
-    # this process to finish, so the writes in hand are not cut short.
-    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(stop, signal.SIG_IGN)
-    connections.become_writer()
-    writer = Recorder(recorder.stores, recorder.study, track=recorder.mlflow is not None)
-    writer.parent, writer.cfg = recorder.parent, recorder.cfg
-    writer.fence = recorder.fence
-    teller = _teller(writer.results.engine)
-    try:
-        while (message := conn.recv()) is not None:
-            recs, weights, tell = message
-            try:
-                recs = [
-                    rec if w is None else dataclasses.replace(rec, weights=_serialized(w))
-                    for rec, w in zip(recs, weights, strict=True)
-                ]
-                with connections.turn():  # the round's connections, then none
-                    done = {rec.number: rec for rec in writer.write(recs)}
-                    # Optuna learns only what was written: not the trials the fence dropped.
-                    written = teller.write(
-                        [row for rec, row in zip(recs, tell, strict=True) if rec.number in done]
-                    )
-            except Exception as e:
-                conn.send(("error", mask_secrets(f"{type(e).__name__}: {e}")))
-            else:
-                ids = [done[r.number].mlflow_run_id if r.number in done else None for r in recs]
-                lost = [rec.number for rec in recs if rec.number not in done]
-                conn.send(("ok", (ids, written, lost)))
-    except EOFError:
-        pass
-    finally:
-        writer.close()
-        teller.close()
-
-
-def _teller(engine: sa.Engine) -> BulkTeller:
-    """The recording process's teller, on its results store's engine: one connection to
-    the database (the study process checked Optuna's schema before it started this one)."""
-    from sweeps._optuna.tell import BulkTeller
-
-    # The results store's engine settings are what the same database needs here: the tell
-    # reads which trials are still RUNNING, then writes, so on SQLite it must hold the
-    # write lock from the start (immediate transactions), or the study process's writes
-    # in between fail it.
-    return BulkTeller(engine)
-
-
-def serialize_weights(state_dict: Mapping[str, Any]) -> bytes:
-    """A state_dict as `torch.save` writes it (MLflow keeps it as model_state_dict.pt)."""
-    import io
-
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(dict(state_dict), buffer)
-    return buffer.getvalue()
-
-
-def _array(tensor: Any) -> Any:
-    """A CPU tensor as a numpy array; one numpy has no dtype for (bfloat16) stays."""
-    try:
-        return tensor.detach().cpu().numpy()
-    except TypeError:
-        return tensor
-
-
-def _serialized(arrays: Mapping[str, Any]) -> bytes:
-    import numpy as np
-    import torch
-
-    return serialize_weights(
-        {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in arrays.items()}
-    )

@@ -44,6 +44,7 @@ from sweeps.storage import (
     open_storage,
 )
 from sweeps.study import check_space, create_or_load, load_existing, study_exists
+from sweeps.telling import Provenance
 from tracking.connections import release_idle
 from tracking.reconnect import retrying
 from trainer import (
@@ -315,21 +316,9 @@ def _optimize(
     """Runs the trials; returns those another worker took over (`sweeps.fencing`)."""
     device = resolve_device(device_spec)
     task = load_task(cfg.base)
-    rounds = RoundOptimizer(
-        study,
-        cfg,
-        task,
-        device,
-        device_label(device),
-        recorder.record_many,
-        progress.update,
-        weights=recorder.mlflow is not None,
-        background=recorder.background,
-        on_recorded=recorder.show_best,
-        while_last_written=lambda trials: recorder.draw_ahead(study, trials),
-        data_version=data_version,
-        share=share,
-    )
+    label = device_label(device)
+    origin = Provenance(data_version, share)
+    rounds = RoundOptimizer(study, cfg, task, device, label, recorder, progress, origin)
     rounds.optimize(n_trials)
     return rounds.lost
 

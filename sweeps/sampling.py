@@ -435,7 +435,7 @@ class Features:
 
     A round's model is fitted to the whole history, and reading every trial's state,
     value and parameters again each round would cost more than the fit once the history
-    is in the thousands (~5 µs a trial). A finished trial never changes, and the study's
+    is in the thousands. A finished trial never changes, and the study's
     trials arrive as the same objects round after round (`sweeps._optuna.read.TrialCache`),
     so each is read when first seen; a trial object seen in another state is read again.
     """

@@ -24,13 +24,13 @@ import torch
 from optuna.trial import TrialState
 
 from sweeps._optuna import fenced
+from sweeps.attr_keys import REUSED_ATTR, SHARE_ATTR
 from sweeps.config import SweepConfig
 from sweeps.launchers.base import WorkerPlan
 
 if TYPE_CHECKING:
     from sweeps.storage import Stores
 
-SHARE_ATTR = "sweeps.share"  # user attribute: the share of a launch a trial counts toward
 _TOLD = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -98,14 +98,11 @@ def left_in_share(
 
 def _counts(engine: sa.Engine, study: optuna.Study, share: str) -> tuple[int, int]:
     from sweeps._optuna.read import share_counts
-    from sweeps.lifecycle import REUSED_ATTR
 
     return share_counts(engine, study, SHARE_ATTR, json.dumps(share), REUSED_ATTR)
 
 
 def _public_counts(study: optuna.Study, share: str) -> tuple[int, int]:
-    from sweeps.lifecycle import REUSED_ATTR
-
     mine = [
         t
         for t in study.get_trials(deepcopy=False, states=_TOLD)

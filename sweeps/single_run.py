@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweeps.config import TRAIN_EXPERIMENT
-from sweeps.lifecycle import build_record, conclude
 from sweeps.recording import make_tracker
+from sweeps.records import build_record, conclude
 from sweeps.storage import Stores, resolve_stores
 from tracking import records
 from trainer import TrialConfig, TrialResult, check_config, resolve_device, train

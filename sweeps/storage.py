@@ -61,6 +61,10 @@ MAX_RETRIES = 3
 # An SQLite database, the files SQLite keeps beside it while it is in use, and the lock
 # of the results tables' migrations (`tracking.results.migrate`).
 SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal", ".migrate.lock")
+# What lives under HOME by default: the storage, the MLflow store and its artifacts.
+HOME_STORAGE = "sweeps.db"
+HOME_TRACKING = "mlflow.db"
+HOME_ARTIFACTS = "mlartifacts"
 
 
 @dataclass(frozen=True)
@@ -82,13 +86,11 @@ class Stores:
 
     @property
     def home_storage(self) -> str:
-        """The default storage URL: sweeps.db under `home`."""
-        return sqlite_url(self.home / "sweeps.db")
+        return default_storage(self.home)
 
     @property
     def home_tracking(self) -> str:
-        """The default MLflow tracking URI: mlflow.db under `home`."""
-        return sqlite_url(self.home / "mlflow.db")
+        return default_tracking(self.home)
 
     def make_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -102,8 +104,8 @@ class Stores:
         """Every file the stores and the home folder keep, with what it is: the SQLite
         stores (named, or HOME's defaults) and SQLite's files beside them, the UI's log."""
         databases = {
-            self.home / "sweeps.db": "the sweeps storage",
-            self.home / "mlflow.db": "the MLflow store",
+            self.home / HOME_STORAGE: "the sweeps storage",
+            self.home / HOME_TRACKING: "the MLflow store",
         }
         for url, what in (
             (self.storage, "the sweeps storage"),
@@ -121,7 +123,7 @@ class Stores:
 
     def owned_folders(self) -> dict[Path, str]:
         """The folders whose every file is the stores' own: MLflow's local artifacts."""
-        folders = {self.home / "mlartifacts": "the MLflow artifacts folder"}
+        folders = {self.home / HOME_ARTIFACTS: "the MLflow artifacts folder"}
         if self.artifact_root is not None:
             folders[self.artifact_root] = "the MLflow artifacts folder"
         return folders
@@ -137,6 +139,16 @@ class Stores:
             check_store_file(path, "mlflow", write=write)
         if tracking and write and self.artifact_root is not None:
             check_writable_dir(self.artifact_root, "the MLflow artifacts folder")
+
+
+def default_storage(home: Path) -> str:
+    """The storage URL of a study whose --storage is not given: an SQLite file in HOME."""
+    return sqlite_url(home / HOME_STORAGE)
+
+
+def default_tracking(home: Path) -> str:
+    """The MLflow tracking URI where --tracking-uri is not given: an SQLite file in HOME."""
+    return sqlite_url(home / HOME_TRACKING)
 
 
 def sqlite_url(path: Path) -> str:
@@ -174,27 +186,31 @@ def resolve_stores(home: str, storage: str | None, tracking_uri: str | None) -> 
         if url:
             register_url(url)  # its password is masked wherever it shows up
     home_path = _resolved(Path(home).expanduser(), "--home")
-    storage_url = normalize_storage_url(storage or sqlite_url(home_path / "sweeps.db"), home_path)
-    if tracking_uri is None:
-        tracking = sqlite_url(home_path / "mlflow.db")
-        artifacts: Path | None = home_path / "mlartifacts"
-    else:
-        tracking, artifacts = tracking_uri, None
-        scheme = tracking.split("://", 1)[0].lower() if "://" in tracking else ""
-        if scheme == "sqlite":
-            normalize_storage_url(tracking, home_path)
-            artifacts = home_path / "mlartifacts"
-        elif scheme in {"postgresql", "postgresql+psycopg"}:
-            tracking = normalize_storage_url(tracking, home_path)
-            artifacts = home_path / "mlartifacts"  # not ./mlruns under whatever directory
-        elif scheme not in {"http", "https"}:
-            raise StorageError(
-                f"unsupported tracking URI {mask_secrets(tracking)!r}; use sqlite:///PATH or"
-                " http://host:port"
-            )
+    storage_url = normalize_storage_url(storage or default_storage(home_path), home_path)
+    tracking, artifacts = _tracking_store(tracking_uri, home_path)
     if storage_url == tracking or _same_file(storage_url, tracking):
         raise StorageError("the Optuna storage and the MLflow tracking store must differ")
     return Stores(home_path, storage_url, tracking, artifacts)
+
+
+def _tracking_store(tracking_uri: str | None, home: Path) -> tuple[str, Path | None]:
+    """The MLflow tracking URI (HOME's store by default), validated, and where its
+    artifacts go (None for an MLflow server, which keeps them)."""
+    if tracking_uri is None:
+        return default_tracking(home), home / HOME_ARTIFACTS
+    scheme = tracking_uri.split("://", 1)[0].lower() if "://" in tracking_uri else ""
+    if scheme == "sqlite":
+        normalize_storage_url(tracking_uri, home)
+        return tracking_uri, home / HOME_ARTIFACTS
+    if scheme in {"postgresql", "postgresql+psycopg"}:
+        # Artifacts under HOME, not ./mlruns under whatever directory.
+        return normalize_storage_url(tracking_uri, home), home / HOME_ARTIFACTS
+    if scheme not in {"http", "https"}:
+        raise StorageError(
+            f"unsupported tracking URI {mask_secrets(tracking_uri)!r}; use sqlite:///PATH or"
+            " http://host:port"
+        )
+    return tracking_uri, None
 
 
 def _resolved(path: Path, what: str) -> Path:

@@ -6,14 +6,11 @@ from typing import Any
 
 import optuna
 
+from sweeps.attr_keys import CONFIG_ATTR, SPACE_ATTR
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
 from sweeps.data_pins import DataFiles, hash_data, pin
 from sweeps.errors import UnknownStudyError, UsageError
 from sweeps.sampling import GridSampler, RoundSampler, Space, suggest
-
-# Keys of the study's user attributes, stored in existing studies: never renamed.
-SPACE_ATTR = "sweeps.space"
-CONFIG_ATTR = "sweeps.config"
 
 
 def make_sampler(cfg: SweepConfig, worker: int | None = None) -> optuna.samplers.BaseSampler:

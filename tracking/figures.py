@@ -86,7 +86,7 @@ def draw_lambda_figure(records: Sequence[TrialRecord]) -> Figure:
     fig = Figure(figsize=(18 if several_lrs else 12, 4.8), layout=None)
     axes = fig.subplots(1, 3 if several_lrs else 2)
     loss_ax, norm_ax = axes[0], axes[1]
-    # Fixed margins: constrained/tight layout redraws the log ticks and costs 2x the time.
+    # Fixed margins: a constrained or tight layout draws the log ticks a second time.
     left = 0.05 if several_lrs else 0.075
     fig.subplots_adjust(left=left, right=0.985, bottom=0.11, top=0.86, wspace=0.2)
     fig.suptitle(f"{TITLE}; {LR_TITLE}" if several_lrs else TITLE)

@@ -35,11 +35,7 @@ from tracking._mlflow_sql import RunWriter, open_bulk_writer
 from tracking.errors import TrackingError
 from tracking.figures import lambda_figure
 from tracking.mlflow_specs import (
-    ARCHIVE_TAG,
-    CONFIRMATION_ROLE,
     HISTORY_FILE,
-    TRAIN_ROLE,
-    TRIAL_ROLE,
     Attached,
     RunSpec,
     archive_path,
@@ -55,6 +51,32 @@ from tracking.mlflow_specs import (
     trials_csv,
 )
 from tracking.mlflow_store import creating_store, seed_sqlite_store
+from tracking.mlflow_tags import (
+    ARCHIVE_TAG,
+    BEST_L1_RATIO_TAG,
+    BEST_LAMBDA_TAG,
+    BEST_PENALTY_TAG,
+    BEST_RUN_ID_TAG,
+    BEST_TRIAL_TAG,
+    CANDIDATE_TAG,
+    CONFIRMATION_ROLE,
+    DATA_SEED_TAG,
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    NOTE_TAG,
+    PARENT_ROLE,
+    PARENT_RUN_ID_TAG,
+    ROLE_TAG,
+    SEED_TAG,
+    STATE_TAG,
+    STUDY_TAG,
+    STUDY_UID_TAG,
+    TRAIN_ROLE,
+    TRIAL_NUMBER_TAG,
+    TRIAL_ROLE,
+    USER_TAG,
+    tag_filter,
+)
 from tracking.records import EVERY_EPOCH, HistoryPolicy, TrialRecord, TrialState, now_ms
 from tracking.secrets import mask_secrets
 from tracking.store_files import holds_tables
@@ -65,10 +87,9 @@ logger = logging.getLogger(f"sweeps.{__name__}")  # under the package's logger
 # 1000 entities in all.
 MAX_PARAMS_PER_BATCH = 100
 MAX_ENTITIES_PER_BATCH = 1000
-TRIAL_FILTER = f"tags.`sweeps.role` = '{TRIAL_ROLE}'"
-UID_TAG = "sweeps.study_uid"  # on a study's experiment: which study it belongs to
+TRIAL_FILTER = tag_filter(ROLE_TAG, TRIAL_ROLE)
 # MLflow's UI opens an experiment by its kind; without it, on its GenAI overview.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+EXPERIMENT_KIND = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
 SEARCH_PAGE_SIZE = 1000  # search_runs' maximum page
 # MLflow errors and the OSErrors of an unreachable server or an unusable path.
 _STORE_ERRORS = (MlflowException, OSError)
@@ -84,7 +105,7 @@ class ParentRef:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """One child run as `trial_runs` sees it; `state` is the sweeps.state tag."""
+    """One child run as `trial_runs` sees it; `state` is its `STATE_TAG`."""
 
     run_id: str
     status: str
@@ -133,7 +154,7 @@ class MlflowTracker:
     def ensure_experiment(self, study: str, uid: str | None = None) -> str:
         """Returns the id of the study's experiment (named `study`), creating it if needed.
 
-        With `uid` (the study's identity, `sweeps.study.study_uid`) the experiment is the
+        With `uid` (the study's identity, `ResultsStore.study_uid`) the experiment is the
         study's own: tagged with it when created or first claimed, and refused (TrackingError)
         when it carries another study's uid — a study of the same name in another storage.
         Safe against another process creating it at the same time. A deleted experiment of
@@ -145,7 +166,7 @@ class MlflowTracker:
             if found is None:
                 try:
                     location = self._artifact_location(study)
-                    tags = {**EXPERIMENT_KIND, **({} if uid is None else {UID_TAG: uid})}
+                    tags = {**EXPERIMENT_KIND, **({} if uid is None else {STUDY_UID_TAG: uid})}
                     return str(
                         client.create_experiment(study, artifact_location=location, tags=tags)
                     )
@@ -155,7 +176,7 @@ class MlflowTracker:
                 found = client.get_experiment_by_name(study)
                 if found is None:
                     raise TrackingError(f"experiment {study!r} exists but cannot be read")
-            owner = found.tags.get(UID_TAG)
+            owner = found.tags.get(STUDY_UID_TAG)
             if uid is not None and owner not in (None, uid):
                 raise TrackingError(
                     f"the MLflow experiment {study!r} in {mask_secrets(self._tracking_uri)}"
@@ -166,7 +187,7 @@ class MlflowTracker:
                 logger.warning("restoring the deleted MLflow experiment %r", mask_secrets(study))
                 client.restore_experiment(found.experiment_id)
             if uid is not None and owner is None:
-                client.set_experiment_tag(found.experiment_id, UID_TAG, uid)
+                client.set_experiment_tag(found.experiment_id, STUDY_UID_TAG, uid)
             for key, value in EXPERIMENT_KIND.items():
                 if found.tags.get(key) is None:  # made by an older sweeps, or by hand
                     client.set_experiment_tag(found.experiment_id, key, value)
@@ -177,7 +198,7 @@ class MlflowTracker:
         experiment, or not claimed)."""
         with self._errors(f"cannot read the experiment {study!r}"):
             found = self._mlflow().get_experiment_by_name(study)
-        return None if found is None else found.tags.get(UID_TAG)
+        return None if found is None else found.tags.get(STUDY_UID_TAG)
 
     def find_experiment(self, study: str, uid: str) -> str | None:
         """The id of the study's experiment in this store, or None (nothing created);
@@ -188,7 +209,7 @@ class MlflowTracker:
             found = self._mlflow().get_experiment_by_name(study)
         if found is None:
             return None
-        if found.tags.get(UID_TAG) not in (None, uid):
+        if found.tags.get(STUDY_UID_TAG) not in (None, uid):
             return self.ensure_experiment(study, uid)  # raises the one-line refusal
         return str(found.experiment_id)
 
@@ -207,12 +228,12 @@ class MlflowTracker:
                     run is not None
                     and run.info.experiment_id == experiment_id
                     and run.info.lifecycle_stage == "active"
-                    and run.data.tags.get("sweeps.role") == "parent"
+                    and run.data.tags.get(ROLE_TAG) == PARENT_ROLE
                 ):
                     return hint
             found = client.search_runs(
                 [experiment_id],
-                filter_string="tags.`sweeps.role` = 'parent'",
+                filter_string=tag_filter(ROLE_TAG, PARENT_ROLE),
                 run_view_type=ViewType.ACTIVE_ONLY,
                 max_results=1,
                 order_by=["attributes.start_time ASC"],
@@ -228,9 +249,9 @@ class MlflowTracker:
     ) -> ParentRef:
         """Creates the study's parent run, with the study's configuration as `params` and
         `description` as its note; it stays RUNNING until `finish_study`."""
-        tags = {"sweeps.study": study, "sweeps.role": "parent", "mlflow.user": _user()}
+        tags = {STUDY_TAG: study, ROLE_TAG: PARENT_ROLE, USER_TAG: _user()}
         if description:
-            tags["mlflow.note.content"] = description
+            tags[NOTE_TAG] = description
         with self._errors(f"cannot create the parent run of {study!r}"):
             client = self._mlflow()
             run = client.create_run(experiment_id, tags=tag_dict(tags), run_name=tag_value(study))
@@ -250,13 +271,13 @@ class MlflowTracker:
             if shown is not None and shown <= best.value:
                 return False
             tags = {
-                "sweeps.best_trial": str(best.number),
-                "sweeps.best_penalty": best.penalty,
-                "sweeps.best_lambda": f"{best.lambda_:.6g}",
-                "sweeps.best_l1_ratio": str(best.params.get("l1_ratio") or "-"),
+                BEST_TRIAL_TAG: str(best.number),
+                BEST_PENALTY_TAG: best.penalty,
+                BEST_LAMBDA_TAG: f"{best.lambda_:.6g}",
+                BEST_L1_RATIO_TAG: str(best.params.get("l1_ratio") or "-"),
             }
             if best.mlflow_run_id:
-                tags["sweeps.best_run_id"] = best.mlflow_run_id
+                tags[BEST_RUN_ID_TAG] = best.mlflow_run_id
             client.log_batch(
                 parent.run_id,
                 metrics=[Metric("best_value", best.value, now_ms(), finished)],
@@ -412,7 +433,7 @@ class MlflowTracker:
         """The run's files from its round's archive, if they are there and not yet in the
         run itself."""
         tags = run.data.tags
-        path, parent = tags.get(ARCHIVE_TAG), tags.get("mlflow.parentRunId")
+        path, parent = tags.get(ARCHIVE_TAG), tags.get(PARENT_RUN_ID_TAG)
         if path is None or parent is None:
             return {}
         if any(a.path == HISTORY_FILE for a in client.list_artifacts(run.info.run_id)):
@@ -424,7 +445,7 @@ class MlflowTracker:
                 except (MlflowException, OSError):
                     return {}  # the archive is gone: the run keeps its metrics
                 archives[(parent, path)] = Path(local).read_bytes()
-        return archived_files(archives[(parent, path)], int(tags["sweeps.trial_number"]))
+        return archived_files(archives[(parent, path)], int(tags[TRIAL_NUMBER_TAG]))
 
     @staticmethod
     def _missing_points(client: MlflowClient, run: Run, history: bytes | None) -> list[Metric]:
@@ -456,7 +477,7 @@ class MlflowTracker:
         runs: dict[int, list[RunSummary]] = {}
         where = TRIAL_FILTER
         if number is not None:
-            where += f" and tags.`sweeps.trial_number` = '{int(number)}'"
+            where += f" and {tag_filter(TRIAL_NUMBER_TAG, str(int(number)))}"
         for run in self._active_runs(experiment_id, where, "trial runs"):
             summary = _summary(run.info.run_id, run.info.status, run.data.tags)
             if summary is not None:
@@ -492,13 +513,13 @@ class MlflowTracker:
         """Maps each (candidate, seed, data seed) to its active confirmation runs' ids,
         oldest first."""
         runs: dict[tuple[int, int, int], list[str]] = {}
-        where = f"tags.`sweeps.role` = '{CONFIRMATION_ROLE}'"
+        where = tag_filter(ROLE_TAG, CONFIRMATION_ROLE)
         for run in self._active_runs(experiment_id, where, "confirmation runs"):
             tags = run.data.tags
             key = (
-                int(tags["sweeps.candidate"]),
-                int(tags["sweeps.seed"]),
-                int(tags["sweeps.data_seed"]),
+                int(tags[CANDIDATE_TAG]),
+                int(tags[SEED_TAG]),
+                int(tags[DATA_SEED_TAG]),
             )
             runs.setdefault(key, []).append(run.info.run_id)
         return runs
@@ -529,9 +550,9 @@ class MlflowTracker:
             self._mlflow().set_terminated(run_id, status)
 
     def set_state_tag(self, run_id: str, state: str) -> None:
-        """Sets the run's sweeps.state tag (a TrialState value)."""
+        """Sets the run's `STATE_TAG` (a TrialState value)."""
         with self._errors(f"cannot tag run {run_id}"):
-            self._mlflow().set_tag(run_id, "sweeps.state", tag_value(state), synchronous=True)
+            self._mlflow().set_tag(run_id, STATE_TAG, tag_value(state), synchronous=True)
 
     def _bulk(self) -> RunWriter | None:
         if self._try_bulk and self._bulk_writer is None:
@@ -622,10 +643,10 @@ def _best(records: Sequence[TrialRecord]) -> TrialRecord | None:
 
 def _summary(run_id: str, status: str, tags: Mapping[str, str]) -> RunSummary | None:
     try:
-        number = int(tags["sweeps.trial_number"])
+        number = int(tags[TRIAL_NUMBER_TAG])
     except (KeyError, ValueError):
         return None
-    return RunSummary(run_id, status, tags.get("sweeps.state"), number)
+    return RunSummary(run_id, status, tags.get(STATE_TAG), number)
 
 
 def _artifact_name(name: str) -> str:

@@ -22,11 +22,26 @@ from urllib.parse import urlparse
 import numpy as np
 from mlflow.entities import Param
 
+from tracking.mlflow_tags import (
+    ARCHIVE_TAG,
+    CANDIDATE_TAG,
+    CONFIRMATION_ROLE,
+    DATA_SEED_TAG,
+    DEVICE_TAG,
+    ERROR_TAG,
+    PARENT_RUN_ID_TAG,
+    PRUNED_TAG,
+    REUSED_FROM_TAG,
+    ROLE_TAG,
+    SEED_TAG,
+    STATE_TAG,
+    STUDY_TAG,
+    TRIAL_NUMBER_TAG,
+    TRIAL_ROLE,
+)
 from tracking.records import (
-    ACCURACY_METRICS,
     EVERY_EPOCH,
     FINAL_METRICS,
-    METRICS,
     RUN_STATUS,
     TRIAL_COLUMNS,
     HistoryPolicy,
@@ -34,6 +49,7 @@ from tracking.records import (
     TrialState,
 )
 from tracking.secrets import mask_secrets
+from trainer.metrics import ACCURACY_METRICS, METRICS
 
 # MLflow truncates or rejects longer values depending on MLFLOW_TRUNCATE_LONG_VALUES
 # (mlflow.utils.validation), so we truncate ourselves.
@@ -110,12 +126,7 @@ def trials_csv(records: Sequence[TrialRecord]) -> bytes:
     return out.getvalue().encode()
 
 
-# `sweeps.role` of a run: a study's trial (what `sweeps check` counts and repairs), or a
-# run of `sweeps train`, which belongs to no study.
-TRIAL_ROLE = "trial"
-TRAIN_ROLE = "train"
 HISTORY_FILE = "history.csv"  # every trial's whole per-epoch history, whatever the policy
-ARCHIVE_TAG = "sweeps.archive"  # on a trial's run: its files' archive on the parent run
 ARCHIVE_FOLDER = "rounds"  # the parent run's folder of round archives
 
 
@@ -137,7 +148,7 @@ def trial_spec(
         status=status,
         start_time_ms=rec.start_time_ms,
         end_time_ms=rec.end_time_ms,
-        tags=tag_dict({**_trial_tags(parent_run_id, rec, archive), "sweeps.role": role}),
+        tags=tag_dict({**_trial_tags(parent_run_id, rec, archive), ROLE_TAG: role}),
         params=_trial_params(rec),
         metrics=_trial_metrics(rec, history),
         files={} if archive else trial_files(rec),
@@ -148,26 +159,23 @@ def _trial_tags(
     parent_run_id: str | None, rec: TrialRecord, archive: str | None = None
 ) -> dict[str, str]:
     tags = {
-        "sweeps.study": rec.study,
-        "sweeps.trial_number": str(rec.number),
-        "sweeps.state": rec.state.value,
-        "sweeps.device": rec.device,
-        "sweeps.role": "trial",
+        STUDY_TAG: rec.study,
+        TRIAL_NUMBER_TAG: str(rec.number),
+        STATE_TAG: rec.state.value,
+        DEVICE_TAG: rec.device,
+        ROLE_TAG: TRIAL_ROLE,
     }
     if parent_run_id is not None:
-        tags["mlflow.parentRunId"] = parent_run_id
+        tags[PARENT_RUN_ID_TAG] = parent_run_id
     if rec.state is TrialState.PRUNED:
-        tags["sweeps.pruned"] = "true"
+        tags[PRUNED_TAG] = "true"
     if rec.error:
-        tags["sweeps.error"] = mask_secrets(rec.error)[:MAX_ERROR_TAG_LENGTH]
+        tags[ERROR_TAG] = mask_secrets(rec.error)[:MAX_ERROR_TAG_LENGTH]
     if rec.reused_from is not None:
-        tags["sweeps.reused_from"] = str(rec.reused_from)
+        tags[REUSED_FROM_TAG] = str(rec.reused_from)
     if archive is not None:
         tags[ARCHIVE_TAG] = archive
     return tags
-
-
-CONFIRMATION_ROLE = "confirmation"  # sweeps.role of a confirmation run (`sweeps confirm`)
 
 
 def confirmation_spec(rec: TrialRecord, parent_run_id: str) -> RunSpec:
@@ -177,13 +185,13 @@ def confirmation_spec(rec: TrialRecord, parent_run_id: str) -> RunSpec:
     `sweeps.data_seed`, and no `sweeps.trial_number`: whatever counts a study's trial runs
     never counts it."""
     spec = trial_spec(rec, parent_run_id)
-    tags = {k: v for k, v in spec.tags.items() if k != "sweeps.trial_number"}
+    tags = {k: v for k, v in spec.tags.items() if k != TRIAL_NUMBER_TAG}
     tags.update(
         {
-            "sweeps.role": CONFIRMATION_ROLE,
-            "sweeps.candidate": str(rec.number),
-            "sweeps.seed": str(rec.params["seed"]),
-            "sweeps.data_seed": str(rec.params["data_seed"]),
+            ROLE_TAG: CONFIRMATION_ROLE,
+            CANDIDATE_TAG: str(rec.number),
+            SEED_TAG: str(rec.params["seed"]),
+            DATA_SEED_TAG: str(rec.params["data_seed"]),
         }
     )
     name = f"confirm {trial_run_name(rec)} seed {rec.params['seed']}"

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
 from mlflow.version import VERSION as MLFLOW_VERSION
 
-from tracking._mlflow_sql import forced_public, store_engine, warn_once
+from tracking._mlflow_sql import public_forced, store_engine, warn_once
 from tracking.connections import Use, budgeted
 from tracking.db import engine_options
 
@@ -56,7 +56,7 @@ def seed_sqlite_store(tracking_uri: str) -> bool:
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return False
     target = Path(url.database).expanduser()
-    if target.exists() or not target.parent.is_dir() or forced_public():
+    if target.exists() or not target.parent.is_dir() or public_forced():
         return False
     try:
         template = template_path()
@@ -64,7 +64,7 @@ def seed_sqlite_store(tracking_uri: str) -> bool:
             _build_template(template)
         _copy_new(template, target)
     except ImportError as e:  # a private name gone in another MLflow
-        warn_once("the store template", str(e))
+        warn_once("a new store from the template", str(e))
         return False
     except (OSError, sqlite3.Error, sa.exc.SQLAlchemyError, MlflowException) as e:
         logger.debug("no MLflow store template (%s); MLflow creates the store", e)
@@ -123,7 +123,7 @@ def creating_store(tracking_uri: str) -> Iterator[None]:
     if url.get_backend_name() != "postgresql":
         yield
         return
-    if not forced_public():
+    if not public_forced():
         store_engine(tracking_uri)  # the engine MlflowClient will use, made ours first
     # A connection of its own: MLflow's migrations take both of the store engine's.
     engine = budgeted(sa.create_engine(url, **engine_options(url.drivername, Use.PROBE)))

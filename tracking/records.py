@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-# Per-epoch metrics; the same list as trainer.result.METRICS (tracking must not import torch).
-METRICS = ("train_loss", "val_loss", "test_loss", "w_norm", "penalty_value")
-# Final-only metrics of classification tasks (trainer.result.ACCURACY_METRICS); absent from
-# a record's `final` for every other task.
-ACCURACY_METRICS = ("train_accuracy", "val_accuracy", "test_accuracy")
+from trainer.metrics import ACCURACY_METRICS, METRICS
+
+# The trainer's per-epoch metrics, and its final-only ones of classification tasks (absent
+# from a record's `final` for every other task).
 FINAL_METRICS = METRICS + ACCURACY_METRICS
 # One finished trial as a flat row, in this order: `sweeps trials`, `sweeps export`, the
 # parent run's trials.csv.

@@ -15,7 +15,8 @@ from trainer.errors import ConfigError, DeviceError, TaskError, TrainerError
 if TYPE_CHECKING:
     from trainer.devices import resolve_device
     from trainer.loop import EpochCallback, check_config, train
-    from trainer.result import METRICS, TrainStatus, TrialResult
+    from trainer.metrics import METRICS
+    from trainer.result import TrainStatus, TrialResult
     from trainer.tasks import Task, load_task
 
 _LAZY = {
@@ -23,7 +24,7 @@ _LAZY = {
     "EpochCallback": "trainer.loop",
     "train": "trainer.loop",
     "check_config": "trainer.loop",
-    "METRICS": "trainer.result",
+    "METRICS": "trainer.metrics",
     "TrainStatus": "trainer.result",
     "TrialResult": "trainer.result",
     "Task": "trainer.tasks",

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from trainer.data import Rows, chunked_mean, readers
-from trainer.result import ACCURACY_METRICS
+from trainer.metrics import ACCURACY_METRICS
 from trainer.tasks import Task
 
 

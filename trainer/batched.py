@@ -18,12 +18,11 @@ Equality with `trainer.loop.train(cfg)`:
   - Elsewhere — other modules (through `torch.vmap(functional_call)`), tiny products
     (inputs × minibatch < 400, where bmm takes a plain loop), GPUs, other BLAS builds —
     sums round differently, and members agree with train() to rtol 1e-5, atol 1e-6 on
-    histories and weights after 100 epochs (measured: within 3.3e-6 relative beyond 1e-6
-    absolute). Exception: Adam/AdamW with a non-smooth penalty (l1, elastic_net,
-    l2_unsquared; λ > 0). Near the kink, Adam's normalized steps flip weights by ±lr, so
-    one rounding difference becomes another trajectory (measured: percent-level gaps in
-    losses and w_norm); only the outcome (status, epochs) is comparable there, as between
-    two runs of train() on different BLAS builds.
+    histories and weights after 100 epochs. Exception: Adam/AdamW with a non-smooth
+    penalty (l1, elastic_net, l2_unsquared; λ > 0). Near the kink, Adam's normalized steps
+    flip weights by ±lr, so one rounding difference becomes another trajectory (losses and
+    w_norm then differ by percents); only the outcome (status, epochs) is comparable there,
+    as between two runs of train() on different BLAS builds.
 
 Which models stack: `nn.Linear` by the hand-written path; any other module whose forward
 is a function of its parameters, buffers and input through `torch.vmap(functional_call)`
@@ -65,7 +64,8 @@ from trainer.data import first_rows, head, readers, streamed
 from trainer.devices import device_label, resolve_device
 from trainer.errors import ConfigError, task_exit_is_task_error
 from trainer.loop import EpochCallback, train
-from trainer.result import METRICS, TrainStatus, TrialResult
+from trainer.metrics import METRICS
+from trainer.result import TrainStatus, TrialResult
 from trainer.seeding import stream_generator
 from trainer.stackable import refusal
 from trainer.tasks import Task, load_task

@@ -17,7 +17,8 @@ from trainer.batched_optim import rows_of
 from trainer.config import TrialConfig
 from trainer.data import Rows, chunked_mean
 from trainer.errors import ConfigError
-from trainer.result import METRICS, TrainStatus
+from trainer.metrics import METRICS
+from trainer.result import TrainStatus
 from trainer.seeding import stream_generator
 from trainer.stacked_model import LinearForward, build_stack
 from trainer.tasks import Split, Task

@@ -65,8 +65,8 @@ def set_cpu_threads(threads: int | None) -> int:
     None means DEFAULT_CPU_THREADS. Why not torch's default (one thread per core): the
     models this product trains are small, a second thread buys nothing on a quiet machine,
     and threads that spin for cores someone else holds make training several times slower
-    (another worker, another job, a CI run). `python -m bench --threads` measures it; the
-    README has the figures.
+    (another worker, another job, a CI run). `python -m bench --threads` measures it;
+    docs/performance.md has the figures.
     """
     if threads is None:
         threads = DEFAULT_CPU_THREADS

@@ -17,9 +17,10 @@ from trainer.data import Rows, chunked_mean, readers
 from trainer.devices import device_label, resolve_device
 from trainer.dropout import DropoutMasks, seed_dropout
 from trainer.errors import AllocationError, ConfigError, task_exit_is_task_error
+from trainer.metrics import METRICS
 from trainer.optim import FunctionalOptimizer, ParamGroup
 from trainer.penalties import l2_norm, penalty_term, penalty_value, select_penalized
-from trainer.result import METRICS, TrainStatus, TrialResult
+from trainer.result import TrainStatus, TrialResult
 from trainer.seeding import stream_generator
 from trainer.tasks import Task, load_task
 

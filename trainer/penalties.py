@@ -5,7 +5,7 @@ Scope rule (`--penalize`):
     nanoGPT's `configure_optimizers`;
   - `all`: every parameter;
   - `GLOB,GLOB,...`: parameters whose qualified name matches one of the globs
-    (fnmatch, case-sensitive), e.g. `0.weight` to penalize one layer only (seed 003).
+    (fnmatch, case-sensitive), e.g. `0.weight` to penalize the first layer only.
 """
 
 from __future__ import annotations

@@ -9,11 +9,7 @@ from typing import Any
 import torch
 
 from trainer.config import TrialConfig
-
-# Per-epoch metrics, in the order they are recorded. Losses are data losses (no penalty).
-METRICS = ("train_loss", "val_loss", "test_loss", "w_norm", "penalty_value")
-# Final-only metrics of classification tasks (trainer.accuracy); None for other tasks.
-ACCURACY_METRICS = ("train_accuracy", "val_accuracy", "test_accuracy")
+from trainer.metrics import ACCURACY_METRICS, METRICS
 
 
 class TrainStatus(StrEnum):

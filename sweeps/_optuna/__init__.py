@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,26 +25,17 @@ from typing import Any, TypeVar
 import optuna
 import sqlalchemy as sa
 
+from tracking.private_names import PrivateNames
+
 FORCE_PUBLIC_ENV = "SWEEPS_OPTUNA_PUBLIC"
 # Optuna's RDB schema revisions the modules here were checked against: v3.2.0.a is the
 # head of Optuna 3.2 to 5.0. Add one only after their tests pass on it.
 TESTED_SCHEMA_REVISIONS = frozenset({"v3.2.0.a"})
 
-_logger = logging.getLogger("sweeps")
-_warned: set[str] = set()
+OPTUNA = PrivateNames("Optuna", FORCE_PUBLIC_ENV, logging.getLogger("sweeps"))
+public_forced = OPTUNA.public_forced
+warn_once = OPTUNA.warn_once
 _T = TypeVar("_T")
-
-
-def public_forced() -> bool:
-    """Whether SWEEPS_OPTUNA_PUBLIC=1 asks for Optuna's public API everywhere."""
-    return os.environ.get(FORCE_PUBLIC_ENV) == "1"
-
-
-def warn_once(what: str, reason: str) -> None:
-    """Announces, once per process and `what`, that `what` takes Optuna's public API."""
-    if what not in _warned:
-        _warned.add(what)
-        _logger.warning("sweeps: %s uses Optuna's public API (slower): %s", what, reason)
 
 
 def _private(owner: object, name: str, what: str) -> Any:

@@ -3,7 +3,7 @@ store for each, written for all of them at once.
 
 `Study.ask` creates a trial in one ORM session and reads it back, and each suggested
 parameter is another session: for a `--batch` round, several sessions per trial before any
-of them trains (the README has the figures). When a round's parameters are known before it
+of them trains (docs/performance.md has the figures). When a round's parameters are known before it
 is asked (`sweeps.sampling.RoundSampler.plan`), one transaction inserts the K trials
 (RUNNING, started now), numbers them as Optuna does (the count of the study's trials created
 before each, under the same lock on the study's row that Optuna's `_create_new_trial` takes,

@@ -3,8 +3,8 @@ the storage at most once.
 
 `read_trials` builds FrozenTrials from one Core query per table (trials, params, values,
 intermediate values, user and system attributes), as `RDBStorage.get_all_trials` builds them
-from ORM objects: the ORM spends ~0.15 ms a trial on identity maps and selectin loads, the
-queries here ~0.03 ms (tests/sweeps/test_read_trials.py compares the two).
+from ORM objects, without the ORM's identity maps and selectin loads per trial
+(tests/sweeps/test_read_trials.py compares the two).
 
 Optuna's `_CachedStorage` keeps the finished trials it read, but the trials a round creates
 and tells through `sweeps._optuna.ask` and `.tell` bypass it, so every round would read the

@@ -8,7 +8,8 @@ again once the study's stores are open (the ~100,000 objects of their engines, O
 mappers and migrations would otherwise be walked by every full collection, several times a
 round). From then on young collections are rarer too (`STUDY_THRESHOLDS`). The heap is
 the process's business, so all of this happens here at the command, never inside the
-library (which only says when its stores are open: `on_ready`); the README has the figures.
+library (which only says when its stores are open: `on_ready`); docs/performance.md has
+the figures.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ def frozen_heap() -> Iterator[None]:
 
 # A round of K trials allocates tens of containers per trial (configs, results, records,
 # Optuna's trials), all alive until the round is told. At Python's default threshold (700
-# allocations) a round of 512 triggers ~40 young collections and ~4 of the middle
-# generation, each walking the round's live objects again: ~25 ms a round, 5% of its
-# training on one CPU thread. At 50,000 a round triggers about one. What a collection frees
-# (cycles; tensors and rows are freed by reference counts) waits a little longer: a few MB.
+# allocations) a large round triggers dozens of young collections and several of the
+# middle generation, each walking the round's live objects again; at 50,000 about one.
+# What a collection frees (cycles; tensors and rows are freed by reference counts) waits a
+# little longer.
 STUDY_THRESHOLDS = (50_000, 10, 10)
 
 

@@ -11,7 +11,8 @@ import click
 
 from sweeps.cli.base import echo_json, format_table, storage_options, store_options
 from sweeps.cli.options import PENALTIES
-from tracking.records import ACCURACY_METRICS, BEST_COLUMNS, COUNT_COLUMNS, TRIAL_COLUMNS
+from tracking.records import BEST_COLUMNS, COUNT_COLUMNS, TRIAL_COLUMNS
+from trainer.metrics import ACCURACY_METRICS
 
 if TYPE_CHECKING:
     pass

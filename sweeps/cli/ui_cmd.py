@@ -198,7 +198,7 @@ def study_path(tracking_uri: str, study: str) -> str:
     return f"/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
 
 
-STARTUP_TIMEOUT_S = 180.0  # a first start on a busy machine takes ~30 s
+STARTUP_TIMEOUT_S = 180.0  # a first start (MLflow's migrations) on a busy machine is slow
 
 
 def serve(

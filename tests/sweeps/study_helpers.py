@@ -17,6 +17,7 @@ from sweeps.cli.process import quiet_optuna
 from sweeps.config import SweepConfig
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load
+from tracking.records import TrialRecord
 from trainer import TrialConfig, load_task, train
 
 
@@ -48,8 +49,8 @@ def run_cli(
 
 def trained(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
     """The trials that trained: those that took an identical earlier trial's result
-    (`sweeps.lifecycle.REUSED_ATTR`) do not use up --trials."""
-    from sweeps.lifecycle import REUSED_ATTR
+    (`sweeps.attr_keys.REUSED_ATTR`) do not use up --trials."""
+    from sweeps.attr_keys import REUSED_ATTR
 
     return [t for t in trials if REUSED_ATTR not in t.user_attrs]
 
@@ -167,3 +168,22 @@ def sweep_study(storage_url: str, cfg: SweepConfig) -> Iterator[optuna.Study]:
         yield create_or_load(cfg, storage)
     finally:
         storage.engine.dispose()
+
+
+class Unrecorded:
+    """A `sweeps.lifecycle.RoundRecorder` that writes nothing: every record is kept, as
+    if written, for tests of the round loop itself."""
+
+    tracked = False
+
+    def write(self, recs: list[TrialRecord]) -> list[TrialRecord]:
+        return recs
+
+    def show_best(self, recs: list[TrialRecord]) -> None:
+        pass
+
+    def start_writer(self) -> None:
+        return None
+
+    def draw_ahead(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> None:
+        pass

@@ -15,6 +15,7 @@ from sweeps.pruning import PruningView
 from sweeps.sampling import RoundSampler, suggest
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load
+from tests.sweeps.study_helpers import Unrecorded
 from trainer import load_task
 
 K = 16
@@ -49,7 +50,7 @@ def test_ask_round_samples_what_optuna_samples(
     task = load_task(CFG.base)
 
     def optimizer(study: optuna.Study) -> RoundOptimizer:
-        return RoundOptimizer(study, CFG, task, torch.device("cpu"), "cpu", lambda r: r)
+        return RoundOptimizer(study, CFG, task, torch.device("cpu"), "cpu", Unrecorded())
 
     viewed = _study_with_history(tmp_path / "viewed.db")
     reads: list[object] = []

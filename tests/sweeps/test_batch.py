@@ -131,10 +131,10 @@ def test_a_failing_round_fails_its_trials_and_the_study_goes_on(
     import optuna
     from click.testing import CliRunner
 
-    import sweeps.lifecycle
+    import sweeps.training
     from sweeps.cli import cli
 
-    real = sweeps.lifecycle.train_batch
+    real = sweeps.training.train_batch
     calls = []
 
     def first_round_fails(*args: Any, **kwargs: Any) -> Any:
@@ -143,7 +143,7 @@ def test_a_failing_round_fails_its_trials_and_the_study_goes_on(
             raise RuntimeError("injected: CUDA out of memory")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweeps.lifecycle, "train_batch", first_round_fails)
+    monkeypatch.setattr(sweeps.training, "train_batch", first_round_fails)
     home = tmp_path / "h"
     args = ["run", "--home", str(home), "--study", "f", "--penalties", "l2", "--epochs", "5"]
     result = CliRunner().invoke(cli, [*args, "--trials", "6", "--batch", "3", "--no-track"])
@@ -165,13 +165,14 @@ def test_rounds_failing_alike_stop_the_study(
     from click.testing import CliRunner
 
     import sweeps.lifecycle
+    import sweeps.training
     from sweeps.cli import cli
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("injected: device lost")
 
-    monkeypatch.setattr(sweeps.lifecycle, "train_batch", broken)
-    monkeypatch.setattr(sweeps.lifecycle, "train", broken)
+    monkeypatch.setattr(sweeps.training, "train_batch", broken)
+    monkeypatch.setattr(sweeps.training, "train", broken)
     home = tmp_path / "h"
     args = ["run", "--home", str(home), "--study", "s", "--penalties", "l2", "--epochs", "3"]
     result = CliRunner().invoke(

@@ -1,4 +1,4 @@
-"""The study loop's heartbeat thread (`sweeps.lifecycle._Beats`): one thread beats for the
+"""The study loop's heartbeat thread (`sweeps.heartbeats.Beats`): one thread beats for the
 trials in flight, from when they are asked until they are told. Each step waits on the
 beats themselves, never on a clock: the interval is an hour, so every beat seen here is
 one the thread owed at once."""
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from sweeps.lifecycle import _Beats, _Heartbeat
+from sweeps.heartbeats import Beats, Heartbeat
 
 HOUR = 3600.0
 WAIT = 60.0  # generous: a beat that never comes fails the test, a slow one does not
@@ -33,7 +33,7 @@ class _Recorded:
 
 def test_unbeaten_trials_are_beaten_at_once_until_told() -> None:
     seen = _Recorded()
-    beats = _Beats(_Heartbeat(HOUR, seen.beat))
+    beats = Beats(Heartbeat(HOUR, seen.beat))
     try:
         beats.watch([3, 1], beaten=False)
         assert seen.beats.get(timeout=WAIT) == [1, 3]
@@ -49,7 +49,7 @@ def test_unbeaten_trials_are_beaten_at_once_until_told() -> None:
 
 def test_trials_beaten_as_they_were_created_wait_an_interval() -> None:
     seen = _Recorded()
-    beats = _Beats(_Heartbeat(HOUR, seen.beat))
+    beats = Beats(Heartbeat(HOUR, seen.beat))
     beats.watch([1, 2], beaten=True)
     beats.close()  # within the hour: nothing was owed
     assert seen.beats.empty()
@@ -57,7 +57,7 @@ def test_trials_beaten_as_they_were_created_wait_an_interval() -> None:
 
 def test_a_failed_beat_leaves_the_thread_beating(caplog: pytest.LogCaptureFixture) -> None:
     seen = _Recorded(fail_first=True)
-    beats = _Beats(_Heartbeat(HOUR, seen.beat))
+    beats = Beats(Heartbeat(HOUR, seen.beat))
     try:
         beats.watch([5], beaten=False)  # this beat fails
         assert seen.failed.wait(WAIT)
@@ -71,7 +71,7 @@ def test_a_failed_beat_leaves_the_thread_beating(caplog: pytest.LogCaptureFixtur
 def test_beating_starts_again_after_a_close() -> None:
     """A study loop run twice (`RoundOptimizer.optimize`) beats both times."""
     seen = _Recorded()
-    beats = _Beats(_Heartbeat(HOUR, seen.beat))
+    beats = Beats(Heartbeat(HOUR, seen.beat))
     beats.watch([1], beaten=False)
     assert seen.beats.get(timeout=WAIT) == [1]
     beats.close()

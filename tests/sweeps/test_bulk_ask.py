@@ -12,9 +12,9 @@ from optuna.trial import FixedTrial, TrialState
 
 from sweeps._optuna import storage_of, trial_id
 from sweeps._optuna.ask import TRIAL_ATTRIBUTES, BulkAsker
+from sweeps.asking import _bulk_asker, fenced_for
 from sweeps.cli.process import quiet_optuna
 from sweeps.config import SweepConfig
-from sweeps.lifecycle import _bulk_asker, _fenced
 from sweeps.sampling import suggest
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load
@@ -56,7 +56,7 @@ def _public(study: optuna.Study, params: dict[str, Any]) -> optuna.Trial:
 
 
 def test_bulk_ask_reads_back_as_optuna_asks(study: optuna.Study) -> None:
-    asker = _fenced(study, "test", _bulk_asker)
+    asker = fenced_for(study, "test", _bulk_asker)
     assert isinstance(asker, BulkAsker)  # both backends are at a tested revision
     ours = asker.ask(study, _planned(PROPOSALS))
     theirs = [_public(study, p) for p in PROPOSALS]

@@ -12,8 +12,9 @@ from optuna.trial import TrialState
 
 from sweeps._optuna import FORCE_PUBLIC_ENV, Told, rdb_backend, storage_of, trial_id
 from sweeps._optuna.tell import BulkTeller
+from sweeps.asking import fenced_for
 from sweeps.config import SweepConfig
-from sweeps.lifecycle import _bulk_teller, _fenced
+from sweeps.telling import bulk_teller
 from tests.sweeps.study_helpers import sweep_study
 from trainer import Penalty
 
@@ -58,7 +59,7 @@ def _read(study: optuna.Study, trial: optuna.Trial) -> dict[str, Any]:
 
 
 def test_bulk_tell_reads_back_as_optuna_tells(study: optuna.Study) -> None:
-    teller = _fenced(study, "test", _bulk_teller)
+    teller = fenced_for(study, "test", bulk_teller)
     assert isinstance(teller, BulkTeller)  # both backends are at a tested revision
     ours = [_asked(study, reports) for _, _, reports in ENDS]
     theirs = [_asked(study, reports) for _, _, reports in ENDS]
@@ -85,7 +86,7 @@ def test_bulk_tell_reads_back_as_optuna_tells(study: optuna.Study) -> None:
 
 
 def test_a_trial_ended_elsewhere_is_left_as_it_is(study: optuna.Study) -> None:
-    teller = _fenced(study, "test", _bulk_teller)
+    teller = fenced_for(study, "test", bulk_teller)
     assert teller is not None
     lost, kept = _asked(study, {}), _asked(study, {})
     storage_of(study).set_trial_state_values(trial_id(lost), TrialState.FAIL)  # e.g. stale
@@ -102,9 +103,9 @@ def test_the_public_path_when_forced_or_not_tpe(
     study: optuna.Study, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(FORCE_PUBLIC_ENV, "1")
-    assert rdb_backend(study, "test") is None and _fenced(study, "test", _bulk_teller) is None
+    assert rdb_backend(study, "test") is None and fenced_for(study, "test", bulk_teller) is None
     monkeypatch.delenv(FORCE_PUBLIC_ENV)
     study.sampler = optuna.samplers.RandomSampler()
     assert (
-        _fenced(study, "test", _bulk_teller) is None
+        fenced_for(study, "test", bulk_teller) is None
     )  # tested with the round sampler's after_trial only

@@ -99,7 +99,7 @@ def test_divergence_under_a_huge_lambda_names_lambda_as_a_cause() -> None:
 
 
 def test_a_tracked_diverged_run_ends_as_a_diverged_trial_does(tmp_path: Path) -> None:
-    """One rule for divergence (`sweeps.lifecycle.conclude`): PRUNED, its run KILLED."""
+    """One rule for divergence (`sweeps.records.conclude`): PRUNED, its run KILLED."""
     from mlflow.tracking import MlflowClient
 
     home = tmp_path / "h"

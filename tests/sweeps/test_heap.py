@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 import pytest
 
-import sweeps.lifecycle
+import sweeps.training
 from sweeps.cli.heap import STUDY_THRESHOLDS, frozen_heap
 from sweeps.config import SweepConfig
 from sweeps.runner import run_study
@@ -57,7 +57,7 @@ class _Seen:
         self.mlflow_loaded: list[bool] = []
         self.optuna_verbosity: list[int] = []
         self.thresholds: list[tuple[int, int, int]] = []
-        real = sweeps.lifecycle.train
+        real = sweeps.training.train
         freezes: list[str] = []
         real_freeze = gc.freeze
 
@@ -75,7 +75,7 @@ class _Seen:
             self.thresholds.append(gc.get_threshold())
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(sweeps.lifecycle, "train", spy)
+        monkeypatch.setattr(sweeps.training, "train", spy)
 
 
 def test_the_run_command_trains_with_the_heap_frozen_after_mlflow_is_imported(

@@ -20,7 +20,8 @@ from sweeps import killpoints
 from tests.sweeps.cli_helpers import invoke_json
 from tests.sweeps.study_helpers import cli_env, sweeps_cmd
 from tracking.mlflow_specs import HISTORY_FILE, history_csv, read_history_csv
-from tracking.records import LARGE_ROUND, METRICS, History, HistoryPolicy
+from tracking.records import LARGE_ROUND, History, HistoryPolicy
+from trainer.metrics import METRICS
 
 EPOCHS = 20
 EVERY = 4  # --report-every: the checkpoints

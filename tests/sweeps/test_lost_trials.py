@@ -25,7 +25,7 @@ from sweeps.pruning import PruningView
 from sweeps.storage import lost_trials, open_storage
 from sweeps.study import create_or_load
 from tests.sweeps.cli_helpers import assert_usage_error, invoke
-from tests.sweeps.study_helpers import cli_env, load, run_cli, wait_until_lost
+from tests.sweeps.study_helpers import Unrecorded, cli_env, load, run_cli, wait_until_lost
 from tracking.results import ResultsStore
 from trainer import Penalty, load_task
 
@@ -122,15 +122,15 @@ def test_a_long_ask_round_beats_for_the_trials_asked_so_far(
     cfg = SweepConfig(study="asks", penalties=(Penalty.L2,), trials=4, batch=4)
     study = create_or_load(cfg, storage)
     batched = RoundOptimizer(
-        study, cfg, load_task(cfg.base), torch.device("cpu"), "cpu", record=lambda recs: recs
+        study, cfg, load_task(cfg.base), torch.device("cpu"), "cpu", Unrecorded()
     )
-    ask = batched._ask
+    ask = batched._asker._ask_one
 
     def slow_ask(*args: Any) -> Any:
         time.sleep(0.3)  # what is tested: an ask that takes time (a sampler over a long history)
         return ask(*args)
 
-    monkeypatch.setattr(batched, "_ask", slow_ask)
+    monkeypatch.setattr(batched._asker, "_ask_one", slow_ask)
     slots, beaten_at_ask = batched._ask_round(4, PruningView(study))
     assert not beaten_at_ask  # asked one by one: the round beats from the start
     with storage.engine.connect() as conn:

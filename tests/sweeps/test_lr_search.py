@@ -14,14 +14,15 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from sweeps import lifecycle
+from sweeps import training
+from sweeps.attr_keys import SPACE_ATTR
 from sweeps.cli.process import quiet_optuna
 from sweeps.config import SamplerKind, SweepConfig
 from sweeps.lookup import list_trials
 from sweeps.runner import run_study
 from sweeps.sampling import Space, grid_points, grid_size, lambda_grid, lr_grid, propose, suggest
 from sweeps.storage import resolve_stores
-from sweeps.study import SPACE_ATTR, check_space
+from sweeps.study import check_space
 from tests.sweeps.cli_helpers import assert_usage_error, invoke, invoke_json
 from tests.sweeps.study_helpers import load
 from trainer import Penalty, load_task, train
@@ -207,13 +208,13 @@ def test_a_stacked_round_of_different_lrs_equals_sequential_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stacks: list[list[float]] = []
-    real = lifecycle.train_batch
+    real = training.train_batch
 
     def recorded(cfgs: Any, *args: Any, **kwargs: Any) -> Any:
         stacks.append([c.lr for c in cfgs])
         return real(cfgs, *args, **kwargs)
 
-    monkeypatch.setattr(lifecycle, "train_batch", recorded)
+    monkeypatch.setattr(training, "train_batch", recorded)
     quiet_optuna()
     cfg = SweepConfig.from_mapping(
         {"study": "k", "penalties": "none,l1,l2,elastic_net", "lambda_min": 1e-3,

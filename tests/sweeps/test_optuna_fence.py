@@ -33,7 +33,7 @@ from sweeps.storage import fail_lost_trials, lost_trials, open_storage
 @pytest.fixture(autouse=True)
 def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test sees its own first fallback (the set is per process)."""
-    monkeypatch.setattr(sweeps._optuna, "_warned", set())
+    monkeypatch.setattr(sweeps._optuna.OPTUNA, "warned", set())
     monkeypatch.delenv(FORCE_PUBLIC_ENV, raising=False)
 
 

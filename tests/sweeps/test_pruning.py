@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from sweeps._optuna import storage_of, trial_id
+from sweeps.checkpoints import Checkpoints
 from sweeps.cli.process import quiet_optuna
 from sweeps.config import PrunerKind, SamplerKind, SweepConfig
-from sweeps.lifecycle import Checkpoints, RoundOptimizer
+from sweeps.lifecycle import RoundOptimizer
 from sweeps.pruning import PruningView, Reports, SnapshotPruner
 from sweeps.storage import open_storage
 from sweeps.study import create_or_load
+from tests.sweeps.study_helpers import Unrecorded
 from trainer import TrialConfig, load_task
 
 MakeStudy = Callable[[str, optuna.pruners.BasePruner], optuna.Study]
@@ -120,7 +122,7 @@ def test_a_sequential_trial_reads_the_trials_once_however_many_checkpoints(
     quiet_optuna()
     study = create_or_load(sweep, open_storage(f"sqlite:///{tmp_path / 'p.db'}"))
     cpu = torch.device("cpu")
-    rounds = RoundOptimizer(study, sweep, load_task(sweep.base), cpu, "cpu", lambda recs: recs)
+    rounds = RoundOptimizer(study, sweep, load_task(sweep.base), cpu, "cpu", Unrecorded())
     reads = _count_reads(study, monkeypatch)
     rounds.optimize(8)
     trials = study.get_trials(deepcopy=False)

@@ -1,5 +1,5 @@
 """Rounds written by the recording process while the next round trains
-(`sweeps.recording.RecordingProcess`): the same study as rounds written in turn, and a
+(`sweeps.recording_process.RecordingProcess`): the same study as rounds written in turn, and a
 child that never outlives its worker."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from sweeps.config import PrunerKind, SweepConfig
-from sweeps.recording import RECORDING_ENV, RecordingProcess
+from sweeps.recording_process import RECORDING_ENV, RecordingProcess
 from sweeps.runner import run_study
 from sweeps.storage import resolve_stores
 from tests.conftest import create_postgres_database, drop_postgres_database
@@ -202,7 +202,8 @@ def test_the_end_figures_drawn_while_the_last_round_is_written_are_the_studys(
     them, are those drawn from the stores afterwards; drawn of other trials than the
     stores hold at the end (another worker's finished since), they are drawn again."""
     import sweeps.plots
-    from sweeps.recording import Recorder, record_from_row
+    from sweeps.recording import Recorder
+    from sweeps.records import record_from_row
     from tracking.figures import lambda_figure
 
     ahead, from_stores = [], []

@@ -11,7 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.sweeps.study_helpers import cli_env, run_cli
-from tracking.mlflow_specs import ARCHIVE_TAG, HISTORY_FILE, archived_files, read_history_csv
+from tracking.mlflow_specs import HISTORY_FILE, archived_files, read_history_csv
+from tracking.mlflow_tags import ARCHIVE_TAG
 from tracking.records import LARGE_ROUND
 
 pytestmark = pytest.mark.slow

@@ -10,9 +10,10 @@ import pytest
 from optuna.trial import TrialState
 
 from sweeps._optuna import FORCE_PUBLIC_ENV, storage_of
+from sweeps.attr_keys import REUSED_ATTR, SHARE_ATTR
 from sweeps.config import SweepConfig
-from sweeps.lifecycle import INTERRUPTED, REUSED_ATTR, _user_attrs
-from sweeps.shares import SHARE_ATTR, left_in_share, split
+from sweeps.shares import left_in_share, split
+from sweeps.telling import INTERRUPTED, Provenance, user_attrs
 from tests.sweeps.cli_helpers import invoke
 from tests.sweeps.study_helpers import load, sweep_study
 from trainer import Penalty
@@ -90,6 +91,7 @@ def test_a_trial_cut_short_by_a_stop_does_not_count_toward_its_share() -> None:
     def rec(error: str | None) -> TrialRecord:
         return TrialRecord("s", 0, State.FAIL, {}, {}, None, 0.0, "cpu", 0, 0, error=error)
 
-    assert _user_attrs(rec("ValueError: boom"), None, "L.0")[SHARE_ATTR] == "L.0"
-    assert SHARE_ATTR not in _user_attrs(rec(INTERRUPTED), None, "L.0")
-    assert SHARE_ATTR not in _user_attrs(rec(None), None, None)
+    share = Provenance(share="L.0")
+    assert user_attrs(rec("ValueError: boom"), share)[SHARE_ATTR] == "L.0"
+    assert SHARE_ATTR not in user_attrs(rec(INTERRUPTED), share)
+    assert SHARE_ATTR not in user_attrs(rec(None), Provenance())

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeps.shares import SHARE_ATTR
+from sweeps.attr_keys import SHARE_ATTR
 from tests.gate import SPEC as GATE_TASK
 from tests.gate import Gate
 from tests.services import PASSWORD

@@ -287,8 +287,9 @@ def _grid_study(home: Path, penalties: str) -> tuple[optuna.Study, list[dict[str
 
 def _start(study: optuna.Study, point: dict[str, object]) -> optuna.Trial:
     """A RUNNING trial holding `point`, as a worker's ask leaves it."""
+    from sweeps.attr_keys import CONFIG_ATTR
     from sweeps.sampling import suggest
-    from sweeps.study import CONFIG_ATTR, config_from_stored
+    from sweeps.study import config_from_stored
 
     study.enqueue_trial(point)
     trial = study.ask()

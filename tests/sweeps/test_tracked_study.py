@@ -19,7 +19,7 @@ import torch
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-import sweeps.lifecycle
+import sweeps.training
 from sweeps.cli import cli
 from tests.sweeps.study_helpers import cli_env, run_cli
 from tests.tracking.test_results_sql import DOC_PORTABLE
@@ -83,7 +83,7 @@ class Study:
 
 
 def _raise_at(lam: float) -> Any:
-    train = sweeps.lifecycle.train
+    train = sweeps.training.train
 
     def faulty(cfg: TrialConfig, *args: Any, **kwargs: Any) -> TrialResult:
         if cfg.lambda_ == pytest.approx(lam):
@@ -97,7 +97,7 @@ def _raise_at(lam: float) -> Any:
 def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Study]:
     home = tmp_path_factory.mktemp("tracked")
     patch = pytest.MonkeyPatch()
-    patch.setattr(sweeps.lifecycle, "train", _raise_at(FAILING_LAMBDA))
+    patch.setattr(sweeps.training, "train", _raise_at(FAILING_LAMBDA))
     try:
         result = CliRunner().invoke(
             cli, ["run", "--home", str(home), "--study", "tracked", *STUDY_ARGS]

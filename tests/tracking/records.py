@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracking.records import METRICS, TrialRecord, TrialState
+from tracking.records import TrialRecord, TrialState
+from trainer.metrics import METRICS
 
 START_MS = 1_700_000_000_000
 

@@ -30,7 +30,7 @@ from tracking.mlflow_store import seed_sqlite_store, template_path
 def _fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test sees the process's first fallback; none forces the public path unless it
     says so."""
-    monkeypatch.setattr(_mlflow_sql, "_warned", set())
+    monkeypatch.setattr(_mlflow_sql.MLFLOW, "warned", set())
     monkeypatch.delenv(FORCE_PUBLIC_ENV, raising=False)
 
 

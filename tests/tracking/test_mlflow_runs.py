@@ -26,7 +26,8 @@ from tests.tracking.records import trial_record
 from tracking import mlflow_runs
 from tracking.errors import TrackingError
 from tracking.mlflow_runs import MlflowTracker, ParentRef
-from tracking.records import METRICS, TRIAL_COLUMNS, TrialRecord, TrialState
+from tracking.records import TRIAL_COLUMNS, TrialRecord, TrialState
+from trainer.metrics import METRICS
 
 PNG_HEADER = b"\x89PNG\r\n\x1a\n"
 PASSWORD = "hunter2-s3cret"

@@ -28,7 +28,8 @@ from tracking._mlflow_sql.bulk import BulkRunWriter, new_run_id
 from tracking.errors import TrackingError
 from tracking.mlflow_runs import MlflowTracker, ParentRef
 from tracking.mlflow_specs import Attached, RunSpec
-from tracking.records import ACCURACY_METRICS, METRICS, TrialRecord, TrialState
+from tracking.records import TrialRecord, TrialState
+from trainer.metrics import ACCURACY_METRICS, METRICS
 
 HOSTILE_STUDY = 'it\'s "quoted" ../../escape; DROP TABLE runs; -- λ→∞ %s %(x)s'
 RUN_TABLES = ("runs", "tags", "params", "metrics", "latest_metrics")

@@ -19,14 +19,15 @@ from mlflow.tracking import MlflowClient
 from tests.tracking.records import trial_record
 from tracking.mlflow_runs import MlflowTracker, ParentRef
 from tracking.mlflow_specs import (
-    ARCHIVE_TAG,
     HISTORY_FILE,
     archive_path,
     archived_files,
     read_history_csv,
     trial_files,
 )
-from tracking.records import METRICS, History, HistoryPolicy, TrialRecord
+from tracking.mlflow_tags import ARCHIVE_TAG
+from tracking.records import History, HistoryPolicy, TrialRecord
+from trainer.metrics import METRICS
 
 FINAL_ONLY = HistoryPolicy(History.FINAL, 1)
 

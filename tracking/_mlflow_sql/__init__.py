@@ -13,7 +13,6 @@ forces it. A fallback is announced once, at WARNING level, with the reason.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,6 +20,7 @@ import sqlalchemy as sa
 
 from tracking.connections import Use, budgeted
 from tracking.db import engine_options, transient_faults_retried, use_wal
+from tracking.private_names import PrivateNames
 
 if TYPE_CHECKING:
     from tracking.mlflow_specs import Attached, RunSpec
@@ -33,8 +33,13 @@ TESTED_SCHEMA_REVISIONS = frozenset({"dc11669786a5"})
 SQL_BACKENDS = frozenset({"sqlite", "postgresql"})
 SQLITE_BUSY_TIMEOUT_MS = 20_000  # what MLflow's own sessions wait for a locked SQLite file
 
-_logger = logging.getLogger(f"sweeps.{__name__}")  # under the package's logger
-_warned: set[str] = set()
+MLFLOW = PrivateNames(
+    "MLflow", FORCE_PUBLIC_ENV, logging.getLogger(f"sweeps.{__name__}")
+)  # under the package's logger
+public_forced = MLFLOW.public_forced
+warn_once = MLFLOW.warn_once
+BULK = "writing runs in bulk"  # what `warn_once` says takes the public API
+ONE_ENGINE = "one engine for MLflow's store"  # ... and this
 
 
 class RunWriter(Protocol):
@@ -53,16 +58,12 @@ class RunWriter(Protocol):
         ...
 
 
-def forced_public() -> bool:
-    return os.environ.get(FORCE_PUBLIC_ENV) == "1"
-
-
 def open_bulk_writer(tracking_uri: str) -> RunWriter | None:
     """A writer for `tracking_uri`, or None for the MlflowClient path: public path forced,
     not a SQLite/PostgreSQL URI (e.g. an http(s) server, which bears the ORM cost itself),
     a store whose schema revision is untested (warned once) or unreadable, or an MLflow
     without the private names `bulk` imports (warned once)."""
-    if forced_public():
+    if public_forced():
         return None
     try:
         url = sa.make_url(tracking_uri)
@@ -77,13 +78,13 @@ def open_bulk_writer(tracking_uri: str) -> RunWriter | None:
     revision = schema_revision(engine)
     if revision not in TESTED_SCHEMA_REVISIONS:
         if revision is not None:  # None: no store yet, or not MLflow's
-            warn_once("bulk", f"MLflow's schema revision {revision} is untested here")
+            warn_once(BULK, f"MLflow's schema revision {revision} is untested here")
         _release(engine)
         return None
     try:
         from tracking._mlflow_sql.bulk import BulkRunWriter
     except ImportError as e:  # a private name gone in another MLflow
-        warn_once("bulk", str(e))
+        warn_once(BULK, str(e))
         _release(engine)
         return None
     use_wal(engine)
@@ -101,25 +102,18 @@ def schema_revision(engine: sa.Engine) -> str | None:
     return None if revision is None else str(revision)
 
 
-def warn_once(what: str, reason: str) -> None:
-    """One WARNING per process and `what`: MLflow's public API is used instead of `what`."""
-    if what not in _warned:
-        _warned.add(what)
-        _logger.warning("sweeps: MLflow's public API replaces %s (slower): %s", what, reason)
-
-
 def store_engine(tracking_uri: str) -> sa.Engine:
     """The engine on the MLflow SQL store at `tracking_uri`: on PostgreSQL this process's
     one, shared with MlflowClient (MLflow's engine cache, `engines`) and kept to the
     connection budget (`tracking.connections`); MLflow's own where it cannot be shared
     (warned once). On SQLite a new one, for a bulk writer alone."""
     url = sa.make_url(tracking_uri)
-    if url.get_backend_name() != "postgresql" or forced_public():
+    if url.get_backend_name() != "postgresql" or public_forced():
         return _create_engine(url)
     try:
         from tracking._mlflow_sql.engines import shared_engine
     except ImportError as e:  # a private name gone in another MLflow
-        warn_once("one engine", f"{e}: MLflow's store keeps connections of its own")
+        warn_once(ONE_ENGINE, f"{e}: MLflow's store keeps connections of its own")
         return _create_engine(url)
     return shared_engine(tracking_uri, lambda: _create_engine(url))
 

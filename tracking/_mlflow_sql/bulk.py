@@ -2,7 +2,7 @@
 
 Why: logging a finished run through `MlflowClient` into a SQL store spends nearly all its
 time in MLflow's ORM (a flush per call, latest-metric bookkeeping per point), far more than
-a batched round's training (README, "Scale"). A finished run needs none of it: every row is
+a batched round's training (docs/performance.md). A finished run needs none of it: every row is
 known up front (`rows` builds them). So the rows go in with bulk inserts into MLflow's own
 tables (runs, tags, params, metrics, latest_metrics), filled as `SqlAlchemyStore.create_run`,
 `log_batch` and `set_terminated` fill them, and the artifact files go straight into each
@@ -227,7 +227,7 @@ def _local_path(uri: str) -> Path:
 # Threads writing a batch's artifact files: creating a file is a few system calls that
 # wait on the filesystem with the interpreter lock released, and on some disks (this
 # project's reference machine) they take longer than training the trial; in parallel,
-# they overlap. See README, "Scale".
+# they overlap.
 ARTIFACT_WRITERS = 4
 
 

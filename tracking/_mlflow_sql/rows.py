@@ -17,12 +17,14 @@ from mlflow.entities import Param
 from mlflow.utils.validation import _validate_metric, _validate_param
 
 from tracking.mlflow_specs import MetricPoint, RunSpec
+from tracking.mlflow_tags import (
+    RUN_NAME_TAG,
+    USER_TAG,
+)
 from tracking.records import now_ms
 
 # What MlflowClient.create_run stores for a run created without these tags.
 DEFAULT_USER = "unknown"
-RUN_NAME_TAG = "mlflow.runName"
-USER_TAG = "mlflow.user"
 # SQL has no inf: SqlAlchemyStore.sanitize_metric_value stores ±inf as ±max double.
 MAX_DOUBLE = 1.7976931348623157e308
 # Rows go to the DBAPI's executemany as tuples in these column orders, which spares
