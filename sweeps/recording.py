@@ -141,16 +141,14 @@ class Recorder:
         if parent_id is None and not create:
             return None
         if parent_id is None:
-            parent = self.mlflow.create_parent_run(
-                experiment_id, name, *parent_params(self.cfg, name)
+            mlflow = self.mlflow
+            params = parent_params(self.cfg, name)
+            parent_id = self.results.attach_parent(
+                name,
+                experiment_id,
+                stored.mlflow_parent_run_id,
+                lambda: mlflow.create_parent_run(experiment_id, name, *params).run_id,
             )
-            won = self.results.set_study_mlflow(
-                name, experiment_id, parent.run_id, expected=stored.mlflow_parent_run_id
-            )
-            if not won:  # another process attached its parent meanwhile: keep that one
-                self.mlflow.delete_runs([parent.run_id])
-                return self.find_parent(create=create)
-            parent_id = parent.run_id
         elif (stored.mlflow_experiment_id, stored.mlflow_parent_run_id) != (
             experiment_id,
             parent_id,

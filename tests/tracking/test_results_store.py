@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,39 @@ def test_register_study_first_writer_wins(storage_url: str, store: ResultsStore)
         assert other.get_study("demo").mlflow_parent_run_id == "p-1"
     finally:
         other.dispose()
+
+
+def test_attach_parent_lets_one_of_racing_processes_create_the_parent(
+    storage_url: str, store: ResultsStore
+) -> None:
+    """While one process creates the parent run, another one starting at the same time
+    waits, then takes that parent run instead of creating its own."""
+    store.register_study(study())
+    other = ResultsStore(storage_url)
+    theirs: list[str] = []
+    racing: list[threading.Thread] = []
+
+    def create() -> str:
+        attach = partial(other.attach_parent, "demo", "17", None, lambda: "parent-b")
+        racing.append(threading.Thread(target=lambda: theirs.append(attach())))
+        racing[0].start()
+        racing[0].join(timeout=1.0)
+        assert racing[0].is_alive()  # held back while this parent is being made
+        return "parent-a"
+
+    try:
+        assert store.attach_parent("demo", "17", None, create) == "parent-a"
+        racing[0].join(timeout=60)
+        assert theirs == ["parent-a"]
+        attached = study(mlflow_experiment_id="17", mlflow_parent_run_id="parent-a")
+        assert other.get_study("demo") == attached
+        # A stored parent found missing from the tracking store is replaced by one caller.
+        assert other.attach_parent("demo", "18", "parent-a", lambda: "parent-c") == "parent-c"
+        assert store.attach_parent("demo", "18", "parent-a", lambda: "parent-d") == "parent-c"
+    finally:
+        other.dispose()
+    with pytest.raises(UnknownStudyError, match="no study named 'nope'"):
+        store.attach_parent("nope", "1", None, lambda: "parent-e")
 
 
 def test_set_study_mlflow_is_a_compare_and_set(storage_url: str, store: ResultsStore) -> None:

@@ -187,6 +187,37 @@ class ResultsStore:
                 raise UnknownStudyError(f"no study named '{name}'")
             return False
 
+    def attach_parent(
+        self, name: str, experiment_id: str, seen: str | None, create: Callable[[], str]
+    ) -> str:
+        """The study's parent run: the one another process attached since the caller saw
+        `seen` stored, else `create()`'s, attached. One at a time: the study's row stays
+        locked from the read to the write, so processes starting together make one parent
+        run, not one each (SQLite's write lock, taken at the start, does the same).
+
+        Not rerun on a dropped connection (a rerun would create a second parent run): the
+        error is raised, and the caller's next start attaches one.
+
+        Raises:
+            UnknownStudyError: No study of that name.
+        """
+        self.ensure_schema()
+        stored_parent = StudyRow.mlflow_parent_run_id
+        read = sa.select(stored_parent).where(StudyRow.name == name).with_for_update()
+        with database_errors(self.engine), self._engine.begin() as conn:
+            row = conn.execute(read).first()
+            if row is None:
+                raise UnknownStudyError(f"no study named '{name}'")
+            if row[0] != seen:
+                return str(row[0])
+            run_id = create()
+            conn.execute(
+                sa.update(StudyRow)
+                .where(StudyRow.name == name)
+                .values(mlflow_experiment_id=experiment_id, mlflow_parent_run_id=run_id)
+            )
+            return run_id
+
     @_database_errors
     def reused_count(self, study: str) -> int:
         """How many of the study's trials took an earlier trial's result (0 if none yet)."""
