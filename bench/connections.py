@@ -41,10 +41,23 @@ class Peaks:
     active: dict[str, int] = field(default_factory=dict)
     lock_waits: dict[str, int] = field(default_factory=dict)
     backend_cpu_s: dict[str, float] = field(default_factory=dict)
+    # While a worker is connected: how many samples, and in how many of them each other
+    # group (a launcher, "run 1234") held a connection.
+    working_samples: int = 0
+    held_while_working: dict[str, int] = field(default_factory=dict)
 
     def workers(self) -> dict[str, int]:
         """The groups of `sweeps worker` processes."""
         return {g: n for g, n in self.groups.items() if g.startswith("worker ")}
+
+    def launchers(self) -> dict[str, float]:
+        """Each `sweeps run` group: the share of the samples taken while workers were
+        connected in which it held a connection too."""
+        return {
+            g: n / max(self.working_samples, 1)
+            for g, n in self.held_while_working.items()
+            if g.startswith("run ")
+        }
 
 
 class Sampler:
@@ -125,6 +138,11 @@ class Sampler:
             groups[f"{command} {pid}"] += 1
         peaks.writers = max(peaks.writers, writers)
         _raise(peaks.groups, groups)
+        if any(g.startswith("worker ") for g in groups):
+            peaks.working_samples += 1
+            for g in groups:
+                if not g.startswith("worker "):
+                    peaks.held_while_working[g] = peaks.held_while_working.get(g, 0) + 1
 
     def _parent(self, pid: int) -> int | None:
         """A recording process's parent (its worker), read once while it lives."""

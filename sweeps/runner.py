@@ -201,7 +201,7 @@ def _run_opened(
             outcome.job = how.launcher.detach()
         else:
             plan = worker_plan(cfg, stores, how.track)
-            codes = _run_processes(study, plan, how.launcher, stores, progress, outcome)
+            codes = _run_processes(study, storage, plan, how.launcher, stores, progress, outcome)
             outcome.lost_workers = codes.count(EXIT_LOST)
             outcome.failed_workers = len(codes) - outcome.lost_workers
     except KeyboardInterrupt:
@@ -325,6 +325,7 @@ def _optimize(
 
 def _run_processes(
     study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
     plan: WorkerPlan,
     launcher: Launcher,
     stores: Stores,
@@ -332,14 +333,20 @@ def _run_processes(
     outcome: RunOutcome,
 ) -> list[int]:
     """Start the plan's workers with `launcher` and follow them to the end (the caller
-    closes it); their reports go to `outcome.workers`.
+    closes it); their reports go to `outcome.workers`. While it waits, this process holds
+    no database connection: each look at the progress connects for a moment.
 
     Returns the exit codes of those that did not exit 0."""
     known = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
 
     def poll() -> None:  # a read: rerun when the storage's server drops the connection
-        retrying(lambda: _poll(study, known, progress), stores.storage)
+        try:
+            retrying(lambda: _poll(study, known, progress), stores.storage)
+        finally:
+            close_storage(storage)  # between looks the launcher holds no connection
 
+    close_storage(storage)
+    release_idle()  # MLflow's too: the workers' budget is the server's, not the waiting's
     launcher.start(plan)
     try:
         follow(launcher, poll)

@@ -32,7 +32,8 @@ def test_a_tracked_batch_study_keeps_every_worker_within_three_connections(
     tmp_path: Path,
 ) -> None:
     """Two workers, each with its recording process writing rounds into Optuna's storage,
-    the results tables and an MLflow store, all on PostgreSQL."""
+    the results tables and an MLflow store, all on PostgreSQL; their launcher holds no
+    connection while it waits for them."""
     storage, admin = create_postgres_database()
     tracking, tracking_admin = create_postgres_database("sweeps_mlflow")
     names = [str(sa.make_url(url).database) for url in (storage, tracking)]
@@ -52,6 +53,10 @@ def test_a_tracked_batch_study_keeps_every_worker_within_three_connections(
         assert peaks.writers >= 1, peaks  # the recording processes wrote, connected
         assert set(peaks.databases) == set(names), peaks  # both stores were used
         assert peaks.unnamed == 0, peaks  # every connection says whose it is
+        # The launcher holds none while it waits: a look at the progress connects for a
+        # moment every half second (held throughout, the share would be 1).
+        launchers = peaks.launchers()
+        assert len(launchers) <= 1 and max(launchers.values(), default=0) < 0.5, peaks
         trials = load("b", storage).trials
         assert spent(trials, 32)
         assert all(t.state is TrialState.COMPLETE for t in trials)
