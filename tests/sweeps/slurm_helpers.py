@@ -118,25 +118,15 @@ def eligible_now(element: str) -> None:
     """A requeued element waits ~2 minutes before Slurm starts it again: once it is
     pending again, start it now."""
 
+    def slurm(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
     def pending() -> bool:
-        done = subprocess.run(
-            ["squeue", "--noheader", f"--jobs={element}", "--format=%T"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = slurm("squeue", "--noheader", f"--jobs={element}", "--format=%T")
         return done.stdout.split() == ["PENDING"]
 
     def updated() -> bool:
-        done = subprocess.run(
-            ["scontrol", "update", f"JobId={element}", "StartTime=now"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        return done.returncode == 0
+        return slurm("scontrol", "update", f"JobId={element}", "StartTime=now").returncode == 0
 
     wait_for(f"{element} pending again", pending)
     wait_for(f"{element} eligible now", updated)
