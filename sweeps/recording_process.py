@@ -18,9 +18,10 @@ import dataclasses
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from sweeps import orphans
 from sweeps.errors import SweepsError, mask_secrets
 from sweeps.records import serialize_weights
 from sweeps.telling import RoundWritten, write_round
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     from sweeps.recording import Recorder
 
 RECORDING_ENV = "SWEEPS_RECORDING_PROCESS"  # "0": record every round in the study process
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class RecordingLost(SweepsError):
@@ -62,7 +62,7 @@ class RecordingProcess:
         us, or where `recorder` cannot write from a fork (`Recorder.forkable`)."""
         if os.environ.get(RECORDING_ENV) == "0" or not sys.platform.startswith("linux"):
             return None
-        if _prctl() is None or not recorder.forkable():
+        if orphans.prctl() is None or not recorder.forkable():
             return None
         import multiprocessing
 
@@ -128,23 +128,11 @@ class RecordingProcess:
         )
 
 
-def _prctl() -> Callable[..., int] | None:
-    import ctypes
-
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
 def _serve(recorder: Recorder, conn: Any, parents: Any, parent_pid: int) -> None:
     """The recording process: write each round received, answer what it wrote."""
     parents.close()
-    prctl = _prctl()
-    if prctl is None or prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        return
-    if os.getppid() != parent_pid:  # the parent died before the line above
+    call = orphans.prctl()
+    if call is None or not orphans.die_with_parent(call, signal.SIGKILL, parent_pid):
         return
     # A stop sent to the whole process group (Ctrl-C; SIGTERM from `scancel` or a
     # preemption) is the parent's to handle: it records the interrupted round and tells

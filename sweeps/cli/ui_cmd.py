@@ -13,11 +13,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 import sqlalchemy as sa
 
+from sweeps import orphans
 from sweeps.cli.base import store_options
 from sweeps.errors import mask_secrets
 
@@ -225,7 +227,7 @@ def serve(
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=_unblock_sigterm,
+                    preexec_fn=_server_setup(),
                 )
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
@@ -247,8 +249,21 @@ def serve(
             _stop(proc)
 
 
-def _unblock_sigterm() -> None:
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+def _server_setup() -> Callable[[], None]:
+    """What the server's process does before it execs: SIGTERM unblocked, and sent to it
+    when `sweeps ui` dies, even killed outright (`mlflow server` passes SIGTERM on to the
+    processes it starts), so that no server is left holding the port."""
+    call = orphans.prctl()
+    parent = os.getpid()
+
+    def setup() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        if call is not None:
+            orphans.die_with_parent(call, signal.SIGTERM, parent)
+        if os.getppid() != parent:
+            os._exit(1)  # `sweeps ui` died before this: nobody would stop the server
+
+    return setup
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

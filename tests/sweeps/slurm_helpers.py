@@ -4,17 +4,16 @@ what a test reads of its jobs: squeue, and the elements' processes on this machi
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.sweeps.study_helpers import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SCRIPT = ROOT / "deploy" / "slurm" / "local-cluster.sh"
-POLL_S = 0.1
-HANG_S = 300.0  # only catches a hang
 
 
 @pytest.fixture(scope="session")
@@ -88,15 +87,6 @@ def elements(job: str) -> dict[int, Element]:
         index = int(env["SLURM_ARRAY_TASK_ID"])
         found[index] = Element(index, int(entry.name), state, env)
     return found
-
-
-def wait_for(what: str, check: object, timeout_s: float = HANG_S) -> None:
-    """Poll `check()` until it is true; the timeout only catches a hang."""
-    assert callable(check)
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(POLL_S)
 
 
 def stopped(job: str, index: int) -> Element:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -67,6 +67,19 @@ def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         sweeps_cmd(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+HANG_S = 300.0  # what a wait allows before it fails: it only catches a hang
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout_s: float = HANG_S) -> None:
+    """Poll `check()` until it is true; the timeout only catches a hang."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.1)
 
 
 def wait_until_lost(

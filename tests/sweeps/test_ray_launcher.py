@@ -17,8 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,7 @@ from tests.sweeps.study_helpers import (
     run_cli,
     spent,
     start_cli,
+    wait_for,
     wait_until_lost,
 )
 
@@ -71,13 +71,6 @@ def sweeps_workers(home: Path) -> dict[int, int]:
         index = int(argv[argv.index(b"--worker-index") + 1])
         found[int(entry.name)] = (parent, index)
     return {pid: index for pid, (parent, index) in found.items() if parent not in found}
-
-
-def wait_for(condition: str, check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"never: {condition}"
-        time.sleep(0.1)
 
 
 def wait_held(gate: Gate, driver: subprocess.Popen[str], count: int) -> None:

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sweeps.cli.ui_cmd import ui_args
 from tests.services import free_port
 from tests.sweeps.cli_helpers import assert_usage_error, invoke
-from tests.sweeps.study_helpers import cli_env, run_cli, sweeps_cmd
+from tests.sweeps.study_helpers import cli_env, run_cli, sweeps_cmd, wait_for
 
 
 @dataclass(frozen=True)
@@ -241,3 +241,44 @@ def test_the_url_is_printed_once_the_server_answers_and_ctrl_c_stops_it(tmp_path
         or "zombie" in Path(f"/proc/{server[0]}/status").read_text()
     )
     assert "StarletteDeprecationWarning" in (home / "mlflow-ui.log").read_text()  # not ours
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (zombies count as gone)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+@pytest.mark.slow
+def test_a_killed_ui_takes_its_server_with_it(tmp_path: Path) -> None:
+    """SIGKILL leaves `sweeps ui` no chance to stop its server: the kernel does (the
+    server dies with its parent), and nothing of the server's group is left running."""
+    home = tmp_path / "home"
+    args = ["run", "--study", "u", "--trials", "1", "--epochs", "2", "--quiet"]
+    assert run_cli(*args, env=cli_env(home)).returncode == 0
+    port = free_port()
+    proc = subprocess.Popen(
+        sweeps_cmd("ui", "--port", str(port)),
+        env=cli_env(home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        ready = proc.stderr.readline()
+        assert ready.startswith("MLflow UI on http://"), ready + proc.stderr.read()
+        [server] = _children(proc.pid)  # the leader of the server's own process group
+        assert _group_alive(server)
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_for("the MLflow server gone with `sweeps ui`", lambda: not _group_alive(server))
