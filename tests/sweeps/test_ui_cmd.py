@@ -212,12 +212,11 @@ def test_ui_for_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
     assert "pa55" not in result.stderr
 
 
-@pytest.mark.slow
-def test_the_url_is_printed_once_the_server_answers_and_ctrl_c_stops_it(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+def _ui_of_a_study(home: Path, port: int) -> tuple[subprocess.Popen[str], str]:
+    """`sweeps ui` on a one-trial study's home, once it has said where it serves (the
+    line it said)."""
     args = ["run", "--study", "u", "--trials", "1", "--epochs", "2", "--quiet"]
     assert run_cli(*args, env=cli_env(home)).returncode == 0
-    port = free_port()
     proc = subprocess.Popen(
         sweeps_cmd("ui", "--port", str(port)),
         env=cli_env(home),
@@ -225,9 +224,16 @@ def test_the_url_is_printed_once_the_server_answers_and_ctrl_c_stops_it(tmp_path
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert proc.stderr is not None
+    return proc, proc.stderr.readline()  # blocks until `sweeps ui` says it serves
+
+
+@pytest.mark.slow
+def test_the_url_is_printed_once_the_server_answers_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    port = free_port()
+    proc, ready = _ui_of_a_study(home, port)
     try:
-        assert proc.stderr is not None
-        ready = proc.stderr.readline()  # blocks until `sweeps ui` says it serves
         assert ready.startswith(f"MLflow UI on http://127.0.0.1:{port}  (Ctrl-C to stop")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
             assert answer.status == 200  # answering when it said so, not ~25 s later
@@ -261,21 +267,9 @@ def _group_alive(pgid: int) -> bool:
 def test_a_killed_ui_takes_its_server_with_it(tmp_path: Path) -> None:
     """SIGKILL leaves `sweeps ui` no chance to stop its server: the kernel does (the
     server dies with its parent), and nothing of the server's group is left running."""
-    home = tmp_path / "home"
-    args = ["run", "--study", "u", "--trials", "1", "--epochs", "2", "--quiet"]
-    assert run_cli(*args, env=cli_env(home)).returncode == 0
-    port = free_port()
-    proc = subprocess.Popen(
-        sweeps_cmd("ui", "--port", str(port)),
-        env=cli_env(home),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, ready = _ui_of_a_study(tmp_path / "home", free_port())
     try:
-        assert proc.stderr is not None
-        ready = proc.stderr.readline()
-        assert ready.startswith("MLflow UI on http://"), ready + proc.stderr.read()
+        assert ready.startswith("MLflow UI on http://"), ready
         [server] = _children(proc.pid)  # the leader of the server's own process group
         assert _group_alive(server)
     finally:
