@@ -346,7 +346,7 @@ def _run_processes(
             close_storage(storage)  # between looks the launcher holds no connection
 
     close_storage(storage)
-    release_idle()  # MLflow's too: the workers' budget is the server's, not the waiting's
+    release_idle()  # MLflow's connections too: none is held while the workers run
     launcher.start(plan)
     try:
         follow(launcher, poll)
