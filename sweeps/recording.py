@@ -153,7 +153,7 @@ class Recorder:
             experiment_id,
             parent_id,
         ):
-            self.results.set_study_mlflow(name, experiment_id, parent_id, replace=True)
+            self.results.set_study_mlflow(name, experiment_id, parent_id)
         return ParentRef(experiment_id, parent_id)
 
     def write(self, recs: list[TrialRecord]) -> list[TrialRecord]:

@@ -211,7 +211,8 @@ def _worker(url: str, worker: int, start: Barrier, report: Queue[Report]) -> Non
     start.wait()  # all four hit the fresh database at once
     store.ensure_schema()
     registered = store.register_study(StudyRecord("race", "d2l-synthetic", {"worker": worker}))
-    won = store.set_study_mlflow("race", "1", f"parent-{worker}")
+    mine = f"parent-{worker}"
+    won = store.attach_parent("race", "1", None, lambda: mine) == mine
     for i in range(TRIALS_PER_WORKER):
         number = worker * TRIALS_PER_WORKER + i
         assert store.record_trial(trial("race", number, value=number / 10)) is True

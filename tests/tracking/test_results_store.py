@@ -97,22 +97,18 @@ def test_attach_parent_lets_one_of_racing_processes_create_the_parent(
         store.attach_parent("nope", "1", None, lambda: "parent-e")
 
 
-def test_set_study_mlflow_is_a_compare_and_set(storage_url: str, store: ResultsStore) -> None:
+def test_set_study_mlflow_replaces_what_is_stored(storage_url: str, store: ResultsStore) -> None:
     store.register_study(study())
     other = ResultsStore(storage_url)
     try:
-        assert store.set_study_mlflow("demo", "17", "parent-a") is True
-        assert other.set_study_mlflow("demo", "18", "parent-b") is False
-        attached = study(mlflow_experiment_id="17", mlflow_parent_run_id="parent-a")
-        assert other.get_study("demo") == attached
-        assert other.set_study_mlflow("demo", "19", "parent-c", replace=True) is True
-        assert store.get_study("demo").mlflow_parent_run_id == "parent-c"
+        assert store.attach_parent("demo", "17", None, lambda: "parent-a") == "parent-a"
+        other.set_study_mlflow("demo", "19", "parent-c")
+        attached = study(mlflow_experiment_id="19", mlflow_parent_run_id="parent-c")
+        assert store.get_study("demo") == attached
     finally:
         other.dispose()
     with pytest.raises(UnknownStudyError, match="no study named 'nope'"):
         store.set_study_mlflow("nope", "1", "2")
-    with pytest.raises(UnknownStudyError):
-        store.set_study_mlflow("nope", "1", "2", replace=True)
 
 
 def test_record_trial_once_then_replace(store: ResultsStore) -> None:

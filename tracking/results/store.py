@@ -142,50 +142,22 @@ class ResultsStore:
         return bool(getattr(deleted, "rowcount", 0))
 
     @_database_errors
-    def set_study_mlflow(
-        self,
-        name: str,
-        experiment_id: str,
-        parent_run_id: str,
-        *,
-        replace: bool = False,
-        expected: str | None = None,
-    ) -> bool:
-        """Store the study's MLflow experiment and parent run ids, if the stored parent run
-        is still `expected` (None: none stored yet).
-
-        A compare-and-set: of several processes racing to attach their own parent run, exactly
-        one gets True; the others get False and should adopt the stored one (`get_study`).
-
-        Args:
-            name: The study name.
-            experiment_id: The MLflow experiment of the study.
-            parent_run_id: The parent run to attach.
-            replace: Overwrite whatever is stored (repair).
-            expected: The parent run id that must be stored now for the write to happen
-                (a parent run found missing from the tracking store, being replaced).
-
-        Returns:
-            True when the ids were written; False when another parent run was stored.
+    def set_study_mlflow(self, name: str, experiment_id: str, parent_run_id: str) -> None:
+        """Store the study's MLflow experiment and parent run ids over whatever is stored
+        (repair: they moved). A first parent run is attached with `attach_parent`.
 
         Raises:
             UnknownStudyError: No study of that name.
         """
         self.ensure_schema()
-        update = sa.update(StudyRow).where(StudyRow.name == name)
-        if not replace:
-            # Evaluated under the row lock, so a concurrent winner's write is seen.
-            stored = StudyRow.mlflow_parent_run_id
-            update = update.where(stored.is_(None) if expected is None else stored == expected)
-        update = update.values(
-            mlflow_experiment_id=experiment_id, mlflow_parent_run_id=parent_run_id
+        update = (
+            sa.update(StudyRow)
+            .where(StudyRow.name == name)
+            .values(mlflow_experiment_id=experiment_id, mlflow_parent_run_id=parent_run_id)
         )
         with self._engine.begin() as conn:
-            if conn.execute(update).rowcount == 1:
-                return True
-            if conn.execute(sa.select(StudyRow.id).where(StudyRow.name == name)).first() is None:
+            if conn.execute(update).rowcount != 1:
                 raise UnknownStudyError(f"no study named '{name}'")
-            return False
 
     def attach_parent(
         self, name: str, experiment_id: str, seen: str | None, create: Callable[[], str]
