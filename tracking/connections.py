@@ -10,7 +10,7 @@ MLflow's store:
    transaction in hand.
 2. and 3. The writer's turn: two more connections, held by one process of the worker at a
    time. The worker takes the turn while it uses MLflow's store (whose own code opens a
-   second session inside a first one, hence two), its recording process while it writes a
+   second SQLAlchemy session inside a first one, hence two), its recording process while it writes a
    round (one connection to the storage, one to MLflow). Pools behind the turn
    (`Use.MLFLOW`, and every pool of the recording process) take it before they hand out a
    connection and, once the recording process exists, close their connections before they
