@@ -40,6 +40,7 @@ pytestmark = pytest.mark.slow
 __all__ = ["slurm_cluster", "slurm_jobs"]  # fixtures
 
 TINY = ["--epochs", "3", "--penalties", "l2", "--pruner", "none"]
+HEARTBEAT_S = "3"  # the workers' heartbeat interval where two run side by side (see its use)
 
 
 def _study(jobs: Jobs) -> str:
@@ -72,14 +73,18 @@ def test_array_completes_a_study_and_a_requeued_element_runs_the_rest_of_its_sha
     process fails and retries that trial and runs nothing more, so each share is told
     exactly once. The storage's password is in no Slurm record of the job."""
     study = _study(slurm_jobs)
-    env = cli_env(tmp_path / "h", password_role, SWEEPS_HEARTBEAT_S="1")
+    # The requeued element and element 1 run side by side and each fails the other's trials
+    # whose heartbeat looks stale: a beat waits behind its worker's transaction in hand (one
+    # storage connection), so a grace of 2 × 3 s rides out a busy machine, where 2 × 1 s
+    # need not.
+    env = cli_env(tmp_path / "h", password_role, SWEEPS_HEARTBEAT_S=HEARTBEAT_S)
     env["SWEEPS_STOP_AT"] = "trained:9"
     args = ["run", "--study", study, "--launcher", "slurm", "--workers", "2", "--trials", "17"]
     proc = start_cli(*args, *TINY, env=env)
     try:
         job = job_of(f"sweeps-{study}")
         first = stopped(job, 0)
-        wait_until_lost(password_role, study)
+        wait_until_lost(password_role, study, heartbeat_s=HEARTBEAT_S)
         shown = [
             slurm("scontrol", "-dd", "show", "job", job),
             slurm("squeue", f"--jobs={job}", "--format=%all"),
